@@ -1,0 +1,51 @@
+"""The running task, reachable from inside node code without passing it around.
+
+``get_stream_writer()``, ``get_config()``, ``interrupt()`` and ``once()`` find
+the task they belong to through one context variable. It is set by the
+drivers around each node call; threads get it through ``copy_context``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from trellis.types import RunnableConfig, StreamWriter
+
+if TYPE_CHECKING:
+    from trellis.engine.task import Task
+
+__all__ = ["CURRENT_TASK", "current_task", "get_config", "get_stream_writer"]
+
+CURRENT_TASK: ContextVar[Task | None] = ContextVar("trellis_task", default=None)
+
+
+def current_task(what: str) -> Task:
+    task = CURRENT_TASK.get()
+    if task is None:
+        raise RuntimeError(f"{what} can only be called from inside a running node")
+    return task
+
+
+def _discard(_chunk: Any) -> None:
+    return None
+
+
+def get_stream_writer() -> StreamWriter:
+    """The writer for ``stream_mode="custom"`` of the node that calls it.
+
+    >>> def node(state):
+    ...     get_stream_writer()({"progress": 0.5})
+    ...     return {}
+
+    Outside a node, or when nobody streams ``custom``, it discards.
+    """
+    task = CURRENT_TASK.get()
+    if task is None:
+        return _discard
+    return task.write_custom
+
+
+def get_config() -> RunnableConfig:
+    """The ``config`` of the node that calls it (as if it declared ``config``)."""
+    return current_task("get_config()").config()

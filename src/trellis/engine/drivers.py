@@ -1,0 +1,198 @@
+"""The two thin drivers around ``RunLoop``: one sync, one async.
+
+They do the I/O the loop refuses to do: call nodes and routers, run a step's
+tasks concurrently, and hand results back. A lone task runs inline; the sync
+driver never starts an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from trellis.engine.context import CURRENT_TASK
+from trellis.engine.loop import RunLoop, debug_start
+from trellis.engine.task import Task
+from trellis.types import START
+
+__all__ = ["arun_steps", "run_steps"]
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="trellis"
+        )
+    return _pool
+
+
+class StepFailed(Exception):
+    """A task of a step failed; ``done`` are the tasks that finished."""
+
+    def __init__(self, error: BaseException, failed: Task, done: list[Task]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.failed = failed
+        self.done = done
+
+
+# -- sync -------------------------------------------------------------------
+
+
+def run_task(task: Task) -> None:
+    """Run one task to completion in the calling thread."""
+    node = task.node
+    token = CURRENT_TASK.set(task)
+    try:
+        if node.takes_state and not node.injected:
+            out = node.fn(task.input)
+        else:
+            args, kwargs = task.args()
+            out = node.fn(*args, **kwargs)
+        if node.is_async or inspect.isawaitable(out):
+            if inspect.iscoroutine(out):
+                out.close()
+            raise TypeError(
+                f"node {task.name!r} is async; run the graph with ainvoke/astream instead"
+            )
+        task.accept(out)
+        for branch in node.branches:
+            args, kwargs = task.router_args(branch)
+            result = branch.router(*args, **kwargs)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    f"the router after {task.name!r} is async; use ainvoke/astream instead"
+                )
+            task.route(branch, result)
+    except BaseException as exc:
+        task.error = exc
+        raise
+    finally:
+        CURRENT_TASK.reset(token)
+
+
+def run_tasks(tasks: list[Task]) -> None:
+    """Run a step's tasks; several at once go to the thread pool."""
+    if len(tasks) == 1:
+        try:
+            run_task(tasks[0])
+        except Exception as exc:
+            raise StepFailed(exc, tasks[0], []) from exc
+        return
+    pool = _executor()
+    futures: dict[Future[None], Task] = {
+        pool.submit(contextvars.copy_context().run, run_task, task): task for task in tasks
+    }
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    for future in futures:
+        if future in done and future.exception() is not None:
+            failed = futures[future]
+            finished = [futures[f] for f in done if f.exception() is None]
+            error = future.exception()
+            assert error is not None
+            raise StepFailed(error, failed, finished) from error
+
+
+def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
+    """Drive ``loop`` to the end, yielding stream chunks for its modes."""
+    modes = loop.modes
+    debug = "debug" in modes
+    while True:
+        tasks = loop.tick()
+        if not tasks:
+            return
+        if debug:
+            for task in tasks:
+                if task.name != START:
+                    yield "debug", debug_start(task)
+        run_tasks(tasks)
+        loop.commit(tasks)
+        if modes:
+            yield from loop.chunks(tasks)
+
+
+# -- async ------------------------------------------------------------------
+
+
+async def arun_task(task: Task) -> None:
+    """Run one task on the event loop (sync nodes go to a worker thread)."""
+    node = task.node
+    token = CURRENT_TASK.set(task)
+    try:
+        args, kwargs = task.args()
+        if node.is_async:
+            out = await node.fn(*args, **kwargs)
+        elif node.name == START:
+            out = node.fn(*args, **kwargs)
+        else:
+            ctx = contextvars.copy_context()
+            out = await asyncio.get_running_loop().run_in_executor(
+                _executor(), lambda: ctx.run(node.fn, *args, **kwargs)
+            )
+            if inspect.isawaitable(out):
+                out = await out
+        task.accept(out)
+        for branch in node.branches:
+            args, kwargs = task.router_args(branch)
+            result = branch.router(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            task.route(branch, result)
+    except BaseException as exc:
+        task.error = exc
+        raise
+    finally:
+        CURRENT_TASK.reset(token)
+
+
+async def arun_tasks(tasks: list[Task]) -> None:
+    if len(tasks) == 1:
+        try:
+            await arun_task(tasks[0])
+        except Exception as exc:
+            raise StepFailed(exc, tasks[0], []) from exc
+        return
+    running = {asyncio.ensure_future(arun_task(task)): task for task in tasks}
+    done, pending = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+    failures = [f for f in done if not f.cancelled() and f.exception() is not None]
+    if not failures:
+        return
+    for future in pending:
+        future.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    # The first failure in task order, so the error reported is deterministic.
+    first = min(failures, key=lambda f: tasks.index(running[f]))
+    error = first.exception()
+    assert error is not None
+    finished = [running[f] for f in done if not f.cancelled() and f.exception() is None]
+    raise StepFailed(error, running[first], finished) from error
+
+
+async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
+    """The async twin of ``run_steps``: the same loop, awaited."""
+    modes = loop.modes
+    debug = "debug" in modes
+    while True:
+        tasks = loop.tick()
+        if not tasks:
+            return
+        if debug:
+            for task in tasks:
+                if task.name != START:
+                    yield "debug", debug_start(task)
+        await arun_tasks(tasks)
+        loop.commit(tasks)
+        if modes:
+            for chunk in loop.chunks(tasks):
+                yield chunk

@@ -1,0 +1,249 @@
+"""The compile step: turn a builder into flat tables the engine loops over.
+
+Everything that can be decided before a run is decided here — how each node
+is called, what it may write, where it leads, which reducer each key uses —
+so a super-step does a few dictionary lookups and little else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trellis.graph.node import BranchSpec, NodeSpec, call_shape
+from trellis.graph.reducers import add_messages
+from trellis.graph.schema import Channel, SchemaInfo, schema_info
+from trellis.types import END, START
+
+if TYPE_CHECKING:
+    from trellis.graph.builder import StateGraph
+
+__all__ = ["BranchPlan", "GraphPlan", "JoinPlan", "NodePlan", "build_plan"]
+
+InputMaker = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(slots=True)
+class BranchPlan:
+    """A conditional edge, ready to run."""
+
+    source: str
+    router: Callable[..., Any]
+    path_map: dict[Hashable, str] | None
+    fallback: str | None
+    takes_state: bool
+    injected: tuple[str, ...]
+    is_async: bool
+
+
+@dataclass(slots=True)
+class JoinPlan:
+    """``add_edge([a, b], c)``: ``c`` runs once every source has finished."""
+
+    index: int
+    sources: frozenset[str]
+    target: str
+
+
+@dataclass(slots=True)
+class NodePlan:
+    """One node, with every per-call decision already made."""
+
+    name: str
+    fn: Callable[..., Any]
+    takes_state: bool
+    injected: tuple[str, ...]
+    is_async: bool
+    make_input: InputMaker
+    static_next: tuple[str, ...]
+    joins: tuple[JoinPlan, ...]
+    branches: tuple[BranchPlan, ...]
+    spec: NodeSpec | None = None
+    defer: bool = False
+    max_visits: int | None = None
+    fallback: str | None = None
+    to_update: Callable[[Any], dict[str, Any] | None] | None = None
+    subgraph: Any = None
+    # Resilience: filled from the spec; None means the plain fast path.
+    policies: tuple[Any, ...] = ()
+    timeout: float | None = None
+    circuit: Any = None
+    on_error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def guarded(self) -> bool:
+        return bool(self.policies) or self.timeout is not None or self.circuit is not None
+
+
+@dataclass(slots=True)
+class GraphPlan:
+    """Everything the engine needs to run one compiled graph."""
+
+    nodes: dict[str, NodePlan]
+    start: NodePlan
+    channels: dict[str, Channel]
+    reducers: dict[str, Callable[[Any, Any], Any]]
+    writable: frozenset[str]
+    initial: dict[str, Callable[[], Any]]
+    input_info: SchemaInfo
+    output_keys: tuple[str, ...]
+    state_info: SchemaInfo
+    router_input: InputMaker
+    joins: tuple[JoinPlan, ...]
+    append_channels: frozenset[str]
+    fingerprint: str
+    schemas: tuple[Any, ...] = ()
+
+
+def _input_maker(info: SchemaInfo, all_channels: frozenset[str]) -> InputMaker:
+    keys = tuple(info.channels) if info.kind != "dict" else tuple(sorted(all_channels))
+    if info.kind in ("typeddict", "dict"):
+        if frozenset(keys) == all_channels:
+            # The common case: the node sees the whole state. A copy, so a node
+            # that mutates its input cannot change the state behind our back.
+            return dict.copy  # type: ignore[return-value]
+        return lambda values: {k: values[k] for k in keys if k in values}
+    cls = info.schema
+    return lambda values: cls(**{k: values[k] for k in keys if k in values})
+
+
+def _branch_plan(spec: BranchSpec) -> BranchPlan:
+    takes_state, injected, is_async = call_shape(spec.router)
+    return BranchPlan(
+        spec.source, spec.router, spec.path_map, spec.fallback, takes_state, injected, is_async
+    )
+
+
+def _is_append_reducer(reducer: Callable[[Any, Any], Any] | None, channel: Channel) -> bool:
+    """Reducers whose result is always ``old + new`` for lists: stored as deltas."""
+    if reducer is add_messages:
+        return True
+    base = getattr(channel.annotation, "__origin__", channel.annotation)
+    return reducer is operator.add and base is list
+
+
+def _fingerprint(builder: StateGraph[Any, Any]) -> str:
+    parts = sorted(builder.nodes)
+    parts += sorted(f"{a}->{b}" for a, b in builder.edges)
+    parts += sorted(f"{sorted(s)}=>{t}" for s, t in builder.joins)
+    parts += sorted(f"{b.source}?{sorted(map(str, (b.path_map or {}).values()))}" for b in builder.branches)
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def build_plan(builder: StateGraph[Any, Any]) -> GraphPlan:
+    """Compile ``builder`` into a ``GraphPlan`` (the builder is already validated)."""
+    channels = dict(builder.channels)
+    all_channels = frozenset(channels)
+    reducers = {k: c.reducer for k, c in channels.items() if c.reducer is not None}
+    initial = {k: c.initial for k, c in channels.items() if c.initial is not None}
+    nexts: dict[str, list[str]] = {}
+    for a, b in builder.edges:
+        if b != END:
+            nexts.setdefault(a, []).append(b)
+    joins = tuple(
+        JoinPlan(i, frozenset(sources), target) for i, (sources, target) in enumerate(builder.joins)
+    )
+    branches: dict[str, list[BranchPlan]] = {}
+    for spec in builder.branches:
+        branches.setdefault(spec.source, []).append(_branch_plan(spec))
+
+    def links(name: str) -> dict[str, Any]:
+        return {
+            "static_next": tuple(dict.fromkeys(nexts.get(name, ()))),
+            "joins": tuple(j for j in joins if name in j.sources),
+            "branches": tuple(branches.get(name, ())),
+        }
+
+    nodes: dict[str, NodePlan] = {}
+    for name, spec in builder.nodes.items():
+        nodes[name] = _node_plan(builder, spec, all_channels, links(name))
+    start = NodePlan(
+        name=START,
+        fn=lambda value: value,
+        takes_state=True,
+        injected=(),
+        is_async=False,
+        make_input=dict.copy,  # type: ignore[arg-type]
+        **links(START),
+    )
+    append_channels = frozenset(
+        k for k, c in channels.items() if _is_append_reducer(c.reducer, c)
+    )
+    schemas = tuple(
+        s
+        for s in {
+            builder.state_schema,
+            builder.input_info.schema,
+            builder.output_info.schema,
+            *(n.input_schema for n in builder.nodes.values()),
+        }
+        if s is not None and s is not dict
+    )
+    return GraphPlan(
+        nodes=nodes,
+        start=start,
+        channels=channels,
+        reducers=reducers,
+        writable=all_channels,
+        initial=initial,
+        input_info=builder.input_info,
+        output_keys=tuple(builder.output_info.channels) or tuple(sorted(all_channels)),
+        state_info=builder.state_info,
+        router_input=_input_maker(builder.state_info, all_channels),
+        joins=joins,
+        append_channels=append_channels,
+        fingerprint=_fingerprint(builder),
+        schemas=schemas,
+    )
+
+
+def _node_plan(
+    builder: StateGraph[Any, Any],
+    spec: NodeSpec,
+    all_channels: frozenset[str],
+    links: dict[str, Any],
+) -> NodePlan:
+    info = schema_info(spec.input_schema) if spec.input_schema is not None else builder.state_info
+    fn = spec.fn
+    subgraph = None
+    if spec.is_subgraph:
+        subgraph = fn
+        takes_state, injected, is_async = True, ("config",), False
+    else:
+        takes_state, injected, is_async = call_shape(fn)
+    to_update = None
+    if builder.state_info.kind in ("dataclass", "pydantic"):
+        to_update = builder.state_info.to_update
+    policies: tuple[Any, ...] = ()
+    if spec.retry_policy is not None:
+        rp = spec.retry_policy
+        policies = tuple(rp) if isinstance(rp, (list, tuple)) and not _is_policy(rp) else (rp,)
+    return NodePlan(
+        name=spec.name,
+        fn=fn,
+        takes_state=takes_state,
+        injected=injected,
+        is_async=is_async,
+        make_input=_input_maker(info, all_channels),
+        spec=spec,
+        defer=spec.defer,
+        max_visits=spec.max_visits,
+        fallback=spec.fallback,
+        to_update=to_update,
+        subgraph=subgraph,
+        policies=policies,
+        timeout=spec.timeout,
+        circuit=spec.circuit,
+        on_error=spec.on_error,
+        metadata=spec.metadata,
+        **links,
+    )
+
+
+def _is_policy(value: Any) -> bool:
+    # RetryPolicy is a NamedTuple, so it is also a tuple: tell the two apart.
+    return hasattr(value, "_fields") and "max_attempts" in value._fields

@@ -1,0 +1,284 @@
+"""A task: one node call in one super-step, and the pure work around it.
+
+Everything here is free of I/O: building the node's arguments, checking what
+it returned, computing what its conditional edges see and where they lead.
+The drivers (``engine.drivers``) do the calling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from trellis.errors import InvalidUpdateError, RoutingError
+from trellis.types import END, Command, ExecutionInfo, Interrupt, RunnableConfig, Runtime, Send
+
+if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
+    from trellis.engine.plan import BranchPlan, NodePlan
+
+__all__ = ["Task"]
+
+PULL = "__pregel_pull"
+PUSH = "__pregel_push"
+
+
+class Task:
+    """One scheduled node call and, once it ran, its outcome."""
+
+    __slots__ = (
+        "_id",
+        "attempt",
+        "custom",
+        "duration",
+        "error",
+        "goto",
+        "input",
+        "interrupts",
+        "loop",
+        "name",
+        "node",
+        "output",
+        "path",
+        "resume",
+        "started",
+        "step",
+        "update",
+    )
+
+    def __init__(
+        self, loop: RunLoop, node: NodePlan, value: Any, step: int, path: tuple[str, Any]
+    ) -> None:
+        self.loop = loop
+        self.node = node
+        self.name = node.name
+        self.input = value
+        self.step = step
+        self.path = path
+        self._id: str | None = None
+        self.update: dict[str, Any] | None = None
+        self.output: Any = None
+        self.goto: list[Any] = []
+        self.error: BaseException | None = None
+        self.interrupts: list[Interrupt] = []
+        self.resume: list[Any] | None = None
+        self.custom: list[Any] | None = None
+        self.attempt = 1
+        self.started = 0.0
+        self.duration = 0.0
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, step={self.step}, path={self.path!r})"
+
+    @property
+    def id(self) -> str:
+        """Stable across retries and resumes: derived from where it was planned."""
+        if self._id is None:
+            seed = f"{self.loop.checkpoint_id}|{self.step}|{self.name}|{self.path[0]}|{self.path[1]}"
+            self._id = hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
+        return self._id
+
+    # -- calling ----------------------------------------------------------
+
+    def args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        node = self.node
+        args = (self.input,) if node.takes_state else ()
+        if not node.injected:
+            return args, {}
+        return args, {name: self.inject(name) for name in node.injected}
+
+    def inject(self, name: str) -> Any:
+        if name == "config":
+            return self.config()
+        if name == "runtime":
+            return self.runtime()
+        if name == "writer":
+            return self.write_custom
+        return None  # store: Trellis has no store; LangGraph passes None without one
+
+    def config(self) -> RunnableConfig:
+        loop = self.loop
+        configurable = {
+            **loop.configurable,
+            "checkpoint_ns": "",
+            "checkpoint_id": loop.checkpoint_id,
+            "task_id": self.id,
+        }
+        return {
+            **loop.config,  # type: ignore[typeddict-item]
+            "configurable": configurable,
+            "metadata": {
+                **loop.config.get("metadata", {}),
+                "langgraph_step": self.step,
+                "langgraph_node": self.name,
+                "langgraph_triggers": (self.path[1] if self.path[0] == PULL else "__pregel_push",),
+                "langgraph_path": self.path,
+                "thread_id": loop.configurable.get("thread_id"),
+            },
+            "recursion_limit": loop.recursion_limit,
+        }
+
+    def runtime(self) -> Runtime[Any]:
+        loop = self.loop
+        info = ExecutionInfo(
+            task_id=self.id,
+            thread_id=loop.configurable.get("thread_id"),
+            checkpoint_id=loop.checkpoint_id,
+            node=self.name,
+            step=self.step,
+            node_attempt=self.attempt,
+            node_first_attempt_time=self.started or None,
+            run_id=loop.run_id,
+        )
+        return Runtime(context=loop.context, stream_writer=self.write_custom, execution_info=info)
+
+    def write_custom(self, chunk: Any) -> None:
+        if self.custom is None:
+            self.custom = []
+        self.custom.append(chunk)
+
+    # -- what the node returned ------------------------------------------
+
+    def accept(self, out: Any) -> None:
+        """Check the node's return value and keep it as this task's update."""
+        node = self.node
+        if out is None:
+            return
+        if type(out) is dict:
+            self._set_update(out)
+            return
+        if isinstance(out, Command):
+            self._accept_command(out)
+            return
+        if node.subgraph is not None and isinstance(out, Mapping):
+            writable = self.loop.plan.writable
+            self._set_update({k: v for k, v in out.items() if k in writable})
+            return
+        if node.to_update is not None:
+            update = node.to_update(out)
+            if update is not None:
+                self._set_update(update)
+                return
+        if isinstance(out, (list, tuple)) and out and all(isinstance(c, Command) for c in out):
+            for command in out:
+                self._accept_command(command)
+            return
+        if isinstance(out, Mapping):
+            self._set_update(dict(out))
+            return
+        raise InvalidUpdateError(
+            f"node {self.name!r} returned {_short(out)} of type {type(out).__name__}; "
+            "a node must return a dict of state updates, None, or a Command"
+        )
+
+    def _accept_command(self, command: Command[Any]) -> None:
+        if command.graph == Command.PARENT:
+            from trellis.engine.subgraph import ParentCommand
+
+            raise ParentCommand(command)
+        update = command.update
+        if update is not None:
+            if isinstance(update, (list, tuple)):
+                update = dict(update)
+            elif type(update) is not dict:
+                converted = self.node.to_update(update) if self.node.to_update else None
+                if converted is None and not isinstance(update, Mapping):
+                    raise InvalidUpdateError(
+                        f"node {self.name!r} returned Command(update={_short(update)}); "
+                        "update must be a dict, a list of (key, value) pairs, or the state type"
+                    )
+                update = converted if converted is not None else dict(update)
+            self._set_update(update)
+        nodes = self.loop.plan.nodes
+        for target in command.goto_list():
+            if isinstance(target, Send):
+                if target.node not in nodes:
+                    raise RoutingError(
+                        f"node {self.name!r} sent to unknown node {target.node!r} (Command goto)"
+                    )
+            elif target != END and target not in nodes:
+                raise RoutingError(
+                    f"node {self.name!r} returned Command(goto={target!r}), which is no node"
+                )
+            if target != END:
+                self.goto.append(target)
+
+    def _set_update(self, update: dict[str, Any]) -> None:
+        writable = self.loop.plan.writable
+        if not update.keys() <= writable:
+            unknown = sorted(set(update) - writable)
+            raise InvalidUpdateError(
+                f"node {self.name!r} wrote unknown state key(s) {', '.join(map(repr, unknown))}; "
+                f"the state has {', '.join(sorted(writable))}"
+            )
+        if self.update is None:
+            self.update = update
+            self.output = update
+        else:  # several Commands from one node
+            self.update = {**self.update, **update}
+            self.output = self.update
+
+    # -- conditional edges --------------------------------------------------
+
+    def router_args(self, branch: BranchPlan) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """What a router sees: the step's snapshot plus this task's own writes."""
+        loop = self.loop
+        view = loop.values
+        if self.update:
+            view = dict(view)
+            loop.apply(view, self.update)
+        args = (loop.plan.router_input(view),) if branch.takes_state else ()
+        if not branch.injected:
+            return args, {}
+        return args, {name: self.inject(name) for name in branch.injected}
+
+    def route(self, branch: BranchPlan, result: Any) -> None:
+        """Turn a router's result into destinations for the next step."""
+        nodes = self.loop.plan.nodes
+        items = list(result) if isinstance(result, (list, tuple)) else [result]
+        if not items:
+            return
+        for item in items:
+            if isinstance(item, Send):
+                if item.node not in nodes:
+                    raise RoutingError(
+                        f"router of {self.name!r} sent to unknown node {item.node!r}"
+                    )
+                self.goto.append(item)
+                continue
+            dest: Any = item
+            if branch.path_map is not None:
+                try:
+                    dest = branch.path_map.get(item, _NO_NODE)
+                except TypeError:  # unhashable router result
+                    dest = _NO_NODE
+            if dest == END:
+                continue
+            if dest is _NO_NODE or dest not in nodes:
+                if branch.fallback is None:
+                    raise RoutingError(_routing_message(self.name, branch, item))
+                dest = branch.fallback
+            self.goto.append(dest)
+
+
+_NO_NODE = object()
+
+
+def _routing_message(source: str, branch: BranchPlan, value: Any) -> str:
+    name = "START" if source == "__start__" else repr(source)
+    if branch.path_map is not None:
+        keys = ", ".join(map(repr, branch.path_map))
+        return (
+            f"router of {name} returned {value!r}, which is not a key of its path_map ({keys}); "
+            "add it to path_map or pass fallback="
+        )
+    return (
+        f"router of {name} returned {value!r}, which names no node; "
+        "return a node name, END or Send, or pass fallback="
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

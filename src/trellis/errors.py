@@ -1,0 +1,189 @@
+"""Every exception Trellis raises, as one tree.
+
+Each class also subclasses the builtin a caller would naturally catch, so
+``except ValueError`` around a bad update or ``except RuntimeError`` around a
+failed run keeps working. Where LangGraph has the same error, the name is the
+same.
+
+::
+
+    TrellisError
+    ├── GraphValidationError      (ValueError)   compile time; lists every problem
+    ├── InvalidUpdateError        (ValueError)   bad node return, unknown key, two writes
+    ├── RoutingError              (ValueError)   a router named no node
+    ├── GraphRecursionError       (RecursionError) recursion_limit reached
+    ├── NodeError                 (RuntimeError) a node failed after its retries
+    │   └── NodeTimeoutError                     a node exceeded its timeout
+    ├── CircuitOpenError          (RuntimeError) the node's breaker is open
+    ├── EmptyInputError           (ValueError)   no input and nothing to resume
+    ├── InterruptError            (RuntimeError) interrupt/resume misuse
+    ├── CheckpointError           (RuntimeError)
+    │   ├── CheckpointCorruptError               a stored blob cannot be decoded
+    │   ├── CheckpointNotFoundError (+LookupError) unknown thread or checkpoint
+    │   ├── ConcurrentUpdateError                the thread's head moved underneath
+    │   ├── GraphVersionError                    the graph lacks a pending node
+    │   ├── SchemaVersionError                   the database is from a newer Trellis
+    │   └── SerializationError (+TypeError)      a value has no codec
+    └── ApprovalError             (RuntimeError)
+        ├── AlreadyDecidedError                  a request was decided already
+        └── ApprovalNotFoundError (+LookupError) unknown or expired request
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyDecidedError",
+    "ApprovalError",
+    "ApprovalNotFoundError",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CircuitOpenError",
+    "ConcurrentUpdateError",
+    "EmptyInputError",
+    "GraphRecursionError",
+    "GraphValidationError",
+    "GraphVersionError",
+    "InterruptError",
+    "InvalidUpdateError",
+    "NodeError",
+    "NodeTimeoutError",
+    "RoutingError",
+    "SchemaVersionError",
+    "SerializationError",
+    "TrellisError",
+]
+
+
+class TrellisError(Exception):
+    """Base of every Trellis error."""
+
+
+class GraphValidationError(TrellisError, ValueError):
+    """The graph is malformed; ``problems`` lists every issue found at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"graph is invalid ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class InvalidUpdateError(TrellisError, ValueError):
+    """A node returned something the state cannot take.
+
+    Raised for a return value of the wrong type, a key the schema lacks, input
+    that does not fit the input schema, and two writes to a last-value key in
+    one step.
+    """
+
+
+class RoutingError(TrellisError, ValueError):
+    """A router returned a value that names no node and no fallback applies."""
+
+
+class GraphRecursionError(TrellisError, RecursionError):
+    """The run reached ``recursion_limit`` super-steps without finishing."""
+
+
+class NodeError(TrellisError, RuntimeError):
+    """A node failed for good (after its retries).
+
+    ``node`` is the node's name, ``attempts`` how many times it ran; the
+    original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, node: str, attempts: int, error: BaseException | None = None) -> None:
+        self.node = node
+        self.attempts = attempts
+        self.error = error
+        detail = f": {type(error).__name__}: {error}" if error is not None else ""
+        super().__init__(f"node {node!r} failed after {attempts} attempt(s){detail}")
+
+
+class NodeTimeoutError(NodeError):
+    """A node attempt ran longer than its ``timeout``."""
+
+    def __init__(self, node: str, timeout: float, attempts: int = 1) -> None:
+        self.timeout = timeout
+        TrellisError.__init__(self, f"node {node!r} timed out after {timeout:g}s")
+        self.node = node
+        self.attempts = attempts
+        self.error = None
+
+
+class CircuitOpenError(TrellisError, RuntimeError):
+    """The circuit breaker guarding a node is open; the node was not called."""
+
+    def __init__(self, breaker: str, node: str | None = None, retry_after: float = 0.0) -> None:
+        self.breaker = breaker
+        self.node = node
+        self.retry_after = retry_after
+        where = f" for node {node!r}" if node else ""
+        super().__init__(
+            f"circuit {breaker!r} is open{where}; next trial in {max(retry_after, 0.0):.3g}s"
+        )
+
+
+class EmptyInputError(TrellisError, ValueError):
+    """``invoke(None)`` on a thread with nothing to resume."""
+
+
+class InterruptError(TrellisError, RuntimeError):
+    """``interrupt()`` or ``Command(resume=...)`` used where it cannot work."""
+
+
+class CheckpointError(TrellisError, RuntimeError):
+    """Base of persistence errors."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A stored blob cannot be decoded; nothing in it was executed."""
+
+    def __init__(self, message: str, *, thread_id: str | None = None, key: str | None = None) -> None:
+        self.thread_id = thread_id
+        self.key = key
+        super().__init__(message)
+
+
+class CheckpointNotFoundError(CheckpointError, LookupError):
+    """An unknown thread id or checkpoint id."""
+
+
+class ConcurrentUpdateError(CheckpointError):
+    """Another writer advanced the thread first; nothing was overwritten."""
+
+
+class GraphVersionError(CheckpointError):
+    """A checkpoint names a node the current graph does not have."""
+
+
+class SchemaVersionError(CheckpointError):
+    """The database schema is newer than this version of Trellis understands."""
+
+
+class SerializationError(CheckpointError, TypeError):
+    """A value has no codec. ``key`` and ``type_name`` say which."""
+
+    def __init__(self, message: str, *, key: str | None = None, type_name: str | None = None) -> None:
+        self.key = key
+        self.type_name = type_name
+        super().__init__(message)
+
+
+class ApprovalError(TrellisError, RuntimeError):
+    """Base of approval-queue errors."""
+
+
+class AlreadyDecidedError(ApprovalError):
+    """The approval request was decided (or expired) before this decision."""
+
+    def __init__(self, request_id: str, status: Any = None) -> None:
+        self.request_id = request_id
+        self.status = status
+        super().__init__(f"approval request {request_id!r} is already {status or 'decided'}")
+
+
+class ApprovalNotFoundError(ApprovalError, LookupError):
+    """No approval request has that id."""

@@ -1,0 +1,106 @@
+"""Reducers shipped with Trellis: ``add_messages`` and its ``RemoveMessage``.
+
+A message is a dict with ``role``/``content`` (and optionally ``id``), or any
+object with an ``id`` attribute (LangChain message objects work unchanged).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict
+
+__all__ = ["REMOVE_ALL_MESSAGES", "MessagesState", "RemoveMessage", "add_messages"]
+
+REMOVE_ALL_MESSAGES = "__remove_all__"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMessage:
+    """Returned inside a messages update, deletes the message with this ``id``.
+
+    >>> return {"messages": [RemoveMessage(id=old["id"])]}
+    """
+
+    id: str
+
+
+def _message_id(message: Any) -> Any:
+    if isinstance(message, dict):
+        return message.get("id")
+    return getattr(message, "id", None)
+
+
+def _is_remove(message: Any) -> bool:
+    return isinstance(message, RemoveMessage) or type(message).__name__ == "RemoveMessage"
+
+
+def _coerce(message: Any) -> Any:
+    """Give a message an id (LangGraph does the same) and turn shorthands into dicts."""
+    if isinstance(message, str):
+        return {"role": "user", "content": message, "id": str(uuid.uuid4())}
+    if isinstance(message, tuple) and len(message) == 2:
+        return {"role": message[0], "content": message[1], "id": str(uuid.uuid4())}
+    if isinstance(message, dict):
+        if message.get("id") is None:
+            return {**message, "id": str(uuid.uuid4())}
+        return message
+    if _is_remove(message):
+        return message
+    if getattr(message, "id", "") is None:
+        message.id = str(uuid.uuid4())
+    return message
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) and not (
+        isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+    ):
+        return list(value)
+    return [value]
+
+
+def add_messages(left: Any, right: Any) -> list[Any]:
+    """Merge a messages update into a messages list.
+
+    New ids are appended in order; a message whose id is already present
+    replaces it in place; ``RemoveMessage(id)`` deletes; a
+    ``RemoveMessage(REMOVE_ALL_MESSAGES)`` clears everything before it.
+
+    >>> class State(TypedDict):
+    ...     messages: Annotated[list, add_messages]
+    """
+    current = [_coerce(m) for m in _as_list(left)]
+    updates = [_coerce(m) for m in _as_list(right)]
+    for i in range(len(updates) - 1, -1, -1):
+        if _is_remove(updates[i]) and updates[i].id == REMOVE_ALL_MESSAGES:
+            return [m for m in updates[i + 1 :] if not _is_remove(m)]
+    index = {_message_id(m): i for i, m in enumerate(current)}
+    merged = list(current)
+    removed: set[Any] = set()
+    for message in updates:
+        mid = _message_id(message)
+        if _is_remove(message):
+            if mid not in index:
+                raise ValueError(f"RemoveMessage: no message with id {mid!r} to remove")
+            removed.add(mid)
+            continue
+        if mid in index:
+            merged[index[mid]] = message
+            removed.discard(mid)
+        else:
+            index[mid] = len(merged)
+            merged.append(message)
+    if removed:
+        merged = [m for m in merged if _message_id(m) not in removed]
+    return merged
+
+
+class MessagesState(TypedDict):
+    """A ready-made state with one ``messages`` key reduced by ``add_messages``."""
+
+    messages: Annotated[list[Any], add_messages]

@@ -1,0 +1,239 @@
+"""The checkpointer protocol: what the engine asks of every saver.
+
+A thread's history is a tree of checkpoints, one per super-step. Each
+checkpoint names its parent and carries the full state *logically*; a saver
+stores only what changed (``Checkpoint.changed``) and, for channels that only
+grew by appending, only the appended items (``Checkpoint.appends``), so a run
+that appends n items stores O(n) bytes.
+
+Every saver passes ``tests/persist/test_conformance.py``.
+
+>>> saver = MemorySaver()
+>>> graph = builder.compile(checkpointer=saver)
+>>> graph.invoke({"n": 1}, {"configurable": {"thread_id": "t1"}})
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from trellis.errors import InvalidUpdateError
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointTuple",
+    "Checkpointer",
+    "PendingWrite",
+    "ThreadInfo",
+    "new_checkpoint_id",
+    "validate_filter",
+]
+
+# Metadata filter keys become part of a query path on some backends (JSON paths),
+# so they are held to an identifier pattern everywhere; values are always bound.
+_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+_last_id_ns = 0
+
+
+def new_checkpoint_id() -> str:
+    """A fresh, time-ordered, unique id: ids sort in creation order.
+
+    32 hex digits: 16 of nanoseconds since the epoch (forced strictly increasing
+    within this process), then 16 random, so two processes never collide.
+    """
+    global _last_id_ns
+    now = time.time_ns()
+    if now <= _last_id_ns:
+        now = _last_id_ns + 1
+    _last_id_ns = now
+    return f"{now:016x}{os.urandom(8).hex()}"
+
+
+def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check metadata filter keys against the identifier pattern.
+
+    >>> validate_filter({"source": "loop"})
+    {'source': 'loop'}
+    """
+    if not filter:
+        return {}
+    for key in filter:
+        if not isinstance(key, str) or not _FILTER_KEY.match(key):
+            raise InvalidUpdateError(
+                f"metadata filter key {key!r} is not an identifier "
+                "(letters, digits and '_', at most 64, not starting with a digit)"
+            )
+    return dict(filter)
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """One super-step's durable record of a thread.
+
+    ``values`` is the complete state after the step. ``versions`` maps every
+    channel present in ``values`` to the id of the checkpoint that last wrote
+    it, so ``changed`` (the channels written by this checkpoint) is derived.
+    ``appends`` holds, for some changed channels, the items this step appended:
+    ``values[k] == <value at parent> + appends[k]``. ``pending`` is the engine's
+    own bookkeeping (next tasks, join barriers, visit counts, interrupts): an
+    opaque, serializable mapping the saver stores as one blob.
+    """
+
+    id: str
+    parent_id: str | None
+    step: int
+    created_at: float
+    values: Mapping[str, Any]
+    versions: Mapping[str, str]
+    appends: Mapping[str, list[Any]] = field(default_factory=dict)
+    pending: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def changed(self) -> list[str]:
+        """The channels this checkpoint wrote."""
+        me = self.id
+        return [k for k, v in self.versions.items() if v == me]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A write of a task that finished (or failed, or was interrupted) in a
+    step whose checkpoint was not yet taken.
+
+    ``idx >= 0`` are ordinary writes, insert-if-absent (a retried task never
+    duplicates them); ``idx < 0`` are special slots (error, interrupt, resume,
+    ``once`` results) that are upserted.
+    """
+
+    task_id: str
+    task_name: str
+    idx: int
+    channel: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTuple:
+    """A checkpoint as read back, with its metadata and pending writes."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint: Checkpoint
+    metadata: dict[str, Any]
+    pending_writes: tuple[PendingWrite, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A thread as listed by ``Checkpointer.threads``."""
+
+    thread_id: str
+    head_id: str
+    updated_at: float
+    checkpoints: int
+
+
+@runtime_checkable
+class Checkpointer(Protocol):
+    """What the engine needs from a saver. Sync and async forms of each call.
+
+    Contract (checked by the conformance suite):
+    - ``put`` is atomic: the checkpoint, its metadata and the thread's new head
+      become visible together or not at all.
+    - ``put`` with ``expected_head`` different from the thread's current head
+      (``None`` for a new thread) raises ``ConcurrentUpdateError`` and writes
+      nothing.
+    - ``get_tuple`` returns fully reconstructed ``values`` (appends resolved),
+      ``None`` for an unknown thread; an unknown ``checkpoint_id`` of a known
+      thread raises ``CheckpointNotFoundError``; an undecodable blob raises
+      ``CheckpointCorruptError`` for that thread only.
+    - ``put_writes`` is idempotent per (checkpoint, task_id, idx).
+    - ``list`` is newest first; ``before`` is exclusive; filter keys validated.
+    """
+
+    def setup(self) -> None: ...
+
+    def get_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None: ...
+
+    def put(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None: ...
+
+    def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None: ...
+
+    def list(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[CheckpointTuple]: ...
+
+    def delete_thread(self, thread_id: str) -> None: ...
+
+    def threads(self, *, limit: int | None = None) -> list[ThreadInfo]: ...
+
+    def prune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int: ...
+
+    async def aget_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None: ...
+
+    async def aput(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None: ...
+
+    async def aput_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None: ...
+
+    def alist(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[CheckpointTuple]: ...
+
+    async def adelete_thread(self, thread_id: str) -> None: ...
