@@ -16,6 +16,7 @@ same.
     │   └── NodeTimeoutError                     a node exceeded its timeout
     ├── CircuitOpenError          (RuntimeError) the node's breaker is open
     ├── EmptyInputError           (ValueError)   no input and nothing to resume
+    ├── InvalidConfigError        (ValueError)   e.g. no thread_id with a checkpointer
     ├── InterruptError            (RuntimeError) interrupt/resume misuse
     ├── CheckpointError           (RuntimeError)
     │   ├── CheckpointCorruptError               a stored blob cannot be decoded
@@ -47,6 +48,7 @@ __all__ = [
     "GraphValidationError",
     "GraphVersionError",
     "InterruptError",
+    "InvalidConfigError",
     "InvalidUpdateError",
     "NodeError",
     "NodeTimeoutError",
@@ -128,6 +130,10 @@ class CircuitOpenError(TrellisError, RuntimeError):
 
 class EmptyInputError(TrellisError, ValueError):
     """``invoke(None)`` on a thread with nothing to resume."""
+
+
+class InvalidConfigError(TrellisError, ValueError):
+    """The ``config`` of a call is missing something or has a wrong value."""
 
 
 class InterruptError(TrellisError, RuntimeError):

@@ -10,10 +10,18 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine import drivers
+from trellis.engine import drivers, state
+from trellis.engine.durable import restore
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
-from trellis.types import RunnableConfig
+from trellis.errors import (
+    CheckpointNotFoundError,
+    EmptyInputError,
+    InterruptError,
+    InvalidConfigError,
+)
+from trellis.persist.base import CheckpointTuple
+from trellis.types import Command, RunnableConfig, StateSnapshot
 
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
@@ -28,7 +36,7 @@ _MODES = frozenset({"values", "updates", "custom", "debug", "events"})
 def _modes(stream_mode: Any) -> tuple[tuple[str, ...], bool]:
     """Normalise ``stream_mode`` and say whether chunks are ``(mode, chunk)`` pairs."""
     if stream_mode is None:
-        return ("values",), False
+        return ("updates",), False  # LangGraph's default for stream()
     if isinstance(stream_mode, str):
         modes: tuple[str, ...] = (stream_mode,)
         paired = False
@@ -84,12 +92,105 @@ class CompiledStateGraph:
     # -- running ----------------------------------------------------------
 
     def _loop(
-        self, input: Any, config: RunnableConfig | None, context: Any, modes: tuple[str, ...]
-    ) -> RunLoop:
+        self,
+        input: Any,
+        config: RunnableConfig | None,
+        context: Any,
+        modes: tuple[str, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[RunLoop, tuple[str, str | None] | None]:
+        """A loop for one call, and what must be read from the saver first (if anything)."""
         config = config or {}
         limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
-        loop = RunLoop(self.plan, config, context=context, recursion_limit=limit, modes=modes)
+        before = kwargs.get("interrupt_before") or self.interrupt_before
+        after = kwargs.get("interrupt_after") or self.interrupt_after
+        loop = RunLoop(
+            self.plan,
+            config,
+            context=context,
+            recursion_limit=limit,
+            modes=modes,
+            saver=self.checkpointer or None,
+            durability=kwargs.get("durability") or self.options.get("durability") or "sync",
+            breakpoints=(_names(before), _names(after)),
+        )
+        if loop.saver is None:
+            if input is None or (isinstance(input, Command) and input.resume is not None):
+                if input is not None:
+                    raise InterruptError(
+                        "Command(resume=...) needs a checkpointer: compile(checkpointer=...)"
+                    )
+            loop.begin(input)
+            return loop, None
+        thread_id = loop.thread_id
+        if thread_id is None:
+            raise InvalidConfigError(
+                "this graph has a checkpointer, so every call needs a thread id: "
+                "config={'configurable': {'thread_id': ...}}"
+            )
+        return loop, (str(thread_id), loop.configurable.get("checkpoint_id"))
+
+    def _start(
+        self, loop: RunLoop, input: Any, saved: CheckpointTuple | None, head: CheckpointTuple | None
+    ) -> None:
+        """Resume, fork or start a run, given what the saver holds."""
+        checkpoint_id = loop.configurable.get("checkpoint_id")
+        if checkpoint_id and saved is None:
+            raise CheckpointNotFoundError(
+                f"thread {loop.thread_id!r} has no checkpoint {checkpoint_id!r}"
+            )
+        loop.expected_head = head.checkpoint.id if head is not None else None
+        resume = isinstance(input, Command) and input.resume is not None
+        if input is None or resume:
+            if saved is None:
+                raise EmptyInputError(
+                    f"thread {loop.thread_id!r} has nothing to resume; pass an input to start a run"
+                )
+            restore(loop, saved, continue_run=True)
+            loop.saved_writes = saved.pending_writes
+            loop.resuming = True
+            if resume:
+                loop.resume = input.resume  # type: ignore[union-attr]
+                if not any(w.channel == "__interrupt__" for w in saved.pending_writes):
+                    raise InterruptError(
+                        f"Command(resume=...) given, but thread {loop.thread_id!r} has no "
+                        "pending interrupt"
+                    )
+            loop.expected_head = head.checkpoint.id if head is not None else None
+            return
+        if saved is not None:
+            restore(loop, saved, continue_run=False)
+            loop.expected_head = head.checkpoint.id if head is not None else None
         loop.begin(input)
+
+    def _load(self, where: tuple[str, str | None]) -> tuple[Any, Any]:
+        thread_id, checkpoint_id = where
+        saver = self.checkpointer
+        saved = saver.get_tuple(thread_id, checkpoint_id)
+        head = saved if checkpoint_id is None else saver.get_tuple(thread_id)
+        return saved, head
+
+    async def _aload(self, where: tuple[str, str | None]) -> tuple[Any, Any]:
+        thread_id, checkpoint_id = where
+        saver = self.checkpointer
+        saved = await saver.aget_tuple(thread_id, checkpoint_id)
+        head = saved if checkpoint_id is None else await saver.aget_tuple(thread_id)
+        return saved, head
+
+    def _sync_loop(
+        self, input: Any, config: Any, context: Any, modes: tuple[str, ...], kwargs: Any
+    ) -> RunLoop:
+        loop, where = self._loop(input, config, context, modes, kwargs)
+        if where is not None:
+            self._start(loop, input, *self._load(where))
+        return loop
+
+    async def _async_loop(
+        self, input: Any, config: Any, context: Any, modes: tuple[str, ...], kwargs: Any
+    ) -> RunLoop:
+        loop, where = self._loop(input, config, context, modes, kwargs)
+        if where is not None:
+            self._start(loop, input, *await self._aload(where))
         return loop
 
     def stream(
@@ -107,7 +208,7 @@ class CompiledStateGraph:
         ``(mode, chunk)`` pairs.
         """
         modes, paired = _modes(stream_mode)
-        loop = self._loop(input, config, context, modes)
+        loop = self._sync_loop(input, config, context, modes, kwargs)
         try:
             for mode, chunk in drivers.run_steps(loop):
                 yield (mode, chunk) if paired else chunk
@@ -128,15 +229,17 @@ class CompiledStateGraph:
         >>> graph.invoke({"n": 1}, {"recursion_limit": 50})
         """
         if stream_mode != "values":
-            chunks = list(self.stream(input, config, context=context, stream_mode=stream_mode))
+            chunks = list(
+                self.stream(input, config, context=context, stream_mode=stream_mode, **kwargs)
+            )
             return chunks[-1] if chunks else None
-        loop = self._loop(input, config, context, ())
+        loop = self._sync_loop(input, config, context, (), kwargs)
         try:
             for _ in drivers.run_steps(loop):
                 pass
         except drivers.StepFailed as failure:
             raise failure.error from failure.error.__cause__
-        return loop.output()
+        return loop.result()
 
     async def astream(
         self,
@@ -149,7 +252,7 @@ class CompiledStateGraph:
     ) -> AsyncIterator[Any]:
         """The async twin of ``stream``."""
         modes, paired = _modes(stream_mode)
-        loop = self._loop(input, config, context, modes)
+        loop = await self._async_loop(input, config, context, modes, kwargs)
         try:
             async for mode, chunk in drivers.arun_steps(loop):
                 yield (mode, chunk) if paired else chunk
@@ -168,16 +271,19 @@ class CompiledStateGraph:
         """The async twin of ``invoke``."""
         if stream_mode != "values":
             chunks = [
-                c async for c in self.astream(input, config, context=context, stream_mode=stream_mode)
+                c
+                async for c in self.astream(
+                    input, config, context=context, stream_mode=stream_mode, **kwargs
+                )
             ]
             return chunks[-1] if chunks else None
-        loop = self._loop(input, config, context, ())
+        loop = await self._async_loop(input, config, context, (), kwargs)
         try:
             async for _ in drivers.arun_steps(loop):
                 pass
         except drivers.StepFailed as failure:
             raise failure.error from failure.error.__cause__
-        return loop.output()
+        return loop.result()
 
     def batch(
         self,
@@ -212,6 +318,76 @@ class CompiledStateGraph:
         coros = [self.ainvoke(v, c, **kwargs) for v, c in zip(inputs, configs, strict=True)]
         return list(await asyncio.gather(*coros, return_exceptions=return_exceptions))
 
+    # -- state and history -------------------------------------------------
+
+    def get_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's state at its latest checkpoint (or at ``checkpoint_id``).
+
+        >>> graph.get_state({"configurable": {"thread_id": "t1"}}).next
+        ('review',)
+        """
+        thread_id, checkpoint_id = state.thread_of(self, config)
+        return state.snapshot(self, self.checkpointer.get_tuple(thread_id, checkpoint_id), thread_id)
+
+    async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
+        """The async twin of ``get_state``."""
+        thread_id, checkpoint_id = state.thread_of(self, config)
+        saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id)
+        return state.snapshot(self, saved, thread_id)
+
+    def get_state_history(
+        self,
+        config: RunnableConfig,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: Any = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """Every checkpoint of the thread, newest first: time travel starts here."""
+        yield from state.history(self, config, filter=filter, before=before, limit=limit)
+
+    def update_state(
+        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    ) -> RunnableConfig:
+        """Write ``values`` into the thread as a new checkpoint, as if ``as_node`` had.
+
+        >>> graph.update_state(config, {"approved": True}, as_node="review")
+        """
+        where = state.thread_of(self, config)
+        saved, head = self._load(where)
+        loop = state.update_loop(self, config, saved, head, values, as_node)
+        drivers.perform(loop)
+        return state.snapshot(self, self.checkpointer.get_tuple(where[0], loop.head), where[0]).config
+
+    async def aupdate_state(
+        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    ) -> RunnableConfig:
+        """The async twin of ``update_state``."""
+        where = state.thread_of(self, config)
+        saved, head = await self._aload(where)
+        loop = state.update_loop(self, config, saved, head, values, as_node)
+        await drivers.aperform(loop)
+        return state._config(where[0], loop.head)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove every checkpoint and pending write of ``thread_id``."""
+        if self.checkpointer is None:
+            raise InvalidConfigError("this graph has no checkpointer")
+        self.checkpointer.delete_thread(thread_id)
+
+    def rollback(self, config: RunnableConfig, *, to_node: str) -> RunnableConfig:
+        """The config of the latest checkpoint taken before ``to_node`` ran.
+
+        Invoke with it (``graph.invoke(None, cfg)``) to run again from there.
+        """
+        for snap in self.get_state_history(config):
+            if to_node in snap.next:
+                return snap.config
+        thread_id, _ = state.thread_of(self, config)
+        raise CheckpointNotFoundError(
+            f"thread {thread_id!r} has no checkpoint before node {to_node!r} ran"
+        )
+
     # -- drawing ------------------------------------------------------------
 
     def get_graph(self, config: RunnableConfig | None = None, *, xray: Any = False) -> DrawableGraph:
@@ -219,6 +395,12 @@ class CompiledStateGraph:
         from trellis.graph.drawing import DrawableGraph
 
         return DrawableGraph.from_builder(self.builder)
+
+
+def _names(value: Sequence[str] | str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset([value] if isinstance(value, str) else value)
 
 
 def _configs(config: Any, n: int) -> list[RunnableConfig | None]:

@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
+from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop, debug_start
 from trellis.engine.task import Task
 from trellis.types import START
@@ -74,6 +75,9 @@ def run_task(task: Task) -> None:
                     f"the router after {task.name!r} is async; use ainvoke/astream instead"
                 )
             task.route(branch, result)
+        task.done = True
+    except GraphInterrupt as signal:
+        task.interrupts = [signal.interrupt]
     except BaseException as exc:
         task.error = exc
         raise
@@ -83,6 +87,8 @@ def run_task(task: Task) -> None:
 
 def run_tasks(tasks: list[Task]) -> None:
     """Run a step's tasks; several at once go to the thread pool."""
+    if not tasks:
+        return
     if len(tasks) == 1:
         try:
             run_task(tasks[0])
@@ -103,22 +109,50 @@ def run_tasks(tasks: list[Task]) -> None:
             raise StepFailed(error, failed, finished) from error
 
 
+def perform(loop: RunLoop) -> None:
+    """Make the saver calls the loop asked for, in order."""
+    effects, loop.effects = loop.effects, []
+    for effect in effects:
+        getattr(loop.saver, effect.name)(**effect.kwargs)
+
+
 def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """Drive ``loop`` to the end, yielding stream chunks for its modes."""
     modes = loop.modes
     debug = "debug" in modes
     while True:
         tasks = loop.tick()
+        if loop.effects:
+            perform(loop)
         if not tasks:
-            return
+            break
         if debug:
             for task in tasks:
-                if task.name != START:
+                if task.name != START and not task.done:
                     yield "debug", debug_start(task)
-        run_tasks(tasks)
+        todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
+        try:
+            run_tasks(todo)
+        except StepFailed:
+            loop.fail(tasks)
+            perform(loop)
+            raise
+        if any(t.interrupts for t in todo):
+            loop.suspend(tasks)
+            perform(loop)
+            if modes:
+                yield from loop.interrupt_chunks()
+            return
         loop.commit(tasks)
+        if loop.effects:
+            perform(loop)
         if modes:
             yield from loop.chunks(tasks)
+        if loop.status == "interrupt_after":
+            break
+    loop.finish()
+    if loop.effects:
+        perform(loop)
 
 
 # -- async ------------------------------------------------------------------
@@ -132,6 +166,8 @@ async def arun_task(task: Task) -> None:
         args, kwargs = task.args()
         if node.is_async:
             out = await node.fn(*args, **kwargs)
+        elif node.subgraph is not None:
+            out = await node.subgraph.acall(*args, **kwargs)
         elif node.name == START:
             out = node.fn(*args, **kwargs)
         else:
@@ -148,6 +184,9 @@ async def arun_task(task: Task) -> None:
             if inspect.isawaitable(result):
                 result = await result
             task.route(branch, result)
+        task.done = True
+    except GraphInterrupt as signal:
+        task.interrupts = [signal.interrupt]
     except BaseException as exc:
         task.error = exc
         raise
@@ -156,6 +195,8 @@ async def arun_task(task: Task) -> None:
 
 
 async def arun_tasks(tasks: list[Task]) -> None:
+    if not tasks:
+        return
     if len(tasks) == 1:
         try:
             await arun_task(tasks[0])
@@ -179,20 +220,49 @@ async def arun_tasks(tasks: list[Task]) -> None:
     raise StepFailed(error, running[first], finished) from error
 
 
+async def aperform(loop: RunLoop) -> None:
+    """The async twin of ``perform``: the saver's ``a``-prefixed methods."""
+    effects, loop.effects = loop.effects, []
+    for effect in effects:
+        await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
+
+
 async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     """The async twin of ``run_steps``: the same loop, awaited."""
     modes = loop.modes
     debug = "debug" in modes
     while True:
         tasks = loop.tick()
+        if loop.effects:
+            await aperform(loop)
         if not tasks:
-            return
+            break
         if debug:
             for task in tasks:
-                if task.name != START:
+                if task.name != START and not task.done:
                     yield "debug", debug_start(task)
-        await arun_tasks(tasks)
+        todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
+        try:
+            await arun_tasks(todo)
+        except StepFailed:
+            loop.fail(tasks)
+            await aperform(loop)
+            raise
+        if any(t.interrupts for t in todo):
+            loop.suspend(tasks)
+            await aperform(loop)
+            if modes:
+                for chunk in loop.interrupt_chunks():
+                    yield chunk
+            return
         loop.commit(tasks)
+        if loop.effects:
+            await aperform(loop)
         if modes:
             for chunk in loop.chunks(tasks):
                 yield chunk
+        if loop.status == "interrupt_after":
+            break
+    loop.finish()
+    if loop.effects:
+        await aperform(loop)

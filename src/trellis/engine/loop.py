@@ -12,19 +12,21 @@ the order sent — never completion order — so runs are deterministic.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL, PUSH, Task
-from trellis.errors import GraphRecursionError, InvalidUpdateError
+from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
 from trellis.types import START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
     from trellis.engine.plan import GraphPlan, NodePlan
 
-__all__ = ["MISSING", "RunLoop"]
+__all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
 MISSING: Any = object()
+NO_RESUME: Any = object()
 
 
 class RunLoop:
@@ -33,24 +35,40 @@ class RunLoop:
     __slots__ = (
         "appends",
         "barriers",
+        "breakpoints",
         "checkpoint_id",
         "config",
         "configurable",
         "context",
         "deferred",
+        "durability",
+        "effects",
+        "expected_head",
+        "head",
+        "interrupts",
         "modes",
         "next_nodes",
         "next_sends",
         "plan",
         "recursion_limit",
+        "resume",
+        "resuming",
+        "resuming_tasks",
+        "saved_writes",
         "run_id",
+        "saver",
         "start_task",
+        "status",
         "step",
         "stop",
+        "thread_id",
         "track",
         "updated",
         "values",
+        "versions",
         "visits",
+        "wrote",
+        "wrote_any",
     )
 
     def __init__(
@@ -61,7 +79,9 @@ class RunLoop:
         context: Any = None,
         recursion_limit: int,
         modes: tuple[str, ...] = (),
-        track: bool = False,
+        saver: Any = None,
+        durability: str = "sync",
+        breakpoints: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     ) -> None:
         self.plan = plan
         self.config = config
@@ -70,7 +90,7 @@ class RunLoop:
         self.recursion_limit = recursion_limit
         self.modes = modes
         self.values: dict[str, Any] = {}
-        self.step = -1
+        self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
         self.stop = recursion_limit
         self.next_nodes: list[str] = []
         self.next_sends: list[Send] = []
@@ -80,37 +100,71 @@ class RunLoop:
         self.start_task: Task | None = None
         self.run_id: str | None = None
         self.checkpoint_id: str | None = None
-        # Change tracking for checkpoints: which keys changed, what was appended.
-        self.track = track
+        self.wrote = False
+        self.wrote_any = False
+        self.status = "running"
+        self.interrupts: list[Any] = []
+        # Persistence: the saver, where this run writes, and change tracking so a
+        # checkpoint stores only what changed (and only what was appended).
+        self.saver = saver
+        self.track = saver is not None
+        self.durability = durability
+        self.thread_id: str | None = self.configurable.get("thread_id")
+        self.head: str | None = None
+        self.expected_head: str | None = None
+        self.versions: dict[str, str] = {}
         self.updated: set[str] = set()
-        self.appends: dict[str, list[Any]] = {}
+        self.appends: dict[str, list[Any] | None] = {}
+        self.effects: list[Any] = []
+        self.breakpoints = breakpoints
+        self.resuming = False
+        self.resuming_tasks = False
+        self.saved_writes: tuple[Any, ...] | None = None
+        self.resume: Any = NO_RESUME
 
     # -- starting ---------------------------------------------------------
 
     def begin(self, value: Any) -> None:
-        """Start a fresh run from ``value`` (the graph input) at step -1."""
+        """Start a run from ``value`` (the graph input).
+
+        As in LangGraph: the input checkpoint is step ``s + 1`` (``s`` = the
+        thread's last step, -2 for a new thread), the input is applied by the
+        START task at ``s + 2`` and nodes run from ``s + 3``; ``recursion_limit``
+        counts the START step too.
+        """
         if self.run_id is None:
             self.run_id = uuid.uuid4().hex
+        if value is None:
+            raise EmptyInputError("Received no input for __start__")
         for key, make in self.plan.initial.items():
             if key not in self.values:
                 self.values[key] = make()
                 self.updated.add(key)
-        if isinstance(value, Command):
-            update = value
-        else:
-            update = self.check_input(value)
-        self.stop = self.step + 1 + self.recursion_limit
+        update = value if isinstance(value, Command) else self.check_input(value)
+        self.stop = self.step + 2 + self.recursion_limit
+        self.step += 1
         self.visits = {}
-        task = Task(self, self.plan.start, update, self.step, (PULL, START))
-        self.start_task = task
+        self.next_nodes = []
+        self.next_sends = []
+        self.deferred = set()
+        self.barriers = {}
+        self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
+        if self.saver is not None and self.durability != "exit":
+            from trellis.engine.durable import record
+
+            self.effects.append(record(self, "input"))
 
     def check_input(self, value: Any) -> dict[str, Any]:
         info = self.plan.input_info
         if info.kind == "pydantic" and isinstance(value, Mapping):
             try:
-                value = info.schema.model_validate(value)
+                model = info.schema.model_validate(value)
             except Exception as exc:
-                raise InvalidUpdateError(f"graph input does not fit {info.schema.__name__}: {exc}") from exc
+                raise InvalidUpdateError(
+                    f"graph input does not fit {info.schema.__name__}: {exc}"
+                ) from exc
+            # Validated values, but only the keys given: defaults are not writes.
+            value = {k: getattr(model, k) for k in value if k in type(model).model_fields}
         if not isinstance(value, Mapping):
             converted = info.to_update(value) if info.kind != "typeddict" else None
             if converted is None:
@@ -134,9 +188,22 @@ class RunLoop:
         """The tasks of the next step, or an empty list when the run is done."""
         if self.start_task is not None:
             task, self.start_task = self.start_task, None
+            self.step = task.step
             return [task]
         names = self.next_nodes
         sends = self.next_sends
+        before = self.breakpoints[0]
+        if before and not self.resuming and self._hits(before, names, sends):
+            self.status = "interrupt_before"
+            return []
+        self.resuming = False
+        if self.step + 1 > self.stop:
+            pending = [*names, *(s.node for s in sends), *sorted(self.deferred)]
+            raise GraphRecursionError(
+                f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
+                f"condition; still scheduled: {', '.join(map(repr, pending)) or 'nothing'}. "
+                "You can increase the limit by setting the `recursion_limit` config key."
+            )
         if not names and not sends:
             if not self.deferred:
                 return []
@@ -150,13 +217,6 @@ class RunLoop:
         self.next_nodes = []
         self.next_sends = []
         self.step += 1
-        if self.step > self.stop:
-            pending = [*names, *(s.node for s in sends)]
-            raise GraphRecursionError(
-                f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
-                f"condition; still scheduled: {', '.join(map(repr, pending))}. Raise the limit "
-                "with config={'recursion_limit': ...} if the loop is intended."
-            )
         nodes = self.plan.nodes
         values = self.values
         step = self.step
@@ -174,7 +234,32 @@ class RunLoop:
         if not tasks:  # only deferred nodes were triggered: they run now
             self.step -= 1
             return self.tick()
+        self.resuming_tasks = False
+        if self.saved_writes is not None:
+            self._reattach(tasks)
         return tasks
+
+    def _reattach(self, tasks: list[Task]) -> None:
+        """Resuming a step that did not commit: reuse what finished, answer interrupts."""
+        from trellis.engine.durable import restore_tasks
+        from trellis.engine.interrupts import assign_resume
+
+        writes, self.saved_writes = self.saved_writes or (), None
+        pending = restore_tasks(tasks, writes)
+        self.resuming_tasks = True
+        if self.resume is not NO_RESUME:
+            assign_resume(tasks, pending, self.resume)
+            self.resume = NO_RESUME
+        else:  # no answer given: interrupted nodes run again and ask again
+            for task in tasks:
+                task.interrupts = []
+
+    def interrupt_chunks(self) -> Iterator[tuple[str, Any]]:
+        if "updates" in self.modes:
+            yield "updates", {"__interrupt__": tuple(self.interrupts)}
+
+    def _hits(self, nodes: frozenset[str], names: list[str], sends: list[Send]) -> bool:
+        return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
 
     def _visit(self, node: NodePlan) -> NodePlan:
         count = self.visits.get(node.name, 0) + 1
@@ -207,9 +292,11 @@ class RunLoop:
         if len(tasks) > 1:
             self._check_conflicts(tasks)
         track = self.track
+        self.wrote = False
         for task in tasks:
             update = task.update
-            if update:
+            if update is not None:
+                self.wrote = self.wrote_any = True
                 if track:
                     self._track(update)
                 else:
@@ -230,6 +317,61 @@ class RunLoop:
                     next_nodes.append(target)
                 else:
                     self.next_sends.append(target)
+        if self.saver is not None and self.durability != "exit":
+            from trellis.engine.durable import record
+
+            self.effects.append(record(self, "loop"))
+        after = self.breakpoints[1]
+        if after and (next_nodes or self.next_sends) and any(
+            t.name in after or "*" in after for t in tasks if t.name != START
+        ):
+            self.status = "interrupt_after"
+
+    def suspend(self, tasks: list[Task]) -> None:
+        """Some tasks called ``interrupt()``: keep the step's results pending."""
+        from trellis.engine.durable import pending_writes, record
+
+        self.status = "interrupted"
+        self.interrupts = [i for t in tasks for i in t.interrupts]
+        self._keep_pending(tasks)
+        writes = pending_writes(tasks)
+        if self.durability == "exit":
+            self.effects.append(record(self, "loop", writes))
+        else:
+            self.effects.append(self._writes_effect(writes))
+
+    def fail(self, tasks: list[Task]) -> None:
+        """A task failed for good: keep what the others finished, for a resume."""
+        from trellis.engine.durable import pending_writes, record
+
+        self.status = "failed"
+        if self.saver is None:
+            return
+        self._keep_pending(tasks)
+        writes = pending_writes(tasks)
+        if self.durability == "exit":
+            self.effects.append(record(self, "loop", writes))
+        else:
+            self.effects.append(self._writes_effect(writes))
+
+    def finish(self) -> None:
+        """The run stops (done, interrupted by a breakpoint): final ``exit`` save."""
+        from trellis.engine.durable import record
+
+        if self.saver is not None and self.durability == "exit" and (self.updated or self.head is None):
+            self.effects.append(record(self, "loop"))
+
+    def _keep_pending(self, tasks: list[Task]) -> None:
+        # The step did not commit: its tasks stay scheduled at the current checkpoint.
+        self.step -= 1
+
+    def _writes_effect(self, writes: list[Any]) -> Any:
+        from trellis.engine.durable import Effect
+
+        return Effect(
+            "put_writes",
+            {"thread_id": self.thread_id, "checkpoint_id": self.checkpoint_id, "writes": writes},
+        )
 
     def _check_conflicts(self, tasks: list[Task]) -> None:
         reducers = self.plan.reducers
@@ -252,64 +394,87 @@ class RunLoop:
     def _track(self, update: Mapping[str, Any]) -> None:
         values = self.values
         appendable = self.plan.append_channels
+        appends = self.appends
         for key, value in update.items():
             old = values.get(key, MISSING)
             self.apply(values, {key: value})
             self.updated.add(key)
             if key not in appendable or old is MISSING:
-                self.appends.pop(key, None)
-                self.appends[key] = None  # type: ignore[assignment]
+                appends[key] = None  # stored whole
                 continue
             new = values[key]
             n = len(old)
+            # Appended iff the old items are still there, the very same objects.
             if len(new) >= n and all(map(_same, old, new)):
-                items = self.appends.get(key, [])
+                items = appends.get(key, [])
                 if items is not None:
-                    self.appends[key] = [*items, *new[n:]]
+                    appends[key] = [*items, *new[n:]]
             else:
-                self.appends[key] = None  # type: ignore[assignment]
+                appends[key] = None
 
     # -- reading ------------------------------------------------------------
 
     def output(self) -> dict[str, Any]:
         values = self.values
-        return {k: values[k] for k in self.plan.output_keys if k in values}
+        out = {k: values[k] for k in self.plan.output_keys if k in values}
+        if self.interrupts:
+            out["__interrupt__"] = list(self.interrupts)
+        return out
+
+    def result(self) -> dict[str, Any] | None:
+        """What ``invoke`` returns: the output state, or None if nothing was ever written."""
+        if not self.wrote_any and not self.interrupts:
+            return None
+        return self.output()
 
     def scheduled(self) -> tuple[str, ...]:
         names = sorted(set(self.next_nodes))
         return (*names, *(s.node for s in self.next_sends))
 
+    def values_chunk(self) -> dict[str, Any]:
+        """The whole state, in schema order (``stream_mode="values"`` is not
+        filtered by the output schema, as in LangGraph)."""
+        values = self.values
+        return {k: values[k] for k in self.plan.channels if k in values}
+
     def chunks(self, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
         """Stream output for the step just committed, in the requested modes."""
         modes = self.modes
-        visible = [t for t in tasks if t.name != START]
-        if "custom" in modes:
-            for task in visible:
+        custom = "custom" in modes
+        updates = "updates" in modes
+        debug = "debug" in modes
+        for task in tasks:
+            if task.name == START:
+                continue
+            if custom:
                 for chunk in task.custom or ():
                     yield "custom", chunk
-        if "debug" in modes:
-            for task in visible:
+            if debug:
                 yield "debug", _debug_result(task)
-        if "updates" in modes:
-            for task in visible:
+            if updates:
                 yield "updates", {task.name: task.output}
-        if "values" in modes:
-            yield "values", self.output()
-
+        if self.wrote:
+            if "values" in modes:
+                yield "values", self.values_chunk()
 
 def _same(a: Any, b: Any) -> bool:
     return a is b
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
 def _debug_result(task: Task) -> dict[str, Any]:
     return {
-        "type": "task_result",
         "step": task.step,
+        "timestamp": _now(),
+        "type": "task_result",
         "payload": {
             "id": task.id,
             "name": task.name,
             "error": None,
-            "result": list((task.update or {}).items()),
+            "result": dict(task.update or {}),
             "interrupts": [],
         },
     }
@@ -317,12 +482,13 @@ def _debug_result(task: Task) -> dict[str, Any]:
 
 def debug_start(task: Task) -> dict[str, Any]:
     return {
-        "type": "task",
         "step": task.step,
+        "timestamp": _now(),
+        "type": "task",
         "payload": {
             "id": task.id,
             "name": task.name,
             "input": task.input,
-            "triggers": (task.path[1],) if task.path[0] == PULL else ("__pregel_push",),
+            "triggers": task.triggers(),
         },
     }

@@ -211,7 +211,10 @@ def _node_plan(
     fn = spec.fn
     subgraph = None
     if spec.is_subgraph:
-        subgraph = fn
+        from trellis.engine.subgraph import SubgraphNode
+
+        subgraph = SubgraphNode(fn, spec.name)
+        fn = subgraph
         takes_state, injected, is_async = True, ("config",), False
     else:
         takes_state, injected, is_async = call_shape(fn)

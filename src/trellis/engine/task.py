@@ -31,14 +31,17 @@ class Task:
         "_id",
         "attempt",
         "custom",
+        "done",
         "duration",
         "error",
         "goto",
         "input",
+        "interrupt_count",
         "interrupts",
         "loop",
         "name",
         "node",
+        "once",
         "output",
         "path",
         "resume",
@@ -63,6 +66,9 @@ class Task:
         self.error: BaseException | None = None
         self.interrupts: list[Interrupt] = []
         self.resume: list[Any] | None = None
+        self.interrupt_count = 0
+        self.once: dict[str, Any] | None = None
+        self.done = False
         self.custom: list[Any] | None = None
         self.attempt = 1
         self.started = 0.0
@@ -112,12 +118,14 @@ class Task:
                 **loop.config.get("metadata", {}),
                 "langgraph_step": self.step,
                 "langgraph_node": self.name,
-                "langgraph_triggers": (self.path[1] if self.path[0] == PULL else "__pregel_push",),
+                "langgraph_triggers": self.triggers(),
                 "langgraph_path": self.path,
                 "thread_id": loop.configurable.get("thread_id"),
             },
-            "recursion_limit": loop.recursion_limit,
         }
+
+    def triggers(self) -> tuple[str, ...]:
+        return (f"branch:to:{self.name}",) if self.path[0] == PULL else ("__pregel_push",)
 
     def runtime(self) -> Runtime[Any]:
         loop = self.loop
@@ -145,15 +153,16 @@ class Task:
         node = self.node
         if out is None:
             return
+        if node.subgraph is not None and isinstance(out, Mapping):
+            # A subgraph's whole output, less the keys this graph does not have.
+            writable = self.loop.plan.writable
+            out = {k: v for k, v in out.items() if k in writable}
         if type(out) is dict:
-            self._set_update(out)
+            if out:  # {} is "no update", as None is
+                self._set_update(out)
             return
         if isinstance(out, Command):
             self._accept_command(out)
-            return
-        if node.subgraph is not None and isinstance(out, Mapping):
-            writable = self.loop.plan.writable
-            self._set_update({k: v for k, v in out.items() if k in writable})
             return
         if node.to_update is not None:
             update = node.to_update(out)

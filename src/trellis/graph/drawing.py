@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trellis.graph.node import literal_destinations
 from trellis.types import END, START
 
 if TYPE_CHECKING:
@@ -56,17 +57,26 @@ class DrawableGraph:
             if branch.fallback:
                 edges.add(Edge(branch.source, branch.fallback, True, "fallback"))
         for name, spec in builder.nodes.items():
-            for dest in spec.destinations:
+            declared = spec.destinations or (
+                () if spec.is_subgraph else (literal_destinations(spec.fn) or ())
+            )
+            for dest in declared:
                 edges.add(Edge(name, dest, True))
             for dest, label in ((spec.fallback, "fallback"), (spec.on_error, "on_error")):
                 if dest:
                     edges.add(Edge(name, dest, True, label))
-        # As LangGraph draws it: a node with no way out leads to END.
+        # LangGraph's order: START's edges, the rest sorted, then plain edges to
+        # END from nodes that lead nowhere else, and self-loops last.
+        to_end = {e for e in edges if e.target == END and not e.conditional}
+        edges -= to_end
+        ordered = sorted(edges, key=lambda e: (e.source, e.target, e.conditional, e.label or ""))
         sources = {e.source for e in edges}
-        for name in builder.nodes:
-            if name not in sources:
-                edges.add(Edge(name, END))
-        ordered = sorted(edges, key=lambda e: (e.source, e.target, e.label or ""))
+        termini = sorted({e.target for e in edges if e.target != END} - sources)
+        termini += sorted({e.source for e in to_end} - sources - set(termini))
+        ordered += [Edge(t, END) for t in termini]
+        ordered = [e for e in ordered if e.source != e.target] + [
+            e for e in ordered if e.source == e.target
+        ]
         if any(e.target == END for e in ordered):
             names.append(END)
         return cls(tuple(names), tuple(ordered))

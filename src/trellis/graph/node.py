@@ -99,17 +99,11 @@ def literal_destinations(fn: Any) -> tuple[str, ...] | None:
 
 
 def returns_command(fn: Any) -> bool | None:
-    """True/False when the return hint says whether a Command may come back; None if unknown."""
+    """Whether the return hint allows a ``Command``; None when there is no telling."""
     hint = _return_hint(fn)
-    if hint is None:
+    if hint is None or hint is Any or hint is object:
         return None
-    text = getattr(hint, "__name__", None) or str(hint)
-    if "Command" in text:
-        return True
-    origin = get_origin(hint)
-    if origin is not None and "Command" in str(hint):
-        return True
-    return False
+    return "Command" in str(hint) or "Command" in getattr(hint, "__name__", "")
 
 
 def call_shape(fn: Any) -> tuple[bool, tuple[str, ...], bool]:

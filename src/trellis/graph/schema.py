@@ -59,9 +59,8 @@ class SchemaInfo:
         if self.kind == "dataclass" and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
         if self.kind == "pydantic" and _is_pydantic_instance(obj):
-            # Only fields the node actually set, so defaults do not clobber state.
-            fields_set: set[str] = obj.model_fields_set
-            return {k: getattr(obj, k) for k in type(obj).model_fields if k in fields_set}
+            # Every field, defaults included, as LangGraph writes it.
+            return {k: getattr(obj, k) for k in type(obj).model_fields}
         return None
 
 

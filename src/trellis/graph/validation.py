@@ -84,7 +84,7 @@ def validate(builder: StateGraph[object, object]) -> None:
         if branch.fallback is not None:
             check(branch.fallback, f"fallback of the conditional edge from {branch.source!r}")
     for name, spec in builder.nodes.items():
-        if not callable(spec.fn):
+        if not spec.is_subgraph and not callable(spec.fn):
             problems.append(f"node {name!r} is not callable: {spec.fn!r}")
         for dest in spec.destinations:
             check(dest, f"destinations of node {name!r}")

@@ -1,0 +1,196 @@
+"""Between a run and its checkpointer: what to save, and how to pick up again.
+
+Pure functions over a ``RunLoop``. They build checkpoint records and pending
+writes, and restore a loop from a stored checkpoint; the drivers perform the
+resulting saver calls (``Effect``), sync or async.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trellis.errors import GraphVersionError
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, new_checkpoint_id
+from trellis.types import Interrupt, Send
+
+if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
+    from trellis.engine.task import Task
+
+__all__ = ["Effect", "pending_writes", "record", "restore", "restore_tasks"]
+
+# Special pending-write channels. Ordinary state writes use idx >= 0.
+GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
+    "__goto__",
+    "__done__",
+    "__error__",
+    "__interrupt__",
+    "__resume__",
+    "__once__",
+)
+_SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A saver call the driver must make: ``name`` (or ``"a" + name``) with ``kwargs``."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+def record(loop: RunLoop, source: str, writes: list[PendingWrite] | None = None) -> Effect:
+    """The ``put`` of a new checkpoint holding the loop's current state."""
+    new_id = new_checkpoint_id()
+    versions = loop.versions
+    for key in loop.updated:
+        versions[key] = new_id
+    appends = {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
+    checkpoint = Checkpoint(
+        id=new_id,
+        parent_id=loop.head,
+        step=loop.step,
+        created_at=time.time(),
+        values=dict(loop.values),
+        versions=dict(versions),
+        appends=appends,
+        pending=_pending(loop),
+        fingerprint=loop.plan.fingerprint,
+    )
+    metadata = {
+        **loop.config.get("metadata", {}),
+        "source": source,
+        "step": loop.step,
+        "parents": {},
+        "run_id": loop.run_id,
+    }
+    effect = Effect(
+        "put",
+        {
+            "thread_id": loop.thread_id,
+            "checkpoint": checkpoint,
+            "metadata": metadata,
+            "expected_head": loop.expected_head,
+            "writes": writes or (),
+        },
+    )
+    loop.head = loop.expected_head = loop.checkpoint_id = new_id
+    loop.updated = set()
+    loop.appends = {}
+    return effect
+
+
+def _pending(loop: RunLoop) -> dict[str, Any]:
+    pending = {
+        "nodes": sorted(set(loop.next_nodes)),
+        "sends": list(loop.next_sends),
+        "barriers": {str(i): sorted(seen) for i, seen in loop.barriers.items()},
+        "visits": dict(loop.visits),
+        "deferred": sorted(loop.deferred),
+        "run_id": loop.run_id,
+        "stop": loop.stop,
+    }
+    if loop.start_task is not None:  # the input checkpoint: the input is still to apply
+        pending["start"] = loop.start_task.input
+    return pending
+
+
+def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> None:
+    """Load ``saved`` into ``loop``. ``continue_run``: keep its scheduled tasks."""
+    checkpoint = saved.checkpoint
+    loop.values = dict(checkpoint.values)
+    loop.versions = dict(checkpoint.versions)
+    loop.step = checkpoint.step
+    loop.checkpoint_id = checkpoint.id
+    loop.head = checkpoint.id
+    pending = checkpoint.pending or {}
+    if not continue_run:
+        return
+    nodes = list(pending.get("nodes", ()))
+    sends = [s for s in pending.get("sends", ()) if isinstance(s, Send)]
+    missing = sorted({*nodes, *(s.node for s in sends)} - set(loop.plan.nodes))
+    if missing:
+        raise GraphVersionError(
+            f"thread {loop.thread_id!r} is waiting on node(s) {', '.join(map(repr, missing))}, "
+            f"which this graph does not have (checkpoint {checkpoint.id}); it was saved by a "
+            "different version of the graph"
+        )
+    loop.next_nodes = nodes
+    loop.next_sends = sends
+    loop.barriers = {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
+    loop.visits = dict(pending.get("visits", {}))
+    loop.deferred = set(pending.get("deferred", ()))
+    loop.run_id = pending.get("run_id") or loop.run_id
+    loop.stop = loop.step + 1 + loop.recursion_limit
+    if "start" in pending:
+        from trellis.engine.task import PULL, Task
+        from trellis.types import START
+
+        plan = loop.plan
+        loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
+
+
+def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
+    """What survives of a step that did not commit: finished tasks' writes,
+    errors, pending interrupts and resume values, keyed by task id."""
+    out: list[PendingWrite] = []
+    for task in tasks:
+        tid, name = task.id, task.name
+        if task.interrupts:
+            out.append(PendingWrite(tid, name, _SPECIAL_IDX[INTERRUPT], INTERRUPT, task.interrupts))
+        elif task.error is not None:
+            err = task.error
+            out.append(
+                PendingWrite(
+                    tid, name, _SPECIAL_IDX[ERROR], ERROR, {"type": type(err).__name__, "message": str(err)}
+                )
+            )
+        elif task.done:
+            idx = 0
+            for key, value in (task.update or {}).items():
+                out.append(PendingWrite(tid, name, idx, key, value))
+                idx += 1
+            out.append(PendingWrite(tid, name, idx, GOTO, list(task.goto)))
+            out.append(PendingWrite(tid, name, idx + 1, DONE, True))
+        if task.resume:
+            out.append(PendingWrite(tid, name, _SPECIAL_IDX[RESUME], RESUME, list(task.resume)))
+        if task.once:
+            out.append(PendingWrite(tid, name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once)))
+    return out
+
+
+def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[Interrupt]:
+    """Attach saved results to re-planned tasks; return the pending interrupts."""
+    by_task: dict[str, list[PendingWrite]] = {}
+    for write in writes:
+        by_task.setdefault(write.task_id, []).append(write)
+    interrupts: list[Interrupt] = []
+    for task in tasks:
+        saved = by_task.get(task.id)
+        if not saved:
+            continue
+        update: dict[str, Any] = {}
+        done = False
+        for write in sorted(saved, key=lambda w: w.idx):
+            if write.channel == DONE:
+                done = True
+            elif write.channel == GOTO:
+                task.goto = list(write.value)
+            elif write.channel == INTERRUPT:
+                task.interrupts = list(write.value)
+                interrupts.extend(task.interrupts)
+            elif write.channel == RESUME:
+                task.resume = list(write.value)
+            elif write.channel == ONCE:
+                task.once = dict(write.value)
+            elif write.channel == ERROR:
+                continue
+            elif write.idx >= 0:
+                update[write.channel] = write.value
+        if done:
+            task.done = True
+            task.update = update or None
+            task.output = task.update
+    return interrupts

@@ -1,0 +1,105 @@
+"""``interrupt()`` and how resume values find their way back to it.
+
+A node that calls ``interrupt(value)`` is suspended: the run stops, the
+thread's checkpoint records the pending interrupt, and ``invoke`` returns the
+state with ``"__interrupt__"``. ``Command(resume=...)`` re-runs the node from
+its start; its k-th ``interrupt()`` call then returns the k-th resume value.
+Every interrupt call has its own id, so parallel interrupts resume by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.context import current_task
+from trellis.errors import InterruptError
+from trellis.types import Interrupt
+
+if TYPE_CHECKING:
+    from trellis.engine.task import Task
+
+__all__ = ["GraphInterrupt", "assign_resume", "interrupt", "interrupt_id"]
+
+
+class GraphInterrupt(BaseException):  # noqa: N818 - LangGraph's name
+    """Raised inside a node by ``interrupt()``; caught by the driver, never by users.
+
+    A ``BaseException`` so that a node's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, interrupt: Interrupt) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
+def interrupt_id(task_id: str, index: int) -> str:
+    return hashlib.blake2b(f"{task_id}:{index}".encode(), digest_size=16).hexdigest()
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the run and ask for input; returns the resume value once given.
+
+    >>> def review(state):
+    ...     answer = interrupt({"question": "approve refund?", "amount": state["amount"]})
+    ...     return {"approved": answer == "yes"}
+    >>> graph.invoke(Command(resume="yes"), config)
+
+    Requires a checkpointer. The node re-runs from its start on resume; use
+    ``once()`` around side effects that must not repeat.
+    """
+    task = current_task("interrupt()")
+    if task.loop.saver is None:
+        raise InterruptError(
+            f"node {task.name!r} called interrupt() but the graph has no checkpointer; "
+            "compile(checkpointer=...) so the run can be resumed"
+        )
+    index = task.interrupt_count
+    task.interrupt_count = index + 1
+    resume = task.resume
+    if resume is not None and index < len(resume):
+        return resume[index]
+    raise GraphInterrupt(Interrupt(value=value, id=interrupt_id(task.id, index)))
+
+
+def assign_resume(tasks: list[Task], pending: list[Interrupt], resume: Any) -> None:
+    """Give each interrupted task the resume value meant for it.
+
+    ``resume`` is a bare value (only when exactly one interrupt is pending) or
+    a mapping of interrupt id to value.
+    """
+    if not pending:
+        raise InterruptError("Command(resume=...) given, but the thread has no pending interrupt")
+    by_id = {i.id: i for i in pending}
+    owner: dict[str, Task] = {}
+    for task in tasks:
+        for i in task.interrupts:
+            owner[i.id] = task
+    if isinstance(resume, Mapping) and resume and all(k in by_id for k in resume):
+        answers = dict(resume)
+    elif isinstance(resume, Mapping) and resume and all(_looks_like_id(k) for k in resume):
+        unknown = [k for k in resume if k not in by_id]
+        raise InterruptError(
+            f"resume map names unknown interrupt id(s) {', '.join(map(repr, unknown))}; "
+            f"pending: {', '.join(by_id)}"
+        )
+    elif len(pending) == 1:
+        answers = {pending[0].id: resume}
+    else:
+        raise InterruptError(
+            f"{len(pending)} interrupts are pending; resume with a map of interrupt id to "
+            f"value: Command(resume={{id: value, ...}}) with ids {', '.join(by_id)}"
+        )
+    # A task stops at its first unanswered interrupt, so each task has at most
+    # one pending: its answer is simply the next resume value in its list.
+    for iid, value in answers.items():
+        task = owner[iid]
+        task.resume = [*(task.resume or []), value]
+    for task in tasks:
+        task.interrupts = []
+
+
+def _looks_like_id(key: Any) -> bool:
+    return isinstance(key, str) and len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+

@@ -1,0 +1,134 @@
+"""Reading and editing a thread's history: snapshots, time travel, manual updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.durable import ERROR, INTERRUPT, record, restore
+from trellis.engine.loop import RunLoop
+from trellis.engine.task import PULL, PUSH, Task
+from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
+from trellis.persist.base import CheckpointTuple
+from trellis.types import END, Interrupt, RunnableConfig, StateSnapshot, StateTask
+
+if TYPE_CHECKING:
+    from trellis.engine.compiled import CompiledStateGraph
+
+__all__ = ["snapshot", "update_loop"]
+
+
+def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
+    if graph.checkpointer is None:
+        raise InvalidConfigError("this graph has no checkpointer, so it keeps no state")
+    configurable = (config or {}).get("configurable") or {}
+    thread_id = configurable.get("thread_id")
+    if thread_id is None:
+        raise InvalidConfigError("config needs {'configurable': {'thread_id': ...}}")
+    return str(thread_id), configurable.get("checkpoint_id")
+
+
+def _config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
+    return {
+        "configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+    }
+
+
+def snapshot(graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str) -> StateSnapshot:
+    """A ``StateSnapshot`` of ``saved`` (an empty one for an unknown thread)."""
+    if saved is None:
+        return StateSnapshot(
+            values={}, next=(), config=_config(thread_id, None), metadata=None,
+            created_at=None, parent_config=None, tasks=(), interrupts=(),
+        )  # fmt: skip
+    checkpoint = saved.checkpoint
+    pending = checkpoint.pending or {}
+    names: list[tuple[str, tuple[str, Any]]] = [(n, (PULL, n)) for n in pending.get("nodes", ())]
+    names += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
+    if "start" in pending:
+        names = [("__start__", (PULL, "__start__"))]
+    loop = RunLoop(graph.plan, _config(thread_id, checkpoint.id), recursion_limit=1)
+    loop.checkpoint_id = checkpoint.id
+    by_task: dict[str, dict[str, Any]] = {}
+    for write in saved.pending_writes:
+        by_task.setdefault(write.task_id, {})[write.channel] = write.value
+    tasks: list[StateTask] = []
+    interrupts: list[Interrupt] = []
+    for name, path in names:
+        node = graph.plan.nodes.get(name, graph.plan.start)
+        task = Task(loop, node, None, checkpoint.step + 1, path)
+        writes = by_task.get(task.id, {})
+        found = tuple(writes.get(INTERRUPT, ()))
+        interrupts.extend(found)
+        error = writes.get(ERROR)
+        tasks.append(StateTask(id=task.id, name=name, path=path, error=error, interrupts=found))
+    values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
+    return StateSnapshot(
+        values=values,
+        next=tuple(name for name, _ in names),
+        config=_config(thread_id, checkpoint.id),
+        metadata=dict(saved.metadata),
+        created_at=datetime.fromtimestamp(checkpoint.created_at, timezone.utc).isoformat(),
+        parent_config=_config(thread_id, checkpoint.parent_id) if checkpoint.parent_id else None,
+        tasks=tuple(tasks),
+        interrupts=tuple(interrupts),
+    )
+
+
+def history(
+    graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
+) -> Iterator[StateSnapshot]:
+    thread_id, _ = thread_of(graph, config)
+    before = kwargs.pop("before", None)
+    if isinstance(before, Mapping):
+        before = (before.get("configurable") or {}).get("checkpoint_id")
+    for saved in graph.checkpointer.list(thread_id, before=before, **kwargs):
+        yield snapshot(graph, saved, thread_id)
+
+
+def update_loop(
+    graph: CompiledStateGraph,
+    config: RunnableConfig | None,
+    saved: CheckpointTuple | None,
+    head: CheckpointTuple | None,
+    values: Any,
+    as_node: str | None,
+) -> RunLoop:
+    """A loop holding the state after ``values`` is applied as if ``as_node`` wrote it.
+
+    Without ``as_node`` the update changes the state only; what runs next stays
+    as it was. With it, ``as_node``'s edges decide what runs next.
+    """
+    thread_id, checkpoint_id = thread_of(graph, config)
+    if checkpoint_id and saved is None:
+        raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
+    loop = RunLoop(
+        graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer
+    )
+    if saved is not None:
+        restore(loop, saved, continue_run=as_node is None)
+    loop.expected_head = head.checkpoint.id if head is not None else None
+    if as_node is not None and as_node != END and as_node not in graph.plan.nodes:
+        raise InvalidUpdateError(f"update_state(as_node={as_node!r}): the graph has no such node")
+    node = graph.plan.nodes.get(as_node or "", graph.plan.start)
+    task = Task(loop, node, None, loop.step, (PULL, node.name))
+    if values is not None:
+        task.accept(values)
+    if as_node is None or as_node == END:
+        task.goto = []
+        if task.update:
+            loop._track(task.update)
+        if as_node == END:
+            loop.next_nodes, loop.next_sends = [], []
+    else:
+        loop.next_nodes, loop.next_sends = [], []
+        loop.track = True
+        saved_effects = loop.effects
+        loop.saver = None  # commit without recording: the update is recorded below
+        loop.commit([task])
+        loop.saver = graph.checkpointer
+        loop.effects = saved_effects
+    loop.step += 1
+    loop.effects.append(record(loop, "update"))
+    return loop
