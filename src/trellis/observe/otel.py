@@ -1,0 +1,264 @@
+"""OpenTelemetry spans from Trellis events (the ``otel`` extra).
+
+Nothing here imports OpenTelemetry at module import time: the package is imported
+inside :class:`OtelObserver` and, only if something else already imported it, by
+:func:`current_trace_ids`. So ``import trellis.observe`` works without the extra.
+
+Span tree: one span per run (a child of the caller's span when the run starts
+inside an active OpenTelemetry context), a child per step, and a child of the step
+per task attempt. Spans start and end at the events' own timestamps. Instant
+events (retry, interrupt, approvals, checkpoints, ...) become span events on the
+innermost span still open. Nesting relies on start events: a span seen only through
+its end event is still recorded, but as a root.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from trellis.observe.events import Event, EventKind, Outcome
+
+__all__ = ["OtelObserver", "current_trace_ids"]
+
+_STARTS = frozenset({EventKind.RUN_START, EventKind.STEP_START, EventKind.TASK_START})
+_ENDS = frozenset({EventKind.RUN_END, EventKind.STEP_END, EventKind.TASK_END, EventKind.TASK_ERROR})
+_SCALARS = (str, bool, int, float)
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the active OpenTelemetry span, else ``None``.
+
+    The engine calls this when a run starts, so the run joins the caller's trace.
+    If OpenTelemetry was never imported there can be no active span, and this
+    returns ``None`` without importing it.
+
+    >>> current_trace_ids() is None or len(current_trace_ids()[0]) == 32
+    True
+    """
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1_000_000_000)
+
+
+def _attributes(event: Event) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"trellis.trace_id": event.trace_id}
+    for key, value in (
+        ("trellis.graph", event.graph),
+        ("trellis.thread_id", event.thread_id),
+        ("trellis.run_id", event.run_id),
+        ("trellis.step", event.step),
+        ("trellis.node", event.node),
+        ("trellis.task_id", event.task_id),
+        ("trellis.attempt", event.attempt),
+    ):
+        if value is not None:
+            attrs[key] = value
+    return attrs
+
+
+def _data_attributes(data: Mapping[str, Any], prefix: str = "trellis.") -> dict[str, Any]:
+    return {
+        f"{prefix}{k}": v if isinstance(v, _SCALARS) else str(v)
+        for k, v in data.items()
+        if v is not None
+    }
+
+
+class OtelObserver:
+    """An event sink that records OpenTelemetry spans.
+
+    Attributes on every span: ``trellis.graph``, ``trellis.thread_id``,
+    ``trellis.step``, ``trellis.node``, ``trellis.attempt`` (as applicable) and, on
+    ending, ``trellis.outcome``. A failed task or run gets status ``ERROR`` and an
+    ``exception`` event (``exception.type``, ``exception.message``).
+
+    When the run started inside an active span, the engine adopts that trace id
+    and the spans join the caller's trace. Otherwise OpenTelemetry assigns the run
+    a new trace id of its own; the Trellis trace id is kept in the
+    ``trellis.trace_id`` attribute.
+
+    >>> from opentelemetry.sdk.trace import TracerProvider    # doctest: +SKIP
+    >>> graph = builder.compile(observers=[OtelObserver(TracerProvider())])  # doctest: +SKIP
+    """
+
+    def __init__(self, tracer_provider: Any = None, *, tracer_name: str = "trellis") -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+            raise ImportError(
+                "OtelObserver needs OpenTelemetry: pip install 'trellis[otel]'"
+            ) from exc
+        self._trace = trace
+        self._tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
+        self._lock = threading.Lock()
+        # Trellis span id -> (OpenTelemetry span, parent span id, trace id, start ns).
+        self._open: dict[str, tuple[Any, str | None, str, int]] = {}
+
+    def __call__(self, event: Event) -> None:
+        kind = event.kind
+        if kind in _STARTS:
+            self._start(event)
+        elif kind in _ENDS:
+            self._finish(event)
+        else:
+            self._instant(event)
+
+    def _name(self, event: Event) -> str:
+        kind = event.kind
+        if kind is EventKind.RUN_START or kind is EventKind.RUN_END:
+            return f"run {event.graph}" if event.graph else "run"
+        if kind is EventKind.STEP_START or kind is EventKind.STEP_END:
+            return f"step {event.step}"
+        return event.node or "task"
+
+    def _parent_context(self, event: Event) -> Any:
+        trace = self._trace
+        parent_id = event.parent_span_id
+        with self._lock:
+            parent = self._open.get(parent_id) if parent_id else None
+        if parent is not None:
+            return trace.set_span_in_context(parent[0])
+        if event.kind is not EventKind.RUN_START or not parent_id:
+            return trace.set_span_in_context(trace.INVALID_SPAN)  # a new root, not the ambient
+        # The run joined a foreign trace: parent it on the caller's span. Prefer the
+        # live span (it carries the right sampling flags) when it is the current one.
+        current = trace.get_current_span()
+        ctx = current.get_span_context()
+        if ctx.is_valid and f"{ctx.span_id:016x}" == parent_id:
+            return trace.set_span_in_context(current)
+        try:
+            remote = trace.SpanContext(
+                trace_id=int(event.trace_id, 16),
+                span_id=int(parent_id, 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+        except ValueError:
+            return trace.set_span_in_context(trace.INVALID_SPAN)
+        return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+
+    def _start(self, event: Event) -> None:
+        start = _ns(event.ts)
+        span = self._tracer.start_span(
+            self._name(event),
+            context=self._parent_context(event),
+            kind=self._trace.SpanKind.INTERNAL,
+            attributes=_attributes(event) | _data_attributes(event.data),
+            start_time=start,
+        )
+        with self._lock:
+            self._open[event.span_id] = (span, event.parent_span_id, event.trace_id, start)
+
+    def _finish(self, event: Event) -> None:
+        with self._lock:
+            entry = self._open.pop(event.span_id, None)
+        if entry is None:
+            # No start event was seen (observer attached mid-run, or an engine that
+            # emits only end events): record the span from its end event alone.
+            self._start(
+                Event(
+                    _START_OF[event.kind],
+                    event.trace_id,
+                    event.span_id,
+                    event.parent_span_id,
+                    event.start_ts,
+                    None,
+                    event.thread_id,
+                    event.run_id,
+                    event.graph,
+                    event.step,
+                    event.node,
+                    event.task_id,
+                    event.attempt,
+                )
+            )
+            with self._lock:
+                entry = self._open.pop(event.span_id)
+        if event.kind is EventKind.RUN_END:
+            self._end_children(event)
+        # Start plus the monotonic duration: exact, where epoch floats lose nanoseconds.
+        end = entry[3] + _ns(event.duration) if event.duration is not None else _ns(event.ts)
+        self._close(entry[0], event, end)
+
+    def _close(self, span: Any, event: Event, end: int) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        status = event.status or (Outcome.ERROR if event.kind is EventKind.TASK_ERROR else "ok")
+        span.set_attribute("trellis.outcome", status)
+        if event.data:
+            span.set_attributes(_data_attributes(event.data))
+        if event.error_type or status in (Outcome.ERROR, Outcome.TIMEOUT):
+            attrs = {"exception.type": event.error_type or "Error"}
+            if event.error_message is not None:
+                attrs["exception.message"] = event.error_message
+            stack = event.data.get("stacktrace")
+            if isinstance(stack, str):
+                attrs["exception.stacktrace"] = stack
+            span.add_event("exception", attributes=attrs, timestamp=end)
+            description = f"{event.error_type or 'Error'}: {event.error_message or ''}"
+            span.set_status(Status(StatusCode.ERROR, description.rstrip(": ")))
+        span.end(end_time=end)
+
+    def _end_children(self, event: Event) -> None:
+        # A run that ends with spans still open (a crash mid-step): close them so they
+        # are exported rather than leaked.
+        with self._lock:
+            orphans = [
+                (sid, entry) for sid, entry in self._open.items() if entry[2] == event.trace_id
+            ]
+            for sid, _ in orphans:
+                del self._open[sid]
+        for _, (span, *_) in reversed(orphans):
+            span.set_attribute("trellis.outcome", event.status or Outcome.CANCELLED)
+            span.end(end_time=_ns(event.ts))
+
+    def _instant(self, event: Event) -> None:
+        with self._lock:
+            # The span may have ended already (a retry comes after its task_error):
+            # then the event goes to its parent, else to the run's latest open span.
+            entry = self._open.get(event.span_id)
+            if entry is None and event.parent_span_id:
+                entry = self._open.get(event.parent_span_id)
+            if entry is None:
+                entry = next(
+                    (e for e in reversed(self._open.values()) if e[2] == event.trace_id),
+                    None,
+                )
+        if entry is None:
+            return
+        attrs = _attributes(event) | _data_attributes(event.data)
+        if event.status:
+            attrs["trellis.outcome"] = event.status
+        if event.error_type:
+            attrs["exception.type"] = event.error_type
+        if event.error_message:
+            attrs["exception.message"] = event.error_message
+        entry[0].add_event(event.kind.value, attributes=attrs, timestamp=_ns(event.ts))
+
+    def close(self) -> None:
+        """End any span still open (their runs never reported an end)."""
+        with self._lock:
+            leftovers = list(self._open.values())
+            self._open.clear()
+        for span, *_ in reversed(leftovers):
+            span.end()
+
+
+_START_OF = {
+    EventKind.RUN_END: EventKind.RUN_START,
+    EventKind.STEP_END: EventKind.STEP_START,
+    EventKind.TASK_END: EventKind.TASK_START,
+    EventKind.TASK_ERROR: EventKind.TASK_START,
+}
