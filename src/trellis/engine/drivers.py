@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
+from trellis.engine.guard import SKIPPED, acall_guarded, call_guarded, route_failure
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop, debug_start
 from trellis.engine.task import Task
@@ -53,7 +54,12 @@ def run_task(task: Task) -> None:
     node = task.node
     token = CURRENT_TASK.set(task)
     try:
-        if node.takes_state and not node.injected:
+        if node.guarded:
+            out = call_guarded(task)
+            if out is SKIPPED:
+                task.finish_skipped()
+                return
+        elif node.takes_state and not node.injected:
             out = node.fn(task.input)
         else:
             args, kwargs = task.args()
@@ -79,8 +85,9 @@ def run_task(task: Task) -> None:
     except GraphInterrupt as signal:
         task.interrupts = [signal.interrupt]
     except BaseException as exc:
-        task.error = exc
-        raise
+        if not route_failure(task, exc):
+            task.error = exc
+            raise
     finally:
         CURRENT_TASK.reset(token)
 
@@ -164,7 +171,12 @@ async def arun_task(task: Task) -> None:
     token = CURRENT_TASK.set(task)
     try:
         args, kwargs = task.args()
-        if node.is_async:
+        if node.guarded:
+            out = await acall_guarded(task)
+            if out is SKIPPED:
+                task.finish_skipped()
+                return
+        elif node.is_async:
             out = await node.fn(*args, **kwargs)
         elif node.subgraph is not None:
             out = await node.subgraph.acall(*args, **kwargs)
@@ -188,8 +200,9 @@ async def arun_task(task: Task) -> None:
     except GraphInterrupt as signal:
         task.interrupts = [signal.interrupt]
     except BaseException as exc:
-        task.error = exc
-        raise
+        if not route_failure(task, exc):
+            task.error = exc
+            raise
     finally:
         CURRENT_TASK.reset(token)
 

@@ -185,6 +185,10 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
                 task.resume = list(write.value)
             elif write.channel == ONCE:
                 task.once = dict(write.value)
+            elif write.channel == "__retry__":
+                from trellis.resilience.retry import RetryState
+
+                task.retry = RetryState.from_dict(write.value)
             elif write.channel == ERROR:
                 continue
             elif write.idx >= 0:

@@ -305,13 +305,15 @@ class RunLoop:
         next_nodes = self.next_nodes
         for task in tasks:
             node = task.node
-            next_nodes.extend(node.static_next)
-            for join in node.joins:
-                seen = barriers.setdefault(join.index, set())
-                seen.add(task.name)
-                if seen >= join.sources:
-                    next_nodes.append(join.target)
-                    del barriers[join.index]
+            # A task routed elsewhere (by a gate or on_error) does not fire its edges.
+            if not task.halt:
+                next_nodes.extend(node.static_next)
+                for join in node.joins:
+                    seen = barriers.setdefault(join.index, set())
+                    seen.add(task.name)
+                    if seen >= join.sources:
+                        next_nodes.append(join.target)
+                        del barriers[join.index]
             for target in task.goto:
                 if type(target) is str:
                     next_nodes.append(target)

@@ -137,6 +137,11 @@ def _fingerprint(builder: StateGraph[Any, Any]) -> str:
 def build_plan(builder: StateGraph[Any, Any]) -> GraphPlan:
     """Compile ``builder`` into a ``GraphPlan`` (the builder is already validated)."""
     channels = dict(builder.channels)
+    output_keys = tuple(builder.output_info.channels)
+    if any(n.on_error for n in builder.nodes.values()) and "errors" not in channels:
+        # on_error records failures in a reserved, append-only "errors" key.
+        channels["errors"] = Channel("errors", list, operator.add, list)
+        output_keys += ("errors",)
     all_channels = frozenset(channels)
     reducers = {k: c.reducer for k, c in channels.items() if c.reducer is not None}
     initial = {k: c.initial for k, c in channels.items() if c.initial is not None}
@@ -191,7 +196,7 @@ def build_plan(builder: StateGraph[Any, Any]) -> GraphPlan:
         writable=all_channels,
         initial=initial,
         input_info=builder.input_info,
-        output_keys=tuple(builder.output_info.channels) or tuple(sorted(all_channels)),
+        output_keys=output_keys or tuple(sorted(all_channels)),
         state_info=builder.state_info,
         router_input=_input_maker(builder.state_info, all_channels),
         joins=joins,

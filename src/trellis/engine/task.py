@@ -35,6 +35,7 @@ class Task:
         "duration",
         "error",
         "goto",
+        "halt",
         "input",
         "interrupt_count",
         "interrupts",
@@ -44,7 +45,9 @@ class Task:
         "once",
         "output",
         "path",
+        "pre_update",
         "resume",
+        "retry",
         "started",
         "step",
         "update",
@@ -69,6 +72,9 @@ class Task:
         self.interrupt_count = 0
         self.once: dict[str, Any] | None = None
         self.done = False
+        self.halt = False  # skip the node's own edges (a gate said no, or on_error routed)
+        self.pre_update: dict[str, Any] | None = None  # an approval edit, applied first
+        self.retry: Any = None  # RetryState restored from a checkpoint
         self.custom: list[Any] | None = None
         self.attempt = 1
         self.started = 0.0
@@ -181,6 +187,13 @@ class Task:
             "a node must return a dict of state updates, None, or a Command"
         )
 
+    def finish_skipped(self) -> None:
+        """A gate decided the node does not run: only its edit (if any) is written."""
+        if self.pre_update:
+            update, self.pre_update = self.pre_update, None
+            self._set_update(update)
+        self.done = True
+
     def _accept_command(self, command: Command[Any]) -> None:
         if command.graph == Command.PARENT:
             from trellis.engine.subgraph import ParentCommand
@@ -214,6 +227,9 @@ class Task:
                 self.goto.append(target)
 
     def _set_update(self, update: dict[str, Any]) -> None:
+        if self.pre_update:
+            update = {**self.pre_update, **update}
+            self.pre_update = None
         writable = self.loop.plan.writable
         if not update.keys() <= writable:
             unknown = sorted(set(update) - writable)

@@ -1,0 +1,181 @@
+"""Calling a node that has production options: retries, timeout, circuit
+breaker, approval gate, ``on_error`` routing.
+
+Plain nodes never come here (the drivers call them directly); these wrappers
+are chosen at compile time for the nodes that need them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from trellis.errors import InvalidUpdateError, NodeError
+from trellis.persist.base import PendingWrite
+from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
+from trellis.resilience.timeout import (
+    acall_sync_with_timeout,
+    acall_with_timeout,
+    call_with_timeout,
+)
+from trellis.types import END
+
+if TYPE_CHECKING:
+    from trellis.engine.task import Task
+
+__all__ = ["acall_guarded", "call_guarded", "route_failure"]
+
+RETRY = "__retry__"
+RETRY_IDX = -7
+SKIPPED: Any = object()
+
+
+def _gate(task: Task) -> bool:
+    """Run the node's approval gate; False when the node must not run."""
+    approval = task.node.spec.approval if task.node.spec else None
+    if approval is None:
+        return True
+    outcome = approval.gate(task)
+    update = getattr(outcome, "update", None)
+    goto = getattr(outcome, "goto", None)
+    if update:
+        writable = task.loop.plan.writable
+        unknown = sorted(set(update) - writable)
+        if unknown:
+            raise InvalidUpdateError(
+                f"approval edit for node {task.name!r} names unknown state key(s) "
+                f"{', '.join(map(repr, unknown))}"
+            )
+        task.pre_update = dict(update)
+        if isinstance(task.input, dict):
+            task.input = {**task.input, **update}
+    if goto is not None:
+        task.halt = True
+        if goto != END:
+            task.goto.append(goto)
+        return False
+    return True
+
+
+def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
+    loop = task.loop
+    if exc is None or state.next_attempt_at is None or loop.saver is None:
+        return
+    write = PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
+    loop.saver.put_writes(loop.thread_id, loop.checkpoint_id, [write])
+
+
+def _attempt_sync(task: Task) -> Any:
+    node = task.node
+    args, kwargs = task.args()
+    breaker = node.circuit
+    permit = breaker.before_call(node.name) if breaker is not None else None
+    try:
+        if node.timeout is not None:
+            out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
+        else:
+            out = node.fn(*args, **kwargs)
+    except Exception as exc:
+        if breaker is not None:
+            breaker.record_failure(exc, permit)
+        raise
+    if breaker is not None:
+        breaker.record_success(permit)
+    return out
+
+
+def call_guarded(task: Task) -> Any:
+    """Run a guarded node in the calling thread; ``SKIPPED`` if a gate said no."""
+    if not _gate(task):
+        return SKIPPED
+    node = task.node
+    if not node.policies:
+        task.started = time.time()
+        return _attempt_sync(task)
+
+    def attempt(state: RetryState) -> Any:
+        task.attempt = state.attempt
+        task.started = task.started or state.first_attempt_at
+        return _attempt_sync(task)
+
+    def on_attempt(state: RetryState, exc: BaseException | None) -> None:
+        task.attempt = state.attempt
+        _persist_retry(task, state, exc)
+
+    try:
+        return run_with_retry(attempt, node.policies, on_attempt=on_attempt, state=task.retry)
+    except Exception as exc:
+        raise NodeError(node.name, task.attempt, exc) from exc
+
+
+async def _attempt_async(task: Task) -> Any:
+    node = task.node
+    args, kwargs = task.args()
+    breaker = node.circuit
+    permit = breaker.before_call(node.name) if breaker is not None else None
+    try:
+        if node.is_async:
+            if node.timeout is not None:
+                out = await acall_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
+            else:
+                out = await node.fn(*args, **kwargs)
+        elif node.subgraph is not None:
+            out = await node.subgraph.acall(*args, **kwargs)
+        else:
+            out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
+    except Exception as exc:
+        if breaker is not None:
+            breaker.record_failure(exc, permit)
+        raise
+    if breaker is not None:
+        breaker.record_success(permit)
+    return out
+
+
+async def acall_guarded(task: Task) -> Any:
+    """The async twin of ``call_guarded``."""
+    if not _gate(task):
+        return SKIPPED
+    node = task.node
+    if not node.policies:
+        task.started = time.time()
+        return await _attempt_async(task)
+
+    async def attempt(state: RetryState) -> Any:
+        task.attempt = state.attempt
+        task.started = task.started or state.first_attempt_at
+        return await _attempt_async(task)
+
+    def on_attempt(state: RetryState, exc: BaseException | None) -> None:
+        task.attempt = state.attempt
+        _persist_retry(task, state, exc)
+
+    try:
+        return await arun_with_retry(attempt, node.policies, on_attempt=on_attempt, state=task.retry)
+    except Exception as exc:
+        raise NodeError(node.name, task.attempt, exc) from exc
+
+
+def route_failure(task: Task, exc: BaseException) -> bool:
+    """``on_error="node"``: record the failure in the state and go there.
+
+    Returns False when the node has no ``on_error`` (the failure propagates).
+    """
+    target = task.node.on_error
+    if target is None or not isinstance(exc, Exception):
+        return False
+    original = exc.error if isinstance(exc, NodeError) and exc.error is not None else exc
+    record = {
+        "node": task.name,
+        "error_type": type(original).__name__,
+        "message": str(original),
+        "attempts": task.attempt,
+        "time": time.time(),
+    }
+    task.update = {**(task.update or {}), "errors": [record]}
+    task.output = task.update
+    task.goto = [target]
+    task.halt = True
+    task.error = None
+    task.done = True
+    return True
