@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine import drivers, state
+from trellis.engine import drivers, saga, state
 from trellis.engine.durable import restore
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
@@ -74,7 +74,7 @@ class CompiledStateGraph:
         **options: Any,
     ) -> None:
         self.builder = builder
-        self.plan: GraphPlan = build_plan(builder)
+        self.plan: GraphPlan = build_plan(builder, retry_policy=options.get("retry_policy"))
         self.checkpointer = checkpointer
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
@@ -113,6 +113,7 @@ class CompiledStateGraph:
             saver=self.checkpointer or None,
             durability=kwargs.get("durability") or self.options.get("durability") or "sync",
             breakpoints=(_names(before), _names(after)),
+            options=self.options,
         )
         if loop.saver is None:
             if input is None or (isinstance(input, Command) and input.resume is not None):
@@ -193,6 +194,17 @@ class CompiledStateGraph:
             self._start(loop, input, *await self._aload(where))
         return loop
 
+    def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
+        """A run failed for good: roll back completed side effects, then report."""
+        if loop.compensable:
+            saga.attach(failure.error, saga.Saga.of_run(self, loop).run())
+        return failure.error
+
+    async def _afailed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
+        if loop.compensable:
+            saga.attach(failure.error, await saga.Saga.of_run(self, loop).arun())
+        return failure.error
+
     def stream(
         self,
         input: Any,
@@ -213,7 +225,7 @@ class CompiledStateGraph:
             for mode, chunk in drivers.run_steps(loop):
                 yield (mode, chunk) if paired else chunk
         except drivers.StepFailed as failure:
-            raise failure.error from failure.error.__cause__
+            raise self._failed(loop, failure) from failure.error.__cause__
 
     def invoke(
         self,
@@ -238,7 +250,7 @@ class CompiledStateGraph:
             for _ in drivers.run_steps(loop):
                 pass
         except drivers.StepFailed as failure:
-            raise failure.error from failure.error.__cause__
+            raise self._failed(loop, failure) from failure.error.__cause__
         return loop.result()
 
     async def astream(
@@ -257,7 +269,7 @@ class CompiledStateGraph:
             async for mode, chunk in drivers.arun_steps(loop):
                 yield (mode, chunk) if paired else chunk
         except drivers.StepFailed as failure:
-            raise failure.error from failure.error.__cause__
+            raise await self._afailed(loop, failure) from failure.error.__cause__
 
     async def ainvoke(
         self,
@@ -282,7 +294,7 @@ class CompiledStateGraph:
             async for _ in drivers.arun_steps(loop):
                 pass
         except drivers.StepFailed as failure:
-            raise failure.error from failure.error.__cause__
+            raise await self._afailed(loop, failure) from failure.error.__cause__
         return loop.result()
 
     def batch(
@@ -374,6 +386,33 @@ class CompiledStateGraph:
         if self.checkpointer is None:
             raise InvalidConfigError("this graph has no checkpointer")
         self.checkpointer.delete_thread(thread_id)
+
+    def compensate(self, config: RunnableConfig) -> saga.CompensationReport:
+        """Undo the thread's completed side effects, newest first (saga rollback).
+
+        Safe to call again after a crash: finished compensations never repeat.
+
+        >>> report = graph.compensate({"configurable": {"thread_id": "order-7"}})
+        >>> report.compensated
+        ['charge_card', 'reserve_stock']
+        """
+        return self._saga(config).run()
+
+    async def acompensate(self, config: RunnableConfig) -> saga.CompensationReport:
+        """The async twin of ``compensate``."""
+        return await self._saga(config).arun()
+
+    def _saga(self, config: RunnableConfig) -> saga.Saga:
+        thread_id, _ = state.thread_of(self, config)
+        head = self.checkpointer.get_tuple(thread_id)
+        if head is None:
+            raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoints")
+        done: dict[str, Any] = {}
+        for write in head.pending_writes:
+            if write.channel == saga.COMPENSATED:
+                done = dict(write.value)
+        entries = list(head.checkpoint.pending.get("compensable", ()))
+        return saga.Saga(self, thread_id, head.checkpoint.id, entries, None, done)
 
     def rollback(self, config: RunnableConfig, *, to_node: str) -> RunnableConfig:
         """The config of the latest checkpoint taken before ``to_node`` ran.

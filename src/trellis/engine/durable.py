@@ -41,9 +41,15 @@ class Effect:
     kwargs: dict[str, Any]
 
 
-def record(loop: RunLoop, source: str, writes: list[PendingWrite] | None = None) -> Effect:
+def record(
+    loop: RunLoop,
+    source: str,
+    writes: list[PendingWrite] | None = None,
+    *,
+    checkpoint_id: str | None = None,
+) -> Effect:
     """The ``put`` of a new checkpoint holding the loop's current state."""
-    new_id = new_checkpoint_id()
+    new_id = checkpoint_id or new_checkpoint_id()
     versions = loop.versions
     for key in loop.updated:
         versions[key] = new_id
@@ -92,6 +98,8 @@ def _pending(loop: RunLoop) -> dict[str, Any]:
         "run_id": loop.run_id,
         "stop": loop.stop,
     }
+    if loop.compensable:
+        pending["compensable"] = [list(entry) for entry in loop.compensable]
     if loop.start_task is not None:  # the input checkpoint: the input is still to apply
         pending["start"] = loop.start_task.input
     return pending
@@ -123,6 +131,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.visits = dict(pending.get("visits", {}))
     loop.deferred = set(pending.get("deferred", ()))
     loop.run_id = pending.get("run_id") or loop.run_id
+    loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
     loop.stop = loop.step + 1 + loop.recursion_limit
     if "start" in pending:
         from trellis.engine.task import PULL, Task

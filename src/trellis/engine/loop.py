@@ -37,6 +37,8 @@ class RunLoop:
         "barriers",
         "breakpoints",
         "checkpoint_id",
+        "compensable",
+        "compensable_states",
         "config",
         "configurable",
         "context",
@@ -49,6 +51,7 @@ class RunLoop:
         "modes",
         "next_nodes",
         "next_sends",
+        "options",
         "plan",
         "recursion_limit",
         "resume",
@@ -82,6 +85,7 @@ class RunLoop:
         saver: Any = None,
         durability: str = "sync",
         breakpoints: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.plan = plan
         self.config = config
@@ -117,6 +121,11 @@ class RunLoop:
         self.appends: dict[str, list[Any] | None] = {}
         self.effects: list[Any] = []
         self.breakpoints = breakpoints
+        self.options: dict[str, Any] = options or {}  # compile() options, e.g. approval_policy
+        # Completed nodes that have a compensation: [node, checkpoint id] in order;
+        # without a checkpointer, the state after each is kept in memory instead.
+        self.compensable: list[list[Any]] = []
+        self.compensable_states: list[dict[str, Any]] | None = None if saver else []
         self.resuming = False
         self.resuming_tasks = False
         self.saved_writes: tuple[Any, ...] | None = None
@@ -258,6 +267,11 @@ class RunLoop:
         if "updates" in self.modes:
             yield "updates", {"__interrupt__": tuple(self.interrupts)}
 
+    def _next_id(self) -> str:
+        from trellis.persist.base import new_checkpoint_id
+
+        return new_checkpoint_id()
+
     def _hits(self, nodes: frozenset[str], names: list[str], sends: list[Send]) -> bool:
         return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
 
@@ -319,10 +333,19 @@ class RunLoop:
                     next_nodes.append(target)
                 else:
                     self.next_sends.append(target)
+        compensable = [t.name for t in tasks if t.node.compensate is not None and t.done]
         if self.saver is not None and self.durability != "exit":
             from trellis.engine.durable import record
 
-            self.effects.append(record(self, "loop"))
+            new_id = self._next_id() if compensable else None
+            for name in compensable:
+                self.compensable.append([name, new_id])
+            self.effects.append(record(self, "loop", checkpoint_id=new_id))
+        elif compensable:
+            for name in compensable:
+                self.compensable.append([name, None])
+                if self.compensable_states is not None:
+                    self.compensable_states.append(dict(self.values))
         after = self.breakpoints[1]
         if after and (next_nodes or self.next_sends) and any(
             t.name in after or "*" in after for t in tasks if t.name != START

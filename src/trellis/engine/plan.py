@@ -72,11 +72,11 @@ class NodePlan:
     timeout: float | None = None
     circuit: Any = None
     on_error: str | None = None
+    compensate: Callable[..., Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def guarded(self) -> bool:
-        return bool(self.policies) or self.timeout is not None or self.circuit is not None
+    # True when any of the above (or an approval gate) is set: decided here, once.
+    guarded: bool = False
 
 
 @dataclass(slots=True)
@@ -134,8 +134,11 @@ def _fingerprint(builder: StateGraph[Any, Any]) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
-def build_plan(builder: StateGraph[Any, Any]) -> GraphPlan:
-    """Compile ``builder`` into a ``GraphPlan`` (the builder is already validated)."""
+def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> GraphPlan:
+    """Compile ``builder`` into a ``GraphPlan`` (the builder is already validated).
+
+    ``retry_policy`` is the graph-wide default for nodes that set none.
+    """
     channels = dict(builder.channels)
     output_keys = tuple(builder.output_info.channels)
     if any(n.on_error for n in builder.nodes.values()) and "errors" not in channels:
@@ -165,7 +168,7 @@ def build_plan(builder: StateGraph[Any, Any]) -> GraphPlan:
 
     nodes: dict[str, NodePlan] = {}
     for name, spec in builder.nodes.items():
-        nodes[name] = _node_plan(builder, spec, all_channels, links(name))
+        nodes[name] = _node_plan(builder, spec, all_channels, links(name), retry_policy)
     start = NodePlan(
         name=START,
         fn=lambda value: value,
@@ -211,6 +214,7 @@ def _node_plan(
     spec: NodeSpec,
     all_channels: frozenset[str],
     links: dict[str, Any],
+    default_retry: Any = None,
 ) -> NodePlan:
     info = schema_info(spec.input_schema) if spec.input_schema is not None else builder.state_info
     fn = spec.fn
@@ -227,12 +231,16 @@ def _node_plan(
     if builder.state_info.kind in ("dataclass", "pydantic"):
         to_update = builder.state_info.to_update
     policies: tuple[Any, ...] = ()
-    if spec.retry_policy is not None:
-        rp = spec.retry_policy
+    rp = spec.retry_policy if spec.retry_policy is not None else default_retry
+    if rp is not None:
         policies = tuple(rp) if isinstance(rp, (list, tuple)) and not _is_policy(rp) else (rp,)
+    guarded = bool(
+        policies or spec.timeout is not None or spec.circuit is not None or spec.approval
+    )
     return NodePlan(
         name=spec.name,
         fn=fn,
+        guarded=guarded,
         takes_state=takes_state,
         injected=injected,
         is_async=is_async,
@@ -247,6 +255,7 @@ def _node_plan(
         timeout=spec.timeout,
         circuit=spec.circuit,
         on_error=spec.on_error,
+        compensate=spec.compensate,
         metadata=spec.metadata,
         **links,
     )

@@ -1,0 +1,68 @@
+"""``once()``: a side effect that runs at most once per task, across re-runs.
+
+A node re-runs from its first line when it is retried, resumed after an
+``interrupt`` or recovered after a crash. Wrapping a side effect in
+``once(key, fn)`` records its result with the task's pending writes the moment
+it returns, so every later run of that task gets the recorded result instead
+of calling ``fn`` again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from trellis.engine.context import current_task
+from trellis.engine.durable import ONCE, _SPECIAL_IDX
+from trellis.persist.base import PendingWrite
+
+__all__ = ["aonce", "once"]
+
+T = TypeVar("T")
+
+
+def _record(key: str, result: Any) -> list[PendingWrite]:
+    task = current_task("once()")
+    task.once = {**(task.once or {}), key: result}
+    if task.loop.saver is None:
+        return []
+    return [PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once))]
+
+
+def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn(*args, **kwargs)`` at most once for this task and ``key``.
+
+    >>> def charge(state):
+    ...     receipt = once("charge", payments.charge, state["card"], state["amount"])
+    ...     approved = interrupt({"receipt": receipt})  # resuming does not charge again
+    ...     return {"receipt": receipt, "approved": approved}
+
+    The result must be serializable by the checkpointer.
+    """
+    task = current_task("once()")
+    if task.once and key in task.once:
+        return task.once[key]  # type: ignore[no-any-return]
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        raise TypeError(f"once({key!r}) got an async function; use `await aonce(...)`")
+    writes = _record(key, result)
+    if writes:
+        loop = task.loop
+        loop.saver.put_writes(loop.thread_id, loop.checkpoint_id, writes)
+    return result
+
+
+async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any) -> T:
+    """The async twin of ``once``: ``fn`` may be sync or async."""
+    task = current_task("aonce()")
+    if task.once and key in task.once:
+        return task.once[key]  # type: ignore[no-any-return]
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    writes = _record(key, result)
+    if writes:
+        loop = task.loop
+        await loop.saver.aput_writes(loop.thread_id, loop.checkpoint_id, writes)
+    return result  # type: ignore[return-value]

@@ -1,0 +1,134 @@
+"""Compensations (sagas): undo completed side effects, newest first.
+
+``add_node(name, fn, compensate=undo)``: when a run fails for good — or when
+``graph.compensate(config)`` is called — ``undo(state)`` runs for every node
+that completed, newest first, each with the state as it was after its node.
+Each finished compensation is recorded on the thread's head checkpoint, so a
+rollback that crashed resumes where it stopped and never repeats one that
+finished. A failing compensation is recorded and reported; the rest still run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trellis.persist.base import PendingWrite
+
+if TYPE_CHECKING:
+    from trellis.engine.compiled import CompiledStateGraph
+    from trellis.engine.loop import RunLoop
+
+__all__ = ["CompensationReport", "Saga"]
+
+COMPENSATED = "__compensated__"
+COMPENSATED_IDX = -8
+_SAGA_TASK = "00000000000000000000000000000000"
+
+
+@dataclass(slots=True)
+class CompensationReport:
+    """What a rollback did: nodes compensated (newest first) and failures."""
+
+    compensated: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(slots=True)
+class Saga:
+    """The rollback of one thread (or of one run without a checkpointer).
+
+    ``entries`` are ``[node, checkpoint_id]`` in completion order; ``states``
+    holds the in-memory state after each entry when there is no checkpointer.
+    """
+
+    graph: CompiledStateGraph
+    thread_id: str | None
+    head_id: str | None
+    entries: list[list[Any]]
+    states: list[dict[str, Any]] | None = None
+    done: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_run(cls, graph: CompiledStateGraph, loop: RunLoop) -> Saga:
+        return cls(graph, loop.thread_id, loop.head, list(loop.compensable), loop.compensable_states)
+
+    def _state(self, index: int) -> dict[str, Any]:
+        if self.states is not None:
+            return self.states[index]
+        checkpoint_id = self.entries[index][1]
+        saved = self.graph.checkpointer.get_tuple(self.thread_id, checkpoint_id)
+        return dict(saved.checkpoint.values) if saved is not None else {}
+
+    async def _astate(self, index: int) -> dict[str, Any]:
+        if self.states is not None:
+            return self.states[index]
+        checkpoint_id = self.entries[index][1]
+        saved = await self.graph.checkpointer.aget_tuple(self.thread_id, checkpoint_id)
+        return dict(saved.checkpoint.values) if saved is not None else {}
+
+    def _pending(self) -> list[tuple[int, str, Any]]:
+        nodes = self.graph.plan.nodes
+        todo = []
+        for index in range(len(self.entries) - 1, -1, -1):
+            name = self.entries[index][0]
+            spec = nodes[name].spec if name in nodes else None
+            if str(index) in self.done or spec is None or spec.compensate is None:
+                continue
+            todo.append((index, name, spec.compensate))
+        return todo
+
+    def _record(self, index: int, outcome: Any) -> list[PendingWrite]:
+        self.done[str(index)] = outcome
+        if self.graph.checkpointer is None or self.head_id is None:
+            return []
+        return [PendingWrite(_SAGA_TASK, "__saga__", COMPENSATED_IDX, COMPENSATED, dict(self.done))]
+
+    def run(self) -> CompensationReport:
+        report = CompensationReport()
+        for index, name, undo in self._pending():
+            try:
+                result = undo(self._state(index))
+                if inspect.isawaitable(result):
+                    raise TypeError(f"compensation of {name!r} is async; use acompensate()")
+                outcome: Any = "ok"
+                report.compensated.append(name)
+            except Exception as exc:
+                outcome = {"error": f"{type(exc).__name__}: {exc}"}
+                report.failed.append({"node": name, "error": outcome["error"]})
+            writes = self._record(index, outcome)
+            if writes:
+                self.graph.checkpointer.put_writes(self.thread_id, self.head_id, writes)
+        return report
+
+    async def arun(self) -> CompensationReport:
+        report = CompensationReport()
+        for index, name, undo in self._pending():
+            try:
+                result = undo(await self._astate(index))
+                if inspect.isawaitable(result):
+                    await result
+                outcome: Any = "ok"
+                report.compensated.append(name)
+            except Exception as exc:
+                outcome = {"error": f"{type(exc).__name__}: {exc}"}
+                report.failed.append({"node": name, "error": outcome["error"]})
+            writes = self._record(index, outcome)
+            if writes:
+                await self.graph.checkpointer.aput_writes(self.thread_id, self.head_id, writes)
+        return report
+
+
+def attach(error: BaseException, report: CompensationReport) -> None:
+    """Tell the caller of a failed run what the automatic rollback did."""
+    error.compensation = report  # type: ignore[attr-defined]
+    if report.compensated or report.failed:
+        failed = ", ".join(f"{f['node']} ({f['error']})" for f in report.failed)
+        note = f"Trellis compensated: {', '.join(report.compensated) or 'nothing'}"
+        error.add_note(note + (f"; compensations that failed: {failed}" if failed else ""))
