@@ -81,6 +81,16 @@ class CompiledStateGraph:
         self.name = name or "LangGraph"
         self.debug = debug
         self.options = options
+        # Observability: sinks that receive every event of every run.
+        self.sinks: list[Any] = list(options.get("observers") or ())
+        self.collector: Any = None
+        if options.get("metrics"):
+            from trellis.observe.metrics import MetricsCollector
+
+            self.collector = MetricsCollector()
+            self.sinks.append(self.collector)
+        if checkpointer is not None:
+            _allow_schemas(checkpointer, self.plan.schemas, options.get("allowlist", ()))
 
     def __repr__(self) -> str:
         return f"<CompiledStateGraph {self.name!r} nodes={list(self.plan.nodes)}>"
@@ -184,7 +194,7 @@ class CompiledStateGraph:
         loop, where = self._loop(input, config, context, modes, kwargs)
         if where is not None:
             self._start(loop, input, *self._load(where))
-        return loop
+        return self._observe(loop)
 
     async def _async_loop(
         self, input: Any, config: Any, context: Any, modes: tuple[str, ...], kwargs: Any
@@ -192,7 +202,27 @@ class CompiledStateGraph:
         loop, where = self._loop(input, config, context, modes, kwargs)
         if where is not None:
             self._start(loop, input, *await self._aload(where))
+        return self._observe(loop)
+
+    def _observe(self, loop: RunLoop) -> RunLoop:
+        streams = "events" in loop.modes
+        if self.sinks or streams:
+            from trellis.engine.observing import RunObserver
+
+            loop.observer = RunObserver(self.sinks, self.name, loop, buffer=streams)
         return loop
+
+    def metrics(self) -> dict[str, Any]:
+        """Per-node and per-graph metrics of this graph's runs.
+
+        Needs ``compile(metrics=True)``.
+
+        >>> graph.metrics()["nodes"]["fetch"]["p95"]
+        """
+        if self.collector is None:
+            raise InvalidConfigError("metrics are off: compile(metrics=True) to collect them")
+        snapshot: dict[str, Any] = self.collector.snapshot(graph=self.name)
+        return snapshot.get("graphs", {}).get(self.name, {})
 
     def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
         """A run failed for good: roll back completed side effects, then report."""
@@ -434,6 +464,16 @@ class CompiledStateGraph:
         from trellis.graph.drawing import DrawableGraph
 
         return DrawableGraph.from_builder(self.builder)
+
+
+def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[Any]) -> None:
+    """Let the saver decode the classes this graph's schemas name (and only those)."""
+    serde = getattr(checkpointer, "serde", None)
+    if serde is None or not hasattr(serde, "with_allowlist"):
+        return
+    from trellis.persist.serde import allowlist_from_schema
+
+    checkpointer.serde = serde.with_allowlist([*allowlist_from_schema(*schemas), *extra])
 
 
 def _names(value: Sequence[str] | str | None) -> frozenset[str]:

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import inspect
 import os
+from time import perf_counter
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -53,6 +54,9 @@ def run_task(task: Task) -> None:
     """Run one task to completion in the calling thread."""
     node = task.node
     token = CURRENT_TASK.set(task)
+    timed = task.loop.observer is not None
+    if timed:
+        started = perf_counter()
     try:
         if node.guarded:
             out = call_guarded(task)
@@ -90,6 +94,8 @@ def run_task(task: Task) -> None:
             raise
     finally:
         CURRENT_TASK.reset(token)
+        if timed:
+            task.duration = perf_counter() - started
 
 
 def run_tasks(tasks: list[Task]) -> None:
@@ -121,12 +127,38 @@ def perform(loop: RunLoop) -> None:
     effects, loop.effects = loop.effects, []
     for effect in effects:
         getattr(loop.saver, effect.name)(**effect.kwargs)
+        if loop.observer is not None and effect.name == "put":
+            checkpoint = effect.kwargs["checkpoint"]
+            loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
 
 
 def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """Drive ``loop`` to the end, yielding stream chunks for its modes."""
+    obs = loop.observer
+    if obs is None:
+        yield from _steps(loop)
+        return
+    obs.run_start()
+    try:
+        for chunk in _steps(loop):
+            yield chunk
+            if obs.buffer:
+                yield from (("events", e) for e in obs.drain())
+    except BaseException as exc:
+        obs.run_end(loop, exc)
+        raise
+    finally:
+        if obs.buffer:
+            yield from (("events", e) for e in obs.drain())
+    obs.run_end(loop)
+    if obs.buffer:
+        yield from (("events", e) for e in obs.drain())
+
+
+def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
+    obs = loop.observer
     while True:
         tasks = loop.tick()
         if loop.effects:
@@ -138,12 +170,18 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                 if task.name != START and not task.done:
                     yield "debug", debug_start(task)
         todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
+        if obs is not None:
+            obs.step_start(loop, todo)
         try:
             run_tasks(todo)
-        except StepFailed:
+        except StepFailed as failure:
+            if obs is not None:
+                obs.step_end(loop, todo, failure.error)
             loop.fail(tasks)
             perform(loop)
             raise
+        if obs is not None:
+            obs.step_end(loop, todo, None)
         if any(t.interrupts for t in todo):
             loop.suspend(tasks)
             perform(loop)
@@ -169,6 +207,9 @@ async def arun_task(task: Task) -> None:
     """Run one task on the event loop (sync nodes go to a worker thread)."""
     node = task.node
     token = CURRENT_TASK.set(task)
+    timed = task.loop.observer is not None
+    if timed:
+        started = perf_counter()
     try:
         args, kwargs = task.args()
         if node.guarded:
@@ -205,6 +246,8 @@ async def arun_task(task: Task) -> None:
             raise
     finally:
         CURRENT_TASK.reset(token)
+        if timed:
+            task.duration = perf_counter() - started
 
 
 async def arun_tasks(tasks: list[Task]) -> None:
@@ -238,12 +281,36 @@ async def aperform(loop: RunLoop) -> None:
     effects, loop.effects = loop.effects, []
     for effect in effects:
         await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
+        if loop.observer is not None and effect.name == "put":
+            checkpoint = effect.kwargs["checkpoint"]
+            loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
 
 
 async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     """The async twin of ``run_steps``: the same loop, awaited."""
+    obs = loop.observer
+    if obs is None:
+        async for chunk in _asteps(loop):
+            yield chunk
+        return
+    obs.run_start()
+    try:
+        async for chunk in _asteps(loop):
+            yield chunk
+            for event in obs.drain():
+                yield "events", event
+    except BaseException as exc:
+        obs.run_end(loop, exc)
+        raise
+    obs.run_end(loop)
+    for event in obs.drain():
+        yield "events", event
+
+
+async def _asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
+    obs = loop.observer
     while True:
         tasks = loop.tick()
         if loop.effects:
@@ -255,12 +322,18 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 if task.name != START and not task.done:
                     yield "debug", debug_start(task)
         todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
+        if obs is not None:
+            obs.step_start(loop, todo)
         try:
             await arun_tasks(todo)
-        except StepFailed:
+        except StepFailed as failure:
+            if obs is not None:
+                obs.step_end(loop, todo, failure.error)
             loop.fail(tasks)
             await aperform(loop)
             raise
+        if obs is not None:
+            obs.step_end(loop, todo, None)
         if any(t.interrupts for t in todo):
             loop.suspend(tasks)
             await aperform(loop)

@@ -65,6 +65,13 @@ def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> 
     loop.saver.put_writes(loop.thread_id, loop.checkpoint_id, [write])
 
 
+def _observe_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
+    observer = task.loop.observer
+    if observer is None or exc is None or state.next_attempt_at is None:
+        return
+    observer.retry(task, max(0.0, state.next_attempt_at - time.time()), exc)
+
+
 def _attempt_sync(task: Task) -> Any:
     node = task.node
     args, kwargs = task.args()
@@ -99,6 +106,7 @@ def call_guarded(task: Task) -> Any:
         return _attempt_sync(task)
 
     def on_attempt(state: RetryState, exc: BaseException | None) -> None:
+        _observe_retry(task, state, exc)
         task.attempt = state.attempt
         _persist_retry(task, state, exc)
 
@@ -147,6 +155,7 @@ async def acall_guarded(task: Task) -> Any:
         return await _attempt_async(task)
 
     def on_attempt(state: RetryState, exc: BaseException | None) -> None:
+        _observe_retry(task, state, exc)
         task.attempt = state.attempt
         _persist_retry(task, state, exc)
 

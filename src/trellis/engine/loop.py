@@ -51,6 +51,7 @@ class RunLoop:
         "modes",
         "next_nodes",
         "next_sends",
+        "observer",
         "options",
         "plan",
         "recursion_limit",
@@ -122,6 +123,7 @@ class RunLoop:
         self.effects: list[Any] = []
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or {}  # compile() options, e.g. approval_policy
+        self.observer: Any = None  # a RunObserver when someone watches this run
         # Completed nodes that have a compensation: [node, checkpoint id] in order;
         # without a checkpointer, the state after each is kept in memory instead.
         self.compensable: list[list[Any]] = []

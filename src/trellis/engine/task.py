@@ -48,6 +48,7 @@ class Task:
         "pre_update",
         "resume",
         "retry",
+        "span",
         "started",
         "step",
         "update",
@@ -75,6 +76,7 @@ class Task:
         self.halt = False  # skip the node's own edges (a gate said no, or on_error routed)
         self.pre_update: dict[str, Any] | None = None  # an approval edit, applied first
         self.retry: Any = None  # RetryState restored from a checkpoint
+        self.span: str | None = None  # set when the run is observed
         self.custom: list[Any] | None = None
         self.attempt = 1
         self.started = 0.0

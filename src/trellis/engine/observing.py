@@ -1,0 +1,220 @@
+"""Turning a run into events: run, step and task spans, retries, interrupts.
+
+Only runs that are observed pay for it: a ``RunObserver`` exists when the graph
+has observers (``compile(observers=[...])``, ``metrics=True``) or the caller
+streams ``"events"``. Events are emitted from the driver's thread, in order:
+``step_start``, every ``task_start``, then (after the step) every ``task_end``
+or ``task_error`` with its measured duration, then ``step_end``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from trellis.observe.events import Event, EventKind, Outcome, new_span_id, new_trace_id
+from trellis.types import START
+
+if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
+    from trellis.engine.task import Task
+
+__all__ = ["RunObserver"]
+
+_perf = time.perf_counter
+_now = time.time
+
+
+class RunObserver:
+    """Emits the events of one run to the graph's sinks (and the stream)."""
+
+    __slots__ = (
+        "buffer",
+        "graph",
+        "run_span",
+        "run_started",
+        "sinks",
+        "step_span",
+        "step_started",
+        "thread_id",
+        "trace_id",
+        "parent_span",
+        "run_id",
+    )
+
+    def __init__(self, sinks: list[Any], graph: str, loop: RunLoop, *, buffer: bool) -> None:
+        from trellis.observe.otel import current_trace_ids
+
+        ids = current_trace_ids()
+        self.sinks = sinks
+        self.graph = graph
+        self.thread_id = loop.thread_id
+        self.run_id = loop.run_id
+        self.trace_id = ids[0] if ids else new_trace_id()
+        self.parent_span = ids[1] if ids else None
+        self.run_span = new_span_id()
+        self.run_started = 0.0
+        self.step_span = ""
+        self.step_started = 0.0
+        # Events kept for stream_mode="events"; the driver drains it after each step.
+        self.buffer: list[Event] | None = [] if buffer else None
+
+    def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # a broken sink must never break the run
+                import logging
+
+                logging.getLogger("trellis.observe").exception("event sink %r failed", sink)
+        if self.buffer is not None:
+            self.buffer.append(event)
+
+    def _event(self, kind: EventKind, span: str, parent: str | None, **fields: Any) -> Event:
+        return Event(
+            kind,
+            self.trace_id,
+            span,
+            parent,
+            fields.pop("ts", None) or _now(),
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            graph=self.graph,
+            **fields,
+        )
+
+    def drain(self) -> list[Event]:
+        events, self.buffer = self.buffer or [], []
+        return events
+
+    # -- run ---------------------------------------------------------------
+
+    def run_start(self) -> None:
+        self.run_started = _perf()
+        self._emit(self._event(EventKind.RUN_START, self.run_span, self.parent_span))
+
+    def run_end(self, loop: RunLoop, error: BaseException | None = None) -> None:
+        if error is not None:
+            status = Outcome.ERROR
+        elif loop.status in ("interrupted", "interrupt_before", "interrupt_after"):
+            status = Outcome.INTERRUPTED
+        else:
+            status = Outcome.OK
+        self._emit(
+            self._event(
+                EventKind.RUN_END,
+                self.run_span,
+                self.parent_span,
+                duration=_perf() - self.run_started,
+                status=status,
+                error_type=None if error is None else type(error).__name__,
+                error_message=None if error is None else str(error)[:2000],
+            )
+        )
+
+    # -- steps and tasks ---------------------------------------------------
+
+    def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
+        self.step_span = new_span_id()
+        self.step_started = _perf()
+        step = loop.step
+        self._emit(self._event(EventKind.STEP_START, self.step_span, self.run_span, step=step))
+        for task in tasks:
+            if task.name == START:  # the input step is not a node: no task span
+                continue
+            task.span = new_span_id()
+            self._emit(
+                self._event(
+                    EventKind.TASK_START,
+                    task.span,
+                    self.step_span,
+                    step=step,
+                    node=task.name,
+                    task_id=task.id,
+                    attempt=task.attempt,
+                )
+            )
+
+    def step_end(self, loop: RunLoop, tasks: list[Task], error: BaseException | None) -> None:
+        now = _now()
+        for task in tasks:
+            if task.span is None:
+                continue
+            fields: dict[str, Any] = {
+                "step": task.step,
+                "node": task.name,
+                "task_id": task.id,
+                "attempt": task.attempt,
+                "duration": task.duration,
+                "ts": now,
+            }
+            if task.interrupts:
+                self._emit(
+                    self._event(
+                        EventKind.INTERRUPT,
+                        task.span,
+                        self.step_span,
+                        data={"interrupts": [i.id for i in task.interrupts]},
+                        **{k: v for k, v in fields.items() if k != "duration"},
+                    )
+                )
+                kind, status = EventKind.TASK_END, Outcome.INTERRUPTED
+            elif task.error is not None:
+                kind = EventKind.TASK_ERROR
+                status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
+                fields["error_type"] = type(task.error).__name__
+                fields["error_message"] = str(task.error)[:2000]
+            elif task.done:
+                kind, status = EventKind.TASK_END, Outcome.OK
+            else:
+                kind, status = EventKind.TASK_END, Outcome.CANCELLED
+            self._emit(self._event(kind, task.span, self.step_span, status=status, **fields))
+        self._emit(
+            self._event(
+                EventKind.STEP_END,
+                self.step_span,
+                self.run_span,
+                step=loop.step,
+                duration=_perf() - self.step_started,
+                status=Outcome.ERROR if error is not None else Outcome.OK,
+            )
+        )
+
+    def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
+        self._emit(
+            self._event(
+                EventKind.RETRY,
+                task.span or self.step_span,
+                self.step_span,
+                step=task.step,
+                node=task.name,
+                task_id=task.id,
+                attempt=task.attempt,
+                error_type=None if error is None else type(error).__name__,
+                error_message=None if error is None else str(error)[:2000],
+                data={"delay": delay},
+            )
+        )
+
+    def checkpoint_saved(self, checkpoint_id: str, step: int) -> None:
+        self._emit(
+            self._event(
+                EventKind.CHECKPOINT_SAVED,
+                self.step_span or self.run_span,
+                self.run_span,
+                step=step,
+                data={"checkpoint_id": checkpoint_id},
+            )
+        )
+
+    def compensation(self, node: str, outcome: Any) -> None:
+        self._emit(
+            self._event(
+                EventKind.COMPENSATION,
+                self.run_span,
+                self.parent_span,
+                node=node,
+                status=Outcome.OK if outcome == "ok" else Outcome.ERROR,
+                data={} if outcome == "ok" else {"error": str(outcome)},
+            )
+        )
