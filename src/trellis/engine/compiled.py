@@ -320,8 +320,9 @@ class CompiledStateGraph:
             ]
             return chunks[-1] if chunks else None
         loop = await self._async_loop(input, config, context, (), kwargs)
+        steps = drivers.arun_steps(loop) if loop.observer else drivers.asteps(loop)
         try:
-            async for _ in drivers.arun_steps(loop):
+            async for _ in steps:
                 pass
         except drivers.StepFailed as failure:
             raise await self._afailed(loop, failure) from failure.error.__cause__
@@ -476,9 +477,12 @@ def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[An
     checkpointer.serde = serde.with_allowlist([*allowlist_from_schema(*schemas), *extra])
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 def _names(value: Sequence[str] | str | None) -> frozenset[str]:
     if not value:
-        return frozenset()
+        return _NO_NAMES
     return frozenset([value] if isinstance(value, str) else value)
 
 

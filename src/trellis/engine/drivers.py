@@ -13,7 +13,8 @@ import inspect
 import os
 from time import perf_counter
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
@@ -23,17 +24,16 @@ from trellis.engine.loop import RunLoop, debug_start
 from trellis.engine.task import Task
 from trellis.types import START
 
-__all__ = ["arun_steps", "run_steps"]
+__all__ = ["arun_steps", "asteps", "run_steps"]
 
 _pool: ThreadPoolExecutor | None = None
+_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(
-            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="trellis"
-        )
+        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis")
     return _pool
 
 
@@ -68,7 +68,7 @@ def run_task(task: Task) -> None:
         else:
             args, kwargs = task.args()
             out = node.fn(*args, **kwargs)
-        if node.is_async or inspect.isawaitable(out):
+        if node.is_async or (type(out) is not dict and inspect.isawaitable(out)):
             if inspect.iscoroutine(out):
                 out.close()
             raise TypeError(
@@ -99,7 +99,12 @@ def run_task(task: Task) -> None:
 
 
 def run_tasks(tasks: list[Task]) -> None:
-    """Run a step's tasks; several at once go to the thread pool."""
+    """Run a step's tasks; several at once share the thread pool.
+
+    Rather than one pool job per task (a submit costs more than a small node),
+    a few workers — the calling thread among them — drain a shared queue. After
+    the first failure no new task starts; tasks already running finish.
+    """
     if not tasks:
         return
     if len(tasks) == 1:
@@ -108,18 +113,28 @@ def run_tasks(tasks: list[Task]) -> None:
         except Exception as exc:
             raise StepFailed(exc, tasks[0], []) from exc
         return
+    queue = deque(tasks)
+    failures: list[tuple[Task, BaseException]] = []
+
+    def drain() -> None:
+        while not failures:
+            try:
+                task = queue.popleft()
+            except IndexError:
+                return
+            try:
+                contextvars.copy_context().run(run_task, task)
+            except BaseException as exc:
+                failures.append((task, exc))
+
     pool = _executor()
-    futures: dict[Future[None], Task] = {
-        pool.submit(contextvars.copy_context().run, run_task, task): task for task in tasks
-    }
-    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-    for future in futures:
-        if future in done and future.exception() is not None:
-            failed = futures[future]
-            finished = [futures[f] for f in done if f.exception() is None]
-            error = future.exception()
-            assert error is not None
-            raise StepFailed(error, failed, finished) from error
+    helpers = [pool.submit(drain) for _ in range(min(len(tasks) - 1, _WORKERS))]
+    drain()
+    wait(helpers)
+    if failures:
+        # The first failure in task order, so the error reported is deterministic.
+        failed, error = min(failures, key=lambda f: tasks.index(f[0]))
+        raise StepFailed(error, failed, [t for t in tasks if t.done]) from error
 
 
 def perform(loop: RunLoop) -> None:
@@ -290,12 +305,12 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     """The async twin of ``run_steps``: the same loop, awaited."""
     obs = loop.observer
     if obs is None:
-        async for chunk in _asteps(loop):
+        async for chunk in asteps(loop):
             yield chunk
         return
     obs.run_start()
     try:
-        async for chunk in _asteps(loop):
+        async for chunk in asteps(loop):
             yield chunk
             for event in obs.drain():
                 yield "events", event
@@ -307,7 +322,7 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         yield "events", event
 
 
-async def _asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
+async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
@@ -325,7 +340,13 @@ async def _asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if obs is not None:
             obs.step_start(loop, todo)
         try:
-            await arun_tasks(todo)
+            if len(todo) == 1:  # no extra coroutine frame for the common case
+                try:
+                    await arun_task(todo[0])
+                except Exception as exc:
+                    raise StepFailed(exc, todo[0], []) from exc
+            else:
+                await arun_tasks(todo)
         except StepFailed as failure:
             if obs is not None:
                 obs.step_end(loop, todo, failure.error)

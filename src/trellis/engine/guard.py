@@ -52,7 +52,7 @@ def _gate(task: Task) -> bool:
     if goto is not None:
         task.halt = True
         if goto != END:
-            task.goto.append(goto)
+            task.add_goto(goto)
         return False
     return True
 

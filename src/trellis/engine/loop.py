@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
 MISSING: Any = object()
+_NONE: frozenset[str] = frozenset()
+_NO_DICT: dict[str, Any] = {}  # shared placeholder; replaced before anything is stored
 NO_RESUME: Any = object()
 
 
@@ -99,9 +101,10 @@ class RunLoop:
         self.stop = recursion_limit
         self.next_nodes: list[str] = []
         self.next_sends: list[Send] = []
-        self.barriers: dict[int, set[str]] = {}
-        self.visits: dict[str, int] = {}
-        self.deferred: set[str] = set()
+        self.barriers: dict[int, set[str]] = _NO_DICT
+        self.visits: dict[str, int] = _NO_DICT
+        # Empty frozensets are shared: a run that never defers allocates no set.
+        self.deferred: set[str] | frozenset[str] = _NONE
         self.start_task: Task | None = None
         self.run_id: str | None = None
         self.checkpoint_id: str | None = None
@@ -117,12 +120,12 @@ class RunLoop:
         self.thread_id: str | None = self.configurable.get("thread_id")
         self.head: str | None = None
         self.expected_head: str | None = None
-        self.versions: dict[str, str] = {}
-        self.updated: set[str] = set()
-        self.appends: dict[str, list[Any] | None] = {}
+        self.versions: dict[str, str] = {} if saver is not None else _NO_DICT
+        self.updated: set[str] = set() if saver is not None else _NONE  # type: ignore[assignment]
+        self.appends: dict[str, list[Any] | None] = {} if saver is not None else _NO_DICT
         self.effects: list[Any] = []
         self.breakpoints = breakpoints
-        self.options: dict[str, Any] = options or {}  # compile() options, e.g. approval_policy
+        self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
         # Completed nodes that have a compensation: [node, checkpoint id] in order;
         # without a checkpointer, the state after each is kept in memory instead.
@@ -150,15 +153,16 @@ class RunLoop:
         for key, make in self.plan.initial.items():
             if key not in self.values:
                 self.values[key] = make()
-                self.updated.add(key)
+                if self.track:
+                    self.updated.add(key)
         update = value if isinstance(value, Command) else self.check_input(value)
         self.stop = self.step + 2 + self.recursion_limit
         self.step += 1
-        self.visits = {}
+        self.visits = _NO_DICT
         self.next_nodes = []
         self.next_sends = []
-        self.deferred = set()
-        self.barriers = {}
+        self.deferred = _NONE
+        self.barriers = _NO_DICT
         self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
             from trellis.engine.durable import record
@@ -176,6 +180,8 @@ class RunLoop:
                 ) from exc
             # Validated values, but only the keys given: defaults are not writes.
             value = {k: getattr(model, k) for k in value if k in type(model).model_fields}
+        if type(value) is dict and info.kind != "dict" and value.keys() <= info.keys:
+            return value  # the common case: nothing to convert or report
         if not isinstance(value, Mapping):
             converted = info.to_update(value) if info.kind != "typeddict" else None
             if converted is None:
@@ -219,7 +225,7 @@ class RunLoop:
             if not self.deferred:
                 return []
             names = sorted(self.deferred)
-            self.deferred = set()
+            self.deferred = _NONE
             release = True
         else:
             release = False
@@ -235,11 +241,11 @@ class RunLoop:
         for name in names:
             node = nodes[name]
             if node.defer and not release:
-                self.deferred.add(name)
+                self.deferred = self.deferred | {name}
                 continue
             if node.max_visits is not None:
                 node = self._visit(node)
-            tasks.append(Task(self, node, node.make_input(values), step, (PULL, node.name)))
+            tasks.append(Task(self, node, node.make_input(values), step, node.pull_path))
         for i, send in enumerate(sends):
             tasks.append(Task(self, nodes[send.node], send.arg, step, (PUSH, i)))
         if not tasks:  # only deferred nodes were triggered: they run now
@@ -278,6 +284,8 @@ class RunLoop:
         return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
 
     def _visit(self, node: NodePlan) -> NodePlan:
+        if self.visits is _NO_DICT:
+            self.visits = {}
         count = self.visits.get(node.name, 0) + 1
         self.visits[node.name] = count
         if node.max_visits is not None and count > node.max_visits:
@@ -317,7 +325,6 @@ class RunLoop:
                     self._track(update)
                 else:
                     self.apply(values, update)
-        barriers = self.barriers
         next_nodes = self.next_nodes
         for task in tasks:
             node = task.node
@@ -325,11 +332,13 @@ class RunLoop:
             if not task.halt:
                 next_nodes.extend(node.static_next)
                 for join in node.joins:
-                    seen = barriers.setdefault(join.index, set())
+                    if self.barriers is _NO_DICT:
+                        self.barriers = {}
+                    seen = self.barriers.setdefault(join.index, set())
                     seen.add(task.name)
                     if seen >= join.sources:
                         next_nodes.append(join.target)
-                        del barriers[join.index]
+                        del self.barriers[join.index]
             for target in task.goto:
                 if type(target) is str:
                     next_nodes.append(target)

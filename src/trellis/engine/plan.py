@@ -77,6 +77,10 @@ class NodePlan:
 
     # True when any of the above (or an approval gate) is set: decided here, once.
     guarded: bool = False
+    pull_path: tuple[str, str] = ("", "")
+
+    def __post_init__(self) -> None:
+        self.pull_path = ("__pregel_pull", self.name)
 
 
 @dataclass(slots=True)

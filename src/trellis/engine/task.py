@@ -66,9 +66,10 @@ class Task:
         self._id: str | None = None
         self.update: dict[str, Any] | None = None
         self.output: Any = None
-        self.goto: list[Any] = []
+        # Shared empty tuples until something is added: most tasks add nothing.
+        self.goto: list[Any] = _EMPTY  # type: ignore[assignment]
         self.error: BaseException | None = None
-        self.interrupts: list[Interrupt] = []
+        self.interrupts: list[Interrupt] = _EMPTY  # type: ignore[assignment]
         self.resume: list[Any] | None = None
         self.interrupt_count = 0
         self.once: dict[str, Any] | None = None
@@ -99,7 +100,7 @@ class Task:
         node = self.node
         args = (self.input,) if node.takes_state else ()
         if not node.injected:
-            return args, {}
+            return args, _NO_KWARGS
         return args, {name: self.inject(name) for name in node.injected}
 
     def inject(self, name: str) -> Any:
@@ -189,6 +190,11 @@ class Task:
             "a node must return a dict of state updates, None, or a Command"
         )
 
+    def add_goto(self, target: Any) -> None:
+        if not self.goto:
+            self.goto = []
+        self.goto.append(target)
+
     def finish_skipped(self) -> None:
         """A gate decided the node does not run: only its edit (if any) is written."""
         if self.pre_update:
@@ -226,7 +232,7 @@ class Task:
                     f"node {self.name!r} returned Command(goto={target!r}), which is no node"
                 )
             if target != END:
-                self.goto.append(target)
+                self.add_goto(target)
 
     def _set_update(self, update: dict[str, Any]) -> None:
         if self.pre_update:
@@ -272,7 +278,7 @@ class Task:
                     raise RoutingError(
                         f"router of {self.name!r} sent to unknown node {item.node!r}"
                     )
-                self.goto.append(item)
+                self.add_goto(item)
                 continue
             dest: Any = item
             if branch.path_map is not None:
@@ -286,10 +292,12 @@ class Task:
                 if branch.fallback is None:
                     raise RoutingError(_routing_message(self.name, branch, item))
                 dest = branch.fallback
-            self.goto.append(dest)
+            self.add_goto(dest)
 
 
 _NO_NODE = object()
+_EMPTY: tuple[()] = ()
+_NO_KWARGS: dict[str, Any] = {}  # shared, never mutated: splatted into calls only
 
 
 def _routing_message(source: str, branch: BranchPlan, value: Any) -> str:

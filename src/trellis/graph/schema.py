@@ -42,10 +42,10 @@ class SchemaInfo:
     kind: str  # "typeddict" | "dataclass" | "pydantic" | "dict"
     channels: dict[str, Channel]
     defaults: dict[str, Any]
+    keys: frozenset[str] = frozenset()
 
-    @property
-    def keys(self) -> frozenset[str]:
-        return frozenset(self.channels)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", frozenset(self.channels))
 
     def make_value(self, values: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
         """Build what a node whose input is this schema receives."""
