@@ -147,7 +147,9 @@ class CheckpointError(TrellisError, RuntimeError):
 class CheckpointCorruptError(CheckpointError):
     """A stored blob cannot be decoded; nothing in it was executed."""
 
-    def __init__(self, message: str, *, thread_id: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, thread_id: str | None = None, key: str | None = None
+    ) -> None:
         self.thread_id = thread_id
         self.key = key
         super().__init__(message)
@@ -172,7 +174,9 @@ class SchemaVersionError(CheckpointError):
 class SerializationError(CheckpointError, TypeError):
     """A value has no codec. ``key`` and ``type_name`` say which."""
 
-    def __init__(self, message: str, *, key: str | None = None, type_name: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, key: str | None = None, type_name: str | None = None
+    ) -> None:
         self.key = key
         self.type_name = type_name
         super().__init__(message)

@@ -98,7 +98,7 @@ class Command(Generic[N]):
             return [goto]
         if not goto:
             return []
-        return list(goto)
+        return list(goto)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +123,9 @@ class RetryPolicy(NamedTuple):
     max_interval: float = 128.0
     max_attempts: int = 3
     jitter: bool = True
-    retry_on: type[BaseException] | Sequence[type[BaseException]] | Callable[[BaseException], bool] = (
-        lambda exc: default_retry_on(exc)
-    )
+    retry_on: (
+        type[BaseException] | Sequence[type[BaseException]] | Callable[[BaseException], bool]
+    ) = lambda exc: default_retry_on(exc)
 
 
 _NEVER_RETRY: tuple[type[BaseException], ...] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
 from trellis.engine.durable import restore
@@ -126,11 +126,10 @@ class CompiledStateGraph:
             options=self.options,
         )
         if loop.saver is None:
-            if input is None or (isinstance(input, Command) and input.resume is not None):
-                if input is not None:
-                    raise InterruptError(
-                        "Command(resume=...) needs a checkpointer: compile(checkpointer=...)"
-                    )
+            if isinstance(input, Command) and input.resume is not None:
+                raise InterruptError(
+                    "Command(resume=...) needs a checkpointer: compile(checkpointer=...)"
+                )
             loop.begin(input)
             return loop, None
         thread_id = loop.thread_id
@@ -161,7 +160,7 @@ class CompiledStateGraph:
             loop.saved_writes = saved.pending_writes
             loop.resuming = True
             if resume:
-                loop.resume = input.resume  # type: ignore[union-attr]
+                loop.resume = input.resume
                 if not any(w.channel == "__interrupt__" for w in saved.pending_writes):
                     raise InterruptError(
                         f"Command(resume=...) given, but thread {loop.thread_id!r} has no "
@@ -222,7 +221,8 @@ class CompiledStateGraph:
         if self.collector is None:
             raise InvalidConfigError("metrics are off: compile(metrics=True) to collect them")
         snapshot: dict[str, Any] = self.collector.snapshot(graph=self.name)
-        return snapshot.get("graphs", {}).get(self.name, {})
+        metrics: dict[str, Any] = snapshot.get("graphs", {}).get(self.name, {})
+        return metrics
 
     def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
         """A run failed for good: roll back completed side effects, then report."""
@@ -370,7 +370,9 @@ class CompiledStateGraph:
         ('review',)
         """
         thread_id, checkpoint_id = state.thread_of(self, config)
-        return state.snapshot(self, self.checkpointer.get_tuple(thread_id, checkpoint_id), thread_id)
+        return state.snapshot(
+            self, self.checkpointer.get_tuple(thread_id, checkpoint_id), thread_id
+        )
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
         """The async twin of ``get_state``."""
@@ -400,7 +402,9 @@ class CompiledStateGraph:
         saved, head = self._load(where)
         loop = state.update_loop(self, config, saved, head, values, as_node)
         drivers.perform(loop)
-        return state.snapshot(self, self.checkpointer.get_tuple(where[0], loop.head), where[0]).config
+        return state.snapshot(
+            self, self.checkpointer.get_tuple(where[0], loop.head), where[0]
+        ).config
 
     async def aupdate_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None
@@ -460,7 +464,9 @@ class CompiledStateGraph:
 
     # -- drawing ------------------------------------------------------------
 
-    def get_graph(self, config: RunnableConfig | None = None, *, xray: Any = False) -> DrawableGraph:
+    def get_graph(
+        self, config: RunnableConfig | None = None, *, xray: Any = False
+    ) -> DrawableGraph:
         """The graph's structure, for ``draw_mermaid()`` and ``draw_ascii()``."""
         from trellis.graph.drawing import DrawableGraph
 
@@ -488,7 +494,7 @@ def _names(value: Sequence[str] | str | None) -> frozenset[str]:
 
 def _configs(config: Any, n: int) -> list[RunnableConfig | None]:
     if config is None or isinstance(config, dict):
-        return [config] * n
+        return [cast(RunnableConfig | None, config)] * n
     configs = list(config)
     if len(configs) != n:
         raise ValueError(f"batch got {n} inputs but {len(configs)} configs")

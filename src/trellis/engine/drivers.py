@@ -11,10 +11,10 @@ import asyncio
 import contextvars
 import inspect
 import os
-from time import perf_counter
-from collections.abc import AsyncIterator, Iterator
 from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from time import perf_counter
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK

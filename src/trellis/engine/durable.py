@@ -153,7 +153,11 @@ def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
             err = task.error
             out.append(
                 PendingWrite(
-                    tid, name, _SPECIAL_IDX[ERROR], ERROR, {"type": type(err).__name__, "message": str(err)}
+                    tid,
+                    name,
+                    _SPECIAL_IDX[ERROR],
+                    ERROR,
+                    {"type": type(err).__name__, "message": str(err)},
                 )
             )
         elif task.done:

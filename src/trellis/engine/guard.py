@@ -160,7 +160,9 @@ async def acall_guarded(task: Task) -> Any:
         _persist_retry(task, state, exc)
 
     try:
-        return await arun_with_retry(attempt, node.policies, on_attempt=on_attempt, state=task.retry)
+        return await arun_with_retry(
+            attempt, node.policies, on_attempt=on_attempt, state=task.retry
+        )
     except Exception as exc:
         raise NodeError(node.name, task.attempt, exc) from exc
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["GraphInterrupt", "assign_resume", "interrupt", "interrupt_id"]
 
 
-class GraphInterrupt(BaseException):  # noqa: N818 - LangGraph's name
+class GraphInterrupt(BaseException):
     """Raised inside a node by ``interrupt()``; caught by the driver, never by users.
 
     A ``BaseException`` so that a node's ``except Exception`` does not swallow it.
@@ -102,4 +102,3 @@ def assign_resume(tasks: list[Task], pending: list[Interrupt], resume: Any) -> N
 
 def _looks_like_id(key: Any) -> bool:
     return isinstance(key, str) and len(key) == 32 and all(c in "0123456789abcdef" for c in key)
-

@@ -12,8 +12,8 @@ the order sent — never completion order — so runs are deterministic.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL, PUSH, Task
@@ -27,7 +27,8 @@ __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
 MISSING: Any = object()
 _NONE: frozenset[str] = frozenset()
-_NO_DICT: dict[str, Any] = {}  # shared placeholder; replaced before anything is stored
+_NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
+_NO_BARRIERS: dict[int, set[str]] = {}
 NO_RESUME: Any = object()
 
 
@@ -101,7 +102,7 @@ class RunLoop:
         self.stop = recursion_limit
         self.next_nodes: list[str] = []
         self.next_sends: list[Send] = []
-        self.barriers: dict[int, set[str]] = _NO_DICT
+        self.barriers: dict[int, set[str]] = _NO_BARRIERS
         self.visits: dict[str, int] = _NO_DICT
         # Empty frozensets are shared: a run that never defers allocates no set.
         self.deferred: set[str] | frozenset[str] = _NONE
@@ -162,7 +163,7 @@ class RunLoop:
         self.next_nodes = []
         self.next_sends = []
         self.deferred = _NONE
-        self.barriers = _NO_DICT
+        self.barriers = _NO_BARRIERS
         self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
             from trellis.engine.durable import record
@@ -332,7 +333,7 @@ class RunLoop:
             if not task.halt:
                 next_nodes.extend(node.static_next)
                 for join in node.joins:
-                    if self.barriers is _NO_DICT:
+                    if self.barriers is _NO_BARRIERS:
                         self.barriers = {}
                     seen = self.barriers.setdefault(join.index, set())
                     seen.add(task.name)
@@ -358,8 +359,10 @@ class RunLoop:
                 if self.compensable_states is not None:
                     self.compensable_states.append(dict(self.values))
         after = self.breakpoints[1]
-        if after and (next_nodes or self.next_sends) and any(
-            t.name in after or "*" in after for t in tasks if t.name != START
+        if (
+            after
+            and (next_nodes or self.next_sends)
+            and any(t.name in after or "*" in after for t in tasks if t.name != START)
         ):
             self.status = "interrupt_after"
 
@@ -394,7 +397,11 @@ class RunLoop:
         """The run stops (done, interrupted by a breakpoint): final ``exit`` save."""
         from trellis.engine.durable import record
 
-        if self.saver is not None and self.durability == "exit" and (self.updated or self.head is None):
+        if (
+            self.saver is not None
+            and self.durability == "exit"
+            and (self.updated or self.head is None)
+        ):
             self.effects.append(record(self, "loop"))
 
     def _keep_pending(self, tasks: list[Task]) -> None:
@@ -489,16 +496,16 @@ class RunLoop:
                 yield "debug", _debug_result(task)
             if updates:
                 yield "updates", {task.name: task.output}
-        if self.wrote:
-            if "values" in modes:
-                yield "values", self.values_chunk()
+        if self.wrote and "values" in modes:
+            yield "values", self.values_chunk()
+
 
 def _same(a: Any, b: Any) -> bool:
     return a is b
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _debug_result(task: Task) -> dict[str, Any]:

@@ -161,7 +161,9 @@ class RunObserver:
                 kind, status = EventKind.TASK_END, Outcome.INTERRUPTED
             elif task.error is not None:
                 kind = EventKind.TASK_ERROR
-                status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
+                status = (
+                    Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
+                )
                 fields["error_type"] = type(task.error).__name__
                 fields["error_message"] = str(task.error)[:2000]
             elif task.done:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from trellis.engine.context import current_task
-from trellis.engine.durable import ONCE, _SPECIAL_IDX
+from trellis.engine.durable import _SPECIAL_IDX, ONCE
 from trellis.persist.base import PendingWrite
 
 __all__ = ["aonce", "once"]
@@ -65,4 +65,4 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
     if writes:
         loop = task.loop
         await loop.saver.aput_writes(loop.thread_id, loop.checkpoint_id, writes)
-    return result  # type: ignore[return-value]
+    return result

@@ -134,7 +134,9 @@ def _fingerprint(builder: StateGraph[Any, Any]) -> str:
     parts = sorted(builder.nodes)
     parts += sorted(f"{a}->{b}" for a, b in builder.edges)
     parts += sorted(f"{sorted(s)}=>{t}" for s, t in builder.joins)
-    parts += sorted(f"{b.source}?{sorted(map(str, (b.path_map or {}).values()))}" for b in builder.branches)
+    parts += sorted(
+        f"{b.source}?{sorted(map(str, (b.path_map or {}).values()))}" for b in builder.branches
+    )
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
@@ -171,8 +173,8 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         }
 
     nodes: dict[str, NodePlan] = {}
-    for name, spec in builder.nodes.items():
-        nodes[name] = _node_plan(builder, spec, all_channels, links(name), retry_policy)
+    for name, node_spec in builder.nodes.items():
+        nodes[name] = _node_plan(builder, node_spec, all_channels, links(name), retry_policy)
     start = NodePlan(
         name=START,
         fn=lambda value: value,
@@ -182,9 +184,7 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         make_input=dict.copy,  # type: ignore[arg-type]
         **links(START),
     )
-    append_channels = frozenset(
-        k for k, c in channels.items() if _is_append_reducer(c.reducer, c)
-    )
+    append_channels = frozenset(k for k, c in channels.items() if _is_append_reducer(c.reducer, c))
     schemas = tuple(
         s
         for s in {
@@ -228,7 +228,8 @@ def _node_plan(
 
         subgraph = SubgraphNode(fn, spec.name)
         fn = subgraph
-        takes_state, injected, is_async = True, ("config",), False
+        takes_state, is_async = True, False
+        injected: tuple[str, ...] = ("config",)
     else:
         takes_state, injected, is_async = call_shape(fn)
     to_update = None

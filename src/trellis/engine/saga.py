@@ -57,7 +57,9 @@ class Saga:
 
     @classmethod
     def of_run(cls, graph: CompiledStateGraph, loop: RunLoop) -> Saga:
-        return cls(graph, loop.thread_id, loop.head, list(loop.compensable), loop.compensable_states)
+        return cls(
+            graph, loop.thread_id, loop.head, list(loop.compensable), loop.compensable_states
+        )
 
     def _state(self, index: int) -> dict[str, Any]:
         if self.states is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import ERROR, INTERRUPT, record, restore
@@ -31,11 +31,17 @@ def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple
 
 def _config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
     return {
-        "configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": checkpoint_id,
+        }
     }
 
 
-def snapshot(graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str) -> StateSnapshot:
+def snapshot(
+    graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str
+) -> StateSnapshot:
     """A ``StateSnapshot`` of ``saved`` (an empty one for an unknown thread)."""
     if saved is None:
         return StateSnapshot(
@@ -69,7 +75,7 @@ def snapshot(graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id
         next=tuple(name for name, _ in names),
         config=_config(thread_id, checkpoint.id),
         metadata=dict(saved.metadata),
-        created_at=datetime.fromtimestamp(checkpoint.created_at, timezone.utc).isoformat(),
+        created_at=datetime.fromtimestamp(checkpoint.created_at, UTC).isoformat(),
         parent_config=_config(thread_id, checkpoint.parent_id) if checkpoint.parent_id else None,
         tasks=tuple(tasks),
         interrupts=tuple(interrupts),
@@ -103,9 +109,7 @@ def update_loop(
     thread_id, checkpoint_id = thread_of(graph, config)
     if checkpoint_id and saved is None:
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
-    loop = RunLoop(
-        graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer
-    )
+    loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
     if saved is not None:
         restore(loop, saved, continue_run=as_node is None)
     loop.expected_head = head.checkpoint.id if head is not None else None

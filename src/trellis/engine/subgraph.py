@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["ParentCommand", "SubgraphNode"]
 
 
-class ParentCommand(Exception):  # noqa: N818 - LangGraph's name
+class ParentCommand(Exception):
     """Carries a ``Command(graph=Command.PARENT)`` out of a subgraph."""
 
     def __init__(self, command: Command[Any]) -> None:
@@ -47,7 +47,7 @@ class SubgraphNode:
         # position: it runs as one task of the parent.
         configurable = dict(config.get("configurable") or {})
         configurable.pop("checkpoint_id", None)
-        return {**config, "configurable": configurable}  # type: ignore[typeddict-item]
+        return {**config, "configurable": configurable}
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
         try:

@@ -90,7 +90,9 @@ class Task:
     def id(self) -> str:
         """Stable across retries and resumes: derived from where it was planned."""
         if self._id is None:
-            seed = f"{self.loop.checkpoint_id}|{self.step}|{self.name}|{self.path[0]}|{self.path[1]}"
+            seed = (
+                f"{self.loop.checkpoint_id}|{self.step}|{self.name}|{self.path[0]}|{self.path[1]}"
+            )
             self._id = hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
         return self._id
 
@@ -121,7 +123,7 @@ class Task:
             "task_id": self.id,
         }
         return {
-            **loop.config,  # type: ignore[typeddict-item]
+            **loop.config,
             "configurable": configurable,
             "metadata": {
                 **loop.config.get("metadata", {}),

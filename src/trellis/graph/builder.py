@@ -119,7 +119,9 @@ class StateGraph(Generic[StateT, ContextT]):
         self.nodes[name] = spec
         return self
 
-    def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph[StateT, ContextT]:
+    def add_edge(
+        self, start_key: str | Sequence[str], end_key: str
+    ) -> StateGraph[StateT, ContextT]:
         """Run ``end_key`` after ``start_key``; a list of starts waits for all of them.
 
         >>> builder.add_edge(["style", "security"], "aggregate")
@@ -192,7 +194,7 @@ class StateGraph(Generic[StateT, ContextT]):
         """Raise ``GraphValidationError`` listing every problem, or return self."""
         from trellis.graph.validation import validate
 
-        validate(self)
+        validate(self)  # type: ignore[arg-type]
         return self
 
     def compile(self, checkpointer: Any = None, **options: Any) -> CompiledStateGraph:
@@ -215,8 +217,7 @@ def _name_of(fn: Any) -> str:
 
 
 _OPTIONS = frozenset(
-    "input_schema retry_policy retry timeout metadata destinations defer circuit on_error "
-    "error_handler compensate max_visits fallback approval cache_policy trace_policy input".split()
+    ["input_schema", "retry_policy", "retry", "timeout", "metadata", "destinations", "defer", "circuit", "on_error", "error_handler", "compensate", "max_visits", "fallback", "approval", "cache_policy", "trace_policy", "input"]
 )
 
 

@@ -60,19 +60,19 @@ class DrawableGraph:
             declared = spec.destinations or (
                 () if spec.is_subgraph else (literal_destinations(spec.fn) or ())
             )
-            for dest in declared:
-                edges.add(Edge(name, dest, True))
-            for dest, label in ((spec.fallback, "fallback"), (spec.on_error, "on_error")):
-                if dest:
-                    edges.add(Edge(name, dest, True, label))
+            for target in declared:
+                edges.add(Edge(name, target, True))
+            for extra, label in ((spec.fallback, "fallback"), (spec.on_error, "on_error")):
+                if extra:
+                    edges.add(Edge(name, extra, True, label))
         # LangGraph's order: START's edges, the rest sorted, then plain edges to
         # END from nodes that lead nowhere else, and self-loops last.
         to_end = {e for e in edges if e.target == END and not e.conditional}
         edges -= to_end
         ordered = sorted(edges, key=lambda e: (e.source, e.target, e.conditional, e.label or ""))
-        sources = {e.source for e in edges}
-        termini = sorted({e.target for e in edges if e.target != END} - sources)
-        termini += sorted({e.source for e in to_end} - sources - set(termini))
+        origins = {e.source for e in edges}
+        leaves = sorted({e.target for e in edges if e.target != END} - origins)
+        termini = leaves + sorted({e.source for e in to_end} - origins - set(leaves))
         ordered += [Edge(t, END) for t in termini]
         ordered = [e for e in ordered if e.source != e.target] + [
             e for e in ordered if e.source == e.target

@@ -78,7 +78,7 @@ def normalize_path_map(path_map: Any) -> dict[Hashable, str] | None:
 
 
 def _return_hint(fn: Any) -> Any:
-    target = getattr(fn, "__call__", None) if not inspect.isroutine(fn) else fn
+    target = fn if inspect.isroutine(fn) else type(fn).__call__
     try:
         return typing.get_type_hints(target).get("return")
     except Exception:
@@ -113,8 +113,8 @@ def call_shape(fn: Any) -> tuple[bool, tuple[str, ...], bool]:
     """
     target = fn
     is_async = inspect.iscoroutinefunction(fn)
-    if not inspect.isroutine(fn) and hasattr(fn, "__call__"):
-        is_async = is_async or inspect.iscoroutinefunction(fn.__call__)
+    if not inspect.isroutine(fn) and callable(fn):
+        is_async = is_async or inspect.iscoroutinefunction(type(fn).__call__)
     try:
         params = list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):

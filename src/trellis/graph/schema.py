@@ -96,7 +96,10 @@ def _takes_two_args(fn: Any) -> bool:
 
     try:
         params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins such as operator.add have no signature on old Pythons
+    except (
+        TypeError,
+        ValueError,
+    ):  # builtins such as operator.add have no signature on old Pythons
         return True
     positional = [
         p
