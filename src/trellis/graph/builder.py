@@ -217,7 +217,25 @@ def _name_of(fn: Any) -> str:
 
 
 _OPTIONS = frozenset(
-    ["input_schema", "retry_policy", "retry", "timeout", "metadata", "destinations", "defer", "circuit", "on_error", "error_handler", "compensate", "max_visits", "fallback", "approval", "cache_policy", "trace_policy", "input"]
+    {
+        "input_schema",
+        "retry_policy",
+        "retry",
+        "timeout",
+        "metadata",
+        "destinations",
+        "defer",
+        "circuit",
+        "on_error",
+        "error_handler",
+        "compensate",
+        "max_visits",
+        "fallback",
+        "approval",
+        "cache_policy",
+        "trace_policy",
+        "input",
+    }
 )
 
 
