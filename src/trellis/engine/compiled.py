@@ -205,10 +205,16 @@ class CompiledStateGraph:
 
     def _observe(self, loop: RunLoop) -> RunLoop:
         streams = "events" in loop.modes
-        if self.sinks or streams:
+        trace = bool(self.options.get("trace")) and loop.saver is not None
+        if self.sinks or streams or trace:
             from trellis.engine.observing import RunObserver
 
-            loop.observer = RunObserver(self.sinks, self.name, loop, buffer=streams)
+            log = None
+            if trace:
+                from trellis.persist.events import event_log_for
+
+                log = event_log_for(loop.saver)
+            loop.observer = RunObserver(self.sinks, self.name, loop, buffer=streams, log=log)
         return loop
 
     def metrics(self) -> dict[str, Any]:

@@ -40,9 +40,13 @@ class RunObserver:
         "trace_id",
         "parent_span",
         "run_id",
+        "log",
+        "kept",
     )
 
-    def __init__(self, sinks: list[Any], graph: str, loop: RunLoop, *, buffer: bool) -> None:
+    def __init__(
+        self, sinks: list[Any], graph: str, loop: RunLoop, *, buffer: bool, log: Any = None
+    ) -> None:
         from trellis.observe.otel import current_trace_ids
 
         ids = current_trace_ids()
@@ -58,6 +62,9 @@ class RunObserver:
         self.step_started = 0.0
         # Events kept for stream_mode="events"; the driver drains it after each step.
         self.buffer: list[Event] | None = [] if buffer else None
+        # compile(trace=True): the run's events go to the saver's event log at the end.
+        self.log = log if loop.thread_id is not None else None
+        self.kept: list[Event] = []
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -69,6 +76,8 @@ class RunObserver:
                 logging.getLogger("trellis.observe").exception("event sink %r failed", sink)
         if self.buffer is not None:
             self.buffer.append(event)
+        if self.log is not None:
+            self.kept.append(event)
 
     def _event(self, kind: EventKind, span: str, parent: str | None, **fields: Any) -> Event:
         return Event(
@@ -111,6 +120,14 @@ class RunObserver:
                 error_message=None if error is None else str(error)[:2000],
             )
         )
+        if self.log is not None and self.kept:
+            kept, self.kept = self.kept, []
+            try:
+                self.log.append(str(self.thread_id), [e.to_dict() for e in kept])
+            except Exception:  # losing a trace must not fail the run it describes
+                import logging
+
+                logging.getLogger("trellis.observe").exception("could not store run events")
 
     # -- steps and tasks ---------------------------------------------------
 

@@ -1,0 +1,172 @@
+"""The run history: every event of a traced run, stored next to its checkpoints.
+
+``compile(checkpointer=saver, trace=True)`` keeps each run's events (as plain
+JSON dicts) in the saver's own database, in a table of its own, so
+``trellis trace THREAD`` can draw the timeline long after the process is gone.
+
+- ``MemorySaver`` → a list per saver instance;
+- ``SqliteSaver`` → table ``trellis_events`` in the same file;
+- ``PostgresSaver`` → table ``trellis_events`` in the saver's schema.
+
+>>> log = event_log_for(saver)
+>>> log.append("thread-1", [event.to_dict() for event in events])
+>>> [e["kind"] for e in log.list("thread-1")]
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = ["EventLog", "event_log_for", "open_event_log"]
+
+Row = dict[str, Any]
+
+
+class EventLog(Protocol):
+    """Append-only storage of event dicts, per thread, in emission order."""
+
+    def append(self, thread_id: str, events: Sequence[Row]) -> None: ...
+
+    def list(self, thread_id: str, run_id: str | None = None) -> list[Row]: ...
+
+    def runs(self, thread_id: str) -> list[str]: ...
+
+
+class MemoryEventLog:
+    """Events of a ``MemorySaver``'s threads, in this process."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[Row]] = {}
+        self._lock = threading.Lock()
+
+    def append(self, thread_id: str, events: Sequence[Row]) -> None:
+        with self._lock:
+            self._rows.setdefault(thread_id, []).extend(json.loads(json.dumps(events)))
+
+    def list(self, thread_id: str, run_id: str | None = None) -> list[Row]:
+        with self._lock:
+            rows = list(self._rows.get(thread_id, ()))
+        return [r for r in rows if run_id is None or r.get("run_id") == run_id]
+
+    def runs(self, thread_id: str) -> list[str]:
+        return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
+
+
+class SqlEventLog:
+    """Events in a SQL table; ``connect`` opens a DB-API connection."""
+
+    def __init__(self, connect: Any, *, table: str, placeholder: str) -> None:
+        self._connect = connect
+        self._table = table
+        self._p = placeholder
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+            with _transaction(self._conn):
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table} ("
+                    " thread_id TEXT NOT NULL, run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                    " ts DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, event TEXT NOT NULL,"
+                    " PRIMARY KEY (thread_id, run_id, seq))"
+                )
+        return self._conn
+
+    def append(self, thread_id: str, events: Sequence[Row]) -> None:
+        if not events:
+            return
+        p = self._p
+        with self._lock:
+            conn = self._connection()
+            with _transaction(conn):
+                cursor = conn.execute(
+                    f"SELECT COALESCE(MAX(seq), -1) FROM {self._table} WHERE thread_id = {p}",
+                    (thread_id,),
+                )
+                start = int(cursor.fetchone()[0]) + 1
+                rows = [
+                    (thread_id, e.get("run_id") or "", start + i, e.get("ts", 0.0), e["kind"],
+                     json.dumps(e, default=str))
+                    for i, e in enumerate(events)
+                ]  # fmt: skip
+                insert = (
+                    f"INSERT INTO {self._table} (thread_id, run_id, seq, ts, kind, event)"
+                    f" VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+                )
+                if hasattr(conn, "executemany"):
+                    conn.executemany(insert, rows)
+                else:
+                    conn.cursor().executemany(insert, rows)
+
+    def list(self, thread_id: str, run_id: str | None = None) -> list[Row]:
+        p = self._p
+        query = f"SELECT event FROM {self._table} WHERE thread_id = {p}"
+        params: tuple[Any, ...] = (thread_id,)
+        if run_id is not None:
+            query += f" AND run_id = {p}"
+            params += (run_id,)
+        with self._lock:
+            rows = self._connection().execute(query + " ORDER BY seq", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def runs(self, thread_id: str) -> list[str]:
+        return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
+
+
+def _transaction(conn: Any) -> Any:
+    # sqlite3 commits on leaving `with conn`; psycopg would close the connection.
+    return conn.transaction() if hasattr(conn, "transaction") else conn
+
+
+_lock = threading.Lock()
+_logs: weakref.WeakKeyDictionary[Any, EventLog] = weakref.WeakKeyDictionary()
+
+
+def event_log_for(saver: Any) -> EventLog:
+    """The event log that lives with ``saver`` (one per saver instance)."""
+    with _lock:
+        found = _logs.get(saver)
+        if found is None:
+            found = _logs[saver] = _build(saver)
+        return found
+
+
+def _build(saver: Any) -> EventLog:
+    kind = type(saver).__name__
+    if kind == "SqliteSaver" and getattr(saver, "path", ":memory:") not in (":memory:", ""):
+        return open_event_log(saver.path)
+    if "Postgres" in kind:
+        shared = saver._shared
+        schema = saver.schema
+        return _postgres_log(shared.conninfo, f"{schema}.trellis_events")
+    return MemoryEventLog()
+
+
+def open_event_log(url: str, *, schema: str = "public") -> EventLog:
+    """The event log of a database named by ``url`` (a PostgreSQL URL or a SQLite path)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return _postgres_log(url, f'"{schema}".trellis_events')
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    return SqlEventLog(connect, table="trellis_events", placeholder="?")
+
+
+def _postgres_log(conninfo: str, table: str) -> EventLog:
+    def connect() -> Any:
+        import psycopg
+
+        return psycopg.connect(conninfo, autocommit=True)
+
+    return SqlEventLog(connect, table=table, placeholder="%s")
