@@ -15,6 +15,7 @@ JSON dicts) in the saver's own database, in a table of its own, so
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -34,7 +35,7 @@ class EventLog(Protocol):
 
     def list(self, thread_id: str, run_id: str | None = None) -> list[Row]: ...
 
-    def runs(self, thread_id: str) -> list[str]: ...
+    def runs(self, thread_id: str) -> builtins.list[str]: ...
 
 
 class MemoryEventLog:
@@ -53,7 +54,7 @@ class MemoryEventLog:
             rows = list(self._rows.get(thread_id, ()))
         return [r for r in rows if run_id is None or r.get("run_id") == run_id]
 
-    def runs(self, thread_id: str) -> list[str]:
+    def runs(self, thread_id: str) -> builtins.list[str]:
         return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
 
 
@@ -116,7 +117,7 @@ class SqlEventLog:
             rows = self._connection().execute(query + " ORDER BY seq", params).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def runs(self, thread_id: str) -> list[str]:
+    def runs(self, thread_id: str) -> builtins.list[str]:
         return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
 
 
