@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.durable import ERROR, INTERRUPT, record, restore
+from trellis.engine.durable import DONE, ERROR, INTERRUPT, record, restore
 from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
@@ -61,6 +61,7 @@ def snapshot(
         by_task.setdefault(write.task_id, {})[write.channel] = write.value
     tasks: list[StateTask] = []
     interrupts: list[Interrupt] = []
+    still_to_run: list[str] = []
     for name, path in names:
         node = graph.plan.nodes.get(name, graph.plan.start)
         task = Task(loop, node, None, checkpoint.step + 1, path)
@@ -68,11 +69,20 @@ def snapshot(
         found = tuple(writes.get(INTERRUPT, ()))
         interrupts.extend(found)
         error = writes.get(ERROR)
-        tasks.append(StateTask(id=task.id, name=name, path=path, error=error, interrupts=found))
+        result = None
+        if writes.get(DONE):  # finished in a step that did not commit: not "next"
+            result = {k: v for k, v in writes.items() if not k.startswith("__")}
+        else:
+            still_to_run.append(name)
+        tasks.append(
+            StateTask(
+                id=task.id, name=name, path=path, error=error, interrupts=found, result=result
+            )
+        )
     values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
     return StateSnapshot(
         values=values,
-        next=tuple(name for name, _ in names),
+        next=tuple(still_to_run),
         config=_config(thread_id, checkpoint.id),
         metadata=dict(saved.metadata),
         created_at=datetime.fromtimestamp(checkpoint.created_at, UTC).isoformat(),
@@ -127,6 +137,10 @@ def update_loop(
             loop.next_nodes, loop.next_sends = [], []
     else:
         loop.next_nodes, loop.next_sends = [], []
+        # As if the node had just run: its routers see the update and pick what is next.
+        for branch in node.branches:
+            args, kwargs = task.router_args(branch)
+            task.route(branch, branch.router(*args, **kwargs))
         loop.track = True
         saved_effects = loop.effects
         loop.saver = None  # commit without recording: the update is recorded below

@@ -109,6 +109,9 @@ class StateGraph(Generic[StateT, ContextT]):
             self.problems.append(f"node {name!r} is added twice")
             return self
         spec = _node_spec(name, action, options)
+        returned = _return_schema(action)
+        if returned is not None and returned is not self.state_schema:
+            self._add_channels(schema_info(returned))  # as LangGraph: `-> Private` adds keys
         if spec.input_schema is not None:
             self._add_channels(schema_info(spec.input_schema))
         else:
@@ -267,6 +270,28 @@ def _node_spec(name: str, action: Any, options: dict[str, Any]) -> NodeSpec:
         approval=options.get("approval"),
         is_subgraph=is_compiled_graph(action),
     )
+
+
+def _is_schema(hint: Any) -> bool:
+    from typing_extensions import is_typeddict
+
+    return isinstance(hint, type) and (
+        is_typeddict(hint) or hasattr(hint, "__dataclass_fields__") or hasattr(hint, "model_fields")
+    )
+
+
+def _return_schema(fn: Any) -> Any:
+    """A node's ``-> Schema`` return annotation, when it names a state-like class."""
+    import inspect
+    import typing
+
+    if not inspect.isroutine(fn):
+        return None
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+    return hint if _is_schema(hint) else None
 
 
 def _first_param_schema(fn: Any) -> Any:

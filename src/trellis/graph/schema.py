@@ -77,8 +77,18 @@ def _hints(schema: Any) -> dict[str, Any]:
     globalns = vars(module) if module else None
     try:
         return typing.get_type_hints(schema, globalns=globalns, include_extras=True)
-    except Exception:  # an unresolvable forward reference: fall back to raw annotations
-        return dict(getattr(schema, "__annotations__", {}))
+    except Exception as exc:
+        raw = dict(getattr(schema, "__annotations__", {}))
+        text = {k: str(getattr(v, "__forward_arg__", v)) for k, v in raw.items()}
+        reduced = [k for k, v in text.items() if "Annotated" in v]
+        if reduced:
+            # Falling back to the raw strings would silently drop these reducers.
+            raise TypeError(
+                f"cannot resolve the annotations of state schema {schema.__name__!r} "
+                f"(keys {', '.join(map(repr, reduced))}): {exc}. Define the schema and its "
+                "reducers at module level so their names can be found"
+            ) from exc
+        return raw
 
 
 def _reducer_of(annotation: Any) -> tuple[Any, Reducer | None]:

@@ -101,29 +101,37 @@ def validate(builder: StateGraph[object, object]) -> None:
         problems.append(
             "graph has no entry point: add an edge from START (or call set_entry_point)"
         )
+    unreachable = _unreachable(builder, known) if has_entry else ([], set())
+    if unreachable[0] and not unreachable[1]:
+        problems.append(_unreachable_message(unreachable[0]))
     if problems:
         raise GraphValidationError(problems)
+    if unreachable[0]:
+        warnings.warn(
+            f"{_unreachable_message(unreachable[0])}; node(s) "
+            f"{', '.join(map(repr, sorted(unreachable[1])))} may return a Command without "
+            "declared destinations (annotate -> Command[Literal[...]] or pass destinations=) "
+            "and might reach them",
+            stacklevel=4,
+        )
 
+
+def _unreachable_message(names: list[str]) -> str:
+    return f"node(s) not reachable from START: {', '.join(map(repr, names))}"
+
+
+def _unreachable(builder: StateGraph[object, object], known: set[str]) -> tuple[list[str], set[str]]:
+    """Nodes no path from START reaches, and the reached nodes that might still
+    reach them through an undeclared Command."""
     graph, open_routers, open_commands = successors(builder)
     reached = {START}
     queue = deque([START])
     while queue:
         node = queue.popleft()
         if node in open_routers:
-            return  # a router that may go anywhere reaches every node
+            return [], set()  # a router that may go anywhere reaches every node
         for nxt in graph.get(node, ()):
             if nxt not in reached:
                 reached.add(nxt)
                 queue.append(nxt)
-    unreachable = sorted(known - reached)
-    if not unreachable:
-        return
-    message = f"node(s) not reachable from START: {', '.join(map(repr, unreachable))}"
-    if not (open_commands & reached):
-        raise GraphValidationError([message])
-    warnings.warn(
-        f"{message}; node(s) {', '.join(map(repr, sorted(open_commands & reached)))} may return a "
-        "Command without declared destinations (annotate -> Command[Literal[...]] or pass "
-        "destinations=) and might reach them",
-        stacklevel=4,
-    )
+    return sorted(known - reached), open_commands & reached
