@@ -108,7 +108,7 @@ class CompiledStateGraph:
         context: Any,
         modes: tuple[str, ...],
         kwargs: dict[str, Any],
-    ) -> tuple[RunLoop, tuple[str, str | None] | None]:
+    ) -> tuple[RunLoop, tuple[str, str | None, str] | None]:
         """A loop for one call, and what must be read from the saver first (if anything)."""
         config = config or {}
         limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
@@ -138,7 +138,7 @@ class CompiledStateGraph:
                 "this graph has a checkpointer, so every call needs a thread id: "
                 "config={'configurable': {'thread_id': ...}}"
             )
-        return loop, (str(thread_id), loop.configurable.get("checkpoint_id"))
+        return loop, (str(thread_id), loop.configurable.get("checkpoint_id"), loop.checkpoint_ns)
 
     def _start(
         self, loop: RunLoop, input: Any, saved: CheckpointTuple | None, head: CheckpointTuple | None
@@ -173,18 +173,20 @@ class CompiledStateGraph:
             loop.expected_head = head.checkpoint.id if head is not None else None
         loop.begin(input)
 
-    def _load(self, where: tuple[str, str | None]) -> tuple[Any, Any]:
-        thread_id, checkpoint_id = where
+    def _load(self, where: tuple[str, str | None, str]) -> tuple[Any, Any]:
+        thread_id, checkpoint_id, ns = where
         saver = self.checkpointer
-        saved = saver.get_tuple(thread_id, checkpoint_id)
-        head = saved if checkpoint_id is None else saver.get_tuple(thread_id)
+        saved = saver.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        head = saved if checkpoint_id is None else saver.get_tuple(thread_id, checkpoint_ns=ns)
         return saved, head
 
-    async def _aload(self, where: tuple[str, str | None]) -> tuple[Any, Any]:
-        thread_id, checkpoint_id = where
+    async def _aload(self, where: tuple[str, str | None, str]) -> tuple[Any, Any]:
+        thread_id, checkpoint_id, ns = where
         saver = self.checkpointer
-        saved = await saver.aget_tuple(thread_id, checkpoint_id)
-        head = saved if checkpoint_id is None else await saver.aget_tuple(thread_id)
+        saved = await saver.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        head = (
+            saved if checkpoint_id is None else await saver.aget_tuple(thread_id, checkpoint_ns=ns)
+        )
         return saved, head
 
     def _sync_loop(
@@ -405,7 +407,7 @@ class CompiledStateGraph:
         >>> graph.update_state(config, {"approved": True}, as_node="review")
         """
         where = state.thread_of(self, config)
-        saved, head = self._load(where)
+        saved, head = self._load((*where, ""))
         loop = state.update_loop(self, config, saved, head, values, as_node)
         drivers.perform(loop)
         return state.snapshot(
@@ -417,7 +419,7 @@ class CompiledStateGraph:
     ) -> RunnableConfig:
         """The async twin of ``update_state``."""
         where = state.thread_of(self, config)
-        saved, head = await self._aload(where)
+        saved, head = await self._aload((*where, ""))
         loop = state.update_loop(self, config, saved, head, values, as_node)
         await drivers.aperform(loop)
         return state._config(where[0], loop.head)

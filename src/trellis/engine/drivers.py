@@ -22,6 +22,7 @@ from trellis.engine.guard import SKIPPED, acall_guarded, call_guarded, route_fai
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop, debug_start
 from trellis.engine.task import Task
+from trellis.errors import TrellisError
 from trellis.types import START
 
 __all__ = ["arun_steps", "asteps", "run_steps"]
@@ -87,15 +88,23 @@ def run_task(task: Task) -> None:
             task.route(branch, result)
         task.done = True
     except GraphInterrupt as signal:
-        task.interrupts = [signal.interrupt]
+        task.interrupts = list(signal.interrupts)
     except BaseException as exc:
         if not route_failure(task, exc):
             task.error = exc
+            _name_the_node(task, exc)
             raise
     finally:
         CURRENT_TASK.reset(token)
         if timed:
             task.duration = perf_counter() - started
+
+
+def _name_the_node(task: Task, exc: BaseException) -> None:
+    # A node's own exception propagates unchanged (callers catch its type), so
+    # say where it came from in a note rather than by wrapping it.
+    if isinstance(exc, Exception) and not isinstance(exc, TrellisError):
+        exc.add_note(f"raised by node {task.name!r} at step {task.step} (task {task.id})")
 
 
 def run_tasks(tasks: list[Task]) -> None:
@@ -142,9 +151,17 @@ def perform(loop: RunLoop) -> None:
     effects, loop.effects = loop.effects, []
     for effect in effects:
         getattr(loop.saver, effect.name)(**effect.kwargs)
-        if loop.observer is not None and effect.name == "put":
-            checkpoint = effect.kwargs["checkpoint"]
-            loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
+        _saved(loop, effect)
+
+
+def _saved(loop: RunLoop, effect: Any) -> None:
+    if effect.name != "put":
+        return
+    checkpoint = effect.kwargs["checkpoint"]
+    if loop.observer is not None:
+        loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
+    if "debug" in loop.modes:
+        loop.saved.append(effect)
 
 
 def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -178,6 +195,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         tasks = loop.tick()
         if loop.effects:
             perform(loop)
+        if loop.saved:
+            yield from loop.checkpoint_chunks()
         if not tasks:
             break
         if debug:
@@ -208,6 +227,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             perform(loop)
         if modes:
             yield from loop.chunks(tasks)
+            if loop.saved:
+                yield from loop.checkpoint_chunks()
         if loop.status == "interrupt_after":
             break
     loop.finish()
@@ -254,10 +275,11 @@ async def arun_task(task: Task) -> None:
             task.route(branch, result)
         task.done = True
     except GraphInterrupt as signal:
-        task.interrupts = [signal.interrupt]
+        task.interrupts = list(signal.interrupts)
     except BaseException as exc:
         if not route_failure(task, exc):
             task.error = exc
+            _name_the_node(task, exc)
             raise
     finally:
         CURRENT_TASK.reset(token)
@@ -296,9 +318,7 @@ async def aperform(loop: RunLoop) -> None:
     effects, loop.effects = loop.effects, []
     for effect in effects:
         await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
-        if loop.observer is not None and effect.name == "put":
-            checkpoint = effect.kwargs["checkpoint"]
-            loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
+        _saved(loop, effect)
 
 
 async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
@@ -330,6 +350,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         tasks = loop.tick()
         if loop.effects:
             await aperform(loop)
+        if loop.saved:
+            for chunk in loop.checkpoint_chunks():
+                yield chunk
         if not tasks:
             break
         if debug:
@@ -368,6 +391,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if modes:
             for chunk in loop.chunks(tasks):
                 yield chunk
+            if loop.saved:
+                for chunk in loop.checkpoint_chunks():
+                    yield chunk
         if loop.status == "interrupt_after":
             break
     loop.finish()

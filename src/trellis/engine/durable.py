@@ -76,6 +76,7 @@ def record(
         "put",
         {
             "thread_id": loop.thread_id,
+            "checkpoint_ns": loop.checkpoint_ns,
             "checkpoint": checkpoint,
             "metadata": metadata,
             "expected_head": loop.expected_head,

@@ -62,7 +62,9 @@ def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> 
     if exc is None or state.next_attempt_at is None or loop.saver is None:
         return
     write = PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
-    loop.saver.put_writes(loop.thread_id, loop.checkpoint_id, [write])
+    loop.saver.put_writes(
+        loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
+    )
 
 
 def _observe_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:

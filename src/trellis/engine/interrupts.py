@@ -29,9 +29,11 @@ class GraphInterrupt(BaseException):
     A ``BaseException`` so that a node's ``except Exception`` does not swallow it.
     """
 
-    def __init__(self, interrupt: Interrupt) -> None:
+    def __init__(self, interrupt: Interrupt, interrupts: list[Interrupt] | None = None) -> None:
         super().__init__(interrupt)
         self.interrupt = interrupt
+        # Several at once when a subgraph stopped on parallel interrupts.
+        self.interrupts = interrupts or [interrupt]
 
 
 def interrupt_id(task_id: str, index: int) -> str:

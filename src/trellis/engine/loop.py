@@ -40,6 +40,7 @@ class RunLoop:
         "barriers",
         "breakpoints",
         "checkpoint_id",
+        "checkpoint_ns",
         "compensable",
         "compensable_states",
         "config",
@@ -63,6 +64,7 @@ class RunLoop:
         "resuming_tasks",
         "saved_writes",
         "run_id",
+        "saved",
         "saver",
         "start_task",
         "status",
@@ -119,12 +121,15 @@ class RunLoop:
         self.track = saver is not None
         self.durability = durability
         self.thread_id: str | None = self.configurable.get("thread_id")
+        # "" for a graph's own checkpoints; "node:task" for a subgraph run inside a task.
+        self.checkpoint_ns: str = self.configurable.get("checkpoint_ns") or ""
         self.head: str | None = None
         self.expected_head: str | None = None
         self.versions: dict[str, str] = {} if saver is not None else _NO_DICT
         self.updated: set[str] = set() if saver is not None else _NONE  # type: ignore[assignment]
         self.appends: dict[str, list[Any] | None] = {} if saver is not None else _NO_DICT
         self.effects: list[Any] = []
+        self.saved: list[Any] = []  # checkpoints put this step, for stream_mode="debug"
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
@@ -272,6 +277,41 @@ class RunLoop:
             for task in tasks:
                 task.interrupts = []
 
+    def checkpoint_chunks(self) -> Iterator[tuple[str, Any]]:
+        """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
+        saved, self.saved = self.saved, []
+        for effect in saved:
+            checkpoint = effect.kwargs["checkpoint"]
+            thread = {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns}
+            pending = checkpoint.pending
+            parent = checkpoint.parent_id
+            yield (
+                "debug",
+                {
+                    "step": checkpoint.step,
+                    "timestamp": _now(),
+                    "type": "checkpoint",
+                    "payload": {
+                        "config": {"configurable": {**thread, "checkpoint_id": checkpoint.id}},
+                        "parent_config": (
+                            {"configurable": {**thread, "checkpoint_id": parent}}
+                            if parent
+                            else None
+                        ),
+                        "values": {
+                            k: checkpoint.values[k]
+                            for k in self.plan.channels
+                            if k in checkpoint.values
+                        },
+                        "metadata": dict(effect.kwargs["metadata"]),
+                        "next": ["__start__"]
+                        if "start" in pending
+                        else list(pending.get("nodes", ())),
+                        "tasks": [],
+                    },
+                },
+            )
+
     def interrupt_chunks(self) -> Iterator[tuple[str, Any]]:
         if "updates" in self.modes:
             yield "updates", {"__interrupt__": tuple(self.interrupts)}
@@ -413,7 +453,12 @@ class RunLoop:
 
         return Effect(
             "put_writes",
-            {"thread_id": self.thread_id, "checkpoint_id": self.checkpoint_id, "writes": writes},
+            {
+                "thread_id": self.thread_id,
+                "checkpoint_id": self.checkpoint_id,
+                "writes": writes,
+                "checkpoint_ns": self.checkpoint_ns,
+            },
         )
 
     def _check_conflicts(self, tasks: list[Task]) -> None:

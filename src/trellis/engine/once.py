@@ -49,7 +49,9 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     writes = _record(key, result)
     if writes:
         loop = task.loop
-        loop.saver.put_writes(loop.thread_id, loop.checkpoint_id, writes)
+        loop.saver.put_writes(
+            loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
+        )
     return result
 
 
@@ -64,5 +66,7 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
     writes = _record(key, result)
     if writes:
         loop = task.loop
-        await loop.saver.aput_writes(loop.thread_id, loop.checkpoint_id, writes)
+        await loop.saver.aput_writes(
+            loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
+        )
     return result

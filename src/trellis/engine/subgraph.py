@@ -4,6 +4,11 @@ The parent passes its state (filtered to the subgraph's input keys) and takes
 the subgraph's whole output as the node's update, as LangGraph does. A node
 inside the subgraph may return ``Command(graph=Command.PARENT, ...)`` to steer
 the parent: that command becomes the subgraph node's own return value.
+
+A subgraph compiled without a checkpointer inherits its parent's: its own
+checkpoints live in the parent's thread under the namespace ``node:task_id``,
+so an ``interrupt()`` inside it suspends the parent task, and resuming the
+parent resumes the subgraph where it stopped.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.context import CURRENT_TASK
 from trellis.types import Command, RunnableConfig
 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
+    from trellis.engine.task import Task
 
 __all__ = ["ParentCommand", "SubgraphNode"]
 
@@ -30,11 +37,12 @@ class ParentCommand(Exception):
 class SubgraphNode:
     """Calls a compiled graph as a node, sync or async."""
 
-    __slots__ = ("graph", "name")
+    __slots__ = ("_durable", "graph", "name")
 
     def __init__(self, graph: CompiledStateGraph, name: str) -> None:
         self.graph = graph
         self.name = name
+        self._durable: dict[int, CompiledStateGraph] = {}
 
     def _input(self, state: Any) -> Any:
         if not isinstance(state, Mapping):
@@ -42,24 +50,64 @@ class SubgraphNode:
         keys = self.graph.plan.input_info.keys or self.graph.plan.writable
         return {k: v for k, v in state.items() if k in keys}
 
-    def _config(self, config: RunnableConfig) -> RunnableConfig:
-        # The child keeps the caller's run-wide settings but not its checkpoint
-        # position: it runs as one task of the parent.
+    def _call(self, state: Any, config: RunnableConfig) -> tuple[CompiledStateGraph, Any, Any]:
+        """Which graph to run, with what input and config (inheriting a checkpointer)."""
         configurable = dict(config.get("configurable") or {})
         configurable.pop("checkpoint_id", None)
-        return {**config, "configurable": configurable}
+        task: Task | None = CURRENT_TASK.get()
+        parent = task.loop if task is not None else None
+        graph = self.graph
+        if graph.checkpointer is not None or parent is None or parent.saver is None:
+            configurable.pop("checkpoint_ns", None)
+            return graph, self._input(state), {**config, "configurable": configurable}
+        assert task is not None
+        graph = self._bound(parent.saver)
+        configurable["thread_id"] = parent.thread_id
+        configurable["checkpoint_ns"] = f"{parent.checkpoint_ns}|{self.name}:{task.id}".lstrip("|")
+        cfg: RunnableConfig = {**config, "configurable": configurable}
+        value = self._input(state)
+        saved = parent.saver.get_tuple(
+            parent.thread_id, checkpoint_ns=configurable["checkpoint_ns"]
+        )
+        pending = saved is not None and any(
+            w.channel == "__interrupt__" for w in saved.pending_writes
+        )
+        if pending:  # resuming the parent task: hand its newest answer to the subgraph
+            value = Command(resume=task.resume[-1]) if task.resume else None
+        return graph, value, cfg
+
+    def _bound(self, saver: Any) -> CompiledStateGraph:
+        found = self._durable.get(id(saver))
+        if found is None:
+            from trellis.engine.compiled import CompiledStateGraph
+
+            found = CompiledStateGraph(self.graph.builder, checkpointer=saver, **self.graph.options)
+            self._durable[id(saver)] = found
+        return found
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
+        graph, value, cfg = self._call(state, config)
         try:
-            return self.graph.invoke(self._input(state), self._config(config))
+            return _bubble(graph.invoke(value, cfg))
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
 
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
+        graph, value, cfg = self._call(state, config)
         try:
-            return await self.graph.ainvoke(self._input(state), self._config(config))
+            return _bubble(await graph.ainvoke(value, cfg))
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
+
+
+def _bubble(output: Any) -> Any:
+    """A subgraph that stopped on ``interrupt()`` suspends the parent task too."""
+    if isinstance(output, Mapping) and output.get("__interrupt__"):
+        from trellis.engine.interrupts import GraphInterrupt
+
+        interrupts = list(output["__interrupt__"])
+        raise GraphInterrupt(interrupts[0], interrupts)
+    return output
 
 
 def _for_parent(command: Command[Any]) -> Command[Any]:
