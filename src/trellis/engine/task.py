@@ -250,9 +250,22 @@ class Task:
         if self.update is None:
             self.update = update
             self.output = update
-        else:  # several Commands from one node
-            self.update = {**self.update, **update}
-            self.output = self.update
+            return
+        # Several Commands from one node: fold them, as one task's writes.
+        reducers = self.loop.plan.reducers
+        merged = dict(self.update)
+        for key, value in update.items():
+            if key not in merged:
+                merged[key] = value
+            elif key in reducers:
+                merged[key] = reducers[key](merged[key], value)
+            else:
+                raise InvalidUpdateError(
+                    f"node {self.name!r} wrote state key {key!r} twice in one step (in two "
+                    "Commands), and it keeps only one value; give it a reducer"
+                )
+        self.update = merged
+        self.output = merged
 
     # -- conditional edges --------------------------------------------------
 
