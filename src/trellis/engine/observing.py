@@ -23,6 +23,12 @@ __all__ = ["RunObserver"]
 
 _perf = time.perf_counter
 _now = time.time
+_new = tuple.__new__
+_STEP_START, _STEP_END = EventKind.STEP_START, EventKind.STEP_END
+_TASK_START, _TASK_END = EventKind.TASK_START, EventKind.TASK_END
+_NO_DATA: dict[str, Any] = {}
+# node, task_id, attempt, status, error_type, error_message, data: unset for step events
+_BLANK6 = (None, None, None, None, None, None, _NO_DATA)
 
 
 class RunObserver:
@@ -42,6 +48,7 @@ class RunObserver:
         "run_id",
         "log",
         "kept",
+        "targets",
     )
 
     def __init__(
@@ -65,19 +72,22 @@ class RunObserver:
         # compile(trace=True): the run's events go to the saver's event log at the end.
         self.log = log if loop.thread_id is not None else None
         self.kept: list[Event] = []
+        # Everything an event goes to, decided once: the sinks, then the lists.
+        targets = list(sinks)
+        if self.buffer is not None:
+            targets.append(self.buffer.append)
+        if self.log is not None:
+            targets.append(self.kept.append)
+        self.targets = tuple(targets)
 
     def _emit(self, event: Event) -> None:
-        for sink in self.sinks:
+        for target in self.targets:
             try:
-                sink(event)
+                target(event)
             except Exception:  # a broken sink must never break the run
                 import logging
 
-                logging.getLogger("trellis.observe").exception("event sink %r failed", sink)
-        if self.buffer is not None:
-            self.buffer.append(event)
-        if self.log is not None:
-            self.kept.append(event)
+                logging.getLogger("trellis.observe").exception("event sink %r failed", target)
 
     def _event(self, kind: EventKind, span: str, parent: str | None, **fields: Any) -> Event:
         return Event(
@@ -93,7 +103,10 @@ class RunObserver:
         )
 
     def drain(self) -> list[Event]:
-        events, self.buffer = self.buffer or [], []
+        if not self.buffer:
+            return []
+        events = list(self.buffer)
+        self.buffer.clear()  # in place: ``targets`` holds its append
         return events
 
     # -- run ---------------------------------------------------------------
@@ -121,7 +134,8 @@ class RunObserver:
             )
         )
         if self.log is not None and self.kept:
-            kept, self.kept = self.kept, []
+            kept = list(self.kept)
+            self.kept.clear()
             try:
                 self.log.append(str(self.thread_id), [e.to_dict() for e in kept])
             except Exception:  # losing a trace must not fail the run it describes
@@ -131,73 +145,81 @@ class RunObserver:
 
     # -- steps and tasks ---------------------------------------------------
 
+    # The per-step events are built as plain tuples (Event is a NamedTuple):
+    # this is the hot path of an observed run, so no keyword plumbing here.
+
     def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
-        self.step_span = new_span_id()
+        now = _now()
+        self.step_span = step_span = new_span_id()
         self.step_started = _perf()
         step = loop.step
-        self._emit(self._event(EventKind.STEP_START, self.step_span, self.run_span, step=step))
+        head = (self.trace_id,)
+        tail = (self.thread_id, self.run_id, self.graph, step)
+        emit = self._emit
+        emit(
+            _new(Event, (_STEP_START, *head, step_span, self.run_span, now, None, *tail, *_BLANK6))
+        )
+        keyed = loop.saver is not None  # task ids only mean something with a checkpointer
         for task in tasks:
             if task.name == START:  # the input step is not a node: no task span
                 continue
-            task.span = new_span_id()
-            self._emit(
-                self._event(
-                    EventKind.TASK_START,
-                    task.span,
-                    self.step_span,
-                    step=step,
-                    node=task.name,
-                    task_id=task.id,
-                    attempt=task.attempt,
+            task.span = span = new_span_id()
+            emit(
+                _new(
+                    Event,
+                    (_TASK_START, *head, span, step_span, now, None, *tail, task.name,
+                     task.id if keyed else None, task.attempt, None, None, None, _NO_DATA),
                 )
-            )
+            )  # fmt: skip
 
     def step_end(self, loop: RunLoop, tasks: list[Task], error: BaseException | None) -> None:
         now = _now()
+        head = (self.trace_id,)
+        tail = (self.thread_id, self.run_id, self.graph)
+        step_span = self.step_span
+        emit = self._emit
+        keyed = loop.saver is not None
         for task in tasks:
-            if task.span is None:
+            span = task.span
+            if span is None:
                 continue
-            fields: dict[str, Any] = {
-                "step": task.step,
-                "node": task.name,
-                "task_id": task.id,
-                "attempt": task.attempt,
-                "duration": task.duration,
-                "ts": now,
-            }
+            task_id = task.id if keyed else None
+            status: str = Outcome.OK
+            kind = _TASK_END
+            etype = emsg = None
             if task.interrupts:
-                self._emit(
-                    self._event(
-                        EventKind.INTERRUPT,
-                        task.span,
-                        self.step_span,
-                        data={"interrupts": [i.id for i in task.interrupts]},
-                        **{k: v for k, v in fields.items() if k != "duration"},
+                ids = {"interrupts": [i.id for i in task.interrupts]}
+                emit(
+                    _new(
+                        Event,
+                        (EventKind.INTERRUPT, *head, span, step_span, now, None, *tail,
+                         task.step, task.name, task_id, task.attempt, None, None, None, ids),
                     )
-                )
-                kind, status = EventKind.TASK_END, Outcome.INTERRUPTED
+                )  # fmt: skip
+                status = Outcome.INTERRUPTED
             elif task.error is not None:
                 kind = EventKind.TASK_ERROR
                 status = (
                     Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
                 )
-                fields["error_type"] = type(task.error).__name__
-                fields["error_message"] = str(task.error)[:2000]
-            elif task.done:
-                kind, status = EventKind.TASK_END, Outcome.OK
-            else:
-                kind, status = EventKind.TASK_END, Outcome.CANCELLED
-            self._emit(self._event(kind, task.span, self.step_span, status=status, **fields))
-        self._emit(
-            self._event(
-                EventKind.STEP_END,
-                self.step_span,
-                self.run_span,
-                step=loop.step,
-                duration=_perf() - self.step_started,
-                status=Outcome.ERROR if error is not None else Outcome.OK,
+                etype, emsg = type(task.error).__name__, str(task.error)[:2000]
+            elif not task.done:
+                status = Outcome.CANCELLED
+            emit(
+                _new(
+                    Event,
+                    (kind, *head, span, step_span, now, task.duration, *tail, task.step,
+                     task.name, task_id, task.attempt, status, etype, emsg, _NO_DATA),
+                )
+            )  # fmt: skip
+        emit(
+            _new(
+                Event,
+                (_STEP_END, *head, step_span, self.run_span, now, _perf() - self.step_started,
+                 *tail, loop.step, None, None, None,
+                 Outcome.ERROR if error is not None else Outcome.OK, None, None, _NO_DATA),
             )
-        )
+        )  # fmt: skip
 
     def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
         self._emit(
