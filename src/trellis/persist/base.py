@@ -15,12 +15,15 @@ Every saver passes ``tests/persist/test_conformance.py``.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import copy
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, cast, runtime_checkable
 
 from trellis.errors import InvalidUpdateError
 
@@ -29,6 +32,7 @@ __all__ = [
     "CheckpointTuple",
     "Checkpointer",
     "PendingWrite",
+    "SaverBase",
     "ThreadInfo",
     "new_checkpoint_id",
     "validate_filter",
@@ -39,6 +43,7 @@ __all__ = [
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 _last_id_ns = 0
+_T = TypeVar("_T")
 
 
 def new_checkpoint_id() -> str:
@@ -196,7 +201,7 @@ class Checkpointer(Protocol):
 
     def delete_thread(self, thread_id: str) -> None: ...
 
-    def threads(self, *, limit: int | None = None) -> list[ThreadInfo]: ...
+    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]: ...
 
     def prune(
         self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
@@ -237,3 +242,103 @@ class Checkpointer(Protocol):
     ) -> AsyncIterator[CheckpointTuple]: ...
 
     async def adelete_thread(self, thread_id: str) -> None: ...
+
+
+class SaverBase:
+    """Shared plumbing for savers whose work is synchronous (memory, SQLite).
+
+    The async twins call the sync methods inline when ``_offload`` is false (the
+    work is a few microseconds; a thread hop would cost more than it saves) or
+    in a worker thread via ``asyncio.to_thread`` when it may block on disk.
+
+    >>> class MySaver(SaverBase): ...  # implement the sync methods
+    """
+
+    serde: Any
+    _offload: bool = False
+
+    def with_allowlist(self, types: Iterable[type]) -> Self:
+        """A view of the same store whose serializer also allows ``types``.
+
+        >>> saver = saver.with_allowlist([MyState])
+        """
+        clone = copy.copy(self)
+        clone.serde = self.serde.with_allowlist(types)
+        return clone
+
+    @property
+    def _blocking(self) -> Checkpointer:
+        return cast(Checkpointer, self)
+
+    async def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if self._offload:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    async def aget_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None:
+        get_tuple = self._blocking.get_tuple
+        return await self._call(get_tuple, thread_id, checkpoint_id, checkpoint_ns=checkpoint_ns)
+
+    async def aput(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        await self._call(
+            self._blocking.put,
+            thread_id,
+            checkpoint,
+            metadata,
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+            writes=writes,
+        )
+
+    async def aput_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None:
+        put_writes = self._blocking.put_writes
+        await self._call(put_writes, thread_id, checkpoint_id, writes, checkpoint_ns=checkpoint_ns)
+
+    async def alist(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        def collect() -> list[CheckpointTuple]:
+            return list(
+                self._blocking.list(
+                    thread_id,
+                    checkpoint_ns=checkpoint_ns,
+                    before=before,
+                    limit=limit,
+                    filter=filter,
+                )
+            )
+
+        for item in await self._call(collect):
+            yield item
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._call(self._blocking.delete_thread, thread_id)
+
+    async def aprune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int:
+        return await self._call(self._blocking.prune, ttl=ttl, keep_last=keep_last, now=now)

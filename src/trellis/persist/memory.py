@@ -1,0 +1,317 @@
+"""An in-process checkpointer with the same storage model as the SQL savers.
+
+Values are serialized at ``put`` (so node code cannot mutate stored history, and
+a value with no codec fails here exactly as it would on disk) and appended
+channels are stored as deltas, so memory grows O(n) in an append loop.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trellis.errors import CheckpointNotFoundError, ConcurrentUpdateError
+from trellis.persist.base import (
+    Checkpoint,
+    CheckpointTuple,
+    PendingWrite,
+    SaverBase,
+    ThreadInfo,
+)
+from trellis.persist.serde import Serializer
+from trellis.persist.storage import (
+    INTERRUPT,
+    BlobRow,
+    ChainState,
+    CheckpointRow,
+    Serde,
+    WriteRow,
+    appended_bases,
+    build_tuple,
+    check_prune_args,
+    decode_writes,
+    encode_filter,
+    encode_put,
+    encode_writes,
+    metadata_matches,
+    needed_blobs,
+    prune_plan,
+    retention,
+)
+
+__all__ = ["InMemorySaver", "MemorySaver"]
+
+
+@dataclass(slots=True)
+class _Namespace:
+    """One (thread_id, checkpoint_ns): the same records a SQL saver keeps in tables."""
+
+    head: str
+    updated_at: float
+    checkpoints: dict[str, CheckpointRow] = field(default_factory=dict)
+    versions: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    blobs: dict[tuple[str, str], BlobRow] = field(default_factory=dict)
+    writes: dict[str, dict[tuple[str, int], WriteRow]] = field(default_factory=dict)
+
+
+class MemorySaver(SaverBase):
+    """Checkpoints in a dict, for tests and short-lived processes. Thread-safe.
+
+    ``ttl`` (seconds) and ``keep_last`` are the defaults of :meth:`prune`;
+    ``clock`` is what "now" means for it.
+
+    >>> saver = MemorySaver()
+    >>> graph = builder.compile(checkpointer=saver)
+    """
+
+    def __init__(
+        self,
+        *,
+        serde: Serde | None = None,
+        ttl: float | None = None,
+        keep_last: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_prune_args(ttl, keep_last)
+        self.serde: Any = serde if serde is not None else Serializer()
+        self.ttl, self.keep_last, self._clock = ttl, keep_last, clock
+        self._lock = threading.Lock()
+        self._data: dict[tuple[str, str], _Namespace] = {}
+
+    def setup(self) -> None:
+        """Nothing to create; present for the Checkpointer protocol."""
+
+    def get_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None:
+        with self._lock:
+            ns = self._data.get((thread_id, checkpoint_ns))
+            if ns is None:
+                return None
+            cid = ns.head if checkpoint_id is None else checkpoint_id
+            row = ns.checkpoints.get(cid)
+            if row is None:
+                raise CheckpointNotFoundError(
+                    f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
+                )
+            blobs = self._chain_rows(ns, ns.versions[cid])
+            writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
+        return self._build(thread_id, checkpoint_ns, row, blobs, writes)
+
+    def _build(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        row: CheckpointRow,
+        blobs: list[BlobRow],
+        writes: list[WriteRow],
+    ) -> CheckpointTuple:
+        pending = decode_writes(
+            self.serde,
+            ((w.task_id, w.idx, w.task_name, w.channel, w.codec, w.data) for w in writes),
+            thread_id=thread_id,
+        )
+        return build_tuple(self.serde, thread_id, checkpoint_ns, row, blobs, pending)
+
+    @staticmethod
+    def _chain_rows(ns: _Namespace, versions: Mapping[str, str]) -> list[BlobRow]:
+        out = []
+        for k, v in versions.items():
+            row = ns.blobs.get((k, v))
+            while row is not None:
+                out.append(row)
+                row = ns.blobs.get((k, row.base_version)) if row.base_version else None
+        return out
+
+    def put(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        key = (thread_id, checkpoint_ns)
+        with self._lock:
+            ns = self._data.get(key)
+            head = ns.head if ns is not None else None
+            if head != expected_head:
+                if head == checkpoint.id:
+                    return  # a retry of a put that committed: already done
+                raise ConcurrentUpdateError(
+                    f"thread {thread_id!r}: head is {head!r}, not {expected_head!r}; "
+                    "another writer advanced it"
+                )
+            if ns is not None and checkpoint.id in ns.checkpoints:
+                raise ConcurrentUpdateError(
+                    f"thread {thread_id!r} already has checkpoint {checkpoint.id!r}"
+                )
+            bases = self._bases(ns, checkpoint) if ns is not None else {}
+            # Encoding before any mutation: an unserializable value leaves no trace.
+            enc = encode_put(self.serde, checkpoint, metadata, bases=bases, writes=writes)
+            if ns is None:
+                ns = self._data[key] = _Namespace(checkpoint.id, checkpoint.created_at)
+            ns.head, ns.updated_at = checkpoint.id, checkpoint.created_at
+            ns.checkpoints[checkpoint.id] = enc.row
+            ns.versions[checkpoint.id] = dict(checkpoint.versions)
+            for b in enc.blobs:
+                ns.blobs[(b.channel, b.version)] = b
+            if enc.writes:
+                self._store_writes(ns, checkpoint.id, enc.writes)
+
+    @staticmethod
+    def _bases(ns: _Namespace, checkpoint: Checkpoint) -> dict[str, ChainState]:
+        parent = ns.versions.get(checkpoint.parent_id or "")
+        if parent is None:
+            return {}
+        out = {}
+        for k, v in appended_bases(checkpoint, parent).items():
+            row = ns.blobs.get((k, v))
+            if row is not None:
+                out[k] = ChainState.of(row)
+        return out
+
+    @staticmethod
+    def _store_writes(ns: _Namespace, checkpoint_id: str, rows: list[WriteRow]) -> None:
+        slot = ns.writes.setdefault(checkpoint_id, {})
+        for w in rows:
+            if w.idx < 0 or (w.task_id, w.idx) not in slot:
+                slot[(w.task_id, w.idx)] = w
+
+    def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None:
+        rows = encode_writes(self.serde, writes)
+        with self._lock:
+            ns = self._data.get((thread_id, checkpoint_ns))
+            if ns is None or checkpoint_id not in ns.checkpoints:
+                raise CheckpointNotFoundError(
+                    f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
+                )
+            self._store_writes(ns, checkpoint_id, rows)
+
+    def list(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        pairs = encode_filter(filter)  # invalid filters fail now, not on first next()
+        return self._iter(thread_id, checkpoint_ns, before, limit, pairs)
+
+    def _iter(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        before: str | None,
+        limit: int | None,
+        pairs: builtins.list[tuple[str, str]] | None,
+    ) -> Iterator[CheckpointTuple]:
+        with self._lock:
+            ns = self._data.get((thread_id, checkpoint_ns))
+            ids = sorted(ns.checkpoints, reverse=True) if ns is not None else []
+        found = 0
+        for cid in ids:
+            if before is not None and cid >= before:
+                continue
+            if limit is not None and found >= limit:
+                break
+            with self._lock:
+                row = ns.checkpoints.get(cid) if ns is not None else None
+                if row is None or ns is None:
+                    continue  # pruned while we iterated
+                if pairs != [] and not metadata_matches(json.loads(row.metadata), pairs):
+                    continue
+                blobs = self._chain_rows(ns, ns.versions[cid])
+                writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
+            found += 1
+            yield self._build(thread_id, checkpoint_ns, row, blobs, writes)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Forget every namespace of ``thread_id``."""
+        with self._lock:
+            for key in [k for k in self._data if k[0] == thread_id]:
+                del self._data[key]
+
+    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
+        """Root-namespace threads, most recently updated first."""
+        with self._lock:
+            infos = [
+                ThreadInfo(tid, ns.head, ns.updated_at, len(ns.checkpoints))
+                for (tid, name), ns in self._data.items()
+                if name == ""
+            ]
+        infos.sort(key=lambda t: (-t.updated_at, t.thread_id))
+        return infos if limit is None else infos[:limit]
+
+    def prune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int:
+        """Apply retention; returns how many checkpoints were removed.
+
+        ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
+        checkpoints created more than ``ttl`` seconds before ``now``, and whole
+        threads whose heads are that old, unless a head waits on an interrupt.
+        Heads, and every blob a kept checkpoint needs, always stay.
+        """
+        policy = retention(
+            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
+        )
+        if policy is None:
+            return 0
+        cutoff, keep_last = policy.cutoff, policy.keep_last
+        removed = 0
+        with self._lock:
+            by_thread: dict[str, list[tuple[str, str]]] = {}
+            for key in self._data:
+                by_thread.setdefault(key[0], []).append(key)
+            for keys in by_thread.values():
+                spaces = [self._data[k] for k in keys]
+                if all(self._expired(ns, cutoff) for ns in spaces):
+                    removed += sum(len(ns.checkpoints) for ns in spaces)
+                    for k in keys:
+                        del self._data[k]
+                    continue
+                for ns in spaces:
+                    removed += self._prune_namespace(ns, cutoff, keep_last)
+        return removed
+
+    @staticmethod
+    def _expired(ns: _Namespace, cutoff: float) -> bool:
+        head = ns.checkpoints[ns.head]
+        waiting = any(w.channel == INTERRUPT for w in ns.writes.get(ns.head, {}).values())
+        return head.created_at < cutoff and not waiting
+
+    @staticmethod
+    def _prune_namespace(ns: _Namespace, cutoff: float, keep_last: int | None) -> int:
+        pairs = [(cid, row.created_at) for cid, row in ns.checkpoints.items()]
+        doomed = prune_plan(pairs, ns.head, cutoff=cutoff, keep_last=keep_last)
+        if not doomed:
+            return 0
+        for cid in doomed:
+            del ns.checkpoints[cid]
+            del ns.versions[cid]
+            ns.writes.pop(cid, None)
+        bases = {key: row.base_version for key, row in ns.blobs.items()}
+        keep = needed_blobs(ns.versions.values(), bases)
+        ns.blobs = {key: row for key, row in ns.blobs.items() if key in keep}
+        return len(doomed)
+
+
+InMemorySaver = MemorySaver
+"""LangGraph's name for :class:`MemorySaver`."""

@@ -1,0 +1,649 @@
+"""PostgreSQL checkpointer: psycopg 3 with connection pools, sync and native async.
+
+Each batch of a plan (see :mod:`trellis.persist.sql`) is one pipelined round
+trip; a ``put`` is one batch with its ``BEGIN`` and ``COMMIT`` (two when the
+parent's chain states are not cached in this process). The head
+compare-and-set raises server-side, so a lost race aborts the transaction
+before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.serde import Serializer
+from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job, run_job
+from trellis.persist.storage import Serde, check_prune_args, retention
+
+__all__ = ["SCHEMA_VERSION", "PostgresSaver"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+_CONFLICT: Final = "TR409"
+"""SQLSTATE raised by ``trellis_check``: the head moved (or a base was pruned)."""
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
+_INTEGRITY: Final = ("23502", "23503", "23505")
+_OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_BEGIN_RW: Final = "BEGIN"
+_BEGIN_RO: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def _migrations(s: str) -> dict[int, list[str]]:
+    return {
+        1: [
+            f"""CREATE TABLE {s}.trellis_threads (
+                tid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                thread_id text NOT NULL,
+                checkpoint_ns text NOT NULL,
+                head_id text NOT NULL,
+                updated_at double precision NOT NULL,
+                UNIQUE (thread_id, checkpoint_ns))""",
+            f"CREATE INDEX trellis_threads_by_time ON {s}.trellis_threads (updated_at)",
+            f"""CREATE TABLE {s}.trellis_checkpoints (
+                tid bigint NOT NULL,
+                id text NOT NULL,
+                parent_id text,
+                step bigint NOT NULL,
+                created_at double precision NOT NULL,
+                metadata jsonb NOT NULL,
+                codec text NOT NULL,
+                state bytea NOT NULL,
+                fingerprint text NOT NULL,
+                PRIMARY KEY (tid, id))""",
+            f"""CREATE TABLE {s}.trellis_blobs (
+                tid bigint NOT NULL,
+                channel text NOT NULL,
+                version text NOT NULL,
+                kind text NOT NULL CHECK (kind IN ('full', 'delta')),
+                base_version text,
+                anchor_version text,
+                deltas integer NOT NULL,
+                delta_bytes bigint NOT NULL,
+                value_bytes bigint NOT NULL,
+                codec text NOT NULL,
+                data bytea NOT NULL,
+                PRIMARY KEY (tid, channel, version))""",
+            f"""CREATE TABLE {s}.trellis_writes (
+                tid bigint NOT NULL,
+                checkpoint_id text NOT NULL,
+                task_id text NOT NULL,
+                idx integer NOT NULL,
+                task_name text NOT NULL,
+                channel text NOT NULL,
+                codec text NOT NULL,
+                data bytea NOT NULL,
+                PRIMARY KEY (tid, checkpoint_id, task_id, idx),
+                FOREIGN KEY (tid, checkpoint_id) REFERENCES {s}.trellis_checkpoints (tid, id)
+                    ON DELETE CASCADE)""",
+            f"""CREATE FUNCTION {s}.trellis_check(ok boolean, message text) RETURNS boolean
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF ok IS NOT TRUE THEN
+                        RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = message;
+                    END IF;
+                    RETURN true;
+                END $$""",
+        ],
+    }
+
+
+class PostgresDialect(SqlDialect):
+    """PostgreSQL spelling of the shared queries, in one schema."""
+
+    want = "jsonb_each_text(?::jsonb) w"
+    json_param = "?::jsonb"
+
+    def __init__(self, schema: str) -> None:
+        self.schema = f'"{schema}"'
+        super().__init__(f"{self.schema}.")
+        self.lock_thread = (
+            f"SELECT tid FROM {self.threads} WHERE thread_id = ? ORDER BY tid FOR UPDATE"
+        )
+        self._check = f"{self.schema}.trellis_check"
+
+    def q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def lookup(self, alias: str, table: str, cond: str) -> str:
+        # LATERAL with OFFSET 0 (which keeps the planner from flattening it) pins
+        # the plan to index lookups per wanted row: row estimates for
+        # jsonb_each_text and for freshly filled tables are too poor to rely on.
+        return f"CROSS JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {cond} OFFSET 0) {alias}"
+
+    def advance_head(
+        self, thread_id: str, ns: str, expected: str | None, new: str, now: float, message: str
+    ) -> Stmt:
+        if expected is None:
+            change = (
+                f"INSERT INTO {self.threads} (thread_id, checkpoint_ns, head_id, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING tid"
+            )
+            params: tuple[Any, ...] = (thread_id, ns, new, now, message)
+        else:
+            change = (
+                f"UPDATE {self.threads} SET head_id = ?, updated_at = ? "
+                "WHERE thread_id = ? AND checkpoint_ns = ? AND head_id = ? RETURNING tid"
+            )
+            params = (new, now, thread_id, ns, expected, message)
+        sql = f"WITH c AS ({change}) SELECT {self._check}(count(*) = 1, ?) FROM c"
+        return Stmt(self.q(sql), params, required=message)
+
+    def require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
+        on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
+        sql = (
+            f"SELECT {self._check}(count(*) = ?, ?) FROM {self.want} "
+            f"{self.lookup('b', self.blobs, on)}"
+        )
+        return Stmt(self.q(sql), (count, message, want, thread_id, ns), required=message)
+
+    def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+        if not pairs:
+            return "", []
+        # @> can use an index; the per-key equality makes the match exact (as on
+        # every backend) rather than containment for nested values.
+        doc = "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
+        sql = " AND c.metadata @> ?::jsonb" + " AND c.metadata -> ? = ?::jsonb" * len(pairs)
+        params: list[Any] = [doc]
+        for key, value in pairs:
+            params += [key, value]
+        return sql, params
+
+
+@dataclass
+class _Shared:
+    """State shared by a saver and its ``with_allowlist`` views."""
+
+    pool: ConnectionPool[Any] | None
+    apool: AsyncConnectionPool[Any] | None
+    owns_pool: bool
+    conninfo: str
+    kwargs: dict[str, Any]
+    ready: bool = False
+    apool_loop: asyncio.AbstractEventLoop | None = None
+    alock: asyncio.Lock | None = None
+    alock_loop: asyncio.AbstractEventLoop | None = None
+
+
+class PostgresSaver:
+    """Checkpoints in PostgreSQL, for services with many workers.
+
+    Pass a ``psycopg_pool.ConnectionPool`` (or an ``AsyncConnectionPool``), or use
+    :meth:`from_conn_string`. The other kind of pool is created from the same
+    connection string when first needed, so sync and async calls both work.
+    Tables live in ``schema`` (created if missing). The schema is created or
+    migrated on first use (or by :meth:`setup`), safely from several processes.
+    ``timeout`` bounds the wait for a connection; ``ttl`` (seconds) and
+    ``keep_last`` are the defaults of :meth:`prune`.
+
+    >>> saver = PostgresSaver.from_conn_string("postgresql://app@db/app", pool_size=20)
+    >>> graph = builder.compile(checkpointer=saver)
+    >>> await graph.ainvoke({"n": 1}, {"configurable": {"thread_id": "t1"}})
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any] | AsyncConnectionPool[Any],
+        *,
+        schema: str = "public",
+        serde: Serde | None = None,
+        ttl: float | None = None,
+        keep_last: int | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 30.0,
+        pool_size: int | None = None,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must be a plain identifier, got {schema!r}")
+        check_prune_args(ttl, keep_last)
+        self.serde: Any = serde if serde is not None else Serializer()
+        self.ttl, self.keep_last, self._clock = ttl, keep_last, clock
+        self._timeout = timeout
+        self._pool_size = pool_size or pool.max_size
+        if not isinstance(pool.conninfo, str) or callable(pool.kwargs):
+            raise TypeError("PostgresSaver needs a pool with a static conninfo string and kwargs")
+        kwargs = dict(pool.kwargs or {})
+        sync_pool = pool if isinstance(pool, ConnectionPool) else None
+        async_pool = pool if isinstance(pool, AsyncConnectionPool) else None
+        self._shared = _Shared(sync_pool, async_pool, False, pool.conninfo, kwargs)
+        self._sql = PostgresDialect(schema)
+        self._cache = ChainCache()
+        self._sync_lock = threading.Lock()
+        info = conninfo_to_dict(pool.conninfo)
+        self.where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
+
+    @classmethod
+    def from_conn_string(
+        cls, url: str, *, pool_size: int = 10, schema: str = "public", **kwargs: Any
+    ) -> PostgresSaver:
+        """A saver owning a pool of up to ``pool_size`` connections to ``url``.
+
+        Nothing connects until first use; then an unreachable server raises
+        CheckpointError naming its host and port.
+
+        >>> saver = PostgresSaver.from_conn_string("postgresql://postgres@localhost/app")
+        """
+        pool: ConnectionPool[Any] = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+        )
+        saver = cls(pool, schema=schema, pool_size=pool_size, **kwargs)
+        saver._shared.owns_pool = True
+        return saver
+
+    def with_allowlist(self, types: Any) -> PostgresSaver:
+        """A view of the same store whose serializer also allows ``types``."""
+        clone = object.__new__(PostgresSaver)
+        clone.__dict__.update(self.__dict__)
+        clone.serde = self.serde.with_allowlist(types)
+        return clone
+
+    # --- connections and setup -----------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        extra = {k: v for k, v in self._shared.kwargs.items() if k not in ("row_factory",)}
+        extra["autocommit"] = True
+        extra.setdefault("connect_timeout", max(1, int(self._timeout)))
+        return extra
+
+    def setup(self) -> None:
+        """Create or migrate the schema; safe to call again, and from many processes."""
+        sh = self._shared
+        if sh.ready:
+            return
+        try:
+            with psycopg.connect(sh.conninfo, **self._connect_kwargs()) as conn:
+                self._drive(conn, self._migrate_plan(), write=True)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        sh.ready = True
+
+    async def asetup(self) -> None:
+        """:meth:`setup` for async code."""
+        sh = self._shared
+        if sh.ready:
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(sh.conninfo, **self._connect_kwargs())
+            async with conn:
+                await self._adrive(conn, self._migrate_plan(), write=True)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        sh.ready = True
+
+    def _migrate_plan(self) -> Plan[None]:
+        s = self._sql.schema
+        key = int.from_bytes(
+            hashlib.blake2b(f"trellis:{s}".encode(), digest_size=8).digest(), "big", signed=True
+        )
+        *_, (row,) = yield Batch(
+            [
+                Stmt("SELECT pg_advisory_xact_lock(%s)", (key,)),
+                Stmt(f"CREATE SCHEMA IF NOT EXISTS {s}"),
+                Stmt(
+                    f"CREATE TABLE IF NOT EXISTS {s}.trellis_schema_version (version integer "
+                    "NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                ),
+                Stmt(f"SELECT coalesce(max(version), 0) FROM {s}.trellis_schema_version"),
+            ]
+        )
+        current = row[0]
+        if current > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"PostgreSQL schema {s} at {self.where} has Trellis schema version {current}, "
+                f"newer than this Trellis understands ({SCHEMA_VERSION}); upgrade Trellis"
+            )
+        stmts = []
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            stmts += [Stmt(ddl) for ddl in _migrations(s)[version]]
+            stmts.append(
+                Stmt(f"INSERT INTO {s}.trellis_schema_version (version) VALUES (%s)", (version,))
+            )
+        yield Batch(stmts, final=True)
+
+    def _sync_pool(self) -> ConnectionPool[Any]:
+        sh = self._shared
+        if sh.pool is None:
+            with self._sync_lock:
+                if sh.pool is None:
+                    sh.pool = ConnectionPool(
+                        sh.conninfo,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        open=False,
+                        kwargs={**sh.kwargs, "autocommit": True},
+                    )
+                    sh.owns_pool = True
+        if sh.pool.closed:
+            with self._sync_lock:
+                if sh.pool.closed:
+                    sh.pool.open(wait=False)
+        return sh.pool
+
+    async def _async_pool(self) -> AsyncConnectionPool[Any]:
+        sh, loop = self._shared, asyncio.get_running_loop()
+        if sh.apool is not None and sh.apool_loop is loop and not sh.apool.closed:
+            return sh.apool
+        with self._sync_lock:
+            if sh.alock is None or sh.alock_loop is not loop:
+                sh.alock, sh.alock_loop = asyncio.Lock(), loop
+            lock = sh.alock
+        async with lock:
+            if sh.apool is None or (sh.apool_loop is not None and sh.apool_loop is not loop):
+                # An async pool serves one event loop; a new loop gets its own pool.
+                sh.apool = AsyncConnectionPool(
+                    sh.conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    open=False,
+                    kwargs={**sh.kwargs, "autocommit": True},
+                )
+            if sh.apool.closed:
+                await sh.apool.open(wait=False)
+            sh.apool_loop = loop
+        return sh.apool
+
+    def close(self) -> None:
+        """Close the pools this saver created (not a pool it was given)."""
+        sh = self._shared
+        if sh.owns_pool and sh.pool is not None:
+            sh.pool.close()
+
+    async def aclose(self) -> None:
+        """Close the async pool (and the sync one this saver created)."""
+        sh = self._shared
+        if sh.apool is not None and sh.apool_loop is asyncio.get_running_loop():
+            await sh.apool.close()
+        sh.apool = None
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> PostgresSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PostgresSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- drivers ---------------------------------------------------------------------
+
+    def _run(self, txn: Txn[T]) -> T:
+        self.setup()
+        try:
+            with self._sync_pool().connection(timeout=self._timeout) as conn:
+                return self._drive(conn, txn.plan, write=txn.write)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._error(exc, txn.integrity) from exc
+
+    async def _arun(self, txn: Txn[T]) -> T:
+        await self.asetup()
+        try:
+            async with (await self._async_pool()).connection(timeout=self._timeout) as conn:
+                return await self._adrive(conn, txn.plan, write=txn.write)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._error(exc, txn.integrity) from exc
+
+    # Both drivers send each batch as one pipeline: with autocommit connections
+    # (ours) BEGIN and COMMIT travel in it too, so a final batch is one round trip.
+
+    def _drive(self, conn: psycopg.Connection[Any], plan: Plan[T], *, write: bool) -> T:
+        auto = conn.autocommit
+        try:
+            batch = next(plan)
+            begin = auto
+            while True:
+                with conn.pipeline():
+                    if begin:
+                        conn.execute(_BEGIN_RW if write else _BEGIN_RO)
+                        begin = False
+                    curs = [_send(conn, stmt) for stmt in batch.stmts]
+                    if batch.final:
+                        _end(conn, auto, "COMMIT")
+                results = [c.fetchall() if c.description else [] for c in curs]
+                batch = plan.send(results)
+        except StopIteration as stop:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                _end(conn, auto, "COMMIT")
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            if conn.info.transaction_status in _OPEN:
+                _end(conn, auto, "ROLLBACK")
+            raise
+
+    async def _adrive(self, conn: psycopg.AsyncConnection[Any], plan: Plan[T], *, write: bool) -> T:
+        auto = conn.autocommit
+        try:
+            batch = next(plan)
+            begin = auto
+            while True:
+                async with conn.pipeline():
+                    if begin:
+                        await conn.execute(_BEGIN_RW if write else _BEGIN_RO)
+                        begin = False
+                    curs = [await _asend(conn, stmt) for stmt in batch.stmts]
+                    if batch.final:
+                        await _aend(conn, auto, "COMMIT")
+                results = [await c.fetchall() if c.description else [] for c in curs]
+                batch = plan.send(results)
+        except StopIteration as stop:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await _aend(conn, auto, "COMMIT")
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            if conn.info.transaction_status in _OPEN:
+                await _aend(conn, auto, "ROLLBACK")
+            raise
+
+    def _error(
+        self, exc: BaseException, integrity: Callable[[], CheckpointError] | None = None
+    ) -> CheckpointError:
+        if isinstance(exc, PoolTimeout):
+            return CheckpointError(
+                f"no PostgreSQL connection to {self.where} within {self._timeout:g}s: {exc}"
+            )
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == _CONFLICT:
+            diag = getattr(exc, "diag", None)
+            return ConcurrentUpdateError(getattr(diag, "message_primary", None) or str(exc))
+        if integrity is not None and sqlstate in _INTEGRITY:
+            return integrity()
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return CheckpointError(f"cannot use PostgreSQL at {self.where}: {exc}")
+        return CheckpointError(f"PostgreSQL at {self.where}: {type(exc).__name__}: {exc}")
+
+    # --- the Checkpointer protocol: each call has a sync and a native async form -------
+
+    def get_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None:
+        return self._run(
+            Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
+        )
+
+    async def aget_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None:
+        plan = self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id)
+        return await self._arun(Txn(plan))
+
+    def put(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
+        run_job(self._sql.put_job(self.serde, self._cache, *args), self._run)
+
+    async def aput(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
+        await arun_job(self._sql.put_job(self.serde, self._cache, *args), self._arun)
+
+    def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None:
+        self._run(
+            self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
+        )
+
+    async def aput_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None:
+        txn = self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
+        await self._arun(txn)
+
+    def list(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        plan = self._sql.list_plan(
+            self.serde, thread_id, checkpoint_ns, before=before, limit=limit, filter=filter
+        )
+        return iter(self._run(Txn(plan)))
+
+    async def alist(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        plan = self._sql.list_plan(
+            self.serde, thread_id, checkpoint_ns, before=before, limit=limit, filter=filter
+        )
+        for item in await self._arun(Txn(plan)):
+            yield item
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove every checkpoint, blob and write of ``thread_id``, in one transaction."""
+        run_job(self._sql.delete_job(self._cache, thread_id), self._run)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await arun_job(self._sql.delete_job(self._cache, thread_id), self._arun)
+
+    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
+        """Root-namespace threads, most recently updated first."""
+        return self._run(Txn(self._sql.threads_plan(limit)))
+
+    def prune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int:
+        """Apply retention; returns how many checkpoints were removed.
+
+        Same rules as :meth:`SqliteSaver.prune`. Each thread is pruned in its own
+        transaction holding its thread rows locked, so a concurrent ``put`` on it
+        waits rather than racing.
+        """
+        policy = retention(
+            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
+        )
+        if policy is None:
+            return 0
+        return run_job(self._sql.prune_job(self.serde, self._cache, policy), self._run)
+
+    async def aprune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int:
+        policy = retention(
+            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
+        )
+        if policy is None:
+            return 0
+        return await arun_job(self._sql.prune_job(self.serde, self._cache, policy), self._arun)
+
+
+def _send(conn: psycopg.Connection[Any], stmt: Stmt) -> psycopg.Cursor[Any]:
+    cur = conn.cursor(row_factory=tuple_row)
+    if stmt.many is not None:
+        cur.executemany(stmt.sql, stmt.many)
+    else:
+        cur.execute(stmt.sql, stmt.params or None, binary=True)
+    return cur
+
+
+async def _asend(conn: psycopg.AsyncConnection[Any], stmt: Stmt) -> psycopg.AsyncCursor[Any]:
+    cur = conn.cursor(row_factory=tuple_row)
+    if stmt.many is not None:
+        await cur.executemany(stmt.sql, stmt.many)
+    else:
+        await cur.execute(stmt.sql, stmt.params or None, binary=True)
+    return cur
+
+
+def _end(conn: psycopg.Connection[Any], auto: bool, how: str) -> None:
+    try:
+        if auto:
+            conn.execute(how)
+        elif how == "COMMIT":
+            conn.commit()
+        else:
+            conn.rollback()
+    except psycopg.Error:
+        if how == "COMMIT":
+            raise
+        # A failed rollback (the connection is gone) must not hide the original
+        # error; the pool discards a broken connection.
+
+
+async def _aend(conn: psycopg.AsyncConnection[Any], auto: bool, how: str) -> None:
+    try:
+        if auto:
+            await conn.execute(how)
+        elif how == "COMMIT":
+            await conn.commit()
+        else:
+            await conn.rollback()
+    except psycopg.Error:
+        if how == "COMMIT":
+            raise

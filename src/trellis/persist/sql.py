@@ -1,0 +1,663 @@
+"""What the SQL savers share: the queries, and the logic around them, without I/O.
+
+A transaction is a *plan*: a generator that yields :class:`Batch` es of
+statements and receives their rows back. A backend's driver runs the batches
+(SQLite one statement after another under a lock; PostgreSQL as one pipelined
+round trip per batch, sync or async) inside one transaction, committing with
+the ``final`` batch. An operation needing several transactions (``prune``, a
+``put`` that checks whether its lost race was its own retry) is a *job*: a
+generator of :class:`Txn` s, run by :func:`run_job` or :func:`arun_job`. So the
+storage logic exists once, and a dialect only overrides small hooks:
+placeholders, JSON functions, join hints, the head compare-and-set.
+
+Tables (names prefixed by the dialect)::
+
+    trellis_threads      tid, thread_id, checkpoint_ns, head_id, updated_at
+    trellis_checkpoints  tid, id, parent_id, step, created_at, metadata, codec, state, fingerprint
+    trellis_blobs        tid, channel, version, kind, base_version, anchor_version,
+                         deltas, delta_bytes, value_bytes, codec, data
+    trellis_writes       tid, checkpoint_id, task_id, idx, task_name, channel, codec, data
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic, TypeVar
+
+from trellis.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConcurrentUpdateError,
+)
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.storage import (
+    INTERRUPT,
+    BlobRow,
+    ChainState,
+    CheckpointRow,
+    Retention,
+    Serde,
+    WriteRow,
+    appended_bases,
+    build_tuple,
+    decode_state,
+    decode_writes,
+    encode_filter,
+    encode_put,
+    encode_writes,
+    needed_blobs,
+    prune_plan,
+)
+
+__all__ = ["Batch", "ChainCache", "Job", "Plan", "SqlDialect", "Stmt", "Txn", "arun_job", "run_job"]
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One statement: ``params`` for a single execution, or ``many`` rows of them.
+
+    ``required``: the statement must return a first row whose first column is
+    true, else the driver raises ``ConcurrentUpdateError(required)`` and the
+    transaction rolls back. (PostgreSQL raises server-side instead, so a
+    pipelined batch aborts before its commit.)
+    """
+
+    sql: str
+    params: Sequence[Any] = ()
+    many: Sequence[Sequence[Any]] | None = None
+    required: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Statements a driver may send together; ``final`` commits right after them."""
+
+    stmts: list[Stmt]
+    final: bool = False
+
+
+Plan = Generator[Batch, list[Rows], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Txn(Generic[T]):
+    """A plan to run as one transaction. ``integrity`` makes the error raised
+    instead of a constraint violation (a missing row, a duplicate id)."""
+
+    plan: Plan[T]
+    write: bool = False
+    integrity: Callable[[], CheckpointError] | None = None
+
+
+Job = Generator[Txn[Any], Any, T]
+
+
+def run_job(job: Job[T], run: Callable[[Txn[Any]], Any]) -> T:
+    """Run each transaction of ``job`` with ``run``; errors are thrown back into it."""
+    try:
+        txn = next(job)
+        while True:
+            try:
+                result = run(txn)
+            except CheckpointError as exc:
+                txn = job.throw(exc)
+            else:
+                txn = job.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def arun_job(job: Job[T], run: Callable[[Txn[Any]], Awaitable[Any]]) -> T:
+    """:func:`run_job` for an async ``run``."""
+    try:
+        txn = next(job)
+        while True:
+            try:
+                result = await run(txn)
+            except CheckpointError as exc:
+                txn = job.throw(exc)
+            else:
+                txn = job.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    """A slots dataclass's fields, in order (the column order of its table)."""
+    return tuple(getattr(row, name) for name in row.__slots__)
+
+
+_COLS = "c.id, c.parent_id, c.step, c.created_at, c.metadata, c.codec, c.state, c.fingerprint"
+# Reads fetch only what reconstruction needs: chains can be hundreds of rows.
+_BLOB_COLS = "b.channel, b.version, b.kind, b.base_version, b.codec, b.data"
+_LIST_CHUNK = 32
+_NEVER = 2**62
+
+
+class SqlDialect:
+    """SQL text for one database. Written with ``?`` placeholders; a dialect with
+    another paramstyle rewrites them in :meth:`q`.
+    """
+
+    want = "json_each(?) w"
+    """A relation ``w(key, value)`` over a JSON object parameter."""
+    json_param = "?"
+    """How a JSON text parameter is written where a JSON column is expected."""
+    lock_thread: str | None = None
+    """Locks a thread's rows for a prune (unneeded where a write transaction locks all)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.threads = f"{prefix}trellis_threads"
+        self.checkpoints = f"{prefix}trellis_checkpoints"
+        self.blobs = f"{prefix}trellis_blobs"
+        self.writes = f"{prefix}trellis_writes"
+        self.tid = f"(SELECT tid FROM {self.threads} WHERE thread_id = ? AND checkpoint_ns = ?)"
+
+    def q(self, sql: str) -> str:
+        return sql
+
+    def lookup(self, alias: str, table: str, cond: str) -> str:
+        """Join ``table`` driven by the rows before it (an index lookup per row).
+
+        SQLite keeps the left operand of CROSS JOIN in the outer loop.
+        """
+        return f"CROSS JOIN {table} {alias} ON {cond}"
+
+    # --- hooks for the head compare-and-set and existence checks -------------------
+
+    def advance_head(
+        self, thread_id: str, ns: str, expected: str | None, new: str, now: float, message: str
+    ) -> Stmt:
+        if expected is None:
+            sql = (
+                f"INSERT INTO {self.threads} (thread_id, checkpoint_ns, head_id, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING tid"
+            )
+            return Stmt(self.q(sql), (thread_id, ns, new, now), required=message)
+        sql = (
+            f"UPDATE {self.threads} SET head_id = ?, updated_at = ? "
+            "WHERE thread_id = ? AND checkpoint_ns = ? AND head_id = ? RETURNING tid"
+        )
+        return Stmt(self.q(sql), (new, now, thread_id, ns, expected), required=message)
+
+    def require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
+        on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
+        sql = f"SELECT count(*) = ? FROM {self.want} {self.lookup('b', self.blobs, on)}"
+        return Stmt(self.q(sql), (count, want, thread_id, ns), required=message)
+
+    def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+        """SQL ANDed onto a checkpoint query; keys are validated identifiers, and even
+        so they travel only inside a bound JSON path, never in the SQL text."""
+        sql = "".join(" AND c.metadata -> ? = ?" for _ in pairs)
+        params: list[Any] = []
+        for key, value in pairs:
+            params += [f"$.{key}", value]
+        return sql, params
+
+    # --- plans ------------------------------------------------------------------
+
+    def get_plan(
+        self, serde: Serde, thread_id: str, ns: str, checkpoint_id: str | None
+    ) -> Plan[CheckpointTuple | None]:
+        row_sql = (
+            f"SELECT t.tid, {_COLS} FROM {self.threads} t LEFT JOIN {self.checkpoints} c "
+            "ON c.tid = t.tid AND c.id = coalesce(?, t.head_id) "
+            "WHERE t.thread_id = ? AND t.checkpoint_ns = ?"
+        )
+        writes_sql = (
+            "SELECT w.task_id, w.idx, w.task_name, w.channel, w.codec, w.data "
+            f"FROM {self.threads} t JOIN {self.writes} w "
+            "ON w.tid = t.tid AND w.checkpoint_id = coalesce(?, t.head_id) "
+            "WHERE t.thread_id = ? AND t.checkpoint_ns = ? ORDER BY w.task_id, w.idx"
+        )
+        params = (checkpoint_id, thread_id, ns)
+        rows, writes = yield Batch(
+            [Stmt(self.q(row_sql), params), Stmt(self.q(writes_sql), params)]
+        )
+        if not rows:
+            return None
+        tid, *cols = rows[0]
+        if cols[0] is None:
+            raise CheckpointNotFoundError(
+                f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
+            )
+        row = CheckpointRow(*cols)
+        blobs = yield from self._blobs(serde, thread_id, tid, row, final=True)
+        pending = decode_writes(serde, writes, thread_id=thread_id)
+        return build_tuple(serde, thread_id, ns, row, blobs, pending)
+
+    def _blobs_stmt(self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow) -> Stmt:
+        state = decode_state(serde, row.codec, row.state, thread_id=thread_id)
+        # For each wanted (channel, version): its row ``a``, then every row ``b``
+        # on a's anchor up to a (a's chain, plus rows of other forks to skip).
+        head = "a.tid = ? AND a.channel = w.key AND a.version = w.value"
+        chain = (
+            "b.tid = a.tid AND b.channel = a.channel "
+            "AND b.version BETWEEN coalesce(a.anchor_version, a.version) AND a.version "
+            "AND (b.version = coalesce(a.anchor_version, a.version) "
+            "OR b.anchor_version = a.anchor_version)"
+        )
+        sql = (
+            f"SELECT {_BLOB_COLS} FROM {self.want} "
+            f"{self.lookup('a', self.blobs, head)} {self.lookup('b', self.blobs, chain)}"
+        )
+        return Stmt(self.q(sql), (json.dumps(state.valued), tid))
+
+    def _blobs(
+        self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow, *, final: bool
+    ) -> Generator[Batch, list[Rows], list[BlobRow]]:
+        (rows,) = yield Batch([self._blobs_stmt(serde, thread_id, tid, row)], final=final)
+        return _blob_rows(rows)
+
+    def list_plan(
+        self,
+        serde: Serde,
+        thread_id: str,
+        ns: str,
+        *,
+        before: str | None,
+        limit: int | None,
+        filter: Mapping[str, Any] | None,
+    ) -> Plan[list[CheckpointTuple]]:
+        """Newest first. The filter is validated now, not when the plan first runs."""
+        pairs = encode_filter(filter)
+        if pairs is None:
+            return _nothing()
+        where, params = self.metadata_filter(pairs)
+        sql = (
+            f"SELECT t.tid, {_COLS} FROM {self.threads} t JOIN {self.checkpoints} c "
+            "ON c.tid = t.tid WHERE t.thread_id = ? AND t.checkpoint_ns = ?"
+        )
+        args: list[Any] = [thread_id, ns]
+        if before is not None:
+            sql += " AND c.id < ?"
+            args.append(before)
+        sql += where + " ORDER BY c.id DESC"
+        args += params
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(limit, 0))
+        return self._list(serde, thread_id, ns, Stmt(self.q(sql), args))
+
+    def _list(
+        self, serde: Serde, thread_id: str, ns: str, query: Stmt
+    ) -> Plan[list[CheckpointTuple]]:
+        (rows,) = yield Batch([query])
+        writes_sql = self.q(
+            "SELECT task_id, idx, task_name, channel, codec, data FROM "
+            f"{self.writes} WHERE tid = ? AND checkpoint_id = ? ORDER BY task_id, idx"
+        )
+        out: list[CheckpointTuple] = []
+        for start in range(0, len(rows), _LIST_CHUNK):
+            chunk = [
+                (tid, CheckpointRow(*cols)) for tid, *cols in rows[start : start + _LIST_CHUNK]
+            ]
+            stmts: list[Stmt] = []
+            for tid, row in chunk:
+                stmts.append(self._blobs_stmt(serde, thread_id, tid, row))
+                stmts.append(Stmt(writes_sql, (tid, row.id)))
+            results = yield Batch(stmts, final=start + _LIST_CHUNK >= len(rows))
+            for i, (_, row) in enumerate(chunk):
+                blobs = _blob_rows(results[2 * i])
+                pending = decode_writes(serde, results[2 * i + 1], thread_id=thread_id)
+                out.append(build_tuple(serde, thread_id, ns, row, blobs, pending))
+        return out
+
+    def put_plan(
+        self,
+        serde: Serde,
+        cache: ChainCache,
+        thread_id: str,
+        ns: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        expected_head: str | None,
+        writes: Sequence[PendingWrite],
+    ) -> Plan[None]:
+        bases = yield from self._bases(serde, cache, thread_id, ns, checkpoint)
+        enc = encode_put(serde, checkpoint, metadata, bases=bases, writes=writes)
+        me, tid = checkpoint.id, (thread_id, ns)
+        moved = f"thread {thread_id!r}: the head is no longer {expected_head!r}; another writer"
+        now = float(checkpoint.created_at)
+        stmts = [self.advance_head(thread_id, ns, expected_head, me, now, moved + " advanced it")]
+        deltas = {b.channel: b.base_version for b in enc.blobs if b.base_version is not None}
+        if deltas:
+            # The bases were read before this transaction; a concurrent prune may
+            # have removed them since. Checked after the head lock is held.
+            pruned = f"thread {thread_id!r}: the parent checkpoint was pruned meanwhile"
+            stmts.append(self.require_blobs(thread_id, ns, json.dumps(deltas), len(deltas), pruned))
+        stmts.append(Stmt(self._insert(self.checkpoints, CheckpointRow), (*tid, *_values(enc.row))))
+        if enc.blobs:
+            many = [(*tid, *_values(b)) for b in enc.blobs]
+            stmts.append(Stmt(self._insert(self.blobs, BlobRow), many=many))
+        stmts += self._write_stmts(thread_id, ns, me, enc.writes)
+        yield Batch(stmts, final=True)
+        cache.store(thread_id, ns, me, checkpoint.versions, enc.chains, bases)
+
+    def _insert(
+        self, table: str, row: type[Any], extra: Sequence[str] = (), suffix: str = ""
+    ) -> str:
+        """``INSERT`` of a row dataclass's fields (after ``extra`` columns) into
+        ``table``, the thread's tid looked up from its (thread_id, ns) parameters."""
+        names = [*extra, *(f.name for f in fields(row))]
+        marks = ", ".join(self.json_param if n == "metadata" else "?" for n in names)
+        columns = ", ".join(names)
+        return self.q(f"INSERT INTO {table} (tid, {columns}) VALUES ({self.tid}, {marks}){suffix}")
+
+    def _bases(
+        self, serde: Serde, cache: ChainCache, thread_id: str, ns: str, checkpoint: Checkpoint
+    ) -> Generator[Batch, list[Rows], dict[str, ChainState]]:
+        """Chain states, at the parent, of the channels this checkpoint appended to."""
+        if not checkpoint.appends or checkpoint.parent_id is None:
+            return {}
+        hit = cache.get(thread_id, ns, checkpoint.parent_id)
+        if hit is not None:
+            parent_versions, known = hit
+        else:
+            sql = (
+                f"SELECT c.codec, c.state FROM {self.checkpoints} c "
+                f"WHERE c.tid = {self.tid} AND c.id = ?"
+            )
+            (rows,) = yield Batch([Stmt(self.q(sql), (thread_id, ns, checkpoint.parent_id))])
+            if not rows:
+                return {}
+            state = decode_state(serde, rows[0][0], rows[0][1], thread_id=thread_id)
+            parent_versions, known = state.versions, {}
+        wanted = appended_bases(checkpoint, parent_versions)
+        out = {k: known[k] for k, v in wanted.items() if k in known and known[k].version == v}
+        missing = {k: v for k, v in wanted.items() if k not in out}
+        if missing:
+            on = f"a.tid = {self.tid} AND a.channel = w.key AND a.version = w.value"
+            sql = (
+                "SELECT a.channel, a.version, coalesce(a.anchor_version, a.version), a.deltas, "
+                f"a.delta_bytes, a.value_bytes FROM {self.want} {self.lookup('a', self.blobs, on)}"
+            )
+            (rows,) = yield Batch([Stmt(self.q(sql), (json.dumps(missing), thread_id, ns))])
+            for k, version, anchor, deltas, delta_bytes, size in rows:
+                out[k] = ChainState(version, anchor, size - delta_bytes, deltas, delta_bytes)
+        return out
+
+    def _write_stmts(
+        self, thread_id: str, ns: str, checkpoint_id: str, rows: Sequence[WriteRow]
+    ) -> list[Stmt]:
+        """Inserts of pending writes: idx >= 0 only if absent, idx < 0 upserted."""
+        conflict = " ON CONFLICT (tid, checkpoint_id, task_id, idx) DO "
+        upsert = "UPDATE SET " + ", ".join(
+            f"{c} = excluded.{c}" for c in ("task_name", "channel", "codec", "data")
+        )
+        out = []
+        for action, group in (
+            ("NOTHING", [w for w in rows if w.idx >= 0]),
+            (upsert, [w for w in rows if w.idx < 0]),
+        ):
+            if group:
+                sql = self._insert(self.writes, WriteRow, ["checkpoint_id"], conflict + action)
+                many = [(thread_id, ns, checkpoint_id, *_values(w)) for w in group]
+                out.append(Stmt(sql, many=many))
+        return out
+
+    def put_writes_plan(
+        self,
+        serde: Serde,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+    ) -> Plan[None]:
+        stmts = self._write_stmts(thread_id, ns, checkpoint_id, encode_writes(serde, writes))
+        if stmts:
+            yield Batch(stmts, final=True)
+
+    def put_job(
+        self,
+        serde: Serde,
+        cache: ChainCache,
+        thread_id: str,
+        ns: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        expected_head: str | None,
+        writes: Sequence[PendingWrite],
+    ) -> Job[None]:
+        """A put; losing the head race to the very same checkpoint (our own earlier
+        attempt, whose acknowledgement was lost) counts as success."""
+        plan = self.put_plan(
+            serde, cache, thread_id, ns, checkpoint, metadata, expected_head, writes
+        )
+        duplicate = f"thread {thread_id!r} already has checkpoint {checkpoint.id!r}"
+        try:
+            yield Txn(plan, write=True, integrity=lambda: ConcurrentUpdateError(duplicate))
+        except ConcurrentUpdateError:
+            sql = f"SELECT head_id FROM {self.threads} WHERE thread_id = ? AND checkpoint_ns = ?"
+            rows = yield Txn(self._select(sql, (thread_id, ns)))
+            if not rows or rows[0][0] != checkpoint.id:
+                raise
+
+    def _select(self, sql: str, params: Sequence[Any]) -> Plan[Rows]:
+        (rows,) = yield Batch([Stmt(self.q(sql), params)], final=True)
+        return rows
+
+    def put_writes_txn(
+        self,
+        serde: Serde,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+    ) -> Txn[None]:
+        missing = f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
+        plan = self.put_writes_plan(serde, thread_id, ns, checkpoint_id, writes)
+        return Txn(plan, write=True, integrity=lambda: CheckpointNotFoundError(missing))
+
+    def delete_job(self, cache: ChainCache, thread_id: str) -> Job[None]:
+        yield Txn(self._delete_plan(thread_id), write=True)
+        cache.forget(thread_id)
+
+    def _delete_plan(self, thread_id: str) -> Plan[None]:
+        yield Batch(self._delete_thread_stmts(thread_id), final=True)
+
+    def _delete_thread_stmts(self, thread_id: str) -> list[Stmt]:
+        # Locked first, so a concurrent put waits and then finds no head to move.
+        lock = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
+        tids = f"(SELECT tid FROM {self.threads} WHERE thread_id = ?)"
+        return lock + [
+            Stmt(self.q(f"DELETE FROM {table} WHERE tid IN {tids}"), (thread_id,))
+            for table in (self.writes, self.blobs, self.checkpoints, self.threads)
+        ]
+
+    def threads_plan(self, limit: int | None) -> Plan[list[ThreadInfo]]:
+        sql = (
+            "SELECT t.thread_id, t.head_id, t.updated_at, "
+            f"(SELECT count(*) FROM {self.checkpoints} c WHERE c.tid = t.tid) "
+            f"FROM {self.threads} t WHERE t.checkpoint_ns = '' "
+            "ORDER BY t.updated_at DESC, t.thread_id"
+        )
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (max(limit, 0),)
+        (rows,) = yield Batch([Stmt(self.q(sql), params)], final=True)
+        return [ThreadInfo(*r) for r in rows]
+
+    def prune_job(self, serde: Serde, cache: ChainCache, retention: Retention) -> Job[int]:
+        """Prune every thread that may need it, each in its own transaction."""
+        sql = (
+            f"SELECT t.thread_id FROM {self.threads} t JOIN {self.checkpoints} c "
+            "ON c.tid = t.tid GROUP BY t.thread_id HAVING count(*) > ? OR min(c.created_at) < ?"
+        )
+        keep = _NEVER if retention.keep_last is None else retention.keep_last
+        candidates = yield Txn(self._select(sql, (keep, retention.cutoff)))
+        removed = 0
+        for (thread_id,) in candidates:
+            plan = self.prune_thread_plan(serde, thread_id, retention.cutoff, retention.keep_last)
+            removed += yield Txn(plan, write=True)
+        cache.forget()
+        return removed
+
+    def prune_thread_plan(
+        self, serde: Serde, thread_id: str, cutoff: float, keep_last: int | None
+    ) -> Plan[int]:
+        """Prune one thread (all its namespaces) in one transaction; count removed."""
+        stmts = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
+        heads_sql = (
+            "SELECT t.tid, t.head_id, c.created_at, EXISTS (SELECT 1 FROM "
+            f"{self.writes} w WHERE w.tid = t.tid AND w.checkpoint_id = t.head_id "
+            f"AND w.channel = ?) FROM {self.threads} t LEFT JOIN {self.checkpoints} c "
+            "ON c.tid = t.tid AND c.id = t.head_id WHERE t.thread_id = ?"
+        )
+        all_sql = (
+            f"SELECT c.tid, c.id, c.created_at FROM {self.threads} t "
+            f"JOIN {self.checkpoints} c ON c.tid = t.tid WHERE t.thread_id = ?"
+        )
+        stmts += [
+            Stmt(self.q(heads_sql), (INTERRUPT, thread_id)),
+            Stmt(self.q(all_sql), (thread_id,)),
+        ]
+        *_, heads, everything = yield Batch(stmts)
+        if not heads:
+            return 0
+        if all(
+            created is not None and created < cutoff and not waiting
+            for _, _, created, waiting in heads
+        ):
+            yield Batch(self._delete_thread_stmts(thread_id), final=True)
+            return len(everything)
+        by_tid: dict[int, list[tuple[str, float]]] = {}
+        for tid, cid, created in everything:
+            by_tid.setdefault(tid, []).append((cid, created))
+        doomed = {
+            tid: set(prune_plan(by_tid.get(tid, []), head, cutoff=cutoff, keep_last=keep_last))
+            for tid, head, _, _ in heads
+        }
+        doomed = {tid: ids for tid, ids in doomed.items() if ids}
+        if not doomed:
+            return 0
+        garbage = yield from self._garbage(serde, thread_id, doomed)
+        ids = [(t, c) for t, cids in doomed.items() for c in cids]
+        deletes: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
+            (self.writes, "tid = ? AND checkpoint_id = ?", ids),
+            (self.checkpoints, "tid = ? AND id = ?", ids),
+            (self.blobs, "tid = ? AND channel = ? AND version = ?", garbage),
+        ]
+        yield Batch(
+            [Stmt(self.q(f"DELETE FROM {t} WHERE {w}"), many=m) for t, w, m in deletes if m],
+            final=True,
+        )
+        return sum(len(ids) for ids in doomed.values())
+
+    def _garbage(
+        self, serde: Serde, thread_id: str, doomed: dict[int, set[str]]
+    ) -> Generator[Batch, list[Rows], list[tuple[int, str, str]]]:
+        """Blobs no remaining checkpoint of the pruned namespaces needs."""
+        states_sql = (
+            f"SELECT c.tid, c.id, c.codec, c.state FROM {self.threads} t "
+            f"JOIN {self.checkpoints} c ON c.tid = t.tid WHERE t.thread_id = ?"
+        )
+        blobs_sql = (
+            f"SELECT b.tid, b.channel, b.version, b.base_version FROM {self.threads} t "
+            f"JOIN {self.blobs} b ON b.tid = t.tid WHERE t.thread_id = ?"
+        )
+        states, blobs = yield Batch(
+            [Stmt(self.q(states_sql), (thread_id,)), Stmt(self.q(blobs_sql), (thread_id,))]
+        )
+        maps: dict[int, list[dict[str, str]]] = {tid: [] for tid in doomed}
+        unreadable: set[int] = set()
+        for tid, cid, codec, state in states:
+            if tid not in maps or cid in doomed[tid]:
+                continue
+            try:
+                maps[tid].append(decode_state(serde, codec, state, thread_id=thread_id).versions)
+            except CheckpointCorruptError:
+                unreadable.add(tid)  # cannot tell what it needs: keep every blob
+        bases: dict[int, dict[tuple[str, str], str | None]] = {tid: {} for tid in doomed}
+        for tid, channel, version, base in blobs:
+            if tid in bases:
+                bases[tid][(channel, version)] = base
+        out = []
+        for tid, stored in bases.items():
+            if tid in unreadable:
+                continue
+            keep = needed_blobs(maps[tid], stored)
+            out += [
+                (tid, channel, version)
+                for channel, version in stored
+                if (channel, version) not in keep
+            ]
+        return out
+
+
+def _nothing() -> Plan[list[Any]]:
+    return []
+    yield  # a generator that runs no statement
+
+
+def _blob_rows(rows: Rows) -> list[BlobRow]:
+    return [
+        BlobRow(c, v, kind, base, None, 0, 0, 0, codec, data)
+        for c, v, kind, base, codec, data in rows
+    ]
+
+
+@dataclass(slots=True)
+class _Entry:
+    checkpoint_id: str
+    versions: Mapping[str, str]
+    chains: dict[str, ChainState] = field(default_factory=dict)
+
+
+class ChainCache:
+    """The last checkpoint put per (thread, namespace), with its channels' chain states.
+
+    Saves the parent lookups of the next ``put`` in a loop. Entries are keyed by
+    immutable checkpoint ids, so a stale entry is never wrong, only unused.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def get(
+        self, thread_id: str, ns: str, checkpoint_id: str
+    ) -> tuple[Mapping[str, str], dict[str, ChainState]] | None:
+        with self._lock:
+            entry = self._entries.get((thread_id, ns))
+            if entry is None or entry.checkpoint_id != checkpoint_id:
+                return None
+            return entry.versions, entry.chains
+
+    def store(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        versions: Mapping[str, str],
+        chains: Mapping[str, ChainState],
+        parent_chains: Mapping[str, ChainState],
+    ) -> None:
+        key = (thread_id, ns)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            merged = dict(old.chains) if old is not None else {}
+            merged.update(parent_chains)
+            merged.update(chains)
+            # Keep only states that are still the channel's current version.
+            kept = {k: c for k, c in merged.items() if versions.get(k) == c.version}
+            self._entries[key] = _Entry(checkpoint_id, dict(versions), kept)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def forget(self, thread_id: str | None = None) -> None:
+        with self._lock:
+            if thread_id is None:
+                self._entries.clear()
+            else:
+                for key in [k for k in self._entries if k[0] == thread_id]:
+                    del self._entries[key]

@@ -1,0 +1,549 @@
+"""The storage model every saver shares: how a checkpoint becomes records, and back.
+
+A checkpoint is stored as one *checkpoint record* (metadata as JSON, plus one
+serialized ``state`` blob holding the versions map and the engine's ``pending``
+bookkeeping) and one *blob* per channel it wrote. A blob is keyed by
+``(channel, version)`` where ``version`` is the id of the checkpoint that wrote it,
+so blobs are immutable and unique across forks.
+
+A channel that only grew by appending (``Checkpoint.appends``) is stored as a
+``delta`` blob holding just the appended items, linked to the previous version
+(``base_version``) and to the ``full`` snapshot its chain starts from
+(``anchor_version``). Compaction writes a ``full`` blob instead once the deltas
+since the anchor outweigh the anchor, or the chain grows past
+:data:`MAX_DELTAS`. Anchors therefore at least double in size, so an append
+loop stores at most ~3x the final value's bytes, and a read touches at most
+:data:`MAX_DELTAS` rows per channel.
+
+>>> put = encode_put(Serializer(), checkpoint, {"source": "loop"}, bases={})
+>>> [b.kind for b in put.blobs]
+['full']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from trellis.errors import (
+    CheckpointCorruptError,
+    InvalidUpdateError,
+    SerializationError,
+)
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, validate_filter
+
+__all__ = [
+    "FULL",
+    "DELTA",
+    "INTERRUPT",
+    "MAX_DELTAS",
+    "BlobRow",
+    "ChainState",
+    "CheckpointRow",
+    "Retention",
+    "EncodedPut",
+    "Serde",
+    "WriteRow",
+    "build_tuple",
+    "canonical_json",
+    "decode_state",
+    "encode_filter",
+    "encode_metadata",
+    "encode_put",
+    "encode_writes",
+    "needed_blobs",
+    "reconstruct",
+    "retention",
+]
+
+FULL: Final = "full"
+DELTA: Final = "delta"
+MAX_DELTAS: Final = 512
+"""Longest delta chain behind one channel value (bounds the rows a read touches)."""
+INTERRUPT: Final = "__interrupt__"
+"""Pending-write channel of a run waiting for a human: such threads are never pruned."""
+_STATE_FORMAT: Final = 1
+
+
+class Serde(Protocol):
+    """What a saver needs from :class:`trellis.persist.serde.Serializer`."""
+
+    def dumps(self, value: object, *, key: str | None = None) -> tuple[str, bytes]: ...
+
+    def loads(
+        self, codec: str, data: bytes, *, key: str | None = None, thread_id: str | None = None
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """Where a stored channel value stands: what a next delta would extend.
+
+    Sizes are of the *uncompressed* encoding (``anchor_bytes`` is estimated for a
+    compressed anchor), so compaction stays geometric in the value's real size
+    even when the serializer compresses snapshots well.
+    """
+
+    version: str
+    anchor: str
+    anchor_bytes: int
+    deltas: int
+    delta_bytes: int
+
+    def extend(self, version: str, size: int) -> ChainState | None:
+        """The state after appending a ``size``-byte delta, or None if compaction is due."""
+        deltas, total = self.deltas + 1, self.delta_bytes + size
+        if total > self.anchor_bytes or deltas > MAX_DELTAS:
+            return None
+        return ChainState(version, self.anchor, self.anchor_bytes, deltas, total)
+
+    @classmethod
+    def of(cls, row: BlobRow) -> ChainState:
+        """The chain state a stored blob row ends."""
+        return cls(
+            row.version,
+            row.anchor_version or row.version,
+            row.value_bytes - row.delta_bytes,
+            row.deltas,
+            row.delta_bytes,
+        )
+
+
+@dataclass(slots=True)  # not frozen: a chain read builds hundreds, and frozen init is 6x slower
+class BlobRow:
+    """One stored channel value: a ``full`` snapshot or a ``delta`` of appended items.
+
+    ``anchor_version`` is None for a full blob (it is its own anchor);
+    ``deltas``/``delta_bytes`` count the chain since the anchor, this row included;
+    ``value_bytes`` estimates the uncompressed size of the whole value.
+    """
+
+    channel: str
+    version: str
+    kind: str
+    base_version: str | None
+    anchor_version: str | None
+    deltas: int
+    delta_bytes: int
+    value_bytes: int
+    codec: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRow:
+    """A pending write, serialized."""
+
+    task_id: str
+    idx: int
+    task_name: str
+    channel: str
+    codec: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """The checkpoint record: everything but channel values and pending writes."""
+
+    id: str
+    parent_id: str | None
+    step: int
+    created_at: float
+    metadata: str
+    codec: str
+    state: bytes
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPut:
+    """Everything one ``put`` stores, ready for any backend."""
+
+    row: CheckpointRow
+    blobs: list[BlobRow]
+    writes: list[WriteRow]
+    chains: dict[str, ChainState]
+    """Chain state of every channel this checkpoint wrote (for the next put)."""
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: equal JSON values give equal text."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def encode_metadata(metadata: Mapping[str, Any]) -> str:
+    """Metadata as JSON text; a value JSON cannot hold raises SerializationError naming its key.
+
+    NUL characters and lone surrogates are refused too: PostgreSQL's ``jsonb`` and
+    UTF-8 text cannot store them, and every backend must accept the same metadata.
+
+    >>> encode_metadata({"step": 1, "source": "loop"})
+    '{"source":"loop","step":1}'
+    """
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise SerializationError(
+                f"metadata key {key!r} is not a string", key=str(key), type_name=type(key).__name__
+            )
+        _check_json(value, key)
+    return canonical_json(dict(metadata))
+
+
+def _check_json(value: Any, key: str) -> None:
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"metadata key {key!r} is not JSON-serializable: {exc}",
+            key=key,
+            type_name=type(value).__name__,
+        ) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        raise _Unstorable(
+            f"metadata key {key!r} contains a lone surrogate, which UTF-8 cannot hold",
+            key=key,
+            type_name="str",
+        ) from None
+    if "\\u0000" in text and _has_nul(value):
+        raise _Unstorable(
+            f"metadata key {key!r} contains a NUL character", key=key, type_name="str"
+        )
+
+
+class _Unstorable(SerializationError):
+    """Valid JSON that some backend cannot store (NUL, lone surrogates)."""
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def encode_filter(filter: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Validated ``(key, canonical JSON value)`` pairs of a metadata filter.
+
+    Keys must match the identifier pattern (``validate_filter``); values are
+    compared as JSON values and always travel as bound parameters. None means
+    the filter can match nothing (a value no metadata can hold, such as a NUL).
+    """
+    pairs = []
+    for key, value in validate_filter(filter).items():
+        try:
+            _check_json(value, key)
+        except SerializationError as exc:
+            if isinstance(exc, _Unstorable):
+                return None
+            raise InvalidUpdateError(f"metadata filter value: {exc}") from None
+        pairs.append((key, canonical_json(value)))
+    return pairs
+
+
+def metadata_matches(metadata: Mapping[str, Any], pairs: Sequence[tuple[str, str]] | None) -> bool:
+    """True if ``metadata`` has every filter key with an equal JSON value."""
+    if pairs is None:
+        return False
+    return all(k in metadata and canonical_json(metadata[k]) == v for k, v in pairs)
+
+
+def encode_writes(serde: Serde, writes: Iterable[PendingWrite]) -> list[WriteRow]:
+    """Serialize pending writes (fails on the first unserializable value, naming its channel)."""
+    rows = []
+    for w in writes:
+        codec, data = serde.dumps(w.value, key=w.channel)
+        rows.append(WriteRow(w.task_id, w.idx, w.task_name, w.channel, codec, data))
+    return rows
+
+
+def appended_bases(checkpoint: Checkpoint, parent_versions: Mapping[str, str]) -> dict[str, str]:
+    """For each channel this checkpoint appended to: its version at the parent."""
+    me = checkpoint.id
+    return {
+        k: parent_versions[k]
+        for k in checkpoint.appends
+        if checkpoint.versions.get(k) == me and k in parent_versions and k in checkpoint.values
+    }
+
+
+def encode_put(
+    serde: Serde,
+    checkpoint: Checkpoint,
+    metadata: Mapping[str, Any],
+    *,
+    bases: Mapping[str, ChainState],
+    writes: Sequence[PendingWrite] = (),
+) -> EncodedPut:
+    """Turn a checkpoint into records. ``bases`` holds, for appended channels, the
+    chain state of their version at the parent; other changed channels get a full blob.
+    """
+    values, versions, me = checkpoint.values, checkpoint.versions, checkpoint.id
+    for k in values:
+        if k not in versions:
+            raise InvalidUpdateError(f"checkpoint {me}: channel {k!r} has a value but no version")
+    meta = encode_metadata(metadata)
+    blobs: list[BlobRow] = []
+    for k, version in versions.items():
+        if version == me and k in values:
+            blobs.append(_encode_channel(serde, checkpoint, k, bases.get(k)))
+    codec, state = serde.dumps(_encode_state(checkpoint), key="pending")
+    ck = checkpoint
+    row = CheckpointRow(
+        me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
+    )
+    chains = {b.channel: ChainState.of(b) for b in blobs}
+    return EncodedPut(row, blobs, encode_writes(serde, writes), chains)
+
+
+def _encode_channel(
+    serde: Serde, checkpoint: Checkpoint, k: str, base: ChainState | None
+) -> BlobRow:
+    """A delta of the items appended to channel ``k`` if its chain can take one,
+    else a full snapshot."""
+    me = checkpoint.id
+    size = 0  # estimated uncompressed size of the whole value, from its chain
+    if base is not None and k in checkpoint.appends:
+        codec, data = serde.dumps(list(checkpoint.appends[k]), key=k)
+        size = base.anchor_bytes + base.delta_bytes + len(data)
+        nxt = base.extend(me, len(data))
+        if nxt is not None:
+            anchor, n, total = nxt.anchor, nxt.deltas, nxt.delta_bytes
+            return BlobRow(k, me, DELTA, base.version, anchor, n, total, size, codec, data)
+    codec, data = serde.dumps(checkpoint.values[k], key=k)
+    return BlobRow(k, me, FULL, None, None, 0, 0, max(size, len(data)), codec, data)
+
+
+def _encode_state(checkpoint: Checkpoint) -> list[Any]:
+    # Version ids repeat across channels (every channel written by one step shares
+    # one), so they are interned: a 200-key state stores each id once, not 200x.
+    ids: dict[str, int] = {}
+    chans: dict[str, int] = {}
+    for k, version in checkpoint.versions.items():
+        i = ids.setdefault(version, len(ids))
+        chans[k] = i if k in checkpoint.values else -i - 1
+    return [_STATE_FORMAT, list(ids), chans, dict(checkpoint.pending)]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedState:
+    """The state blob of a checkpoint record, decoded."""
+
+    versions: dict[str, str]
+    valued: dict[str, str]
+    """The channels that carry a value (the rest are versioned but empty)."""
+    pending: dict[str, Any]
+
+
+def decode_state(serde: Serde, codec: str, data: bytes, *, thread_id: str) -> DecodedState:
+    """Decode a checkpoint's state blob; a malformed one raises CheckpointCorruptError."""
+    raw = serde.loads(codec, bytes(data), key="pending", thread_id=thread_id)
+    try:
+        fmt, ids, chans, pending = raw
+        if fmt != _STATE_FORMAT or not isinstance(pending, dict):
+            raise ValueError(f"unknown state format {fmt!r}")
+        versions: dict[str, str] = {}
+        valued: dict[str, str] = {}
+        for k, i in chans.items():
+            if not isinstance(k, str) or not isinstance(i, int):
+                raise ValueError("bad versions entry")
+            version = ids[i] if i >= 0 else ids[-i - 1]
+            if not isinstance(version, str):
+                raise ValueError("bad version id")
+            versions[k] = version
+            if i >= 0:
+                valued[k] = version
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointCorruptError(
+            f"thread {thread_id!r}: malformed checkpoint state: {exc}",
+            thread_id=thread_id,
+            key="pending",
+        ) from None
+    return DecodedState(versions, valued, pending)
+
+
+def reconstruct(
+    serde: Serde,
+    channel: str,
+    version: str,
+    rows: Mapping[str, BlobRow],
+    *,
+    thread_id: str,
+) -> Any:
+    """Rebuild a channel's value at ``version`` from the rows of its chain.
+
+    ``rows`` may hold rows of other forks sharing the anchor: only the
+    ``base_version`` links back from ``version`` are followed.
+    """
+    deltas: list[BlobRow] = []
+    row = rows.get(version)
+    while row is not None and row.kind == DELTA and len(deltas) <= len(rows):
+        deltas.append(row)
+        row = rows.get(row.base_version or "")
+    if row is None or row.kind != FULL:
+        raise CheckpointCorruptError(
+            f"thread {thread_id!r}: channel {channel!r} at version {version}: "
+            f"{'the delta chain is broken' if deltas else 'the blob is missing'}",
+            thread_id=thread_id,
+            key=channel,
+        )
+    value = serde.loads(row.codec, row.data, key=channel, thread_id=thread_id)
+    if not deltas:
+        return value
+    items: list[Any] = list(value) if isinstance(value, (list, tuple)) else []
+    if not isinstance(value, (list, tuple)):
+        raise CheckpointCorruptError(
+            f"thread {thread_id!r}: channel {channel!r}: a delta chain starts from a "
+            f"{type(value).__name__}, not a list",
+            thread_id=thread_id,
+            key=channel,
+        )
+    for d in reversed(deltas):
+        part = serde.loads(d.codec, d.data, key=channel, thread_id=thread_id)
+        if not isinstance(part, list):
+            raise CheckpointCorruptError(
+                f"thread {thread_id!r}: channel {channel!r}: a delta is not a list",
+                thread_id=thread_id,
+                key=channel,
+            )
+        items.extend(part)
+    return tuple(items) if isinstance(value, tuple) else items
+
+
+def decode_writes(
+    serde: Serde, rows: Iterable[Sequence[Any]], *, thread_id: str
+) -> tuple[PendingWrite, ...]:
+    """``(task_id, idx, task_name, channel, codec, data)`` rows as PendingWrites."""
+    return tuple(
+        PendingWrite(
+            task_id,
+            task_name,
+            idx,
+            channel,
+            serde.loads(codec, bytes(data), key=channel, thread_id=thread_id),
+        )
+        for task_id, idx, task_name, channel, codec, data in rows
+    )
+
+
+def build_tuple(
+    serde: Serde,
+    thread_id: str,
+    checkpoint_ns: str,
+    row: CheckpointRow,
+    blobs: Iterable[BlobRow],
+    writes: tuple[PendingWrite, ...],
+) -> CheckpointTuple:
+    """Assemble a read checkpoint from its record, its chain rows and its writes."""
+    state = decode_state(serde, row.codec, row.state, thread_id=thread_id)
+    by_channel: dict[str, dict[str, BlobRow]] = {}
+    for b in blobs:
+        by_channel.setdefault(b.channel, {})[b.version] = b
+    values = {
+        k: reconstruct(serde, k, v, by_channel.get(k, {}), thread_id=thread_id)
+        for k, v in state.valued.items()
+    }
+    try:
+        metadata = json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata
+    except ValueError as exc:
+        raise CheckpointCorruptError(
+            f"thread {thread_id!r}: malformed metadata: {exc}", thread_id=thread_id
+        ) from None
+    checkpoint = Checkpoint(
+        id=row.id,
+        parent_id=row.parent_id,
+        step=row.step,
+        created_at=row.created_at,
+        values=values,
+        versions=state.versions,
+        pending=state.pending,
+        fingerprint=row.fingerprint,
+    )
+    return CheckpointTuple(thread_id, checkpoint_ns, checkpoint, dict(metadata), writes)
+
+
+def needed_blobs(
+    versions_maps: Iterable[Mapping[str, str]],
+    bases: Mapping[tuple[str, str], str | None],
+) -> set[tuple[str, str]]:
+    """Every ``(channel, version)`` blob the given checkpoints need, delta chains included.
+
+    ``bases`` maps each stored blob to its ``base_version`` (None for a full blob).
+    """
+    keep: set[tuple[str, str]] = set()
+    for versions in versions_maps:
+        for item in versions.items():
+            while item not in keep and item in bases:
+                keep.add(item)
+                base = bases[item]
+                if base is None:
+                    break
+                item = (item[0], base)
+    return keep
+
+
+def prune_plan(
+    checkpoints: Iterable[tuple[str, float]],
+    head_id: str,
+    *,
+    cutoff: float,
+    keep_last: int | None,
+) -> list[str]:
+    """Ids of one namespace's ``(id, created_at)`` checkpoints that prune removes.
+
+    The head always stays; ``keep_last`` keeps the N newest ids; checkpoints
+    created before ``cutoff`` go.
+    """
+    ordered = sorted(checkpoints, reverse=True)
+    doomed = []
+    for rank, (cid, created_at) in enumerate(ordered):
+        if cid == head_id:
+            continue
+        if (keep_last is not None and rank >= keep_last) or created_at < cutoff:
+            doomed.append(cid)
+    return doomed
+
+
+def check_prune_args(ttl: float | None, keep_last: int | None) -> None:
+    """Reject retention settings that would delete a thread's head."""
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+    if ttl is not None and (math.isnan(ttl) or ttl < 0):
+        raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl}")
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What ``prune`` removes: checkpoints created before ``cutoff`` (and whole
+    threads whose heads are), and all but the ``keep_last`` newest per thread."""
+
+    cutoff: float
+    keep_last: int | None
+
+
+def retention(
+    ttl: float | None,
+    keep_last: int | None,
+    now: float | None,
+    *,
+    defaults: tuple[float | None, int | None],
+    clock: Callable[[], float],
+) -> Retention | None:
+    """Resolve ``prune`` arguments against a saver's defaults; None: nothing to do."""
+    ttl = defaults[0] if ttl is None else ttl
+    keep_last = defaults[1] if keep_last is None else keep_last
+    check_prune_args(ttl, keep_last)
+    if ttl is None and keep_last is None:
+        return None
+    cutoff = -math.inf if ttl is None else (clock() if now is None else now) - ttl
+    return Retention(cutoff, keep_last)

@@ -1,0 +1,177 @@
+"""SqliteSaver specifics: the file, its pragmas, its schema, its transactions, its size."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.persist.conftest import History
+from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
+from trellis.persist.base import PendingWrite
+from trellis.persist.serde import Serializer
+from trellis.persist.sqlite import SCHEMA_VERSION, SqliteSaver
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "deep" / "er" / "checkpoints.db"
+
+
+def test_from_path_creates_the_directory_and_a_wal_database(db: Path) -> None:
+    with SqliteSaver.from_path(db):
+        pass
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT max(version) FROM trellis_schema_version").fetchone() == (
+            SCHEMA_VERSION,
+        )
+
+
+@pytest.mark.parametrize(("level", "code"), [("NORMAL", 1), ("full", 2), ("OFF", 0)])
+def test_synchronous_setting_is_applied(db: Path, level: str, code: int) -> None:
+    with SqliteSaver.from_path(db, synchronous=level) as saver:
+        assert saver._conn.execute("PRAGMA synchronous").fetchone()[0] == code
+
+
+def test_synchronous_setting_is_validated(db: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteSaver.from_path(db, synchronous="NORMAL; DROP TABLE x")
+
+
+def test_a_file_that_is_not_a_database_fails_naming_the_path(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        SqliteSaver.from_path(bogus)
+    with pytest.raises(CheckpointError, match="a-directory"):
+        (tmp_path / "a-directory").mkdir()
+        SqliteSaver.from_path(tmp_path / "a-directory")
+
+
+def test_setup_twice_is_a_no_op(db: Path) -> None:
+    with SqliteSaver.from_path(db) as saver:
+        History(saver).put(set={"n": 1})
+        saver.setup()
+    with SqliteSaver.from_path(db) as again:
+        again.setup()
+        assert len(again.threads()) == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM trellis_schema_version").fetchone() == (1,)
+
+
+def test_a_newer_schema_is_refused(db: Path) -> None:
+    SqliteSaver.from_path(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO trellis_schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaVersionError, match="newer"):
+        SqliteSaver.from_path(db)
+    conn = sqlite3.connect(db, check_same_thread=False)
+    with pytest.raises(SchemaVersionError):
+        SqliteSaver(conn).get_tuple("t")  # lazily set up on first use
+
+
+def _statements(saver: SqliteSaver) -> list[str]:
+    seen: list[str] = []
+    saver._conn.set_trace_callback(seen.append)
+    return seen
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold-cache"])
+def test_each_put_is_exactly_one_transaction(db: Path, cold: bool) -> None:
+    saver = SqliteSaver.from_path(db)
+    h = History(saver)
+    h.put(append={"log": ["big" * 300]})  # a large anchor: the next appends are deltas
+    for i in range(5):
+        h.put(append={"log": [i]}, set={"n": i})
+    if cold:
+        saver = SqliteSaver.from_path(db)
+        h.saver = saver
+    seen = _statements(saver)
+    h.put(append={"log": ["x"]}, set={"n": 9}, writes=[PendingWrite("t", "n", 0, "c", 1)])
+    assert [s for s in seen if s.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    kinds = saver._conn.execute(
+        "SELECT kind FROM trellis_blobs WHERE version = ? AND channel = 'log'", (h.head,)
+    ).fetchall()
+    assert kinds == [("delta",)]  # a fresh saver finds the chain in the file
+    h.check(saver.get_tuple(h.thread_id))
+
+
+def test_writers_on_two_connections_race_safely(db: Path) -> None:
+    savers = [SqliteSaver.from_path(db) for _ in range(4)]
+    h = History(savers[0])
+    parent = h.put(set={"n": 0})
+    checkpoints = [h.make(set={"n": i}) for i in range(4)]
+    barrier, won, lost = threading.Barrier(4), [], []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            savers[i].put(h.thread_id, checkpoints[i], {}, expected_head=parent)
+            won.append(i)
+        except ConcurrentUpdateError:
+            lost.append(i)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == 3
+    assert [t.checkpoint.id for t in savers[1].list(h.thread_id)] == [
+        checkpoints[won[0]].id,
+        parent,
+    ]
+
+
+def test_prune_gives_pages_back(db: Path) -> None:
+    saver = SqliteSaver.from_path(db)
+    h = History(saver)
+    for i in range(200):
+        h.put(set={"blob": bytes([i % 251]) * 4000})
+    pages = saver._conn.execute("PRAGMA page_count").fetchone()[0]
+    assert saver.prune(keep_last=1) == 199
+    assert saver._conn.execute("PRAGMA page_count").fetchone()[0] < pages / 4
+    h.check(saver.get_tuple(h.thread_id))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=120), seed=st.integers(0, 2**32))
+def test_append_loops_store_linear_bytes_on_disk(tmp_path: Path, sizes: list[int], seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    serde = Serializer(compress_threshold=1 << 30)  # incompressible data: measure the policy
+    saver = SqliteSaver.from_path(tmp_path / "size.db", serde=serde)
+    h = History(saver)
+    appended = 0
+    for size in sizes:
+        item = rnd.randbytes(size)
+        h.put(append={"log": [item]})
+        appended += len(serde.dumps([item])[1])
+    (stored,) = saver._conn.execute(
+        "SELECT sum(length(data)) FROM trellis_blobs b JOIN trellis_threads t USING (tid) "
+        "WHERE t.thread_id = ?",
+        (h.thread_id,),
+    ).fetchone()
+    assert stored <= 3 * appended + 64
+    h.check(saver.get_tuple(h.thread_id))
+    saver.close()
+
+
+@pytest.mark.parametrize("level", ["NORMAL", "FULL"])
+async def test_async_calls_from_many_tasks(db: Path, level: str) -> None:
+    """NORMAL runs them inline; FULL (an fsync per commit) in worker threads."""
+    saver = SqliteSaver.from_path(db, synchronous=level)
+    hs = [History(saver) for _ in range(5)]
+    for i in range(4):
+        await asyncio.gather(*(h.aput(append={"log": [i]}) for h in hs))
+    for h in hs:
+        h.check(await saver.aget_tuple(h.thread_id))

@@ -1,0 +1,176 @@
+"""The backend-independent storage model: deltas, compaction, reconstruction, retention."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trellis.errors import CheckpointCorruptError, InvalidUpdateError, SerializationError
+from trellis.persist.base import Checkpoint, new_checkpoint_id
+from trellis.persist.memory import MemorySaver
+from trellis.persist.serde import Serializer
+from trellis.persist.storage import (
+    DELTA,
+    FULL,
+    MAX_DELTAS,
+    BlobRow,
+    ChainState,
+    decode_state,
+    encode_filter,
+    encode_metadata,
+    encode_put,
+    needed_blobs,
+    prune_plan,
+    reconstruct,
+)
+
+SERDE = Serializer()
+
+
+def _chain(sizes: list[int]) -> list[str]:
+    """Kinds written for a channel appended ``sizes`` bytes at a time."""
+    base: ChainState | None = None
+    kinds = []
+    for i, size in enumerate(sizes):
+        cid = f"{i:032x}"
+        nxt = base.extend(cid, size) if base is not None else None
+        if nxt is None:
+            value_bytes = (base.anchor_bytes + base.delta_bytes + size) if base else size
+            nxt = ChainState(cid, cid, value_bytes, 0, 0)
+            kinds.append(FULL)
+        else:
+            kinds.append(DELTA)
+        base = nxt
+    return kinds
+
+
+def test_compaction_is_geometric_in_the_value_size() -> None:
+    kinds = _chain([100] * 64)
+    fulls = [i for i, k in enumerate(kinds) if k == FULL]
+    assert fulls == [0, 2, 6, 14, 30, 62]  # each anchor at least doubles the last
+
+
+def test_compaction_bounds_the_chain_length() -> None:
+    base = ChainState("a", "a", 10**9, MAX_DELTAS - 1, 0)
+    assert base.extend("b", 1) is not None
+    assert base.extend("b", 1).extend("c", 1) is None  # type: ignore[union-attr]
+
+
+def _checkpoint(parent: Checkpoint | None, **appends: list[Any]) -> Checkpoint:
+    cid = new_checkpoint_id()
+    values = dict(parent.values) if parent else {}
+    versions = dict(parent.versions) if parent else {}
+    for k, items in appends.items():
+        values[k] = list(values.get(k, [])) + items
+        versions[k] = cid
+    return Checkpoint(cid, parent.id if parent else None, 0, 0.0, values, versions, appends)
+
+
+def test_encode_put_writes_deltas_only_on_a_known_base() -> None:
+    first = _checkpoint(None, log=["a" * 50])
+    enc = encode_put(SERDE, first, {}, bases={})
+    assert [b.kind for b in enc.blobs] == [FULL]
+    second = _checkpoint(first, log=["b"])
+    enc2 = encode_put(SERDE, second, {}, bases=enc.chains)
+    (blob,) = enc2.blobs
+    assert (blob.kind, blob.base_version, blob.anchor_version) == (DELTA, first.id, first.id)
+    assert SERDE.loads(blob.codec, blob.data) == ["b"]
+    assert encode_put(SERDE, second, {}, bases={}).blobs[0].kind == FULL
+
+
+def test_a_value_needs_a_version_and_versions_may_lack_values() -> None:
+    ck = Checkpoint("c1", None, 0, 0.0, {"a": 1}, {})
+    with pytest.raises(InvalidUpdateError, match="'a'"):
+        encode_put(SERDE, ck, {}, bases={})
+    ck = Checkpoint("c1", None, 0, 0.0, {"a": 1}, {"a": "c1", "gone": "c0"})
+    enc = encode_put(SERDE, ck, {}, bases={})
+    state = decode_state(SERDE, enc.row.codec, enc.row.state, thread_id="t")
+    assert state.versions == {"a": "c1", "gone": "c0"} and state.valued == {"a": "c1"}
+
+
+def _rows(*specs: tuple[str, str, str | None, list[Any]]) -> dict[str, BlobRow]:
+    out = {}
+    for version, kind, base, items in specs:
+        codec, data = SERDE.dumps(items)
+        out[version] = BlobRow("log", version, kind, base, None, 0, 0, 0, codec, data)
+    return out
+
+
+def test_reconstruct_follows_base_links_and_ignores_other_forks() -> None:
+    rows = _rows(
+        ("v1", FULL, None, [1]),
+        ("v2", DELTA, "v1", [2]),
+        ("v3", DELTA, "v2", ["fork-a"]),
+        ("v4", DELTA, "v2", ["fork-b"]),
+    )
+    assert reconstruct(SERDE, "log", "v3", rows, thread_id="t") == [1, 2, "fork-a"]
+    assert reconstruct(SERDE, "log", "v4", rows, thread_id="t") == [1, 2, "fork-b"]
+
+
+def test_reconstruct_fails_closed_on_a_broken_chain() -> None:
+    rows = _rows(("v2", DELTA, "v1", [2]))
+    with pytest.raises(CheckpointCorruptError, match="broken") as info:
+        reconstruct(SERDE, "log", "v2", rows, thread_id="t9")
+    assert info.value.thread_id == "t9" and info.value.key == "log"
+    with pytest.raises(CheckpointCorruptError, match="missing"):
+        reconstruct(SERDE, "log", "v7", rows, thread_id="t9")
+
+
+def test_needed_blobs_keep_whole_chains() -> None:
+    bases = {("log", "v1"): None, ("log", "v2"): "v1", ("log", "v3"): "v2", ("n", "v3"): None}
+    keep = needed_blobs([{"log": "v3", "n": "v3"}], bases)
+    assert keep == set(bases)
+    assert needed_blobs([{"log": "v1"}], bases) == {("log", "v1")}
+
+
+def test_prune_plan_keeps_heads_and_the_newest() -> None:
+    cps = [(f"c{i}", float(i)) for i in range(6)]
+    assert sorted(prune_plan(cps, "c5", cutoff=-math.inf, keep_last=2)) == ["c0", "c1", "c2", "c3"]
+    assert sorted(prune_plan(cps, "c1", cutoff=3.0, keep_last=None)) == ["c0", "c2"]
+    assert prune_plan([("c0", 0.0)], "c0", cutoff=math.inf, keep_last=1) == []
+
+
+def test_metadata_must_be_storable_json_and_errors_name_the_key() -> None:
+    assert encode_metadata({"b": 1, "a": [True, None]}) == '{"a":[true,null],"b":1}'
+    for bad in ({"x": object()}, {"x": math.nan}, {"x": "a\x00b"}, {"x": {"y": "\ud800"}}):
+        with pytest.raises(SerializationError) as info:
+            encode_metadata(bad)
+        assert info.value.key == "x"
+
+
+def test_filters_that_can_never_match_are_recognised() -> None:
+    assert encode_filter({"a": "\x00"}) is None
+    assert encode_filter({"a": 1}) == [("a", "1")]
+    with pytest.raises(InvalidUpdateError):
+        encode_filter({"a": object()})
+    with pytest.raises(InvalidUpdateError):
+        encode_filter({"a b": 1})
+
+
+def test_a_malformed_state_blob_is_corrupt() -> None:
+    codec, data = SERDE.dumps([99, [], {}, {}])
+    with pytest.raises(CheckpointCorruptError):
+        decode_state(SERDE, codec, data, thread_id="t")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=150), st.randoms(use_true_random=False))
+def test_append_loops_store_linear_bytes(sizes: list[int], rnd: Any) -> None:
+    """Stored blob bytes <= 3x the appended bytes (+ a constant), whatever the sizes."""
+    saver = MemorySaver(serde=Serializer(compress_threshold=1 << 30))
+    head: Checkpoint | None = None
+    appended = 0
+    for size in sizes:
+        item = rnd.randbytes(size)
+        ck = _checkpoint(head, log=[item])
+        saver.put("t", ck, {}, expected_head=head.id if head else None)
+        appended += len(SERDE.dumps([item])[1])
+        head = ck
+    ns = saver._data[("t", "")]
+    stored = sum(len(b.data) for b in ns.blobs.values())
+    assert stored <= 3 * appended + 64
+    assert saver.get_tuple("t").checkpoint.values["log"] == head.values["log"]  # type: ignore[union-attr]
