@@ -1,0 +1,167 @@
+"""What every command shares: consoles, error reporting, JSON in and out, the database.
+
+Results (states, tables, drawings) go to stdout so they can be piped; progress,
+notes and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import json
+import traceback as tb
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from trellis.persist.sqlite import SqliteSaver
+
+__all__ = [
+    "DEFAULT_DB",
+    "CliError",
+    "err_console",
+    "open_saver",
+    "out_console",
+    "parse_json",
+    "print_json",
+    "reported_errors",
+    "to_jsonable",
+]
+
+DEFAULT_DB = Path(".trellis") / "trellis.db"
+"""Where ``trellis run`` keeps checkpoints when the graph brings no checkpointer."""
+
+# Tables and JSON are for reading whole: when piped, do not wrap them at 80 columns.
+_PIPE_WIDTH = 200
+
+
+class CliError(Exception):
+    """A problem with how a command was called; printed as one red line, exit code 1.
+
+    >>> raise CliError("give --input or --thread")
+    """
+
+
+def err_console() -> Console:
+    return _console(stderr=True)
+
+
+def out_console() -> Console:
+    return _console(stderr=False)
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=_PIPE_WIDTH)
+    return console
+
+
+@contextmanager
+def reported_errors(
+    console: Console, *, traceback: bool = False, notes: list[str] | None = None
+) -> Iterator[None]:
+    """Turn any exception into a red ``Type: message`` line and exit code 1.
+
+    ``notes`` (filled in while the command runs) are printed after the error.
+
+    >>> with reported_errors(err_console()):
+    ...     run_the_command()
+    """
+    try:
+        yield
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except CliError as exc:
+        console.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if traceback:
+            console.print("".join(tb.format_exception(exc)), markup=False, style="dim")
+        console.print(f"[bold red]{type(exc).__name__}:[/] [red]{escape(str(exc))}[/]")
+        for note in notes or ():
+            console.print(escape(note), style="dim", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def parse_json(text: str, option: str) -> Any:
+    """Parse a JSON option value, naming the option when it is not JSON.
+
+    >>> parse_json('{"n": 1}', "--input")
+    {'n': 1}
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{option} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+            f"{text!r:.80}"
+        ) from None
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a state value: dataclasses, models, sets, dates and the like.
+
+    >>> to_jsonable({"when": datetime.date(2025, 1, 2), "tags": {"a"}})
+    {'when': '2025-01-02', 'tags': ['a']}
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [to_jsonable(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # a pydantic model; pydantic is optional, so duck-typed
+        return to_jsonable(dump(mode="json"))
+    return repr(value)
+
+
+def print_json(console: Console, value: Any) -> None:
+    """Pretty JSON: coloured on a terminal, plain text when piped."""
+    text = json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)
+    if console.is_terminal:
+        console.print_json(text)
+    else:
+        console.file.write(text + "\n")
+
+
+def open_saver(db: Path | None, *, must_exist: bool) -> SqliteSaver:
+    """The SQLite checkpointer at ``db`` (default ``.trellis/trellis.db``).
+
+    Commands that only read (history, state) refuse to create a new, empty file.
+    """
+    from trellis.persist.sqlite import SqliteSaver
+
+    path = db or DEFAULT_DB
+    if must_exist and not path.exists():
+        raise CliError(
+            f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
+            f"{str(DEFAULT_DB)!r} unless given --db"
+        )
+    return SqliteSaver.from_path(path)

@@ -1,0 +1,163 @@
+"""``trellis history / state / threads / prune``: read and trim a checkpoint database.
+
+These need only the saver, not the graph: what a thread holds can be read on
+a machine that does not have the graph's code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from trellis.cli.common import (
+    CliError,
+    err_console,
+    open_saver,
+    out_console,
+    print_json,
+    reported_errors,
+)
+from trellis.engine.durable import ERROR, INTERRUPT
+from trellis.persist.base import Checkpoint, CheckpointTuple
+
+__all__ = ["history_command", "prune_command", "state_command", "threads_command"]
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db", dir_okay=False, help="SQLite checkpoint file (default: .trellis/trellis.db)."
+    ),
+]
+ThreadArgument = Annotated[str, typer.Argument(metavar="THREAD", help="The thread id.")]
+
+
+def history_command(
+    thread: ThreadArgument,
+    db: DbOption = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Newest N only.")
+    ] = None,
+) -> None:
+    """List a thread's checkpoints, newest first."""
+    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+        saved = list(saver.list(thread, limit=limit))
+        if not saved:
+            raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")
+        table = Table(title=f"thread {escape(thread)}", title_justify="left")
+        for column in ("checkpoint id", "step", "source", "next", "created"):
+            table.add_column(column, no_wrap=column != "next")
+        for item in saved:
+            cp = item.checkpoint
+            table.add_row(
+                cp.id,
+                str(cp.step),
+                escape(str(item.metadata.get("source", ""))),
+                escape(", ".join(_next(cp)) + (" (interrupted)" if _interrupts(item) else "")),
+                _created(cp.created_at),
+            )
+        out_console().print(table)
+
+
+def state_command(
+    thread: ThreadArgument,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", "-c", help="A checkpoint id (default: the latest)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Print a thread's state as JSON: values, what runs next, pending interrupts."""
+    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+        item = saver.get_tuple(thread, checkpoint)
+        if item is None:
+            raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")
+        cp = item.checkpoint
+        errors = [
+            {"node": w.task_name, **_as_dict(w.value)}
+            for w in item.pending_writes
+            if w.channel == ERROR
+        ]
+        document = {
+            "thread_id": thread,
+            "checkpoint_id": cp.id,
+            "parent_id": cp.parent_id,
+            "step": cp.step,
+            "source": item.metadata.get("source"),
+            "created_at": _created(cp.created_at),
+            "next": _next(cp),
+            "values": dict(cp.values),
+            "interrupts": _interrupts(item),
+            "errors": errors,
+        }
+        print_json(out_console(), document)
+
+
+def threads_command(
+    db: DbOption = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Newest N only.")
+    ] = None,
+) -> None:
+    """List the threads in a database, most recently updated first."""
+    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+        table = Table()
+        for column in ("thread", "checkpoints", "updated", "head"):
+            table.add_column(column, no_wrap=True)
+        for info in saver.threads(limit=limit):
+            table.add_row(
+                escape(info.thread_id),
+                str(info.checkpoints),
+                _created(info.updated_at),
+                info.head_id,
+            )
+        out_console().print(table)
+
+
+def prune_command(
+    db: DbOption = None,
+    ttl: Annotated[
+        float | None,
+        typer.Option("--ttl", min=0, help="Remove checkpoints older than this many seconds."),
+    ] = None,
+    keep_last: Annotated[
+        int | None, typer.Option("--keep-last", min=1, help="Keep each thread's newest N.")
+    ] = None,
+) -> None:
+    """Apply retention: drop old checkpoints (heads and pending interrupts always stay)."""
+    with reported_errors(err_console()):
+        if ttl is None and keep_last is None:
+            raise CliError("give --ttl SECONDS and/or --keep-last N")
+        with open_saver(db, must_exist=True) as saver:
+            removed = saver.prune(ttl=ttl, keep_last=keep_last)
+        typer.echo(f"removed {removed} checkpoint(s)")
+
+
+def _next(cp: Checkpoint) -> list[str]:
+    pending = cp.pending or {}
+    if "start" in pending:
+        return ["__start__"]
+    sends = [getattr(s, "node", "?") for s in pending.get("sends", ())]
+    return [*pending.get("nodes", ()), *sends]
+
+
+def _interrupts(item: CheckpointTuple) -> list[dict[str, Any]]:
+    found = []
+    for write in item.pending_writes:
+        if write.channel == INTERRUPT:
+            for i in write.value:
+                found.append({"node": write.task_name, "id": i.id, "value": i.value})
+    return found
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {"message": str(value)}
+
+
+def _created(timestamp: float) -> str:
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

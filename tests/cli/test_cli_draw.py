@@ -1,0 +1,49 @@
+"""`trellis draw`: Mermaid and ASCII pictures of a graph."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trellis.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_draw_mermaid_is_the_default() -> None:
+    result = CliRunner().invoke(app, ["draw", "examples.routing:graph"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "graph TD;" in lines
+    assert "\tanalyze -.-> detailed_processing;" in lines
+    assert "\tanalyze -.-> quick_processing;" in lines
+    assert "\tquick_processing --> generate;" in lines
+
+
+def test_draw_ascii_boxes_every_node() -> None:
+    result = CliRunner().invoke(app, ["draw", "examples.code_analysis:graph", "--format", "ascii"])
+    assert result.exit_code == 0, result.output
+    for node in ("parse", "analyze_style", "analyze_security", "analyze_performance", "aggregate"):
+        assert f"| {node} |" in result.stdout
+    assert "graph TD" not in result.stdout
+
+
+def test_draw_rejects_an_unknown_format() -> None:
+    result = CliRunner().invoke(app, ["draw", "examples.routing:graph", "--format", "svg"])
+    assert result.exit_code == 2
+    assert "svg" in result.output
+
+
+def test_draw_a_bad_target_is_exit_1() -> None:
+    result = CliRunner().invoke(app, ["draw", "examples.routing:nothing"])
+    assert result.exit_code == 1
+    assert "module 'examples.routing' has no attribute 'nothing'" in result.stderr

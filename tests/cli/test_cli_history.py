@@ -1,0 +1,146 @@
+"""`trellis history / state / threads / prune` against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from trellis.cli.app import app
+
+pytest.importorskip("trellis.persist.sqlite", reason="SqliteSaver not available yet")
+
+ROOT = Path(__file__).resolve().parents[2]
+REFUND = json.dumps({"message": "I want a refund for order 1234"})
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def trellis(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def run_support(db: Path, thread: str, times: int = 1) -> None:
+    for _ in range(times):
+        result = trellis(
+            "run", "examples.support:graph", "--thread", thread, "--db", db, "--input", REFUND
+        )
+        assert result.exit_code == 0, result.output
+
+
+def rows(result: Result) -> list[list[str]]:
+    """The body rows of a rich table, as lists of cell texts."""
+    body = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in body]
+
+
+def state(db: Path, thread: str, *extra: str) -> Any:
+    result = trellis("state", thread, "--db", db, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_history_lists_checkpoints_newest_first(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    result = trellis("history", "c-1", "--db", db)
+    assert result.exit_code == 0, result.output
+    table = rows(result)
+    # input, then one checkpoint after START, classify, refund and respond.
+    assert [r[2] for r in table] == ["loop", "loop", "loop", "loop", "input"]
+    assert [r[3] for r in table] == ["", "respond", "refund", "classify", "__start__"]
+    steps = [int(r[1]) for r in table]
+    assert steps == sorted(steps, reverse=True)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r[0]) for r in table)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r[4]) for r in table)
+    assert len(rows(trellis("history", "c-1", "--db", db, "--limit", "2"))) == 2
+
+
+def test_state_prints_values_and_next_as_json(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    doc = state(db, "c-1")
+    assert doc["thread_id"] == "c-1"
+    assert doc["next"] == [] and doc["interrupts"] == [] and doc["errors"] == []
+    assert doc["values"]["reply"] == "Your refund for order 1234 has been started."
+    assert doc["values"]["refund_attempts"] == 1
+
+
+def test_state_at_an_older_checkpoint(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    table = rows(trellis("history", "c-1", "--db", db))
+    before_refund = next(r[0] for r in table if r[3] == "refund")
+    doc = state(db, "c-1", "--checkpoint", before_refund)
+    assert doc["checkpoint_id"] == before_refund
+    assert doc["next"] == ["refund"]
+    assert doc["values"]["intent"] == "refund"
+    assert "reply" not in doc["values"]
+
+
+def test_state_shows_a_pending_interrupt(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1", times=3)
+    doc = state(db, "c-1")
+    assert doc["next"] == ["human_escalation"]
+    (pending,) = doc["interrupts"]
+    assert pending["node"] == "human_escalation"
+    assert re.fullmatch(r"[0-9a-f]{32}", pending["id"])
+    assert pending["value"]["reason"] == "3 refund requests on this thread"
+    history = rows(trellis("history", "c-1", "--db", db))
+    assert history[0][3] == "human_escalation (interrupted)"
+
+
+def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    unknown = trellis("state", "nobody", "--db", db)
+    assert unknown.exit_code == 1
+    assert "thread 'nobody' has no checkpoints" in unknown.stderr
+    bad_id = trellis("state", "c-1", "--db", db, "--checkpoint", "f" * 32)
+    assert bad_id.exit_code == 1
+    assert "CheckpointNotFoundError" in bad_id.stderr
+    missing = tmp_path / "missing.db"
+    for command in (["history", "c-1"], ["state", "c-1"], ["threads"]):
+        result = trellis(*command, "--db", missing)
+        assert result.exit_code == 1
+        assert "no checkpoint database at" in result.stderr
+    assert not missing.exists()  # reading never creates a database
+
+
+def test_threads_lists_every_thread(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    run_support(db, "c-2", times=2)
+    table = rows(trellis("threads", "--db", db))
+    counts = {r[0]: int(r[1]) for r in table}
+    assert set(counts) == {"c-1", "c-2"}
+    assert counts["c-2"] > counts["c-1"]
+
+
+def test_prune_keeps_the_newest_checkpoints(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1", times=2)
+    before = len(rows(trellis("history", "c-1", "--db", db)))
+    result = trellis("prune", "--db", db, "--keep-last", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"removed {before - 2} checkpoint(s)"
+    assert len(rows(trellis("history", "c-1", "--db", db))) == 2
+    assert state(db, "c-1")["values"]["refund_attempts"] == 2  # the head is intact
+
+
+def test_prune_needs_a_rule(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    run_support(db, "c-1")
+    result = trellis("prune", "--db", db)
+    assert result.exit_code == 1
+    assert "give --ttl SECONDS and/or --keep-last N" in result.stderr

@@ -1,0 +1,127 @@
+"""`trellis trace` and `trellis diff` after a real run on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trellis.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CODE = "def f(x):\n    return eval(x)\n"
+
+
+class TaskBars(HTMLParser):
+    """Collects the Gantt bars of an HTML timeline (``div.task`` with data-*)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bars: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "div" and "task" in values.get("class", "").split():
+            self.bars.append(values)
+
+
+@pytest.fixture
+def traced_run(tmp_path: Path) -> tuple[CliRunner, Path]:
+    runner = CliRunner()
+    db = tmp_path / "runs.db"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "examples.code_analysis:graph",
+            "--input",
+            json.dumps({"code": CODE}),
+            "--thread",
+            "t1",
+            "--db",
+            str(db),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return runner, db
+
+
+def test_trace_prints_every_node_of_the_run(traced_run: tuple[CliRunner, Path]) -> None:
+    runner, db = traced_run
+    result = runner.invoke(app, ["trace", "t1", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    for node in ("parse", "analyze_style", "analyze_security", "analyze_performance", "aggregate"):
+        assert f"✓  {node}" in result.output
+
+
+def test_trace_json_export_holds_the_run_events(traced_run: tuple[CliRunner, Path]) -> None:
+    runner, db = traced_run
+    result = runner.invoke(app, ["trace", "t1", "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    text = json.dumps(json.loads(result.output))
+    assert '"run_start"' in text and '"run_end"' in text
+    assert text.count('"task_end"') >= 5
+
+
+def test_html_timeline_of_the_parallel_example_shows_every_task(
+    traced_run: tuple[CliRunner, Path], tmp_path: Path
+) -> None:
+    runner, db = traced_run
+    page = tmp_path / "trace.html"
+    result = runner.invoke(
+        app,
+        [
+            "trace",
+            "t1",
+            "--db",
+            str(db),
+            "--html",
+            str(page),
+            "--graph",
+            "examples.code_analysis:graph",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    parser = TaskBars()
+    parser.feed(page.read_text(encoding="utf-8"))
+    nodes = sorted(bar["data-node"] for bar in parser.bars)
+    assert nodes == [
+        "aggregate",
+        "analyze_performance",
+        "analyze_security",
+        "analyze_style",
+        "parse",
+    ]
+    analyzers = [b for b in parser.bars if b["data-node"].startswith("analyze_")]
+    assert {b["data-step"] for b in analyzers} == {"2"}, "the three analyzers share one step"
+    assert all(b["data-status"] == "ok" for b in parser.bars)
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()
+
+
+def test_trace_of_an_untraced_thread_is_a_clear_error(tmp_path: Path) -> None:
+    runner = CliRunner()
+    db = tmp_path / "empty.db"
+    from trellis.persist.sqlite import SqliteSaver
+
+    SqliteSaver.from_path(db).setup()
+    result = runner.invoke(app, ["trace", "nobody", "--db", str(db)])
+    assert result.exit_code == 1
+    assert "no run history for thread 'nobody'" in result.output
+
+
+def test_diff_shows_what_changed_between_checkpoints(traced_run: tuple[CliRunner, Path]) -> None:
+    runner, db = traced_run
+    from trellis.persist.sqlite import SqliteSaver
+
+    history = list(SqliteSaver.from_path(db).list("t1"))
+    newest, oldest = history[0].checkpoint.id, history[-1].checkpoint.id
+    result = runner.invoke(app, ["diff", "t1", oldest, newest, "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "+ issues" in result.output and "+ summary" in result.output
