@@ -1,0 +1,381 @@
+"""Retries, timeouts, circuit breakers and ``on_error`` routing, seen through real graphs.
+
+Retry intervals are zero or a millisecond and breakers run on an injected clock,
+so nothing here waits on wall time; counts (attempts, body calls) are asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typing_extensions import TypedDict
+
+from trellis import END, START, CircuitBreaker, RetryPolicy, StateGraph
+from trellis.errors import CircuitOpenError, NodeError, NodeTimeoutError
+from trellis.resilience.circuit import CircuitState
+
+FAST = {"initial_interval": 0.0, "jitter": False}
+
+
+class S(TypedDict, total=False):
+    n: int
+    trail: Annotated[list[str], operator.add]
+    attempts: list[int]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Flaky:
+    """A node body that fails ``fails`` times with ``exc`` and then succeeds."""
+
+    def __init__(self, fails: int, exc: type[Exception] = ConnectionError) -> None:
+        self.fails = fails
+        self.exc = exc
+        self.attempts: list[int] = []
+
+    def __call__(self, state: S, runtime: Any) -> dict[str, Any]:
+        self.attempts.append(runtime.execution_info.node_attempt)
+        if len(self.attempts) <= self.fails:
+            raise self.exc(f"failure {len(self.attempts)}")
+        return {"trail": ["flaky"], "attempts": list(self.attempts)}
+
+
+def graph_of(fn: Any, *, after: Any = None, compile_options: Any = None, **options: Any) -> Any:
+    """START -> node(fn, **options) [-> after] -> END."""
+    builder = StateGraph(S)
+    builder.add_node("node", fn, **options)
+    builder.add_edge(START, "node")
+    if after is not None:
+        builder.add_node("after", after)
+        builder.add_edge("node", "after")
+        builder.add_edge("after", END)
+    else:
+        builder.add_edge("node", END)
+    return builder.compile(**(compile_options or {}))
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """Hung nodes wait on this; set at teardown so abandoned threads end."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+# -- retries -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fails", [0, 1, 3])
+def test_a_node_is_retried_until_it_succeeds_and_sees_its_attempt_number(fails: int) -> None:
+    body = Flaky(fails)
+    out = graph_of(body, retry_policy=RetryPolicy(max_attempts=4, **FAST)).invoke({"n": 1})
+    assert body.attempts == list(range(1, fails + 2))
+    assert out["attempts"] == body.attempts
+
+
+@settings(max_examples=30, deadline=None)
+@given(fails=st.integers(0, 6), max_attempts=st.integers(1, 5))
+def test_attempts_made_are_min_of_failures_plus_one_and_max_attempts(
+    fails: int, max_attempts: int
+) -> None:
+    body = Flaky(fails)
+    graph = graph_of(body, retry_policy=RetryPolicy(max_attempts=max_attempts, **FAST))
+    if fails < max_attempts:
+        assert graph.invoke({"n": 1})["attempts"] == list(range(1, fails + 2))
+    else:
+        with pytest.raises(NodeError) as info:
+            graph.invoke({"n": 1})
+        assert info.value.attempts == max_attempts
+    assert len(body.attempts) == min(fails + 1, max_attempts)
+
+
+async def test_an_async_node_is_retried_too() -> None:
+    attempts: list[int] = []
+
+    async def node(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        await asyncio.sleep(0)
+        if len(attempts) < 3:
+            raise ConnectionError("flaky")
+        return {"n": len(attempts)}
+
+    graph = graph_of(node, retry_policy=RetryPolicy(max_attempts=3, **FAST))
+    assert (await graph.ainvoke({"n": 0}))["n"] == 3
+    assert attempts == [1, 2, 3]
+
+
+def test_exhausted_retries_raise_node_error_with_the_original_as_cause() -> None:
+    body = Flaky(99, TimeoutError)
+    with pytest.raises(NodeError) as info:
+        graph_of(body, retry_policy=RetryPolicy(max_attempts=3, **FAST)).invoke({"n": 1})
+    err = info.value
+    assert (err.node, err.attempts) == ("node", 3)
+    assert isinstance(err.__cause__, TimeoutError) and err.error is err.__cause__
+    assert str(err.__cause__) == "failure 3"
+    assert "node" in str(err) and "3" in str(err)
+    assert body.attempts == [1, 2, 3]
+
+
+@pytest.mark.parametrize("exc", [ValueError, TypeError, KeyError])
+def test_the_default_policy_does_not_retry_programming_errors(exc: type[Exception]) -> None:
+    body = Flaky(99, exc)
+    with pytest.raises(NodeError) as info:
+        graph_of(body, retry_policy=RetryPolicy()).invoke({"n": 1})
+    assert info.value.attempts == 1 and isinstance(info.value.__cause__, exc)
+    assert body.attempts == [1]
+
+
+def test_the_default_policy_retries_connection_errors() -> None:
+    body = Flaky(2, ConnectionError)
+    graph_of(body, retry_policy=RetryPolicy(initial_interval=0.001)).invoke({"n": 1})
+    assert body.attempts == [1, 2, 3]
+
+
+def test_with_a_list_of_policies_the_first_matching_one_decides() -> None:
+    policies = [
+        RetryPolicy(max_attempts=2, retry_on=KeyError, **FAST),
+        RetryPolicy(max_attempts=4, retry_on=(ConnectionError, KeyError), **FAST),
+    ]
+    key_body = Flaky(99, KeyError)
+    with pytest.raises(NodeError) as info:
+        graph_of(key_body, retry_policy=policies).invoke({"n": 1})
+    assert info.value.attempts == 2 and key_body.attempts == [1, 2]
+
+    conn_body = Flaky(99, ConnectionError)
+    with pytest.raises(NodeError) as info:
+        graph_of(conn_body, retry_policy=policies).invoke({"n": 1})
+    assert info.value.attempts == 4
+
+    other = Flaky(99, OSError)  # matches neither: not retried at all
+    with pytest.raises(NodeError) as info:
+        graph_of(other, retry_policy=policies).invoke({"n": 1})
+    assert info.value.attempts == 1
+
+
+def test_a_graph_wide_policy_applies_to_nodes_without_their_own() -> None:
+    plain, own = Flaky(99), Flaky(99)
+    builder = StateGraph(S)
+    builder.add_node("plain", plain)
+    builder.add_node("own", own, retry_policy=RetryPolicy(max_attempts=2, **FAST))
+    builder.add_edge(START, "plain")
+    builder.add_edge(START, "own")
+    graph = builder.compile(retry_policy=RetryPolicy(max_attempts=4, **FAST))
+    with pytest.raises(NodeError):
+        graph.invoke({"n": 1})
+    assert plain.attempts == [1, 2, 3, 4]
+    assert own.attempts == [1, 2]
+
+
+# -- timeouts -----------------------------------------------------------------------
+
+
+def test_a_hung_sync_node_times_out(gate: threading.Event) -> None:
+    started = threading.Event()
+
+    def hang(state: S) -> dict[str, Any]:
+        started.set()
+        gate.wait(30)
+        return {"n": 2}
+
+    with pytest.raises(NodeTimeoutError) as info:
+        graph_of(hang, timeout=0.05).invoke({"n": 1})
+    assert started.is_set()
+    assert info.value.node == "node" and info.value.timeout == 0.05
+
+
+async def test_a_hung_sync_node_times_out_under_ainvoke(gate: threading.Event) -> None:
+    def hang(state: S) -> dict[str, Any]:
+        gate.wait(30)
+        return {"n": 2}
+
+    with pytest.raises(NodeTimeoutError):
+        await graph_of(hang, timeout=0.05).ainvoke({"n": 1})
+
+
+async def test_a_hung_async_node_times_out() -> None:
+    cancelled = asyncio.Event()
+
+    async def hang(state: S) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {"n": 2}
+
+    with pytest.raises(NodeTimeoutError) as info:
+        await graph_of(hang, timeout=0.05).ainvoke({"n": 1})
+    assert info.value.node == "node"
+    assert cancelled.is_set(), "the node was cancelled at its await"
+
+
+async def test_an_async_node_that_blocks_the_event_loop_still_times_out() -> None:
+    async def blocks(state: S) -> dict[str, Any]:
+        time.sleep(0.3)  # holds the loop: only the watchdog thread can notice
+        return {"n": 2}
+
+    with pytest.raises(NodeTimeoutError):
+        await graph_of(blocks, timeout=0.05).ainvoke({"n": 1})
+
+
+def test_a_timed_out_attempt_is_retried(gate: threading.Event) -> None:
+    attempts: list[int] = []
+
+    def slow_once(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        if len(attempts) == 1:
+            gate.wait(30)
+        return {"n": len(attempts)}
+
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    out = graph_of(slow_once, timeout=0.05, retry_policy=policy).invoke({"n": 0})
+    assert out["n"] == 2 and attempts == [1, 2]
+
+
+async def test_a_timed_out_async_attempt_is_retried() -> None:
+    attempts: list[int] = []
+
+    async def slow_once(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        if len(attempts) == 1:
+            await asyncio.sleep(30)
+        return {"n": len(attempts)}
+
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    out = await graph_of(slow_once, timeout=0.05, retry_policy=policy).ainvoke({"n": 0})
+    assert out["n"] == 2 and attempts == [1, 2]
+
+
+# -- circuit breakers shared by name ---------------------------------------------------
+
+
+def test_a_breaker_shared_by_two_graphs_opens_for_both_and_recovers() -> None:
+    clock = FakeClock()
+    name = f"payments-{uuid.uuid4().hex}"
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(name, failure_threshold=3, recovery_timeout=30.0, clock=clock)
+
+    down = Flaky(99)
+    policy = RetryPolicy(max_attempts=3, retry_on=ConnectionError, **FAST)
+    graph1 = graph_of(down, circuit=breaker(), retry_policy=policy)
+    calls: list[int] = []
+
+    async def charge(state: S) -> dict[str, Any]:
+        calls.append(1)
+        return {"n": 2}
+
+    graph2 = graph_of(charge, circuit=breaker())
+
+    with pytest.raises(NodeError):
+        graph1.invoke({"n": 1})
+    assert down.attempts == [1, 2, 3]
+    assert breaker().state == CircuitState.OPEN
+
+    with pytest.raises(CircuitOpenError) as info:
+        asyncio.run(graph2.ainvoke({"n": 1}))
+    assert calls == [], "an open breaker does not call the node"
+    assert info.value.breaker == name and info.value.retry_after == pytest.approx(30.0)
+
+    clock.now += 30.5  # past recovery_timeout: one trial call goes through
+    assert asyncio.run(graph2.ainvoke({"n": 1}))["n"] == 2
+    assert calls == [1]
+    assert breaker().state == CircuitState.CLOSED
+
+
+def test_a_failed_trial_call_opens_the_breaker_again() -> None:
+    clock = FakeClock()
+    name = f"search-{uuid.uuid4().hex}"
+    breaker = CircuitBreaker(name, failure_threshold=1, recovery_timeout=5.0, clock=clock)
+    body = Flaky(2)
+    graph = graph_of(body, circuit=breaker)
+    with pytest.raises(ConnectionError):
+        graph.invoke({"n": 1})
+    clock.now += 6
+    with pytest.raises(ConnectionError):  # the trial fails
+        graph.invoke({"n": 1})
+    with pytest.raises(CircuitOpenError):
+        graph.invoke({"n": 1})
+    assert len(body.attempts) == 2
+    clock.now += 6
+    graph.invoke({"n": 1})
+    assert breaker.state == CircuitState.CLOSED and len(body.attempts) == 3
+
+
+# -- on_error routing --------------------------------------------------------------
+
+
+def review(state: S) -> dict[str, Any]:
+    return {"trail": ["review"]}
+
+
+def test_on_error_records_the_failure_and_continues_at_the_named_node() -> None:
+    body = Flaky(99, ConnectionError)
+    builder = StateGraph(S)
+    builder.add_node(
+        "node", body, retry_policy=RetryPolicy(max_attempts=3, **FAST), on_error="review"
+    )
+    builder.add_node("next", lambda s: {"trail": ["next"]})
+    builder.add_node("review", review)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", "next")
+    builder.add_edge("next", END)
+    builder.add_edge("review", END)
+    before = time.time()
+    out = builder.compile().invoke({"n": 1})
+    assert out["trail"] == ["review"], "the failed node's own edges are not followed"
+    [error] = out["errors"]
+    assert error["node"] == "node"
+    assert error["error_type"] == "ConnectionError"
+    assert error["message"] == "failure 3"
+    assert error["attempts"] == 3
+    assert before <= error["time"] <= time.time()
+
+
+def test_on_error_errors_are_kept_in_the_checkpointed_state(saver_factory: Any) -> None:
+    builder = StateGraph(S)
+    builder.add_node("node", Flaky(99, KeyError), on_error="review")
+    builder.add_node("review", review)
+    builder.add_edge(START, "node")
+    builder.add_edge("review", END)
+    graph = builder.compile(checkpointer=saver_factory.make())
+    cfg = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    graph.invoke({"n": 1}, cfg)
+    values = graph.get_state(cfg).values
+    assert [e["error_type"] for e in values["errors"]] == ["KeyError"]
+    assert values["trail"] == ["review"]
+
+
+def test_an_open_breaker_with_on_error_routes_without_calling_the_node() -> None:
+    clock = FakeClock()
+    name = f"crm-{uuid.uuid4().hex}"
+    breaker = CircuitBreaker(name, failure_threshold=1, recovery_timeout=60.0, clock=clock)
+    body = Flaky(99)
+    builder = StateGraph(S)
+    builder.add_node("node", body, circuit=breaker, on_error="review")
+    builder.add_node("review", review)
+    builder.add_edge(START, "node")
+    builder.add_edge("review", END)
+    graph = builder.compile()
+
+    first = graph.invoke({"n": 1})
+    assert first["errors"][0]["error_type"] == "ConnectionError"
+    second = graph.invoke({"n": 1})
+    assert second["errors"][0]["error_type"] == "CircuitOpenError"
+    assert second["trail"] == ["review"]
+    assert len(body.attempts) == 1, "the open breaker kept the node from running"

@@ -1,0 +1,245 @@
+"""Compensations (sagas): automatic rollback when a run fails, ``graph.compensate`` after
+a crash, newest first, each compensation at most once once it has finished."""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections import Counter
+from typing import Annotated, Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import END, START, RetryPolicy, StateGraph
+from trellis.errors import NodeError
+
+
+class S(TypedDict, total=False):
+    trail: Annotated[list[str], operator.add]
+
+
+def config(thread: str | None = None) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread or uuid.uuid4().hex}}
+
+
+class Book:
+    """The outside world: what the nodes did and what was undone, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, list[str]]] = []
+        self.broken_undo: set[str] = set()
+        self.broken_node: set[str] = {"D"}
+
+    def node(self, name: str) -> Any:
+        def fn(state: S) -> dict[str, Any]:
+            self.log.append(("do", name, list(state.get("trail", []))))
+            if name in self.broken_node:
+                raise ValueError(f"{name} is broken")
+            return {"trail": [name]}
+
+        fn.__name__ = name
+        return fn
+
+    def undo(self, name: str) -> Any:
+        def fn(state: S) -> None:
+            self.log.append(("undo", name, list(state.get("trail", []))))
+            if name in self.broken_undo:
+                raise RuntimeError(f"cannot undo {name}")
+
+        return fn
+
+    def undone(self) -> list[str]:
+        return [name for kind, name, _ in self.log if kind == "undo"]
+
+
+def build(book: Book, checkpointer: Any = None, **options: Any) -> Any:
+    """A -> B -> C -> D; A, B and C have compensations."""
+    builder = StateGraph(S)
+    for name in "ABC":
+        builder.add_node(name, book.node(name), compensate=book.undo(name))
+    builder.add_node("D", book.node("D"), **options)
+    builder.add_edge(START, "A")
+    builder.add_edge("A", "B")
+    builder.add_edge("B", "C")
+    builder.add_edge("C", "D")
+    builder.add_edge("D", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+# -- automatic rollback ---------------------------------------------------------------
+
+
+def test_a_failed_run_is_rolled_back_newest_first_without_a_checkpointer() -> None:
+    book = Book()
+    with pytest.raises(ValueError, match="D is broken") as info:
+        build(book).invoke({"trail": []})
+    report = info.value.compensation  # type: ignore[attr-defined]
+    assert report.compensated == ["C", "B", "A"] and report.ok
+    assert book.undone() == ["C", "B", "A"]
+    assert any("Trellis compensated: C, B, A" in note for note in info.value.__notes__)
+
+
+def test_each_compensation_sees_the_state_after_its_own_node(saver_factory: Any) -> None:
+    book = Book()
+    graph = build(book, saver_factory.make())
+    with pytest.raises(ValueError):
+        graph.invoke({"trail": []}, config())
+    seen = {name: trail for kind, name, trail in book.log if kind == "undo"}
+    assert seen == {"C": ["A", "B", "C"], "B": ["A", "B"], "A": ["A"]}
+
+
+def test_a_failing_compensation_is_reported_and_the_others_still_run(saver_factory: Any) -> None:
+    book = Book()
+    book.broken_undo = {"B"}
+    graph = build(book, saver_factory.make())
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, config())
+    report = info.value.compensation  # type: ignore[attr-defined]
+    assert report.compensated == ["C", "A"]
+    assert report.failed == [{"node": "B", "error": "RuntimeError: cannot undo B"}]
+    assert not report.ok
+    assert book.undone() == ["C", "B", "A"]
+    assert any("cannot undo B" in note for note in info.value.__notes__)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a compensation that raised is recorded as done, so a later "
+    "graph.compensate(config) skips it and the rollback can never be finished",
+)
+def test_compensate_retries_a_compensation_that_failed(saver_factory: Any) -> None:
+    book = Book()
+    book.broken_undo = {"B"}
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError):
+        graph.invoke({"trail": []}, cfg)
+    book.broken_undo = set()  # the operator fixed the refund service
+    report = graph.compensate(cfg)
+    assert report.compensated == ["B"]
+    assert book.undone() == ["C", "B", "A", "B"]
+
+
+def test_a_node_that_failed_is_not_compensated_only_those_that_finished(
+    saver_factory: Any,
+) -> None:
+    book = Book()
+    book.broken_node = {"B"}
+    graph = build(book, saver_factory.make())
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, config())
+    assert info.value.compensation.compensated == ["A"]  # type: ignore[attr-defined]
+    assert book.undone() == ["A"]
+
+
+def test_retries_exhausted_roll_back_and_raise_node_error(saver_factory: Any) -> None:
+    book = Book()
+    policy = RetryPolicy(max_attempts=2, initial_interval=0.001, retry_on=ValueError)
+    graph = build(book, saver_factory.make(), retry_policy=policy)
+    with pytest.raises(NodeError) as info:
+        graph.invoke({"trail": []}, config())
+    assert (info.value.node, info.value.attempts) == ("D", 2)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.compensation.compensated == ["C", "B", "A"]  # type: ignore[attr-defined]
+    assert Counter(name for kind, name, _ in book.log if kind == "do")["D"] == 2
+
+
+def test_on_error_routing_is_not_a_failure_and_compensates_nothing(saver_factory: Any) -> None:
+    book = Book()
+    builder = StateGraph(S)
+    builder.add_node("A", book.node("A"), compensate=book.undo("A"))
+    builder.add_node("D", book.node("D"), on_error="review")
+    builder.add_node("review", lambda s: {"trail": ["review"]})
+    builder.add_edge(START, "A")
+    builder.add_edge("A", "D")
+    builder.add_edge("D", END)
+    builder.add_edge("review", END)
+    out = builder.compile(checkpointer=saver_factory.make()).invoke({"trail": []}, config())
+    assert out["trail"] == ["A", "review"]
+    assert book.undone() == []
+
+
+# -- graph.compensate: a rollback asked for, repeated, resumed ---------------------------
+
+
+def test_compensate_rolls_back_a_finished_run_once(saver_factory: Any) -> None:
+    book = Book()
+    book.broken_node = set()
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    assert graph.invoke({"trail": []}, cfg)["trail"] == ["A", "B", "C", "D"]
+    assert book.undone() == []
+
+    report = graph.compensate(cfg)
+    assert report.compensated == ["C", "B", "A"] and report.ok
+    again = graph.compensate(cfg)
+    assert again.compensated == [] and again.failed == []
+    assert book.undone() == ["C", "B", "A"]
+
+
+def test_compensate_from_a_fresh_graph_object_sees_what_was_already_undone(
+    saver_factory: Any,
+) -> None:
+    """The record of finished compensations lives in the store, not in the graph object."""
+    book = Book()
+    cfg = config()
+    with pytest.raises(ValueError):
+        build(book, saver_factory.make()).invoke({"trail": []}, cfg)
+    fresh = build(book, saver_factory.make())
+    assert fresh.compensate(cfg).compensated == []
+    assert book.undone() == ["C", "B", "A"]
+
+
+async def test_async_rollback_awaits_async_compensations(saver_factory: Any) -> None:
+    undone: list[str] = []
+
+    def undo(name: str) -> Any:
+        async def fn(state: S) -> None:
+            undone.append(name)
+
+        return fn
+
+    async def node(state: S) -> dict[str, Any]:
+        return {"trail": ["x"]}
+
+    async def broken(state: S) -> dict[str, Any]:
+        raise ValueError("no")
+
+    builder = StateGraph(S)
+    builder.add_node("a", node, compensate=undo("a"))
+    builder.add_node("b", node, compensate=undo("b"))
+    builder.add_node("c", broken)
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    graph = builder.compile(checkpointer=saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        await graph.ainvoke({"trail": []}, cfg)
+    assert info.value.compensation.compensated == ["b", "a"]  # type: ignore[attr-defined]
+    assert undone == ["b", "a"]
+    assert (await graph.acompensate(cfg)).compensated == []
+
+
+# -- crash during the rollback -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_rollback_killed_midway_is_finished_by_compensate_in_a_new_process(
+    crash: Any,
+) -> None:
+    crash.kill_at("saga", "undoB")
+    assert [e["node"] for e in crash.events("undo")] == ["C", "B"]
+
+    out = crash.run("saga", "compensate")
+    assert out == {"ok": True, "compensated": ["B", "A"], "failed": []}
+    assert Counter(e["node"] for e in crash.events("undo")) == {"C": 1, "B": 2, "A": 1}
+    assert [e["node"] for e in crash.events("undo")] == ["C", "B", "B", "A"]
+    seen = {e["node"]: e["trail"] for e in crash.events("undo")}
+    assert seen == {"C": ["A", "B", "C"], "B": ["A", "B"], "A": ["A"]}
+
+    again = crash.run("saga", "compensate")
+    assert again == {"ok": True, "compensated": [], "failed": []}
+    assert crash.count("undo") == 4
+    assert Counter(e["node"] for e in crash.events("node")) == {"A": 1, "B": 1, "C": 1, "D": 1}

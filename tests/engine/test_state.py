@@ -1,0 +1,512 @@
+"""Thread state with a checkpointer: get_state, history, forks, update_state, delete,
+rollback, config errors and pending writes after a failed step."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import threading
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Annotated, Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import END, START, Command, StateGraph
+from trellis.errors import (
+    CheckpointNotFoundError,
+    ConcurrentUpdateError,
+    EmptyInputError,
+    InvalidConfigError,
+    InvalidUpdateError,
+)
+from trellis.persist.memory import MemorySaver
+
+
+class S(TypedDict, total=False):
+    a: str
+    log: Annotated[list[str], operator.add]
+
+
+def thread() -> dict[str, Any]:
+    return {"configurable": {"thread_id": uuid.uuid4().hex}}
+
+
+def at(config: dict[str, Any], checkpoint_id: str | None) -> dict[str, Any]:
+    return {"configurable": {**config["configurable"], "checkpoint_id": checkpoint_id}}
+
+
+def counting(calls: Counter[str], name: str) -> Any:
+    def node(state: S) -> dict[str, Any]:
+        calls[name] += 1
+        return {"log": [name]}
+
+    return node
+
+
+def abc(calls: Counter[str] | None = None, **compile_options: Any) -> Any:
+    calls = calls if calls is not None else Counter()
+    builder = StateGraph(S)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, counting(calls, name))
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    builder.add_edge("c", END)
+    return builder.compile(checkpointer=MemorySaver(), **compile_options)
+
+
+# -- get_state ----------------------------------------------------------------------
+
+
+def test_get_state_after_a_finished_run() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    state = graph.get_state(config)
+    assert state.values == {"a": "x", "log": ["a", "b", "c"]}
+    assert state.next == () and state.tasks == ()
+    assert state.metadata is not None
+    assert state.metadata["source"] == "loop" and state.metadata["step"] == 3
+    assert state.config["configurable"]["thread_id"] == config["configurable"]["thread_id"]
+    assert state.config["configurable"]["checkpoint_id"]
+    assert state.parent_config is not None
+    assert (
+        state.parent_config["configurable"]["checkpoint_id"]
+        != state.config["configurable"]["checkpoint_id"]
+    )
+    assert datetime.fromisoformat(state.created_at or "").tzinfo is not None
+
+
+def test_get_state_mid_run_shows_next_and_tasks() -> None:
+    graph = abc(interrupt_before=["b"])
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    state = graph.get_state(config)
+    assert state.values == {"a": "x", "log": ["a"]}
+    assert state.next == ("b",)
+    assert [(t.name, t.interrupts, t.error) for t in state.tasks] == [("b", (), None)]
+
+
+def test_get_state_of_an_unknown_thread_is_empty() -> None:
+    state = abc().get_state(thread())
+    assert state.values == {} and state.next == () and state.metadata is None
+
+
+def test_get_state_of_a_given_checkpoint() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    history = list(graph.get_state_history(config))
+    old = history[2]
+    assert graph.get_state(old.config).values == old.values
+
+
+# -- history ----------------------------------------------------------------------
+
+
+def test_history_is_newest_first_one_checkpoint_per_step() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    history = list(graph.get_state_history(config))
+    assert [h.metadata["step"] for h in history if h.metadata] == [3, 2, 1, 0, -1]
+    assert [h.next for h in history] == [(), ("c",), ("b",), ("a",), ("__start__",)]
+    assert [h.metadata["source"] for h in history if h.metadata] == [
+        "loop", "loop", "loop", "loop", "input",
+    ]  # fmt: skip
+    # each checkpoint's parent is the next one down
+    for newer, older in zip(history, history[1:], strict=False):
+        assert newer.parent_config == older.config
+
+
+def test_history_limit_before_and_filter() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    history = list(graph.get_state_history(config))
+    assert list(graph.get_state_history(config, limit=2)) == history[:2]
+    assert list(graph.get_state_history(config, before=history[1].config)) == history[2:]
+    assert list(graph.get_state_history(config, before=history[1].config, limit=1)) == [history[2]]
+    inputs = list(graph.get_state_history(config, filter={"source": "input"}))
+    assert [h.metadata["step"] for h in inputs if h.metadata] == [-1]
+
+
+def test_second_run_on_a_thread_continues_from_its_state() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    out = graph.invoke({"a": "y"}, config)
+    assert out == {"a": "y", "log": ["a", "b", "c", "a", "b", "c"]}
+    steps = [h.metadata["step"] for h in graph.get_state_history(config) if h.metadata]
+    # As LangGraph: the second input checkpoint is step 4, its START step 5, nodes 6..8.
+    assert steps[:6] == [8, 7, 6, 5, 4, 3]
+
+
+# -- time travel --------------------------------------------------------------------
+
+
+def test_forking_from_an_old_checkpoint_leaves_the_old_branch_intact() -> None:
+    calls: Counter[str] = Counter()
+    graph = abc(calls)
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    before = list(graph.get_state_history(config))
+    before_b = next(h for h in before if h.next == ("b",))
+    out = graph.invoke(None, before_b.config)
+    assert out == {"a": "x", "log": ["a", "b", "c"]}
+    assert calls == Counter({"a": 1, "b": 2, "c": 2})
+    after = list(graph.get_state_history(config))
+    # every old checkpoint is still there, unchanged
+    old_ids = {h.config["configurable"]["checkpoint_id"]: h.values for h in before}
+    kept = {h.config["configurable"]["checkpoint_id"]: h.values for h in after}
+    assert all(kept.get(cid) == values for cid, values in old_ids.items())
+    assert len(after) == len(before) + 2
+    # the new branch hangs off the fork point
+    head = graph.get_state(config)
+    fork_child = graph.get_state(head.parent_config or {})
+    assert fork_child.parent_config == before_b.config
+
+
+def test_fork_with_new_values_via_update_state() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    before_b = next(h for h in graph.get_state_history(config) if h.next == ("b",))
+    forked = graph.update_state(before_b.config, {"a": "edited"})
+    assert graph.get_state(forked).next == ("b",)
+    assert graph.invoke(None, forked) == {"a": "edited", "log": ["a", "b", "c"]}
+
+
+# -- update_state ------------------------------------------------------------------
+
+
+def test_update_state_without_as_node_keeps_what_runs_next() -> None:
+    graph = abc(interrupt_before=["b"])
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    new_config = graph.update_state(config, {"a": "edited", "log": ["manual"]})
+    assert (
+        new_config["configurable"]["checkpoint_id"]
+        != graph.get_state(graph.get_state(config).parent_config or {}).config["configurable"][
+            "checkpoint_id"
+        ]
+    )
+    state = graph.get_state(config)
+    assert state.values == {"a": "edited", "log": ["a", "manual"]}  # through the reducer
+    assert state.next == ("b",)
+    assert state.metadata is not None and state.metadata["source"] == "update"
+    assert graph.invoke(None, config)["log"] == ["a", "manual", "b", "c"]
+
+
+def test_update_state_as_node_decides_what_runs_next() -> None:
+    graph = abc(interrupt_before=["b"])
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    graph.update_state(config, {"log": ["as-b"]}, as_node="b")
+    assert graph.get_state(config).next == ("c",)
+    assert graph.invoke(None, config)["log"] == ["a", "as-b", "c"]
+
+
+def test_update_state_as_end_and_unknown_node() -> None:
+    graph = abc(interrupt_before=["b"])
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    with pytest.raises(InvalidUpdateError, match="'ghost'"):
+        graph.update_state(config, {"a": "y"}, as_node="ghost")
+    graph.update_state(config, {"a": "done"}, as_node=END)
+    assert graph.get_state(config).next == ()
+
+
+def test_update_state_rejects_unknown_keys() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    with pytest.raises(InvalidUpdateError, match="'nope'"):
+        graph.update_state(config, {"nope": 1})
+
+
+# -- delete_thread and rollback ---------------------------------------------------------
+
+
+def test_delete_thread_forgets_everything() -> None:
+    graph = abc()
+    config, other = thread(), thread()
+    graph.invoke({"a": "x"}, config)
+    graph.invoke({"a": "y"}, other)
+    graph.delete_thread(config["configurable"]["thread_id"])
+    assert graph.get_state(config).values == {}
+    assert list(graph.get_state_history(config)) == []
+    assert graph.get_state(other).values["a"] == "y"
+
+
+def test_rollback_returns_the_checkpoint_before_that_node_ran() -> None:
+    calls: Counter[str] = Counter()
+    graph = abc(calls)
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    target = graph.rollback(config, to_node="b")
+    state = graph.get_state(target)
+    assert state.next == ("b",) and state.values["log"] == ["a"]
+    assert graph.invoke(None, target)["log"] == ["a", "b", "c"]
+    assert calls["b"] == 2 and calls["a"] == 1
+    with pytest.raises(CheckpointNotFoundError, match="ghost"):
+        graph.rollback(config, to_node="ghost")
+
+
+# -- config errors -----------------------------------------------------------------
+
+
+def test_a_checkpointer_needs_a_thread_id() -> None:
+    graph = abc()
+    for call in (
+        lambda: graph.invoke({"a": "x"}),
+        lambda: graph.invoke({"a": "x"}, {"configurable": {}}),
+        lambda: graph.get_state({"configurable": {}}),
+        lambda: list(graph.stream({"a": "x"}, {"recursion_limit": 5})),
+    ):
+        with pytest.raises(InvalidConfigError, match="thread_id"):
+            call()
+
+
+def test_state_methods_without_a_checkpointer() -> None:
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: None)
+    builder.add_edge(START, "a")
+    graph = builder.compile()
+    with pytest.raises(InvalidConfigError):
+        graph.get_state(thread())
+    with pytest.raises(InvalidConfigError):
+        graph.delete_thread("t")
+
+
+def test_unknown_checkpoint_id() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    bogus = at(config, "0" * 32)
+    with pytest.raises(CheckpointNotFoundError):
+        graph.invoke(None, bogus)
+    with pytest.raises(CheckpointNotFoundError):
+        graph.get_state(bogus)
+    with pytest.raises(LookupError):  # also the builtin
+        graph.invoke({"a": "y"}, bogus)
+
+
+def test_invoke_none_on_an_unknown_thread() -> None:
+    with pytest.raises(EmptyInputError):
+        abc().invoke(None, thread())
+
+
+def test_invoke_none_without_a_checkpointer() -> None:
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: None)
+    builder.add_edge(START, "a")
+    with pytest.raises(EmptyInputError):
+        builder.compile().invoke(None)
+
+
+# -- pending writes ---------------------------------------------------------------------
+
+
+def test_failed_task_is_rerun_alone_and_finished_siblings_keep_their_writes() -> None:
+    calls: Counter[str] = Counter()
+    flaky_fails = [True]
+    ok_started = threading.Event()
+
+    def flaky(state: S) -> dict[str, Any]:
+        calls["flaky"] += 1
+        if flaky_fails[0]:
+            # Fail only once the sibling is running: a running sibling always finishes.
+            assert ok_started.wait(5)
+            raise ConnectionError("down")
+        return {"log": ["flaky"]}
+
+    def ok(state: S) -> dict[str, Any]:
+        ok_started.set()
+        calls["ok"] += 1
+        return {"log": ["ok"]}
+
+    builder = StateGraph(S)
+    builder.add_node("ok", ok)
+    builder.add_node("flaky", flaky)
+    builder.add_node("join", counting(calls, "join"))
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "flaky")
+    builder.add_edge(["ok", "flaky"], "join")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(ConnectionError):
+        graph.invoke({"a": "x"}, config)
+    state = graph.get_state(config)
+    assert set(state.next) >= {"flaky"}
+    errors = {t.name: t.error for t in state.tasks}
+    assert errors["ok"] is None and errors["flaky"] is not None
+    flaky_fails[0] = False
+    out = graph.invoke(None, config)
+    assert out["log"] == ["flaky", "ok", "join"]  # name order, as if nothing failed
+    assert calls == Counter({"ok": 1, "flaky": 2, "join": 1})
+
+
+async def test_failed_task_is_rerun_alone_async() -> None:
+    calls: Counter[str] = Counter()
+    flaky_fails = [True]
+
+    ok_done = asyncio.Event()
+
+    async def flaky(state: S) -> dict[str, Any]:
+        calls["flaky"] += 1
+        if flaky_fails[0]:
+            await ok_done.wait()  # the sibling has finished (async siblings still running
+            raise ConnectionError("down")  # at a failure are cancelled, as in LangGraph)
+        return {"log": ["flaky"]}
+
+    async def ok(state: S) -> dict[str, Any]:
+        calls["ok"] += 1
+        ok_done.set()
+        return {"log": ["ok"]}
+
+    builder = StateGraph(S)
+    builder.add_node("ok", ok)
+    builder.add_node("flaky", flaky)
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "flaky")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(ConnectionError):
+        await graph.ainvoke({"a": "x"}, config)
+    flaky_fails[0] = False
+    out = await graph.ainvoke(None, config)
+    assert out["log"] == ["flaky", "ok"]
+    assert calls == Counter({"ok": 1, "flaky": 2})
+
+
+async def test_async_state_methods() -> None:
+    graph = abc(interrupt_before=["b"])
+    config = thread()
+    await graph.ainvoke({"a": "x"}, config)
+    state = await graph.aget_state(config)
+    assert state.next == ("b",)
+    await graph.aupdate_state(config, {"a": "async-edit"})
+    assert (await graph.aget_state(config)).values["a"] == "async-edit"
+    assert (await graph.ainvoke(None, config))["log"] == ["a", "b", "c"]
+
+
+def _failed_step_graph() -> tuple[Any, dict[str, Any]]:
+    """A parallel step where ``ok`` finishes and ``flaky`` fails (once ``ok`` is running)."""
+    ok_started = threading.Event()
+
+    def flaky(state: S) -> None:
+        assert ok_started.wait(5)
+        raise ConnectionError("down")
+
+    def ok(state: S) -> dict[str, Any]:
+        ok_started.set()
+        return {"log": ["ok"]}
+
+    builder = StateGraph(S)
+    builder.add_node("ok", ok)
+    builder.add_node("flaky", flaky)
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "flaky")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(ConnectionError):
+        graph.invoke({"a": "x"}, config)
+    return graph, config
+
+
+def test_next_lists_only_the_tasks_still_to_run_after_a_failure() -> None:
+    graph, config = _failed_step_graph()
+    state = graph.get_state(config)
+    assert sorted(t.name for t in state.tasks) == ["flaky", "ok"]
+    assert state.next == ("flaky",)
+
+
+def test_finished_task_result_is_shown_after_a_failure() -> None:
+    graph, config = _failed_step_graph()
+    results = {t.name: t.result for t in graph.get_state(config).tasks}
+    assert results == {"ok": {"log": ["ok"]}, "flaky": None}
+
+
+def _routed_graph() -> Any:
+    builder = StateGraph(S)
+    for name in ("x", "y", "z"):
+        builder.add_node(name, counting(Counter(), name))
+    builder.add_edge(START, "x")
+    builder.add_conditional_edges("x", lambda s: "z" if s.get("a") == "go-z" else "y", ["y", "z"])
+    return builder.compile(checkpointer=MemorySaver(), interrupt_before=["y", "z"])
+
+
+def test_update_state_as_node_runs_that_nodes_router() -> None:
+    graph = _routed_graph()
+    config = thread()
+    graph.invoke({"a": "no"}, config)
+    assert graph.get_state(config).next == ("y",)
+    graph.update_state(config, {"a": "go-z"}, as_node="x")
+    assert graph.get_state(config).next == ("z",)
+
+
+def test_command_as_input_on_a_new_thread_updates_and_goes() -> None:
+    builder = StateGraph(S)
+    builder.add_node("x", counting(Counter(), "x"))
+    builder.add_node("y", counting(Counter(), "y"))
+    builder.add_edge(START, "x")
+    builder.add_edge("x", "y")
+    graph = builder.compile(checkpointer=MemorySaver())
+    out = graph.invoke(Command(update={"a": "cmd"}, goto="y"), thread())
+    # step 1: x (from START) and y (the goto) together; step 2: y again, after x
+    assert out == {"a": "cmd", "log": ["x", "y", "y"]}
+
+
+def test_run_metadata_is_recorded_and_filterable() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, {**config, "metadata": {"user": "ada"}})
+    graph.invoke({"a": "y"}, {**config, "metadata": {"user": "bob"}})
+    by_ada = list(graph.get_state_history(config, filter={"user": "ada"}))
+    assert len(by_ada) == 5 and all(h.metadata and h.metadata["user"] == "ada" for h in by_ada)
+    assert len(list(graph.get_state_history(config, filter={"user": "bob"}))) == 5
+
+
+def test_new_input_on_an_old_checkpoint_forks_from_its_values() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    after_a = next(h for h in graph.get_state_history(config) if h.next == ("b",))
+    out = graph.invoke({"a": "fork"}, after_a.config)
+    assert out == {"a": "fork", "log": ["a", "a", "b", "c"]}
+    assert graph.get_state(config).values == out
+    assert graph.get_state(after_a.config).values == {"a": "x", "log": ["a"]}
+
+
+async def test_two_runs_racing_on_one_thread_one_fails_nothing_overwritten() -> None:
+    gate = asyncio.Event()
+
+    async def slow(state: S) -> dict[str, Any]:
+        await gate.wait()  # both runs are in flight before either commits
+        return {"log": [state["a"]]}
+
+    builder = StateGraph(S)
+    builder.add_node("slow", slow)
+    builder.add_edge(START, "slow")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+
+    async def release() -> None:
+        await asyncio.sleep(0.02)
+        gate.set()
+
+    first, second, _ = await asyncio.gather(
+        graph.ainvoke({"a": "1"}, config),
+        graph.ainvoke({"a": "2"}, config),
+        release(),
+        return_exceptions=True,
+    )
+    outcomes = [first, second]
+    errors = [o for o in outcomes if isinstance(o, ConcurrentUpdateError)]
+    results = [o for o in outcomes if isinstance(o, dict)]
+    assert len(errors) == 1 and len(results) == 1, outcomes
+    assert graph.get_state(config).values == results[0]

@@ -1,0 +1,290 @@
+"""Stream modes and their shapes, sync and async; batch and abatch."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import END, START, Send, StateGraph, get_stream_writer
+from trellis.persist.memory import MemorySaver
+
+
+class S(TypedDict, total=False):
+    a: str
+    log: Annotated[list[str], operator.add]
+
+
+def log(name: str) -> Any:
+    return lambda state: {"log": [name]}
+
+
+def chain(*names: str, **compile_options: Any) -> Any:
+    builder = StateGraph(S)
+    for name in names:
+        builder.add_node(name, log(name))
+    builder.add_edge(START, names[0])
+    for a, b in zip(names, names[1:], strict=False):
+        builder.add_edge(a, b)
+    builder.add_edge(names[-1], END)
+    return builder.compile(**compile_options)
+
+
+def parallel() -> Any:
+    builder = StateGraph(S)
+    builder.add_node("a", log("a"))
+    builder.add_node("b", log("b"))
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    return builder.compile()
+
+
+async def collect(aiter: Any) -> list[Any]:
+    return [chunk async for chunk in aiter]
+
+
+# -- values and updates ---------------------------------------------------------
+
+
+def test_values_stream_input_then_one_chunk_per_writing_step() -> None:
+    chunks = list(chain("x", "y").stream({"a": "in"}, stream_mode="values"))
+    assert chunks == [
+        {"a": "in", "log": []},
+        {"a": "in", "log": ["x"]},
+        {"a": "in", "log": ["x", "y"]},
+    ]
+
+
+def test_values_stream_skips_empty_input_and_steps_that_wrote_nothing() -> None:
+    builder = StateGraph(S)
+    builder.add_node("x", lambda s: None)
+    builder.add_node("y", log("y"))
+    builder.add_edge(START, "x")
+    builder.add_edge("x", "y")
+    assert list(builder.compile().stream({}, stream_mode="values")) == [{"log": ["y"]}]
+
+
+def test_values_stream_parallel_step_is_one_chunk() -> None:
+    assert list(parallel().stream({}, stream_mode="values")) == [{"log": ["a", "b"]}]
+
+
+def test_updates_is_the_default_mode_one_dict_per_task() -> None:
+    builder = StateGraph(S)
+    builder.add_node("x", log("x"))
+    builder.add_node("none", lambda s: None)
+    builder.add_node("empty", lambda s: {})
+    builder.add_edge(START, "x")
+    builder.add_edge("x", "none")
+    builder.add_edge("none", "empty")
+    assert list(builder.compile().stream({"a": "in"})) == [
+        {"x": {"log": ["x"]}},
+        {"none": None},
+        {"empty": None},
+    ]
+
+
+def test_updates_for_parallel_tasks_and_sends_are_keyed_by_node() -> None:
+    builder = StateGraph(S)
+    builder.add_node("src", log("src"))
+    builder.add_node("w", lambda arg: {"log": [arg]})
+    builder.add_edge(START, "src")
+    builder.add_conditional_edges("src", lambda s: [Send("w", "w1"), Send("w", "w2")])
+    assert list(builder.compile().stream({})) == [
+        {"src": {"log": ["src"]}},
+        {"w": {"log": ["w1"]}},
+        {"w": {"log": ["w2"]}},
+    ]
+
+
+def test_list_of_modes_gives_pairs_updates_before_the_steps_values() -> None:
+    chunks = list(parallel().stream({"a": "in"}, stream_mode=["updates", "values"]))
+    assert chunks == [
+        ("values", {"a": "in", "log": []}),
+        ("updates", {"a": {"log": ["a"]}}),
+        ("updates", {"b": {"log": ["b"]}}),
+        ("values", {"a": "in", "log": ["a", "b"]}),
+    ]
+
+
+def test_one_element_list_of_modes_still_gives_pairs() -> None:
+    assert list(chain("x").stream({}, stream_mode=["updates"])) == [
+        ("updates", {"x": {"log": ["x"]}})
+    ]
+
+
+def test_unknown_stream_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="nonsense"):
+        list(chain("x").stream({}, stream_mode="nonsense"))
+
+
+# -- custom -------------------------------------------------------------------------
+
+
+def _custom_graph() -> Any:
+    def via_getter(state: S) -> dict[str, Any]:
+        get_stream_writer()({"k": 1})
+        return {"a": "z"}
+
+    def via_param(state: S, writer: Any) -> None:
+        writer("hello")
+
+    builder = StateGraph(S)
+    builder.add_node("cw", via_getter)
+    builder.add_node("cw2", via_param)
+    builder.add_edge(START, "cw")
+    builder.add_edge("cw", "cw2")
+    return builder.compile()
+
+
+def test_custom_stream_from_get_stream_writer_and_writer_param() -> None:
+    assert list(_custom_graph().stream({}, stream_mode="custom")) == [{"k": 1}, "hello"]
+
+
+def test_custom_chunks_come_before_their_nodes_update() -> None:
+    chunks = list(_custom_graph().stream({}, stream_mode=["custom", "updates"]))
+    assert chunks == [
+        ("custom", {"k": 1}),
+        ("updates", {"cw": {"a": "z"}}),
+        ("custom", "hello"),
+        ("updates", {"cw2": None}),
+    ]
+
+
+def test_stream_writer_outside_a_node_discards() -> None:
+    get_stream_writer()("nobody listens")  # must not raise
+
+
+def test_custom_writes_are_ignored_when_not_streamed() -> None:
+    assert _custom_graph().invoke({}) == {"a": "z", "log": []}
+
+
+# -- debug ----------------------------------------------------------------------
+
+
+def test_debug_stream_task_and_task_result_shapes() -> None:
+    chunks = list(chain("x").stream({"a": "in"}, stream_mode="debug"))
+    assert [c["type"] for c in chunks] == ["task", "task_result"]
+    task, result = chunks
+    assert task["step"] == 1 and result["step"] == 1
+    datetime.fromisoformat(task["timestamp"])
+    assert task["payload"]["name"] == "x"
+    assert task["payload"]["input"] == {"a": "in", "log": []}
+    assert task["payload"]["triggers"] == ("branch:to:x",)
+    assert result["payload"]["id"] == task["payload"]["id"]
+    assert result["payload"]["result"] == {"log": ["x"]}
+    assert result["payload"]["error"] is None
+    assert result["payload"]["interrupts"] == []
+
+
+# -- async twins --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode", ["values", "updates", "custom", ["updates", "values"], ["custom", "updates"]]
+)
+async def test_astream_gives_the_same_chunks_as_stream(mode: Any) -> None:
+    graph = _custom_graph()
+    assert await collect(graph.astream({"a": "in"}, stream_mode=mode)) == list(
+        graph.stream({"a": "in"}, stream_mode=mode)
+    )
+
+
+async def test_astream_with_async_nodes_writes_custom() -> None:
+    async def node(state: S, writer: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        writer("async custom")
+        get_stream_writer()("via getter")
+        return {"a": "done"}
+
+    builder = StateGraph(S)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    chunks = await collect(builder.compile().astream({}, stream_mode=["custom", "values"]))
+    assert chunks == [
+        ("custom", "async custom"),
+        ("custom", "via getter"),
+        ("values", {"a": "done", "log": []}),
+    ]
+
+
+def test_invoke_with_a_stream_mode_returns_its_last_chunk() -> None:
+    assert chain("x", "y").invoke({}, stream_mode="updates") == {"y": {"log": ["y"]}}
+
+
+# -- batch ----------------------------------------------------------------------
+
+
+def _echo_graph() -> Any:
+    def node(state: S) -> dict[str, Any]:
+        return {"a": state["a"] + "!"}
+
+    builder = StateGraph(S)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    return builder.compile()
+
+
+def test_batch_keeps_input_order() -> None:
+    graph = _echo_graph()
+    assert graph.batch([{"a": "1"}, {"a": "2"}, {"a": "3"}]) == [
+        {"a": "1!", "log": []},
+        {"a": "2!", "log": []},
+        {"a": "3!", "log": []},
+    ]
+
+
+def test_batch_raises_or_returns_exceptions() -> None:
+    graph = _echo_graph()
+    with pytest.raises(KeyError):
+        graph.batch([{"a": "1"}, {}])
+    out = graph.batch([{"a": "1"}, {}, {"a": "3"}], return_exceptions=True)
+    assert out[0] == {"a": "1!", "log": []} and out[2] == {"a": "3!", "log": []}
+    assert isinstance(out[1], KeyError)
+
+
+async def test_abatch_keeps_input_order_and_returns_exceptions() -> None:
+    async def node(state: S) -> dict[str, Any]:
+        await asyncio.sleep(0.01 * (3 - int(state["a"])))  # the last input finishes first
+        return {"a": state["a"] + "!"}
+
+    builder = StateGraph(S)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    graph = builder.compile()
+    assert [r["a"] for r in await graph.abatch([{"a": "1"}, {"a": "2"}, {"a": "3"}])] == [
+        "1!",
+        "2!",
+        "3!",
+    ]
+    out = await graph.abatch([{"a": "1"}, {}], return_exceptions=True)
+    assert out[0]["a"] == "1!" and isinstance(out[1], KeyError)
+    with pytest.raises(KeyError):
+        await graph.abatch([{"a": "1"}, {}])
+
+
+def test_batch_with_one_config_per_input() -> None:
+    graph = chain("x", checkpointer=MemorySaver())
+    threads = [uuid.uuid4().hex, uuid.uuid4().hex]
+    configs = [{"configurable": {"thread_id": t}} for t in threads]
+    graph.batch([{"a": "1"}, {"a": "2"}], configs)
+    assert [graph.get_state(c).values["a"] for c in configs] == ["1", "2"]
+    with pytest.raises(ValueError, match="2 inputs"):
+        graph.batch([{"a": "1"}, {"a": "2"}], configs[:1])
+
+
+def test_debug_stream_with_a_checkpointer_has_checkpoint_events() -> None:
+    graph = chain("x", checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    chunks = list(graph.stream({"a": "in"}, config, stream_mode="debug"))
+    assert [c["type"] for c in chunks] == [
+        "checkpoint",
+        "checkpoint",
+        "task",
+        "task_result",
+        "checkpoint",
+    ]
