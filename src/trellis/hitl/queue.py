@@ -1,0 +1,247 @@
+"""``ReviewQueue``: list what waits for a person, decide it, sweep deadlines.
+
+>>> queue = ReviewQueue(saver, graph=app)         # resumes runs as it decides
+>>> for request in queue.pending(risk="high"):
+...     print(request.id, request.node, request.summary)
+>>> queue.approve(request.id, reviewer="alice", notes="checked the ticket")
+
+Without ``graph=`` the decision is only stored; the run continues at the next
+``app.invoke(None, {"configurable": {"thread_id": ...}})`` of that thread, in
+whichever process holds the graph. Every decision is exactly-once: of two
+reviewers deciding the same request at the same time, one wins and the other
+gets ``AlreadyDecidedError`` — and only the winner resumes the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from trellis.errors import ApprovalNotFoundError
+from trellis.hitl.approval import CLOCK_REVIEWER, check_update
+from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
+from trellis.hitl.records import (
+    APPROVED,
+    EDITED,
+    REJECTED,
+    TIMED_OUT,
+    ApprovalRequest,
+    Decision,
+)
+from trellis.hitl.store import ApprovalStore, names, open_store, store_for
+from trellis.types import Command
+
+__all__ = ["ReviewQueue"]
+
+
+class ReviewQueue:
+    """The approval requests of every thread behind one checkpointer.
+
+    ``ReviewQueue(saver)`` reads and decides; ``ReviewQueue(saver, graph=app)``
+    (or just ``graph=app``, using its checkpointer) also resumes each run as
+    soon as its request is decided. ``store=`` uses an ``ApprovalStore``
+    directly; ``clock`` is what "now" means (deadlines, ``older_than``).
+
+    >>> queue = ReviewQueue(SqliteSaver.from_path("runs.db"))
+    >>> queue.pending(node="delete", older_than=timedelta(hours=1))
+    """
+
+    def __init__(
+        self,
+        checkpointer: Any = None,
+        *,
+        graph: Any = None,
+        store: ApprovalStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if checkpointer is None and graph is not None:
+            checkpointer = graph.checkpointer
+        if store is None:
+            if checkpointer is None:
+                raise ValueError("ReviewQueue needs a checkpointer, a graph with one, or a store")
+            store = store_for(checkpointer)
+        self.store = store
+        self.graph = graph
+        self.clock = clock
+        self._owns_store = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ReviewQueue:
+        """A queue over a database named by a PostgreSQL URL or a SQLite path.
+
+        >>> ReviewQueue.from_url("runs.db").pending()
+        """
+        queue = cls(store=open_store(url), **kwargs)
+        queue._owns_store = True
+        return queue
+
+    # -- reading ---------------------------------------------------------------
+
+    def pending(
+        self,
+        *,
+        risk: str | Iterable[str] | None = None,
+        node: str | Iterable[str] | None = None,
+        older_than: float | timedelta | datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[ApprovalRequest]:
+        """Waiting requests across all threads, soonest deadline first (none last).
+
+        ``older_than``: seconds or a ``timedelta`` of age, or a ``datetime``
+        the request was created at or before. At most ``limit`` requests (a
+        page: the first 100 by default); ``limit=None`` returns all of them.
+
+        >>> queue.pending(risk=["medium", "high"], older_than=600)
+        """
+        return self.store.pending(
+            risk=names(risk), node=names(node), created_before=self._cutoff(older_than), limit=limit
+        )
+
+    def get(self, request_id: str) -> ApprovalRequest:
+        """One request, with its decision once it has one."""
+        request = self.store.get(request_id)
+        if request is None:
+            raise ApprovalNotFoundError(f"no approval request {request_id!r}")
+        return request
+
+    def history(self, thread_id: str) -> list[ApprovalRequest]:
+        """Every request of a thread, oldest first, each with its decision (the audit trail)."""
+        return self.store.history(thread_id)
+
+    def metrics(self, node: str | None = None) -> dict[str, NodeApprovalMetrics]:
+        """Per gated node: requests, outcomes, median and p95 time to a person's decision."""
+        return compute_metrics(self.store.stats(node))
+
+    # -- deciding --------------------------------------------------------------
+
+    def approve(
+        self, request_id: str, *, reviewer: str, notes: str | None = None
+    ) -> ApprovalRequest:
+        """Let the gated node run. Returns the decided request.
+
+        Raises ``ApprovalNotFoundError`` for an unknown id and
+        ``AlreadyDecidedError`` when it was decided, timed out, or is past its
+        deadline (status ``"expired"``); then nothing is stored or resumed.
+        """
+        return self._decide(Decision(request_id, APPROVED, reviewer, notes, self.clock()))
+
+    def reject(
+        self, request_id: str, *, reviewer: str, notes: str | None = None
+    ) -> ApprovalRequest:
+        """Do not run the node: the run goes to the gate's ``on_reject`` (or ends)."""
+        return self._decide(Decision(request_id, REJECTED, reviewer, notes, self.clock()))
+
+    def edit(
+        self,
+        request_id: str,
+        update: Mapping[str, Any],
+        *,
+        reviewer: str,
+        notes: str | None = None,
+    ) -> ApprovalRequest:
+        """Approve with a state update, applied before the node runs.
+
+        An update naming a key the run's state lacks raises
+        ``InvalidUpdateError`` and stores nothing.
+
+        >>> queue.edit(rid, {"amount": 50}, reviewer="bob", notes="partial refund only")
+        """
+        return self._decide(self._edit(request_id, update, reviewer, notes))
+
+    def _edit(
+        self, request_id: str, update: Mapping[str, Any], reviewer: str, notes: str | None
+    ) -> Decision:
+        request = self.get(request_id)
+        check_update(update, request.state_keys, request_id)
+        return Decision(request_id, EDITED, reviewer, notes, self.clock(), update=dict(update))
+
+    def expire_due(
+        self, now: float | None = None, *, limit: int | None = None
+    ) -> list[ApprovalRequest]:
+        """Resolve every request past its deadline by its ``on_timeout``; each exactly once.
+
+        Safe to run from several processes at once (a cron job, a worker
+        loop): a request another sweeper or a reviewer resolved first is
+        skipped. Returns the requests this call resolved.
+        """
+        from trellis.errors import AlreadyDecidedError
+
+        now = self.clock() if now is None else now
+        resolved = []
+        for request in self.store.due(now, limit=limit):
+            decision = Decision(request.id, TIMED_OUT, CLOCK_REVIEWER, "deadline passed", now)
+            try:
+                done = self.store.decide(decision, now=now)
+            except AlreadyDecidedError:
+                continue
+            resolved.append(done)
+            self._resume(done)
+        return resolved
+
+    def _decide(self, decision: Decision) -> ApprovalRequest:
+        done = self.store.decide(decision, now=decision.decided_at)
+        self._resume(done)
+        return done
+
+    def _resume(self, request: ApprovalRequest) -> None:
+        if self.graph is not None:
+            self.graph.invoke(*_resume_args(request))
+
+    # -- async twins -------------------------------------------------------------
+
+    async def aapprove(
+        self, request_id: str, *, reviewer: str, notes: str | None = None
+    ) -> ApprovalRequest:
+        """The async twin of ``approve`` (resumes with ``graph.ainvoke``)."""
+        return await self._adecide(Decision(request_id, APPROVED, reviewer, notes, self.clock()))
+
+    async def areject(
+        self, request_id: str, *, reviewer: str, notes: str | None = None
+    ) -> ApprovalRequest:
+        """The async twin of ``reject``."""
+        return await self._adecide(Decision(request_id, REJECTED, reviewer, notes, self.clock()))
+
+    async def aedit(
+        self,
+        request_id: str,
+        update: Mapping[str, Any],
+        *,
+        reviewer: str,
+        notes: str | None = None,
+    ) -> ApprovalRequest:
+        """The async twin of ``edit``."""
+        decision = await asyncio.to_thread(self._edit, request_id, update, reviewer, notes)
+        return await self._adecide(decision)
+
+    async def _adecide(self, decision: Decision) -> ApprovalRequest:
+        done = await asyncio.to_thread(self.store.decide, decision, now=decision.decided_at)
+        if self.graph is not None:
+            await self.graph.ainvoke(*_resume_args(done))
+        return done
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _cutoff(self, older_than: float | timedelta | datetime | None) -> float | None:
+        if older_than is None:
+            return None
+        if isinstance(older_than, datetime):
+            return older_than.timestamp()
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        return self.clock() - float(age)
+
+    def close(self) -> None:
+        """Release the connections of a store this queue opened (``from_url``).
+
+        A store shared with a checkpointer's runs stays open.
+        """
+        if self._owns_store:
+            self.store.close()
+
+
+def _resume_args(request: ApprovalRequest) -> tuple[Command[Any], dict[str, Any]]:
+    payload = {"request_id": request.id, "status": request.status}
+    config = {"configurable": {"thread_id": request.thread_id}}
+    return Command(resume={request.id: payload}), config

@@ -1,0 +1,179 @@
+"""The durable records of the review queue: requests and the decisions on them.
+
+A leaf of ``trellis.hitl``: plain values and their JSON forms, no I/O. Every
+store (memory, SQLite, PostgreSQL) keeps exactly these fields.
+
+>>> request.status, request.deadline
+('pending', 1767225600.0)
+>>> request.decision  # None until somebody (or the clock) decides
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = [
+    "APPROVED",
+    "AUTO_APPROVED",
+    "DECIDED",
+    "EDITED",
+    "HUMAN",
+    "PENDING",
+    "REJECTED",
+    "RISKS",
+    "TIMED_OUT",
+    "ApprovalRequest",
+    "Decision",
+    "Risk",
+    "from_json",
+    "to_json",
+    "to_jsonable",
+]
+
+Risk = Literal["low", "medium", "high"]
+RISKS: Final = ("low", "medium", "high")
+
+PENDING: Final = "pending"
+APPROVED: Final = "approved"
+REJECTED: Final = "rejected"
+EDITED: Final = "edited"
+TIMED_OUT: Final = "timed_out"
+AUTO_APPROVED: Final = "auto_approved"
+HUMAN: Final = frozenset({APPROVED, REJECTED, EDITED})
+"""Statuses a person sets through the queue."""
+DECIDED: Final = frozenset({*HUMAN, TIMED_OUT, AUTO_APPROVED})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Who resolved a request, when, how, and why: one row of the audit trail.
+
+    ``status`` is the request's final status. ``update`` is an edit's state
+    update. ``resolution`` says what a timeout did: ``"approve"``,
+    ``"reject"`` or the node the run went to.
+
+    >>> queue.get(request_id).decision.reviewer
+    'alice'
+    """
+
+    request_id: str
+    status: str
+    reviewer: str | None
+    notes: str | None
+    decided_at: float
+    update: dict[str, Any] | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A run waiting (or having waited) for a person before one node.
+
+    Times are epoch seconds (UTC). ``deadline`` is None for a gate without a
+    timeout. ``context`` is a JSON copy of what the reviewer should see (by
+    default the node's input). ``state_keys`` are the keys an edit may set.
+    ``id`` is the id of the interrupt the run is suspended on, so
+    ``Command(resume={request.id: ...})`` resumes exactly this gate.
+
+    >>> [r.node for r in queue.pending(risk="high")]
+    ['delete']
+    """
+
+    id: str
+    thread_id: str
+    node: str
+    summary: str
+    context: dict[str, Any]
+    risk: str
+    confidence: float | None
+    created_at: float
+    deadline: float | None
+    status: str
+    on_timeout: str = "reject"
+    state_keys: tuple[str, ...] = ()
+    checkpoint_id: str | None = None
+    decided_at: float | None = None
+    decision: Decision | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True while nobody (and no deadline) has decided it."""
+        return self.status == PENDING
+
+    def overdue(self, now: float) -> bool:
+        """True when still pending and ``now`` is at or past the deadline."""
+        return self.status == PENDING and self.deadline is not None and now >= self.deadline
+
+    def as_interrupt(self) -> dict[str, Any]:
+        """What the run's ``__interrupt__`` value shows for this request."""
+        return {
+            "type": "approval",
+            "request_id": self.id,
+            "node": self.node,
+            "summary": self.summary,
+            "risk": self.risk,
+            "confidence": self.confidence,
+            "deadline": self.deadline,
+            "context": self.context,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able view (for the CLI and for APIs in front of the queue)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["state_keys"] = list(self.state_keys)
+        out["decision"] = dataclasses.asdict(self.decision) if self.decision else None
+        return to_jsonable(out)  # type: ignore[no-any-return]
+
+
+def to_jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-friendly copy of ``value``, for display: never fails.
+
+    Dataclasses and pydantic models become dicts, datetimes ISO strings, sets
+    and tuples lists; anything else unknown becomes its ``repr``.
+    """
+    if depth > 32:
+        return repr(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [to_jsonable(v, depth + 1) for v in items]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, dt.timedelta)):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, depth + 1)
+    if isinstance(value, bytes):
+        return value.hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return to_jsonable(fields, depth + 1)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return to_jsonable(dump(), depth + 1)
+        except Exception:  # a broken model still gets shown, as its repr
+            return repr(value)
+    return repr(value)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON of ``to_jsonable(value)``."""
+    return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def from_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,173 @@
+"""Where approval requests live: one small protocol, one backend per checkpointer.
+
+``store_for(saver)`` picks the backend that sits next to a run's checkpoints:
+
+- ``MemorySaver`` → an in-process store, one per saver instance;
+- ``SqliteSaver`` → the same database file (its own tables and connection);
+- ``PostgresSaver`` → the same server (its own tables, the saver's pool).
+
+so a ``ReviewQueue(saver)`` in any process that can open the saver sees the
+requests its runs made. Every backend passes ``tests/hitl/test_store_conformance.py``.
+
+>>> store = store_for(SqliteSaver.from_path("runs.db"))
+>>> [r.id for r in store.pending()]
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from trellis.errors import AlreadyDecidedError, ApprovalError
+from trellis.hitl.records import PENDING, ApprovalRequest, Decision
+
+__all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
+
+StatRow = tuple[str, str, float, float | None]
+"""``(node, status, created_at, decided_at)``: what metrics are computed from."""
+
+
+@runtime_checkable
+class ApprovalStore(Protocol):
+    """What the gate and the review queue need from a backend.
+
+    Contract (checked by the conformance suite):
+    - ``create`` inserts a request unless one with its id exists, and returns
+      the stored one (so a gate that runs again never duplicates a request).
+      A request created already decided (auto-approval) gets its audit row too.
+    - ``decide`` is exactly-once: it moves a *pending* request to the
+      decision's status in one transaction with the audit row, or raises
+      ``ApprovalNotFoundError`` (unknown id) or ``AlreadyDecidedError``
+      (decided, timed out, or, for a person's decision, past its deadline —
+      status ``"expired"``). A ``timed_out`` decision applies only at or past
+      the deadline and records the request's ``on_timeout`` as its resolution.
+    - ``pending`` lists pending requests ordered by deadline (none last), then
+      creation time and id, from an index — never by reading checkpoints.
+    """
+
+    def setup(self) -> None: ...
+
+    def create(self, request: ApprovalRequest) -> ApprovalRequest: ...
+
+    def get(self, request_id: str) -> ApprovalRequest | None: ...
+
+    def decide(self, decision: Decision, *, now: float) -> ApprovalRequest: ...
+
+    def pending(
+        self,
+        *,
+        risk: Sequence[str] | None = None,
+        node: Sequence[str] | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[ApprovalRequest]: ...
+
+    def due(self, now: float, *, limit: int | None = None) -> list[ApprovalRequest]: ...
+
+    def history(self, thread_id: str) -> list[ApprovalRequest]: ...
+
+    def stats(self, node: str | None = None) -> list[StatRow]: ...
+
+    def close(self) -> None: ...
+
+
+_lock = threading.Lock()
+_stores: weakref.WeakKeyDictionary[Any, ApprovalStore] = weakref.WeakKeyDictionary()
+_default: ApprovalStore | None = None
+
+
+def store_for(saver: Any) -> ApprovalStore:
+    """The approval store that belongs with ``saver`` (one per saver instance).
+
+    ``saver=None`` (a graph without a checkpointer) gets a process-wide
+    in-memory store, which is enough to record auto-approvals; a gate that
+    needs a person fails in ``interrupt()`` as any interrupt without a
+    checkpointer does.
+
+    >>> store_for(saver) is store_for(saver)
+    True
+    """
+    global _default
+    with _lock:
+        if saver is None:
+            if _default is None:
+                from trellis.hitl.store_memory import MemoryApprovalStore
+
+                _default = MemoryApprovalStore()
+            return _default
+        try:
+            found = _stores.get(saver)
+        except TypeError:  # not weak-referenceable: build a fresh store each time
+            return _build(saver)
+        if found is None:
+            found = _build(saver)
+            _stores[saver] = found
+            if found is not saver:  # the store's connections live as long as the saver
+                weakref.finalize(saver, found.close)
+        return found
+
+
+def _build(saver: Any) -> ApprovalStore:
+    from trellis.persist.sqlite import SqliteSaver
+
+    if isinstance(saver, ApprovalStore):
+        return saver
+    serde = getattr(saver, "serde", None)
+    if isinstance(saver, SqliteSaver) and saver.path not in (":memory:", "", "<unknown>"):
+        from trellis.hitl.store_sqlite import SqliteApprovalStore
+
+        return SqliteApprovalStore(saver.path, serde=serde)
+    if type(saver).__module__ == "trellis.persist.postgres" or "Postgres" in type(saver).__name__:
+        from trellis.hitl.store_postgres import PostgresApprovalStore
+
+        shared = getattr(saver, "_shared", None)
+        conninfo = getattr(saver, "conninfo", None) or getattr(shared, "conninfo", None)
+        if not isinstance(conninfo, str):
+            raise TypeError(f"cannot find the database of {type(saver).__name__}: no conninfo")
+        schema = getattr(saver, "schema", None) or _unquote(getattr(saver, "_sql", None))
+        return PostgresApprovalStore(conninfo, serde=serde, schema=schema or "public")
+    # In-process savers (and an in-memory SQLite database) keep requests in memory.
+    from trellis.hitl.store_memory import MemoryApprovalStore
+
+    return MemoryApprovalStore(serde=serde)
+
+
+def _unquote(dialect: Any) -> str | None:
+    schema = getattr(dialect, "schema", None)
+    return schema.strip('"') if isinstance(schema, str) else None
+
+
+def open_store(url: str, *, schema: str = "public") -> ApprovalStore:
+    """A store for a database named by ``url``: a PostgreSQL URL or a SQLite path.
+
+    >>> open_store("postgresql://app@db/prod")
+    >>> open_store("runs.db")
+    """
+    if url.startswith(("postgres://", "postgresql://")):
+        from trellis.hitl.store_postgres import PostgresApprovalStore
+
+        return PostgresApprovalStore(url, schema=schema)
+    from trellis.hitl.store_sqlite import SqliteApprovalStore
+
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    return SqliteApprovalStore(path)
+
+
+def names(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """A filter argument as a tuple: one name, several, or None for all."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def refusal_for(rid: str, status: str, deadline: float, timeout: bool) -> ApprovalError:
+    """The error for a decision on a request that is not (or no longer) decidable."""
+    if status != PENDING:
+        return AlreadyDecidedError(rid, status)
+    if timeout:
+        return ApprovalError(f"approval request {rid!r} is not due yet (deadline {deadline})")
+    return AlreadyDecidedError(rid, "expired")

@@ -1,0 +1,122 @@
+"""Approval requests in PostgreSQL: the checkpoint server, own tables.
+
+Decisions are ``UPDATE ... WHERE status = 'pending' RETURNING ...`` under READ
+COMMITTED: a second reviewer's update waits for the first to commit, then
+re-reads the row, finds it decided and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from trellis.errors import ApprovalError, SchemaVersionError
+from trellis.hitl.store_sql import SCHEMA_VERSION, Cursor, SqlApprovalStore, ddl
+from trellis.persist.serde import Serializer
+
+__all__ = ["PostgresApprovalStore"]
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class PostgresApprovalStore(SqlApprovalStore):
+    """The review queue's tables on a PostgreSQL server.
+
+    Give a ``conninfo`` (the store opens a small pool of its own) or a
+    ``psycopg_pool.ConnectionPool`` to share. Tables go in ``schema`` (a
+    PostgresSaver's store uses the saver's schema).
+
+    >>> store = PostgresApprovalStore("postgresql://app@db/prod")
+    >>> store.pending(node=["refund"])
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: Any = None,
+        serde: Any = None,
+        schema: str = "public",
+        max_size: int = 4,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must be a plain identifier, got {schema!r}")
+        self.schema = schema
+        try:
+            from psycopg_pool import AsyncConnectionPool, ConnectionPool
+        except ImportError as exc:  # pragma: no cover - the postgres extra is missing
+            raise ImportError("PostgreSQL approvals need: pip install 'trellis[postgres]'") from exc
+        self.serde = serde if serde is not None else Serializer()
+        self._owned = pool is None or isinstance(pool, AsyncConnectionPool) or schema != "public"
+        if pool is not None and self._owned:
+            # A sync store cannot borrow async connections, and its search_path is its own.
+            conninfo = str(pool.conninfo)
+        if self._owned:
+            if not conninfo:
+                raise ValueError("PostgresApprovalStore needs a conninfo or a pool")
+            try:
+                kwargs: dict[str, Any] = {"autocommit": True}
+                if schema != "public":
+                    kwargs["options"] = f"-c search_path={schema}"
+                pool = ConnectionPool(
+                    conninfo, min_size=1, max_size=max_size, open=True,
+                    kwargs=kwargs, name="trellis-approvals",
+                )  # fmt: skip
+                pool.wait(timeout=10.0)
+            except Exception as exc:
+                raise ApprovalError(f"cannot connect to the approval database: {exc}") from exc
+        self._pool = pool
+        self._ready = False
+        self._setup_lock = threading.Lock()
+        self.setup()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def setup(self) -> None:
+        """Create the tables if missing; refuse a database from a newer Trellis."""
+        with self._setup_lock:
+            if self._ready:
+                return
+            with self._tx(True) as cur:
+                # Concurrent CREATE ... IF NOT EXISTS can still collide: serialise setups.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('trellis_approval_schema'))")
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS trellis_approval_schema "
+                    "(version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                cur.execute("SELECT max(version) FROM trellis_approval_schema")
+                current = cur.fetchall()[0][0] or 0
+                if current > SCHEMA_VERSION:
+                    raise SchemaVersionError(
+                        f"approval tables have schema version {current}, newer than this "
+                        f"Trellis understands ({SCHEMA_VERSION}); upgrade Trellis"
+                    )
+                if current < SCHEMA_VERSION:
+                    for statement in ddl("DOUBLE PRECISION", "BYTEA"):
+                        cur.execute(statement)
+                    cur.execute(
+                        "INSERT INTO trellis_approval_schema "
+                        "VALUES (%s, extract(epoch from now()))",
+                        (SCHEMA_VERSION,),
+                    )
+            self._ready = True
+
+    @contextmanager
+    def _tx(self, write: bool) -> Iterator[Cursor]:
+        import psycopg
+
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise ApprovalError(f"approval database: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the store's own pool (a shared pool is left to its owner)."""
+        if self._owned:
+            self._pool.close()

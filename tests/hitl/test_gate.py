@@ -1,0 +1,414 @@
+"""Approval gates in running graphs, on every checkpointer: suspend, decide, resume."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import END, START, Command, StateGraph, interrupt
+from trellis.errors import (
+    AlreadyDecidedError,
+    ApprovalError,
+    ApprovalNotFoundError,
+    InterruptError,
+    InvalidUpdateError,
+    RoutingError,
+)
+from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
+from trellis.hitl.records import APPROVED, AUTO_APPROVED, EDITED, PENDING, REJECTED
+
+from tests.hitl.conftest import Backend, Clock
+
+
+class State(TypedDict, total=False):
+    amount: int
+    confidence: float
+    status: str
+    log: Annotated[list[str], operator.add]
+
+
+class Plain(TypedDict, total=False):
+    amount: int
+
+
+class Graph:
+    """prepare -> act (gated) -> after; ``notify`` is where rejections may go."""
+
+    def __init__(
+        self,
+        saver: Any,
+        approval: Approval | None = None,
+        *,
+        policy: ApprovalPolicy | None = None,
+        schema: Any = State,
+    ) -> None:
+        self.runs: list[Any] = []
+        self.saver = saver
+        b = StateGraph(schema)
+        log = schema is State
+        b.add_node("prepare", lambda s: {"log": ["prepare"]} if log else None)
+        approval = approval or Approval(risk="high")
+        # destinations=: until graph validation reads approval routes itself.
+        b.add_node("act", self._act, approval=approval, destinations=approval.destinations)
+        b.add_node("after", lambda s: {"log": ["after"]} if log else None)
+        b.add_edge(START, "prepare")
+        b.add_edge("prepare", "act")
+        b.add_edge("act", "after")
+        b.add_edge("after", END)
+        if "notify" in approval.destinations:
+            b.add_node("notify", lambda s: {"log": ["notify"]} if log else None)
+            b.add_edge("notify", END)
+        options = {} if policy is None else {"approval_policy": policy}
+        self.app = b.compile(checkpointer=saver, **options)
+
+    def _act(self, state: Any) -> Any:
+        self.runs.append(dict(state))
+        return {"log": ["act"], "amount": state["amount"] * 10} if "log" in state else None
+
+    def start(self, thread: str, **state: Any) -> dict[str, Any]:
+        return self.app.invoke({"amount": 1, **state}, cfg(thread))  # type: ignore[no-any-return]
+
+    def values(self, thread: str) -> dict[str, Any]:
+        return self.app.get_state(cfg(thread)).values  # type: ignore[no-any-return]
+
+
+def cfg(thread: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread}}
+
+
+def request_id(out: dict[str, Any]) -> str:
+    (pending,) = out["__interrupt__"]
+    return pending.id  # type: ignore[no-any-return]
+
+
+def test_a_gate_suspends_before_the_node_and_stores_a_request(
+    backend: Backend, clock: Clock
+) -> None:
+    g = Graph(
+        backend.saver(),
+        Approval(risk="high", timeout=60, summary=lambda s: f"refund {s['amount']}"),
+        policy=ApprovalPolicy(clock=clock),
+    )
+    out = g.start("t1", confidence=0.4)
+    rid = request_id(out)
+    assert g.runs == []
+    assert out["__interrupt__"][0].value["summary"] == "refund 1"
+    assert g.app.get_state(cfg("t1")).next == ("act",)
+    request = ReviewQueue(g.saver).get(rid)
+    assert (request.thread_id, request.node, request.status) == ("t1", "act", PENDING)
+    assert (request.risk, request.confidence) == ("high", 0.4)
+    assert (request.created_at, request.deadline) == (clock.now, clock.now + 60)
+    assert request.context == {"amount": 1, "confidence": 0.4, "log": ["prepare"]}
+    assert request.summary == "refund 1"
+
+
+def test_approving_with_the_graph_resumes_the_run_at_once(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    queue = ReviewQueue(g.saver, graph=g.app)
+    done = queue.approve(rid, reviewer="alice", notes="checked")
+    assert done.status == APPROVED
+    assert done.decision is not None and (done.decision.reviewer, done.decision.notes) == (
+        "alice",
+        "checked",
+    )
+    assert len(g.runs) == 1
+    assert g.values("t1")["log"] == ["prepare", "act", "after"]
+    assert g.app.get_state(cfg("t1")).next == ()
+
+
+def test_without_the_graph_the_run_continues_at_the_next_invoke(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    ReviewQueue(g.saver).approve(rid, reviewer="alice")
+    assert g.runs == []
+    out = g.app.invoke(None, cfg("t1"))
+    assert "__interrupt__" not in out
+    assert out["log"] == ["prepare", "act", "after"]
+    assert len(g.runs) == 1
+
+
+def test_invoking_while_still_pending_asks_again_without_a_second_request(
+    backend: Backend,
+) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    again = g.app.invoke(None, cfg("t1"))
+    assert request_id(again) == rid
+    assert g.runs == []
+    queue = ReviewQueue(g.saver)
+    assert [r.id for r in queue.history("t1")] == [rid]
+    assert [r.id for r in queue.pending()] == [rid]
+
+
+def test_reject_ends_the_run_with_status_rejected(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    done = ReviewQueue(g.saver, graph=g.app).reject(rid, reviewer="bob", notes="too big")
+    assert done.status == REJECTED
+    assert g.runs == []
+    values = g.values("t1")
+    assert values["status"] == "rejected"
+    assert values["log"] == ["prepare"]  # neither act nor its successor ran
+    assert g.app.get_state(cfg("t1")).next == ()
+
+
+def test_reject_without_a_status_key_only_ends_the_run(backend: Backend) -> None:
+    g = Graph(backend.saver(), schema=Plain)
+    rid = request_id(g.start("t1"))
+    ReviewQueue(g.saver, graph=g.app).reject(rid, reviewer="bob")
+    assert g.runs == []
+    assert g.values("t1") == {"amount": 1}
+    assert g.app.get_state(cfg("t1")).next == ()
+    assert ReviewQueue(g.saver).get(rid).status == REJECTED
+
+
+def test_reject_goes_to_on_reject(backend: Backend) -> None:
+    g = Graph(backend.saver(), Approval(risk="medium", on_reject="notify"))
+    rid = request_id(g.start("t1"))
+    ReviewQueue(g.saver, graph=g.app).reject(rid, reviewer="bob")
+    assert g.runs == []
+    assert g.values("t1")["log"] == ["prepare", "notify"]
+    assert g.values("t1")["status"] == "rejected"
+
+
+def test_edit_applies_the_update_before_the_node_runs(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    done = ReviewQueue(g.saver, graph=g.app).edit(
+        rid, {"amount": 5}, reviewer="carol", notes="partial"
+    )
+    assert done.status == EDITED
+    assert done.decision is not None and done.decision.update == {"amount": 5}
+    assert [r["amount"] for r in g.runs] == [5]
+    assert g.values("t1")["amount"] == 50
+
+
+def test_edit_without_the_graph_is_applied_at_the_next_invoke(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    ReviewQueue(g.saver).edit(rid, {"amount": 3}, reviewer="carol")
+    assert g.app.invoke(None, cfg("t1"))["amount"] == 30
+    assert [r["amount"] for r in g.runs] == [3]
+
+
+def test_an_edit_that_does_not_fit_the_state_is_refused_and_changes_nothing(
+    backend: Backend,
+) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    before = g.values("t1")
+    queue = ReviewQueue(g.saver, graph=g.app)
+    with pytest.raises(InvalidUpdateError, match="'amont'"):
+        queue.edit(rid, {"amont": 5}, reviewer="carol")
+    with pytest.raises(InvalidUpdateError, match="empty"):
+        queue.edit(rid, {}, reviewer="carol")
+    assert queue.get(rid).status == PENDING
+    assert g.values("t1") == before
+    assert g.runs == []
+
+
+def test_deciding_an_unknown_request_is_a_named_error(backend: Backend) -> None:
+    queue = ReviewQueue(backend.saver())
+    with pytest.raises(ApprovalNotFoundError):
+        queue.approve("0" * 32, reviewer="x")
+    with pytest.raises(ApprovalNotFoundError):
+        queue.get("0" * 32)
+
+
+def test_a_second_decision_is_refused_and_the_node_runs_once(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    queue = ReviewQueue(g.saver, graph=g.app)
+    queue.approve(rid, reviewer="alice")
+    with pytest.raises(AlreadyDecidedError) as info:
+        queue.reject(rid, reviewer="bob")
+    assert info.value.status == APPROVED
+    assert len(g.runs) == 1
+
+
+def test_low_risk_and_confident_passes_without_a_person(backend: Backend) -> None:
+    policy = ApprovalPolicy(auto_approve_threshold=0.9)
+    g = Graph(backend.saver(), Approval(risk="low"), policy=policy)
+    out = g.start("t1", confidence=0.9)
+    assert "__interrupt__" not in out
+    assert len(g.runs) == 1
+    (request,) = ReviewQueue(g.saver).history("t1")
+    assert request.status == AUTO_APPROVED
+    assert request.decision is not None and request.decision.reviewer == "policy"
+
+
+@pytest.mark.parametrize(
+    ("risk", "confidence", "policy"),
+    [
+        ("low", 0.89, ApprovalPolicy(auto_approve_threshold=0.9)),
+        ("medium", 0.99, ApprovalPolicy(auto_approve_threshold=0.9)),
+        ("low", None, ApprovalPolicy(auto_approve_threshold=0.9)),
+        ("low", 0.99, None),
+    ],
+)
+def test_everything_else_waits_for_a_person(
+    backend: Backend, risk: Any, confidence: float | None, policy: ApprovalPolicy | None
+) -> None:
+    g = Graph(backend.saver(), Approval(risk=risk), policy=policy)
+    extra = {} if confidence is None else {"confidence": confidence}
+    out = g.start("t1", **extra)
+    assert "__interrupt__" in out
+    assert g.runs == []
+
+
+def test_the_confidence_key_is_configurable(backend: Backend) -> None:
+    policy = ApprovalPolicy(auto_approve_threshold=0.8, confidence_key="amount")
+    g = Graph(backend.saver(), Approval(risk="low"), policy=policy)
+    assert "__interrupt__" not in g.start("t1", amount=1)
+
+
+def test_a_raw_resume_value_is_recorded_as_a_decision(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    g.app.invoke(Command(resume={rid: {"action": "edit", "update": {"amount": 2}}}), cfg("t1"))
+    assert [r["amount"] for r in g.runs] == [2]
+    request = ReviewQueue(g.saver).get(rid)
+    assert request.status == EDITED
+    assert request.decision is not None and request.decision.reviewer is None
+
+
+def test_a_bare_resume_value_works_like_langgraph(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    g.start("t1")
+    g.app.invoke(Command(resume=False), cfg("t1"))
+    assert g.runs == []
+    assert g.values("t1")["status"] == "rejected"
+
+
+def test_an_unreadable_resume_value_fails_and_the_queue_still_decides(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    with pytest.raises(ApprovalError, match="cannot read"):
+        g.app.invoke(Command(resume={rid: 42}), cfg("t1"))
+    assert g.runs == []
+    queue = ReviewQueue(g.saver)
+    assert queue.get(rid).status == PENDING
+    queue.approve(rid, reviewer="alice")
+    g.app.invoke(None, cfg("t1"))
+    assert len(g.runs) == 1
+
+
+def test_resuming_with_an_unknown_interrupt_id_changes_nothing(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    before = g.app.get_state(cfg("t1"))
+    with pytest.raises(InterruptError, match="unknown interrupt id"):
+        g.app.invoke(Command(resume={"f" * 32: True}), cfg("t1"))
+    after = g.app.get_state(cfg("t1"))
+    assert (after.values, after.next, after.config) == (before.values, before.next, before.config)
+    assert ReviewQueue(g.saver).get(rid).status == PENDING
+    assert g.runs == []
+
+
+def test_resuming_a_thread_with_nothing_pending_is_a_named_error(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    ReviewQueue(g.saver, graph=g.app).approve(rid, reviewer="alice")
+    before = g.app.get_state(cfg("t1"))
+    with pytest.raises(InterruptError, match="no pending interrupt"):
+        g.app.invoke(Command(resume={rid: True}), cfg("t1"))
+    assert g.app.get_state(cfg("t1")).config == before.config
+    assert len(g.runs) == 1
+
+
+def test_an_interrupt_inside_the_gated_node_resumes_after_the_gate(backend: Backend) -> None:
+    asked: list[Any] = []
+
+    def act(state: State) -> dict[str, Any]:
+        answer = interrupt("how much?")
+        asked.append(answer)
+        return {"amount": answer}
+
+    b = StateGraph(State)
+    b.add_node("act", act, approval=Approval(risk="high"))
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver).approve(rid, reviewer="alice")
+    out = app.invoke(None, cfg("t1"))  # the gate passes; the node asks its own question
+    node_iid = request_id(out)
+    assert node_iid != rid and out["__interrupt__"][0].value == "how much?"
+    assert app.invoke(Command(resume={node_iid: 7}), cfg("t1"))["amount"] == 7
+    assert asked == [7]
+
+
+def test_parallel_gates_are_decided_one_by_one(backend: Backend) -> None:
+    ran: list[str] = []
+    b = StateGraph(State)
+    b.add_node("a", lambda s: ran.append("a") or {"log": ["a"]}, approval=Approval())
+    b.add_node("b", lambda s: ran.append("b") or {"log": ["b"]}, approval=Approval())
+    b.add_edge(START, "a")
+    b.add_edge(START, "b")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    out = app.invoke({"amount": 1}, cfg("t1"))
+    ids = {i.value["node"]: i.id for i in out["__interrupt__"]}
+    queue = ReviewQueue(saver, graph=app)
+    queue.approve(ids["b"], reviewer="x")
+    assert ran == ["b"]
+    assert [r.id for r in queue.pending()] == [ids["a"]]
+    assert app.get_state(cfg("t1")).next == ("a",)
+    queue.approve(ids["a"], reviewer="x")
+    assert sorted(ran) == ["a", "b"]
+    assert sorted(app.get_state(cfg("t1")).values["log"]) == ["a", "b"]
+
+
+def test_without_a_checkpointer_a_person_cannot_be_asked() -> None:
+    g = Graph(None)
+    with pytest.raises(InterruptError, match="checkpointer"):
+        g.app.invoke({"amount": 1})
+    auto = Graph(None, Approval(risk="low"), policy=ApprovalPolicy())
+    assert auto.app.invoke({"amount": 1, "confidence": 1.0})["amount"] == 10
+
+
+def test_on_reject_naming_no_node_is_a_routing_error(backend: Backend) -> None:
+    b = StateGraph(State)
+    b.add_node("act", lambda s: {"amount": 2}, approval=Approval(on_reject="nowhere"))
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    with pytest.raises(RoutingError, match="nowhere"):
+        ReviewQueue(saver, graph=app).reject(rid, reviewer="x")
+    assert app.get_state(cfg("t1")).values["amount"] == 1
+
+
+def test_approval_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="risk"):
+        Approval(risk="extreme")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        Approval(timeout=0)
+    with pytest.raises(ValueError, match="threshold"):
+        ApprovalPolicy(auto_approve_threshold=1.5)
+    assert Approval(on_reject="notify", on_timeout="escalate").destinations == (
+        "notify",
+        "escalate",
+    )
+
+
+async def test_async_graphs_and_the_async_queue(backend: Backend) -> None:
+    runs: list[int] = []
+
+    async def act(state: State) -> dict[str, Any]:
+        runs.append(state["amount"])
+        return {"amount": state["amount"] + 1}
+
+    b = StateGraph(State)
+    b.add_node("act", act, approval=Approval(risk="high"))
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    out = await app.ainvoke({"amount": 1}, cfg("t1"))
+    await ReviewQueue(saver, graph=app).aedit(request_id(out), {"amount": 4}, reviewer="x")
+    assert runs == [4]
+    assert (await app.aget_state(cfg("t1"))).values["amount"] == 5
