@@ -282,11 +282,6 @@ def test_a_sibling_that_finished_is_not_rerun_on_resume() -> None:
     assert calls == Counter({"ask": 2, "quiet": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Command(resume=..., update=...) as input drops the update; LangGraph applies "
-    "it before resuming ({'a': 'upd'})",
-)
 def test_resume_command_with_an_update_applies_it() -> None:
     graph = build({"ask": asker(Counter(), "ask", "q")}, [(START, "ask")])
     config = thread()
@@ -368,22 +363,12 @@ def test_updates_stream_around_an_interrupt_and_its_resume() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: at an interrupt LangGraph's values stream yields the state with "
-    "'__interrupt__' as its last chunk; Trellis yields nothing for the interrupted step",
-)
 def test_values_stream_ends_with_the_interrupt() -> None:
     chunks = list(_pre_ask_post().stream({"a": "x"}, thread(), stream_mode="values"))
     assert [i.value for i in chunks[-1]["__interrupt__"]] == ["q"]
     assert chunks[-1]["log"] == ["pre"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on resume (Command(resume=...) or None) LangGraph's values stream first "
-    "yields the saved state; Trellis starts with the next step's state",
-)
 def test_values_stream_on_resume_starts_with_the_saved_state() -> None:
     graph = _pre_ask_post()
     config = thread()
@@ -392,11 +377,6 @@ def test_values_stream_on_resume_starts_with_the_saved_state() -> None:
     assert chunks[0] == {"a": "x", "answers": [], "log": ["pre"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stopping at interrupt_before, LangGraph's updates stream yields "
-    "{'__interrupt__': ()}; Trellis yields nothing",
-)
 def test_updates_stream_reports_a_breakpoint() -> None:
     graph = _abc(interrupt_before=["b"])
     chunks = list(graph.stream({"a": "x"}, thread(), stream_mode="updates"))
@@ -413,11 +393,6 @@ def _deferred(**compile_options: Any) -> Any:
     return builder.compile(checkpointer=MemorySaver(), **compile_options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: interrupt_before a deferred node fires as soon as the node is triggered "
-    "(before 'b' runs; log ['a','b1']) instead of just before it runs (log ['a','b1','b'])",
-)
 def test_interrupt_before_a_deferred_node_stops_when_it_is_about_to_run() -> None:
     graph = _deferred(interrupt_before=["c"])
     config = thread()
@@ -425,11 +400,6 @@ def test_interrupt_before_a_deferred_node_stops_when_it_is_about_to_run() -> Non
     assert graph.get_state(config).next == ("c",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: get_state().next lists a deferred node that will not run next step "
-    "(('b', 'c') instead of LangGraph's ('b',))",
-)
 def test_next_does_not_list_a_deferred_node_early() -> None:
     graph = _deferred(interrupt_after=["a"])
     config = thread()
@@ -445,12 +415,6 @@ def test_deferred_node_runs_after_resuming_from_a_breakpoint() -> None:
     assert graph.get_state(config).next == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with durability='exit' an interrupt() saves a checkpoint with next=() and "
-    "no pending interrupt, so Command(resume=...) returns None without running the node "
-    "(LangGraph resumes: log ['x', 'ask:R'])",
-)
 def test_interrupt_and_resume_with_exit_durability() -> None:
     def ask(state: S) -> dict[str, Any]:
         return {"log": ["ask:" + interrupt("q")]}
@@ -464,12 +428,6 @@ def test_interrupt_and_resume_with_exit_durability() -> None:
     assert out == {"a": "in", "answers": [], "log": ["x", "ask:R"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: update_state on a thread waiting in interrupt() drops the pending interrupt, "
-    "so the edit-then-resume pattern raises InterruptError 'no pending interrupt'; LangGraph "
-    "re-runs the node and its interrupt() returns the resume value",
-)
 def test_resume_after_editing_the_state_of_an_interrupted_thread() -> None:
     def ask(state: S) -> dict[str, Any]:
         return {"log": [state["a"] + ":" + interrupt("q")]}

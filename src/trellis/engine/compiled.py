@@ -166,6 +166,8 @@ class CompiledStateGraph:
                         f"Command(resume=...) given, but thread {loop.thread_id!r} has no "
                         "pending interrupt"
                     )
+                if input.update is not None:  # applied before the interrupted nodes re-run
+                    loop.apply_input_update(input)
             loop.expected_head = head.checkpoint.id if head is not None else None
             return
         if saved is not None:

@@ -191,6 +191,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
+    if loop.resuming and "values" in modes and loop.wrote_any:
+        yield "values", loop.values_chunk()  # a resumed run first shows where it stands
     while True:
         tasks = loop.tick()
         if loop.effects:
@@ -198,6 +200,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if loop.saved:
             yield from loop.checkpoint_chunks()
         if not tasks:
+            if loop.status == "interrupt_before":
+                yield from loop.interrupt_chunks()
             break
         if debug:
             for task in tasks:
@@ -346,6 +350,8 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
+    if loop.resuming and "values" in modes and loop.wrote_any:
+        yield "values", loop.values_chunk()
     while True:
         tasks = loop.tick()
         if loop.effects:
@@ -354,6 +360,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             for chunk in loop.checkpoint_chunks():
                 yield chunk
         if not tasks:
+            if loop.status == "interrupt_before":
+                for chunk in loop.interrupt_chunks():
+                    yield chunk
             break
         if debug:
             for task in tasks:

@@ -128,6 +128,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
         )
     loop.next_nodes = nodes
     loop.next_sends = sends
+    loop.wrote_any = bool(loop.values)  # a resumed run's result is the state it reaches
     loop.barriers = {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
     loop.visits = dict(pending.get("visits", {}))
     loop.deferred = set(pending.get("deferred", ()))

@@ -175,6 +175,16 @@ class RunLoop:
 
             self.effects.append(record(self, "input"))
 
+    def apply_input_update(self, command: Command[Any]) -> None:
+        """``Command(resume=..., update=...)``: write ``update`` into the state first."""
+        task = Task(self, self.plan.start, None, self.step, (PULL, START))
+        task.accept(Command(update=command.update))
+        if task.update:
+            if self.track:
+                self._track(task.update)
+            else:
+                self.apply(self.values, task.update)
+
     def check_input(self, value: Any) -> dict[str, Any]:
         info = self.plan.input_info
         if info.kind == "pydantic" and isinstance(value, Mapping):
@@ -216,7 +226,7 @@ class RunLoop:
         names = self.next_nodes
         sends = self.next_sends
         before = self.breakpoints[0]
-        if before and not self.resuming and self._hits(before, names, sends):
+        if before and not self.resuming and self._hits(before, self._runnable(names), sends):
             self.status = "interrupt_before"
             return []
         self.resuming = False
@@ -313,13 +323,23 @@ class RunLoop:
             )
 
     def interrupt_chunks(self) -> Iterator[tuple[str, Any]]:
+        """What LangGraph streams when a run stops on interrupts (or a breakpoint: none)."""
+        chunk = {"__interrupt__": tuple(self.interrupts)}
         if "updates" in self.modes:
-            yield "updates", {"__interrupt__": tuple(self.interrupts)}
+            yield "updates", chunk
+        if "values" in self.modes and self.interrupts:
+            yield "values", {**self.values_chunk(), **chunk}
 
     def _next_id(self) -> str:
         from trellis.persist.base import new_checkpoint_id
 
         return new_checkpoint_id()
+
+    def _runnable(self, names: list[str]) -> list[str]:
+        """Of the triggered nodes, those that would run now (deferred ones wait)."""
+        nodes = self.plan.nodes
+        eager = [n for n in names if not nodes[n].defer]
+        return eager if eager or self.next_sends else names
 
     def _hits(self, nodes: frozenset[str], names: list[str], sends: list[Send]) -> bool:
         return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
@@ -408,33 +428,18 @@ class RunLoop:
 
     def suspend(self, tasks: list[Task]) -> None:
         """Some tasks called ``interrupt()``: keep the step's results pending."""
-        from trellis.engine.durable import pending_writes, record
-
         self.status = "interrupted"
         self.interrupts = [i for t in tasks for i in t.interrupts]
         self._keep_pending(tasks)
-        writes = pending_writes(tasks)
-        if self.durability == "exit":
-            self.effects.append(record(self, "loop", writes))
-        else:
-            self.effects.append(self._writes_effect(writes))
 
     def fail(self, tasks: list[Task]) -> None:
         """A task failed for good: keep what the others finished, for a resume."""
-        from trellis.engine.durable import pending_writes, record
-
         self.status = "failed"
-        if self.saver is None:
-            return
-        self._keep_pending(tasks)
-        writes = pending_writes(tasks)
-        if self.durability == "exit":
-            self.effects.append(record(self, "loop", writes))
-        else:
-            self.effects.append(self._writes_effect(writes))
+        if self.saver is not None:
+            self._keep_pending(tasks)
 
     def finish(self) -> None:
-        """The run stops (done, interrupted by a breakpoint): final ``exit`` save."""
+        """The run stops (done, or at a breakpoint): the one save of ``exit`` mode."""
         from trellis.engine.durable import record
 
         if (
@@ -445,8 +450,25 @@ class RunLoop:
             self.effects.append(record(self, "loop"))
 
     def _keep_pending(self, tasks: list[Task]) -> None:
-        # The step did not commit: its tasks stay scheduled at the current checkpoint.
+        """The step did not commit: its tasks stay scheduled, their results pending."""
+        from trellis.engine.durable import pending_writes, record
+
         self.step -= 1
+        if self.durability != "exit":
+            self.effects.append(self._writes_effect(pending_writes(tasks)))
+            return
+        # Nothing was saved during the run: save it now, with this step's tasks still
+        # to run, and key their results by the ids they get when planned from it.
+        self.next_nodes = [t.name for t in tasks if t.path[0] == PULL and t.name != START]
+        self.next_sends = [Send(t.name, t.input) for t in tasks if t.path[0] == PUSH]
+        if tasks and tasks[0].name == START:
+            self.start_task = tasks[0]
+        new_id = self._next_id()
+        self.checkpoint_id = new_id
+        for task in tasks:
+            task._id = None
+        writes = pending_writes(tasks)
+        self.effects.append(record(self, "loop", writes, checkpoint_id=new_id))
 
     def _writes_effect(self, writes: list[Any]) -> Any:
         from trellis.engine.durable import Effect

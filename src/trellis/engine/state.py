@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import DONE, ERROR, INTERRUPT, record, restore
 from trellis.engine.loop import RunLoop
-from trellis.engine.task import PULL, PUSH, Task
+from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
-from trellis.persist.base import CheckpointTuple
+from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
 from trellis.types import END, Interrupt, RunnableConfig, StateSnapshot, StateTask
 
 if TYPE_CHECKING:
@@ -50,7 +50,13 @@ def snapshot(
         )  # fmt: skip
     checkpoint = saved.checkpoint
     pending = checkpoint.pending or {}
-    names: list[tuple[str, tuple[str, Any]]] = [(n, (PULL, n)) for n in pending.get("nodes", ())]
+    nodes = [n for n in pending.get("nodes", ()) if n in graph.plan.nodes]
+    eager = [n for n in nodes if not graph.plan.nodes[n].defer]
+    if eager or pending.get("sends"):
+        nodes = eager  # deferred nodes wait until nothing else is left
+    else:
+        nodes = sorted({*nodes, *pending.get("deferred", ())})
+    names: list[tuple[str, tuple[str, Any]]] = [(n, (PULL, n)) for n in nodes]
     names += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
     if "start" in pending:
         names = [("__start__", (PULL, "__start__"))]
@@ -148,5 +154,30 @@ def update_loop(
         loop.saver = graph.checkpointer
         loop.effects = saved_effects
     loop.step += 1
-    loop.effects.append(record(loop, "update"))
+    new_id = new_checkpoint_id()
+    carried = _carry_interrupts(saved, new_id) if as_node is None and saved is not None else []
+    loop.effects.append(record(loop, "update", carried, checkpoint_id=new_id))
     return loop
+
+
+def _carry_interrupts(saved: CheckpointTuple, new_id: str) -> list[PendingWrite]:
+    """An edit made while nodes wait in ``interrupt()`` keeps them waiting.
+
+    The same tasks are scheduled at the new checkpoint, under new ids (ids derive
+    from the checkpoint), so their pending interrupts move to those ids.
+    """
+    checkpoint = saved.checkpoint
+    pending = checkpoint.pending or {}
+    paths = [(n, (PULL, n)) for n in pending.get("nodes", ())]
+    paths += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
+    moved = {
+        task_id(checkpoint.id, checkpoint.step + 1, name, path): task_id(
+            new_id, checkpoint.step + 2, name, path
+        )
+        for name, path in paths
+    }
+    return [
+        PendingWrite(moved[w.task_id], w.task_name, w.idx, w.channel, w.value)
+        for w in saved.pending_writes
+        if w.channel == INTERRUPT and w.task_id in moved
+    ]

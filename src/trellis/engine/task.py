@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.plan import BranchPlan, NodePlan
 
-__all__ = ["Task"]
+__all__ = ["Task", "task_id"]
+
+
+def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, Any]) -> str:
+    """A task's id: the same wherever and whenever it is planned from that checkpoint."""
+    seed = f"{checkpoint_id}|{step}|{name}|{path[0]}|{path[1]}"
+    return hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
+
 
 PULL = "__pregel_pull"
 PUSH = "__pregel_push"
@@ -90,10 +97,7 @@ class Task:
     def id(self) -> str:
         """Stable across retries and resumes: derived from where it was planned."""
         if self._id is None:
-            seed = (
-                f"{self.loop.checkpoint_id}|{self.step}|{self.name}|{self.path[0]}|{self.path[1]}"
-            )
-            self._id = hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
+            self._id = task_id(self.loop.checkpoint_id, self.step, self.name, self.path)
         return self._id
 
     # -- calling ----------------------------------------------------------
