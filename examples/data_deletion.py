@@ -100,7 +100,7 @@ def build(users: UserDirectory | None = None) -> StateGraph[DeletionState, None]
         return {"validated": True, "records": records, "confidence": 0.8}
 
     def after_validate(state: DeletionState) -> Literal["delete", "__end__"]:
-        return "delete" if state["validated"] else END
+        return "delete" if state["validated"] else "__end__"  # END
 
     def delete(state: DeletionState) -> dict[str, Any]:
         directory.delete(state["user_id"])
@@ -110,9 +110,7 @@ def build(users: UserDirectory | None = None) -> StateGraph[DeletionState, None]
         directory.notify(state["user_id"], f"{state['records']} records deleted")
         return {"confirmation_sent": True}
 
-    builder: StateGraph[DeletionState, None] = StateGraph(
-        DeletionState, input_schema=DeletionInput
-    )
+    builder: StateGraph[DeletionState, None] = StateGraph(DeletionState, input_schema=DeletionInput)
     builder.add_node("validate", validate)
     builder.add_node(
         "delete",
@@ -151,7 +149,9 @@ def main() -> None:
         app = build(users).compile(checkpointer=saver, approval_policy=POLICY)
         for user, reason in (("12345", "GDPR erasure request"), ("67890", "duplicate account")):
             out = app.invoke({"user_id": user, "reason": reason}, _config(user))
-            print(f"user {user}: waiting for approval -> {out['__interrupt__'][0].value['summary']}")
+            print(
+                f"user {user}: waiting for approval -> {out['__interrupt__'][0].value['summary']}"
+            )
         queue = ReviewQueue(saver, graph=app)
         for request in queue.pending(node="delete"):
             print(f"  pending {request.id[:8]} risk={request.risk} context={request.context}")

@@ -97,8 +97,11 @@ class Backend:
 
     @property
     def db(self) -> str:
-        """What ``--db`` / ``open_store`` take for this database."""
-        return str(self.path) if self.kind != "postgres" else self.url
+        """What ``--db`` / ``open_store`` take for this database (the test schema in the URL)."""
+        if self.kind != "postgres":
+            return str(self.path)
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}options=-csearch_path%3D{self.schema}"
 
     def store(self) -> ApprovalStore:
         """A new store (own connection) over this backend's database."""

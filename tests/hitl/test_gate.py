@@ -6,6 +6,7 @@ import operator
 from typing import Annotated, Any
 
 import pytest
+from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
 from trellis import END, START, Command, StateGraph, interrupt
@@ -13,14 +14,12 @@ from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
     ApprovalNotFoundError,
+    GraphValidationError,
     InterruptError,
     InvalidUpdateError,
-    RoutingError,
 )
 from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
 from trellis.hitl.records import APPROVED, AUTO_APPROVED, EDITED, PENDING, REJECTED
-
-from tests.hitl.conftest import Backend, Clock
 
 
 class State(TypedDict, total=False):
@@ -371,16 +370,12 @@ def test_without_a_checkpointer_a_person_cannot_be_asked() -> None:
     assert auto.app.invoke({"amount": 1, "confidence": 1.0})["amount"] == 10
 
 
-def test_on_reject_naming_no_node_is_a_routing_error(backend: Backend) -> None:
+def test_on_reject_naming_no_node_is_caught_at_compile(backend: Backend) -> None:
     b = StateGraph(State)
     b.add_node("act", lambda s: {"amount": 2}, approval=Approval(on_reject="nowhere"))
     b.add_edge(START, "act")
-    saver = backend.saver()
-    app = b.compile(checkpointer=saver)
-    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
-    with pytest.raises(RoutingError, match="nowhere"):
-        ReviewQueue(saver, graph=app).reject(rid, reviewer="x")
-    assert app.get_state(cfg("t1")).values["amount"] == 1
+    with pytest.raises(GraphValidationError, match="approval of node 'act' names unknown node"):
+        b.compile(checkpointer=backend.saver())
 
 
 def test_approval_options_are_checked() -> None:

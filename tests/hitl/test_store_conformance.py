@@ -228,7 +228,10 @@ def test_stats_rows_feed_the_metrics(make_store: MakeStore) -> None:
     store.create(req("a"))
     store.create(req("b", node="refund"))
     store.decide(Decision("a", APPROVED, "alice", None, T0 + 30), now=T0 + 30)
-    assert sorted(store.stats()) == [("delete", APPROVED, T0, T0 + 30), ("refund", PENDING, T0, None)]
+    assert sorted(store.stats()) == [
+        ("delete", APPROVED, T0, T0 + 30),
+        ("refund", PENDING, T0, None),
+    ]
     assert store.stats("refund") == [("refund", PENDING, T0, None)]
 
 

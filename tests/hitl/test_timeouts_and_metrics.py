@@ -7,6 +7,7 @@ import threading
 from typing import Annotated, Any
 
 import pytest
+from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
 from trellis import END, START, StateGraph
@@ -14,8 +15,6 @@ from trellis.errors import AlreadyDecidedError
 from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
 from trellis.hitl.metrics import compute_metrics, percentile
 from trellis.hitl.records import APPROVED, PENDING, TIMED_OUT
-
-from tests.hitl.conftest import Backend, Clock
 
 
 class State(TypedDict, total=False):
@@ -174,6 +173,7 @@ def test_metrics_per_gated_node(backend: Backend, clock: Clock) -> None:
         out = app.invoke({"amount": i, "confidence": 0.5}, cfg(f"t{i}"))
         ids.append(out["__interrupt__"][0].id)
     app.invoke({"amount": 9, "confidence": 0.95}, cfg("auto"))
+
     def edit(rid: str, reviewer: str) -> Any:
         return queue.edit(rid, {"amount": 1}, reviewer=reviewer)
 

@@ -65,8 +65,13 @@ def record(
         pending=_pending(loop),
         fingerprint=loop.plan.fingerprint,
     )
-    metadata = {
-        **loop.config.get("metadata", {}),
+    metadata: dict[str, Any] = {
+        # As LangGraph: the caller's metadata, scalars only (they must stay filterable).
+        **{
+            k: v
+            for k, v in (loop.config.get("metadata") or {}).items()
+            if isinstance(v, (str, int, float, bool)) and not k.startswith("__")
+        },
         "source": source,
         "step": loop.step,
         "parents": {},
@@ -90,15 +95,19 @@ def record(
 
 
 def _pending(loop: RunLoop) -> dict[str, Any]:
-    pending = {
-        "nodes": sorted(set(loop.next_nodes)),
-        "sends": list(loop.next_sends),
-        "barriers": {str(i): sorted(seen) for i, seen in loop.barriers.items()},
-        "visits": dict(loop.visits),
-        "deferred": sorted(loop.deferred),
-        "run_id": loop.run_id,
-        "stop": loop.stop,
-    }
+    """What is scheduled, kept small: a checkpoint is written every step, and
+    empty entries are left out."""
+    pending: dict[str, Any] = {}
+    if loop.next_nodes:
+        pending["nodes"] = sorted(set(loop.next_nodes))
+    if loop.next_sends:
+        pending["sends"] = list(loop.next_sends)
+    if loop.barriers:
+        pending["barriers"] = {str(i): sorted(seen) for i, seen in loop.barriers.items()}
+    if loop.visits:
+        pending["visits"] = dict(loop.visits)
+    if loop.deferred:
+        pending["deferred"] = sorted(loop.deferred)
     if loop.compensable:
         pending["compensable"] = [list(entry) for entry in loop.compensable]
     if loop.start_task is not None:  # the input checkpoint: the input is still to apply
@@ -132,7 +141,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.barriers = {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
     loop.visits = dict(pending.get("visits", {}))
     loop.deferred = set(pending.get("deferred", ()))
-    loop.run_id = pending.get("run_id") or loop.run_id
+    loop.run_id = saved.metadata.get("run_id") or loop.run_id
     loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
     loop.stop = loop.step + 1 + loop.recursion_limit
     if "start" in pending:
@@ -208,8 +217,11 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
                 continue
             elif write.idx >= 0:
                 update[write.channel] = write.value
-        if done:
+        if done:  # a task that finished after an interrupt no longer waits on it
             task.done = True
             task.update = update or None
             task.output = task.update
+            if task.interrupts:
+                interrupts = [i for i in interrupts if i not in task.interrupts]
+                task.interrupts = []
     return interrupts

@@ -237,6 +237,24 @@ class RunObserver:
             )
         )
 
+    def instant(
+        self, kind: EventKind, task: Task, *, status: str | None = None, data: Any = None
+    ) -> None:
+        """A point-in-time event inside ``task``'s span (approvals, for one)."""
+        self._emit(
+            self._event(
+                kind,
+                task.span or self.step_span,
+                self.step_span,
+                step=task.step,
+                node=task.name,
+                task_id=task.id,
+                attempt=task.attempt,
+                status=status,
+                data=dict(data or {}),
+            )
+        )
+
     def checkpoint_saved(self, checkpoint_id: str, step: int) -> None:
         self._emit(
             self._event(

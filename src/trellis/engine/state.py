@@ -72,7 +72,7 @@ def snapshot(
         node = graph.plan.nodes.get(name, graph.plan.start)
         task = Task(loop, node, None, checkpoint.step + 1, path)
         writes = by_task.get(task.id, {})
-        found = tuple(writes.get(INTERRUPT, ()))
+        found = () if writes.get(DONE) else tuple(writes.get(INTERRUPT, ()))
         interrupts.extend(found)
         error = writes.get(ERROR)
         result = None

@@ -65,6 +65,8 @@ class DrawableGraph:
             for extra, label in ((spec.fallback, "fallback"), (spec.on_error, "on_error")):
                 if extra:
                     edges.add(Edge(name, extra, True, label))
+            for target in getattr(spec.approval, "destinations", ()):
+                edges.add(Edge(name, target, True, "approval"))
         # LangGraph's order: START's edges, the rest sorted, then plain edges to
         # END from nodes that lead nowhere else, and self-loops last.
         to_end = {e for e in edges if e.target == END and not e.conditional}

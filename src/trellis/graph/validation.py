@@ -43,6 +43,7 @@ def successors(
             graph.setdefault(branch.source, set()).update(dests)
     for name, spec in builder.nodes.items():
         graph[name].update(spec.destinations)
+        graph[name].update(getattr(spec.approval, "destinations", ()))
         for extra in (spec.fallback, spec.on_error):
             if extra:
                 graph[name].add(extra)
@@ -92,6 +93,8 @@ def validate(builder: StateGraph[object, object]) -> None:
             check(spec.fallback, f"fallback of node {name!r}")
         if spec.on_error is not None:
             check(spec.on_error, f"on_error of node {name!r}")
+        for dest in getattr(spec.approval, "destinations", ()):
+            check(dest, f"approval of node {name!r}")
         if spec.max_visits is not None and spec.max_visits < 1:
             problems.append(f"max_visits of node {name!r} must be at least 1")
     has_entry = any(a == START for a, _ in builder.edges) or any(
@@ -120,7 +123,9 @@ def _unreachable_message(names: list[str]) -> str:
     return f"node(s) not reachable from START: {', '.join(map(repr, names))}"
 
 
-def _unreachable(builder: StateGraph[object, object], known: set[str]) -> tuple[list[str], set[str]]:
+def _unreachable(
+    builder: StateGraph[object, object], known: set[str]
+) -> tuple[list[str], set[str]]:
     """Nodes no path from START reaches, and the reached nodes that might still
     reach them through an undeclared Command."""
     graph, open_routers, open_commands = successors(builder)

@@ -50,6 +50,7 @@ from trellis.hitl.records import (
     to_jsonable,
 )
 from trellis.hitl.store import ApprovalStore, store_for
+from trellis.observe.events import EventKind
 from trellis.types import END
 
 if TYPE_CHECKING:
@@ -186,13 +187,15 @@ class Approval:
         request = store.get(rid)
         if request is None:
             request = store.create(self._request(task, rid, policy, now))
+            _observe(task, EventKind.APPROVAL_REQUESTED, request)
         if request.overdue(now):
             request = _time_out(store, rid, now)
         if request.pending:
             answer = interrupt(request.as_interrupt())  # the run stops here until answered
-            request = self._record(store, task, rid, answer, policy)
+            request = _record(store, rid, answer, policy)
         else:
             _take_slot(task, index, request)
+        _observe(task, EventKind.APPROVAL_DECIDED, request)
         return self._outcome(task, request, policy)
 
     def _request(self, task: Task, rid: str, policy: ApprovalPolicy, now: float) -> ApprovalRequest:
@@ -236,28 +239,6 @@ class Approval:
             return f"{node}: {self.risk}-risk action awaiting approval"
         return summary if isinstance(summary, str) else str(summary(state))
 
-    def _record(
-        self, store: ApprovalStore, task: Task, rid: str, answer: Any, policy: ApprovalPolicy
-    ) -> ApprovalRequest:
-        """The run was resumed: use the stored decision, or record the answer as one."""
-        now = policy.clock()
-        current = store.get(rid)
-        if current is None:
-            raise ApprovalError(f"approval request {rid!r} disappeared from the store")
-        if not current.pending:
-            return current
-        if current.overdue(now):
-            return _time_out(store, rid, now)
-        decision = decision_from_answer(rid, answer, now)
-        if decision.update is not None:
-            check_update(decision.update, current.state_keys, rid)
-        try:
-            return store.decide(decision, now=now)
-        except AlreadyDecidedError:  # decided through the queue meanwhile: that one counts
-            after = store.get(rid)
-            assert after is not None
-            return after
-
     def _outcome(self, task: Task, request: ApprovalRequest, policy: ApprovalPolicy) -> GateOutcome:
         status = request.status
         decision = request.decision
@@ -299,6 +280,31 @@ def _confidence(task: Task, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _record(store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy) -> ApprovalRequest:
+    """The run was resumed: use the stored decision, or record the resume value as one.
+
+    The queue resumes a run only after storing its decision, so a pending
+    request here means a raw ``Command(resume=...)``.
+    """
+    now = policy.clock()
+    current = store.get(rid)
+    if current is None:
+        raise ApprovalError(f"approval request {rid!r} disappeared from the store")
+    if not current.pending:
+        return current
+    if current.overdue(now):
+        return _time_out(store, rid, now)
+    decision = decision_from_answer(rid, answer, now)
+    if decision.update is not None:
+        check_update(decision.update, current.state_keys, rid)
+    try:
+        return store.decide(decision, now=now)
+    except AlreadyDecidedError:  # decided through the queue meanwhile: that one counts
+        after = store.get(rid)
+        assert after is not None
+        return _time_out(store, rid, now) if after.pending else after
+
+
 def _time_out(store: ApprovalStore, rid: str, now: float) -> ApprovalRequest:
     """Resolve an overdue request by its ``on_timeout`` (or read who beat us to it)."""
     try:
@@ -309,6 +315,13 @@ def _time_out(store: ApprovalStore, rid: str, now: float) -> ApprovalRequest:
         found = store.get(rid)
         assert found is not None
         return found
+
+
+def _observe(task: Task, kind: EventKind, request: ApprovalRequest) -> None:
+    observer = task.loop.observer
+    if observer is not None:
+        data = {"request_id": request.id, "risk": request.risk, "confidence": request.confidence}
+        observer.instant(kind, task, status=request.status, data=data)
 
 
 def _take_slot(task: Task, index: int, request: ApprovalRequest) -> None:

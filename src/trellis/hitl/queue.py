@@ -45,6 +45,10 @@ class ReviewQueue:
     soon as its request is decided. ``store=`` uses an ``ApprovalStore``
     directly; ``clock`` is what "now" means (deadlines, ``older_than``).
 
+    With a graph, the decision is stored first and the run resumed after; if
+    the resumed run raises, the decision stands and the error propagates (the
+    thread can be resumed later with ``invoke(None, config)``).
+
     >>> queue = ReviewQueue(SqliteSaver.from_path("runs.db"))
     >>> queue.pending(node="delete", older_than=timedelta(hours=1))
     """

@@ -1,0 +1,139 @@
+"""`trellis approvals list|show|approve|reject|edit|sweep|metrics` against real databases."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.hitl.conftest import Backend
+from typer.testing import CliRunner, Result
+
+from trellis.cli.approvals import approvals_app
+from trellis.hitl import ReviewQueue
+from trellis.hitl.records import PENDING, ApprovalRequest
+
+ROOT = Path(__file__).resolve().parents[2]
+GRAPH = "examples.data_deletion:graph"
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # so --graph finds the examples package
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("TRELLIS_REVIEWER", "cli-reviewer")
+
+
+def approvals(*args: str) -> Result:
+    return CliRunner().invoke(approvals_app, list(args))
+
+
+def rows(result: Result) -> list[list[str]]:
+    body = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in body]
+
+
+def start(backend: Backend, *users: str) -> tuple[Any, dict[str, str]]:
+    """Runs of the data-deletion example, waiting at their gate; {user: request id}."""
+    from examples.data_deletion import POLICY, build  # type: ignore[import-not-found]
+
+    saver = backend.saver()
+    app = build().compile(checkpointer=saver, approval_policy=POLICY)
+    ids = {}
+    for user in users:
+        out = app.invoke({"user_id": user, "reason": "test"}, {"configurable": {"thread_id": user}})
+        ids[user] = out["__interrupt__"][0].id
+    return app, ids
+
+
+def test_list_and_show(db_backend: Backend) -> None:
+    _, ids = start(db_backend, "12345", "67890")
+    listed = approvals("list", "--db", db_backend.db)
+    assert listed.exit_code == 0, listed.output
+    table = rows(listed)
+    assert sorted(r[0] for r in table) == sorted(ids.values())
+    assert {r[1] for r in table} == {"delete"} and {r[2] for r in table} == {"high"}
+    as_json = approvals("list", "--db", db_backend.db, "--json", "--node", "delete")
+    assert sorted(r["id"] for r in json.loads(as_json.stdout)) == sorted(ids.values())
+    assert (
+        json.loads(approvals("list", "--db", db_backend.db, "--json", "--risk", "low").stdout) == []
+    )
+    limited = approvals("list", "--db", db_backend.db, "--limit", "1")
+    assert len(rows(limited)) == 1 and "raise --limit" in limited.stderr
+    shown = approvals("show", ids["12345"], "--db", db_backend.db, "--json")
+    assert shown.exit_code == 0, shown.output
+    request = json.loads(shown.stdout)
+    assert (request["thread_id"], request["status"]) == ("12345", PENDING)
+    assert request["context"]["records"] == 42
+
+
+def test_approve_without_graph_then_the_run_continues(db_backend: Backend) -> None:
+    app, ids = start(db_backend, "12345")
+    result = approvals("approve", ids["12345"], "--db", db_backend.db, "--notes", "verified")
+    assert result.exit_code == 0, result.output
+    assert "approved by cli-reviewer" in result.stderr
+    assert "next invoke(None" in result.stderr
+    decision = ReviewQueue(store=db_backend.store()).get(ids["12345"]).decision
+    assert decision is not None and (decision.reviewer, decision.notes) == (
+        "cli-reviewer",
+        "verified",
+    )
+    out = app.invoke(None, {"configurable": {"thread_id": "12345"}})
+    assert out["status"] == "deleted"
+
+
+def test_reject_with_graph_resumes_the_run_here(tmp_path: Path) -> None:
+    backend = Backend("sqlite", tmp_path, None)  # type: ignore[arg-type]
+    app, ids = start(backend, "12345")
+    result = approvals("reject", ids["12345"], "--db", backend.db, "--graph", GRAPH)
+    assert result.exit_code == 0, result.output
+    values = app.get_state({"configurable": {"thread_id": "12345"}}).values
+    assert values["status"] == "rejected"
+    backend.close()
+
+
+def test_edit_and_bad_input_are_named_errors(db_backend: Backend) -> None:
+    _, ids = start(db_backend, "12345")
+    rid = ids["12345"]
+    bad_key = approvals("edit", rid, "--db", db_backend.db, "--update", '{"nope": 1}')
+    assert bad_key.exit_code == 1 and "InvalidUpdateError" in bad_key.stderr
+    not_json = approvals("edit", rid, "--db", db_backend.db, "--update", "{oops")
+    assert not_json.exit_code == 1 and "--update is not valid JSON" in not_json.stderr
+    unknown = approvals("approve", "0" * 32, "--db", db_backend.db)
+    assert unknown.exit_code == 1 and "ApprovalNotFoundError" in unknown.stderr
+    ok = approvals("edit", rid, "--db", db_backend.db, "--update", '{"reason": "edited"}')
+    assert ok.exit_code == 0, ok.output
+    again = approvals("reject", rid, "--db", db_backend.db)
+    assert again.exit_code == 1 and "AlreadyDecidedError" in again.stderr
+    shown = approvals("show", rid, "--db", db_backend.db)
+    assert "edited" in shown.stdout and '"reason": "edited"' in shown.stdout
+
+
+def test_sweep_resolves_overdue_requests_once(db_backend: Backend) -> None:
+    store = db_backend.store()
+    now = time.time()
+    for rid, deadline in (("late", now - 5), ("fine", now + 3600)):
+        store.create(
+            ApprovalRequest(
+                id=rid, thread_id=rid, node="delete", summary="s", context={}, risk="high",
+                confidence=None, created_at=now - 10, deadline=deadline, status=PENDING,
+            )
+        )  # fmt: skip
+    first = approvals("sweep", "--db", db_backend.db)
+    assert first.exit_code == 0, first.output
+    assert "late delete timed out -> reject" in first.stdout
+    assert "1 overdue request(s) resolved" in first.stderr
+    second = approvals("sweep", "--db", db_backend.db, "--json")
+    assert json.loads(second.stdout) == []
+    metrics = approvals("metrics", "--db", db_backend.db, "--json")
+    got = json.loads(metrics.stdout)["delete"]
+    assert (got["requests"], got["timed_out"], got["pending"]) == (2, 1, 1)
+
+
+def test_a_missing_database_is_reported(tmp_path: Path) -> None:
+    result = approvals("list", "--db", str(tmp_path / "none.db"))
+    assert result.exit_code == 1 and "no database" in result.stderr
