@@ -6,10 +6,15 @@ adds up across the messages of one thread (a reducer), and the third refund
 request goes to ``human_escalation``, which pauses the run with
 ``interrupt()`` until an agent answers with ``Command(resume=...)``.
 
+Refunds sit behind an approval gate: a request that names its order is
+clear enough (``confidence`` 0.95) for the policy to approve it on its own;
+one that does not waits in the review queue for a person, who approves,
+edits or rejects it (a rejected refund is answered by ``respond``).
+
 Counting across messages needs a thread, so compile with a checkpointer:
 
 >>> from trellis import MemorySaver
->>> support = build().compile(checkpointer=MemorySaver())
+>>> support = compile_support(MemorySaver())
 >>> config = {"configurable": {"thread_id": "customer-42"}}
 >>> support.invoke({"message": "I want a refund for order 1234"}, config)["reply"]
 'Your refund for order 1234 has been started.'
@@ -26,14 +31,33 @@ import operator
 import re
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from trellis import END, START, StateGraph, interrupt
+from trellis import END, START, Approval, ApprovalPolicy, StateGraph, interrupt
 
-__all__ = ["ESCALATE_AT", "SupportInput", "SupportState", "build", "graph"]
+__all__ = [
+    "ESCALATE_AT",
+    "POLICY",
+    "SupportInput",
+    "SupportState",
+    "build",
+    "compile_support",
+    "graph",
+]
 
 Intent = Literal["refund", "tracking", "general"]
 
 ESCALATE_AT = 3
 """The refund request (counted per thread) that goes to a person instead."""
+
+POLICY = ApprovalPolicy(auto_approve_threshold=0.9, confidence_key="confidence")
+"""Low-risk gates whose ``confidence`` is at least 0.9 pass without a person."""
+
+REFUND_APPROVAL = Approval(
+    risk="low",
+    timeout=4 * 3600,
+    on_timeout="reject",
+    on_reject="respond",
+    summary=lambda state: f"refund request: {state['message']!r}",
+)
 
 _KEYWORDS: dict[Intent, tuple[str, ...]] = {
     "refund": ("refund", "money back", "return"),
@@ -56,6 +80,7 @@ class SupportState(TypedDict, total=False):
     order_id: str | None
     refund_attempts: Annotated[int, operator.add]
     resolution: str
+    confidence: float
     escalated: bool
     reply: str
     transcript: Annotated[list[str], operator.add]
@@ -70,6 +95,9 @@ def classify(state: SupportState) -> dict[str, Any]:
     return {
         "intent": intent,
         "order_id": order.group(1) if order else None,
+        # How sure we are what to do: a refund naming its order needs no second look.
+        "confidence": 0.95 if order else 0.6,
+        "resolution": "We could not approve this refund; an agent will contact you.",
         "escalated": False,  # the thread may hold an earlier message's escalation
         "transcript": [f"customer: {state['message']}"],
     }
@@ -123,7 +151,7 @@ def build() -> StateGraph[SupportState, None]:
     """The support workflow, uncompiled."""
     builder: StateGraph[SupportState, None] = StateGraph(SupportState, input_schema=SupportInput)
     builder.add_node("classify", classify)
-    builder.add_node("refund", refund)
+    builder.add_node("refund", refund, approval=REFUND_APPROVAL)
     builder.add_node("tracking", tracking)
     builder.add_node("general", general)
     builder.add_node("human_escalation", human_escalation)
@@ -138,4 +166,9 @@ def build() -> StateGraph[SupportState, None]:
     return builder
 
 
-graph = build().compile()
+def compile_support(checkpointer: Any = None) -> Any:
+    """The workflow compiled with its approval policy (and ``checkpointer``)."""
+    return build().compile(checkpointer=checkpointer, approval_policy=POLICY)
+
+
+graph = compile_support()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trellis import Command, MemorySaver
+from trellis import Command, MemorySaver, ReviewQueue
 from trellis.errors import InvalidUpdateError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_each_intent_goes_to_its_handler_then_respond(
 
 
 def test_the_third_refund_on_a_thread_is_escalated_to_a_human() -> None:
-    graph = support.build().compile(checkpointer=MemorySaver())
+    graph = support.compile_support(MemorySaver())
     config = {"configurable": {"thread_id": "c-42"}}
     for attempt in (1, 2):
         result = graph.invoke(REFUND, config)
@@ -80,15 +80,15 @@ def test_escalation_survives_a_restart_with_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "support.db"
     for _ in range(3):  # a fresh saver and graph each time: a new process per message
         with sqlite.SqliteSaver.from_path(db) as saver:
-            result = support.build().compile(checkpointer=saver).invoke(REFUND, config)
+            result = support.compile_support(saver).invoke(REFUND, config)
     assert "__interrupt__" in result
     with sqlite.SqliteSaver.from_path(db) as saver:
-        done = support.build().compile(checkpointer=saver).invoke(Command(resume="ok"), config)
+        done = support.compile_support(saver).invoke(Command(resume="ok"), config)
     assert done["escalated"] is True and done["refund_attempts"] == 3
 
 
 def test_other_intents_do_not_count_as_refund_attempts() -> None:
-    graph = support.build().compile(checkpointer=MemorySaver())
+    graph = support.compile_support(MemorySaver())
     config = {"configurable": {"thread_id": "c-1"}}
     graph.invoke(REFUND, config)
     graph.invoke({"message": "where is my parcel?"}, config)
@@ -100,3 +100,30 @@ def test_other_intents_do_not_count_as_refund_attempts() -> None:
 def test_input_outside_the_input_schema_is_rejected() -> None:
     with pytest.raises(InvalidUpdateError, match="refund_attempts"):
         support.graph.invoke({"message": "refund", "refund_attempts": 5})
+
+
+def test_a_refund_without_an_order_waits_for_a_reviewer_and_resumes_on_approval() -> None:
+    saver = MemorySaver()
+    graph = support.compile_support(saver)
+    config = {"configurable": {"thread_id": "unclear-refund"}}
+    waiting = graph.invoke({"message": "I want my money back"}, config)
+    [request] = ReviewQueue(saver).pending()
+    assert waiting["__interrupt__"] and request.node == "refund" and request.risk == "low"
+    ReviewQueue(saver, graph=graph).approve(request.id, reviewer="ana", notes="valid")
+    done = graph.get_state(config).values
+    assert done["reply"] == "Your refund for your last order has been started."
+    assert done["refund_attempts"] == 1
+
+
+def test_a_rejected_refund_is_answered_without_refunding() -> None:
+    saver = MemorySaver()
+    graph = support.compile_support(saver)
+    config = {"configurable": {"thread_id": "rejected-refund"}}
+    graph.invoke({"message": "refund please"}, config)
+    [request] = ReviewQueue(saver).pending()
+    ReviewQueue(saver, graph=graph).reject(request.id, reviewer="ana", notes="no purchase found")
+    done = graph.get_state(config).values
+    assert done["reply"].startswith("We could not approve this refund")
+    assert done.get("refund_attempts", 0) == 0
+    [decided] = ReviewQueue(saver).history("rejected-refund")
+    assert decided.status == "rejected" and decided.decision.reviewer == "ana"
