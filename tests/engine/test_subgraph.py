@@ -140,11 +140,6 @@ def test_interrupt_inside_a_subgraph_uses_the_parents_checkpointer() -> None:
     assert graph.invoke(Command(resume="yes"), config)["answer"] == "yes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stream(..., subgraphs=True) is silently ignored; LangGraph yields "
-    "(namespace, chunk) pairs: ('sub:<task_id>',) for the child's chunks, () for the parent's",
-)
 def test_stream_with_subgraphs_yields_namespaced_chunks() -> None:
     child = _child(say=lambda s: {"answer": s["q"] + "!"})
     builder = StateGraph(Parent)
@@ -156,3 +151,17 @@ def test_stream_with_subgraphs_yields_namespaced_chunks() -> None:
     assert len(inner_ns) == 1 and inner_ns[0].startswith("sub:")
     assert inner == {"say": {"answer": "x!"}}
     assert chunks[1][1] == {"sub": {"q": "x", "answer": "x!"}}
+
+
+def test_stream_with_subgraphs_and_several_modes_names_the_mode_too() -> None:
+    child = _child(say=lambda s: {"answer": s["q"] + "!"})
+    builder = StateGraph(Parent)
+    builder.add_node("sub", child)
+    builder.add_edge(START, "sub")
+    items = list(
+        builder.compile().stream({"q": "x"}, stream_mode=["updates", "values"], subgraphs=True)
+    )
+    inner = [(mode, chunk) for ns, mode, chunk in items if ns]
+    outer = [(mode, chunk) for ns, mode, chunk in items if not ns]
+    assert ("updates", {"say": {"answer": "x!"}}) in inner
+    assert outer[-1] == ("values", {"q": "x", "answer": "x!"})

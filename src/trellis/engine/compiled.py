@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
 from trellis.engine.durable import restore
-from trellis.engine.loop import RunLoop
+from trellis.engine.loop import NESTED, RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.errors import (
     CheckpointNotFoundError,
@@ -252,6 +252,7 @@ class CompiledStateGraph:
         *,
         context: Any = None,
         stream_mode: Any = None,
+        subgraphs: bool = False,
         **kwargs: Any,
     ) -> Iterator[Any]:
         """Run the graph, yielding chunks as each step completes.
@@ -261,9 +262,10 @@ class CompiledStateGraph:
         """
         modes, paired = _modes(stream_mode)
         loop = self._sync_loop(input, config, context, modes, kwargs)
+        loop.subgraphs = subgraphs
         try:
             for mode, chunk in drivers.run_steps(loop):
-                yield (mode, chunk) if paired else chunk
+                yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             raise self._failed(loop, failure) from failure.error.__cause__
 
@@ -300,14 +302,16 @@ class CompiledStateGraph:
         *,
         context: Any = None,
         stream_mode: Any = None,
+        subgraphs: bool = False,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         """The async twin of ``stream``."""
         modes, paired = _modes(stream_mode)
         loop = await self._async_loop(input, config, context, modes, kwargs)
+        loop.subgraphs = subgraphs
         try:
             async for mode, chunk in drivers.arun_steps(loop):
-                yield (mode, chunk) if paired else chunk
+                yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             raise await self._afailed(loop, failure) from failure.error.__cause__
 
@@ -494,6 +498,16 @@ def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[An
 
 
 _NO_NAMES: frozenset[str] = frozenset()
+
+
+def _shape(mode: str, chunk: Any, paired: bool, subgraphs: bool) -> Any:
+    """A stream item as LangGraph shapes it: chunk, (mode, chunk), or with a namespace."""
+    if not subgraphs:
+        return (mode, chunk) if paired else chunk
+    namespace: tuple[str, ...] = ()
+    if mode == NESTED:
+        namespace, mode, chunk = chunk
+    return (namespace, mode, chunk) if paired else (namespace, chunk)
 
 
 def _names(value: Sequence[str] | str | None) -> frozenset[str]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
 MISSING: Any = object()
+NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
@@ -70,6 +71,7 @@ class RunLoop:
         "status",
         "step",
         "stop",
+        "subgraphs",
         "thread_id",
         "track",
         "updated",
@@ -130,6 +132,7 @@ class RunLoop:
         self.appends: dict[str, list[Any] | None] = {} if saver is not None else _NO_DICT
         self.effects: list[Any] = []
         self.saved: list[Any] = []  # checkpoints put this step, for stream_mode="debug"
+        self.subgraphs = False  # stream(subgraphs=True): subgraph chunks come out too
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
@@ -556,6 +559,8 @@ class RunLoop:
         for task in tasks:
             if task.name == START:
                 continue
+            for nested in task.nested or ():
+                yield NESTED, nested
             if custom:
                 for chunk in task.custom or ():
                     yield "custom", chunk

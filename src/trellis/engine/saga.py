@@ -81,7 +81,8 @@ class Saga:
         for index in range(len(self.entries) - 1, -1, -1):
             name = self.entries[index][0]
             spec = nodes[name].spec if name in nodes else None
-            if str(index) in self.done or spec is None or spec.compensate is None:
+            # A compensation that failed is tried again next time; one that finished never is.
+            if self.done.get(str(index)) == "ok" or spec is None or spec.compensate is None:
                 continue
             todo.append((index, name, spec.compensate))
         return todo

@@ -87,17 +87,49 @@ class SubgraphNode:
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
         graph, value, cfg = self._call(state, config)
+        task = CURRENT_TASK.get()
         try:
-            return _bubble(graph.invoke(value, cfg))
+            if task is None or not task.loop.subgraphs:
+                return _bubble(graph.invoke(value, cfg))
+            collect = _Collector(task, self.name)
+            for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
+                collect(item)
+            return _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
 
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
         graph, value, cfg = self._call(state, config)
+        task = CURRENT_TASK.get()
         try:
-            return _bubble(await graph.ainvoke(value, cfg))
+            if task is None or not task.loop.subgraphs:
+                return _bubble(await graph.ainvoke(value, cfg))
+            collect = _Collector(task, self.name)
+            async for item in graph.astream(value, cfg, stream_mode=collect.modes, subgraphs=True):
+                collect(item)
+            return _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
+
+
+class _Collector:
+    """Keeps a subgraph's stream for the parent (namespaced) and its final state."""
+
+    def __init__(self, task: Task, name: str) -> None:
+        self.task = task
+        self.prefix = f"{name}:{task.id}"
+        self.wanted = task.loop.modes
+        self.modes = list(dict.fromkeys([*self.wanted, "values"]))
+        self.output: Any = None
+
+    def __call__(self, item: tuple[Any, ...]) -> None:
+        namespace, mode, chunk = item
+        if mode == "values" and not namespace:
+            self.output = chunk  # the subgraph's own latest state is the node's result
+        if mode in self.wanted:
+            if self.task.nested is None:
+                self.task.nested = []
+            self.task.nested.append(((self.prefix, *namespace), mode, chunk))
 
 
 def _bubble(output: Any) -> Any:

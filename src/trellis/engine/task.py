@@ -48,6 +48,7 @@ class Task:
         "interrupts",
         "loop",
         "name",
+        "nested",
         "node",
         "once",
         "output",
@@ -86,6 +87,7 @@ class Task:
         self.retry: Any = None  # RetryState restored from a checkpoint
         self.span: str | None = None  # set when the run is observed
         self.custom: list[Any] | None = None
+        self.nested: list[tuple[Any, ...]] | None = None  # a subgraph's chunks, subgraphs=True
         self.attempt = 1
         self.started = 0.0
         self.duration = 0.0
