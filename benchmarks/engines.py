@@ -140,7 +140,7 @@ def sqlite_saver(engine: str, path: Path, synchronous: str) -> Iterator[Any]:
         else:
             cls = api(engine).SqliteSaver
             kwargs = _accepted(cls, synchronous=level)
-            factory = getattr(cls, "from_conn_string", None)
+            factory = getattr(cls, "from_path", None) or getattr(cls, "from_conn_string", None)
             made = factory(str(path), **kwargs) if factory else cls(str(path), **kwargs)
             saver = stack.enter_context(made) if hasattr(made, "__enter__") else made
             if hasattr(saver, "close") and not hasattr(made, "__enter__"):

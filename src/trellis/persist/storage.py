@@ -186,6 +186,17 @@ def encode_metadata(metadata: Mapping[str, Any]) -> str:
     >>> encode_metadata({"step": 1, "source": "loop"})
     '{"source":"loop","step":1}'
     """
+    if all(type(key) is str for key in metadata):
+        # The common case, in one pass; the key-by-key checks below only run to
+        # name the culprit when something is wrong.
+        try:
+            text = canonical_json(dict(metadata))
+            text.encode("utf-8")
+        except (TypeError, ValueError, UnicodeError):
+            pass
+        else:
+            if "\\u0000" not in text:
+                return text
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise SerializationError(
