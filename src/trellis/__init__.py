@@ -23,7 +23,6 @@ from trellis.engine.once import aonce, once
 from trellis.engine.saga import CompensationReport
 from trellis.graph.builder import StateGraph
 from trellis.graph.reducers import REMOVE_ALL_MESSAGES, MessagesState, RemoveMessage, add_messages
-from trellis.persist.memory import InMemorySaver, MemorySaver
 from trellis.resilience.circuit import CircuitBreaker
 from trellis.types import (
     END,
@@ -39,6 +38,7 @@ from trellis.types import (
 
 if TYPE_CHECKING:
     from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
+    from trellis.persist.memory import InMemorySaver, MemorySaver
     from trellis.persist.postgres import PostgresSaver
     from trellis.persist.sqlite import SqliteSaver
 
@@ -77,6 +77,8 @@ __all__ = [
 # Imported on first use: psycopg is an optional extra, and these keep
 # `import trellis` fast.
 _LAZY = {
+    "MemorySaver": "trellis.persist.memory",
+    "InMemorySaver": "trellis.persist.memory",
     "SqliteSaver": "trellis.persist.sqlite",
     "PostgresSaver": "trellis.persist.postgres",
     "Approval": "trellis.hitl",

@@ -6,7 +6,6 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -373,6 +372,8 @@ class CompiledStateGraph:
         """``ainvoke`` every input concurrently; results in input order."""
         configs = _configs(config, len(inputs))
         coros = [self.ainvoke(v, c, **kwargs) for v, c in zip(inputs, configs, strict=True)]
+        import asyncio
+
         return list(await asyncio.gather(*coros, return_exceptions=return_exceptions))
 
     # -- state and history -------------------------------------------------

@@ -7,13 +7,11 @@ driver never starts an event loop.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
 from time import perf_counter
 from typing import Any
 
@@ -27,13 +25,15 @@ from trellis.types import START
 
 __all__ = ["arun_steps", "asteps", "run_steps"]
 
-_pool: ThreadPoolExecutor | None = None
+_pool: Any = None  # a ThreadPoolExecutor, made on the first parallel step
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor() -> Any:
     global _pool
     if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # only parallel steps need it
+
         _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis")
     return _pool
 
@@ -135,6 +135,8 @@ def run_tasks(tasks: list[Task]) -> None:
                 contextvars.copy_context().run(run_task, task)
             except BaseException as exc:
                 failures.append((task, exc))
+
+    from concurrent.futures import wait
 
     pool = _executor()
     helpers = [pool.submit(drain) for _ in range(min(len(tasks) - 1, _WORKERS))]
@@ -245,6 +247,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
 
 async def arun_task(task: Task) -> None:
     """Run one task on the event loop (sync nodes go to a worker thread)."""
+    import asyncio  # on use: asyncio is slow to import, and `invoke` never needs it
+
     node = task.node
     token = CURRENT_TASK.set(task)
     timed = task.loop.observer is not None
@@ -292,6 +296,8 @@ async def arun_task(task: Task) -> None:
 
 
 async def arun_tasks(tasks: list[Task]) -> None:
+    import asyncio  # on use: asyncio is slow to import, and `invoke` never needs it
+
     if not tasks:
         return
     if len(tasks) == 1:

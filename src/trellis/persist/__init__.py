@@ -20,11 +20,11 @@ from trellis.persist.base import (
     SaverBase,
     ThreadInfo,
 )
-from trellis.persist.memory import InMemorySaver, MemorySaver
-from trellis.persist.sqlite import SqliteSaver
 
 if TYPE_CHECKING:
+    from trellis.persist.memory import InMemorySaver, MemorySaver
     from trellis.persist.postgres import PostgresSaver
+    from trellis.persist.sqlite import SqliteSaver
 
 __all__ = [
     "Checkpoint",
@@ -40,9 +40,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PostgresSaver":
-        from trellis.persist.postgres import PostgresSaver
+# Each saver is imported on first use, so `import trellis` stays fast and the
+# PostgreSQL driver is only needed by those who use it.
+_SAVERS = {
+    "MemorySaver": "trellis.persist.memory",
+    "InMemorySaver": "trellis.persist.memory",
+    "SqliteSaver": "trellis.persist.sqlite",
+    "PostgresSaver": "trellis.persist.postgres",
+}
 
-        return PostgresSaver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _SAVERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

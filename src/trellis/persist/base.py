@@ -15,7 +15,6 @@ Every saver passes ``tests/persist/test_conformance.py``.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import copy
 import os
@@ -272,6 +271,8 @@ class SaverBase:
 
     async def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         if self._offload:
+            import asyncio
+
             return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 

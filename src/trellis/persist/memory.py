@@ -86,6 +86,9 @@ class MemorySaver(SaverBase):
     def setup(self) -> None:
         """Nothing to create; present for the Checkpointer protocol."""
 
+    def close(self) -> None:
+        """Nothing to release; present so every saver can be closed alike."""
+
     def get_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:

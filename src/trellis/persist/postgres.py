@@ -39,7 +39,8 @@ T = TypeVar("T")
 SCHEMA_VERSION: Final = 1
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_check``: the head moved (or a base was pruned)."""
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Lowercase only, so the quoted name used here and an unquoted one elsewhere agree.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
 _INTEGRITY: Final = ("23502", "23503", "23505")
 _OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -212,7 +213,7 @@ class PostgresSaver:
         pool_size: int | None = None,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must be a plain identifier, got {schema!r}")
+            raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
         check_prune_args(ttl, keep_last)
         self.serde: Any = serde if serde is not None else Serializer()
         self.ttl, self.keep_last, self._clock = ttl, keep_last, clock
@@ -224,6 +225,7 @@ class PostgresSaver:
         sync_pool = pool if isinstance(pool, ConnectionPool) else None
         async_pool = pool if isinstance(pool, AsyncConnectionPool) else None
         self._shared = _Shared(sync_pool, async_pool, False, pool.conninfo, kwargs)
+        self.schema = schema
         self._sql = PostgresDialect(schema)
         self._cache = ChainCache()
         self._sync_lock = threading.Lock()

@@ -18,7 +18,6 @@ wait before an attempt is clamped to ``[0, max_interval]``.
 
 from __future__ import annotations
 
-import asyncio
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -291,7 +290,7 @@ async def arun_with_retry(
     fn: Callable[[RetryState], Awaitable[T]],
     policies: Policies,
     *,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
     clock: Callable[[], float] = time.time,
     random: Callable[[], float] = _random.random,
     on_attempt: OnAttempt | None = None,
@@ -303,6 +302,10 @@ async def arun_with_retry(
     >>> asyncio.run(arun_with_retry(node, RetryPolicy()))
     1
     """
+    if sleep is None:
+        import asyncio  # here, not at import time: asyncio is slow to import
+
+        sleep = asyncio.sleep
     policies = normalize_policies(policies)
     current = state if state is not None else RetryState.start(clock())
     while True:

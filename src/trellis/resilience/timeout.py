@@ -24,7 +24,6 @@ bare ``CancelledError`` instead of a timeout.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import heapq
 import itertools
@@ -238,6 +237,8 @@ async def acall_sync_with_timeout(
     >>> asyncio.run(acall_sync_with_timeout(max, (3, 7), {}, 0.5, node="pick"))
     7
     """
+    import asyncio  # imported on use: it is slow to import and sync runs never need it
+
     if timeout is not None:
         _check(timeout)
     context = contextvars.copy_context()
@@ -275,6 +276,8 @@ async def acall_with_timeout(
     Traceback (most recent call last):
     trellis.errors.NodeTimeoutError: node 'slow' timed out after 0.01s
     """
+    import asyncio  # imported on use: it is slow to import and sync runs never need it
+
     if timeout is None:
         return await coro_fn(*args, **kwargs)
     _check(timeout)
