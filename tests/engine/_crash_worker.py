@@ -145,7 +145,11 @@ def _parallel(ctl: Ctl) -> StateGraph[State, None]:
 
 
 RETRY = RetryPolicy(
-    max_attempts=5, initial_interval=0.001, backoff_factor=1.0, jitter=False, retry_on=ConnectionError
+    max_attempts=5,
+    initial_interval=0.001,
+    backoff_factor=1.0,
+    jitter=False,
+    retry_on=ConnectionError,
 )
 
 

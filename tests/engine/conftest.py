@@ -131,9 +131,7 @@ def saver_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sa
 
 
 @pytest.fixture(params=["sqlite", _PG])
-def durable_saver_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[SaverFactory]:
+def durable_saver_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SaverFactory]:
     """A saver that outlives its process (crash tests)."""
     yield from _factory(request, tmp_path)
 

@@ -21,8 +21,6 @@ from typing_extensions import TypedDict
 from trellis import END, START, Command, RetryPolicy, StateGraph, interrupt
 from trellis.errors import NodeError
 
-pytestmark = pytest.mark.slow
-
 
 def config(thread: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread}}
@@ -51,6 +49,7 @@ def pids(events: list[dict[str, Any]]) -> list[int]:
 # -- 1. kill -9 inside a node of a seven-node chain -----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", ["sync", "async"])
 def test_sigkill_inside_a_node_then_a_new_process_finishes_the_run(
     crash: Any, scenarios: ModuleType, tmp_path: Path, driver: str
@@ -81,6 +80,7 @@ def test_sigkill_inside_a_node_then_a_new_process_finishes_the_run(
     assert sorted(steps) == list(range(-1, len(scenarios.CHAIN) + 1))
 
 
+@pytest.mark.slow
 def test_the_killed_task_keeps_its_task_id_in_the_new_process(crash: Any) -> None:
     crash.kill_at("chain", "E")
     assert crash.run("chain", "resume")["ok"]
@@ -95,6 +95,7 @@ def test_the_killed_task_keeps_its_task_id_in_the_new_process(crash: Any) -> Non
 # -- 2. a parallel step: one branch finished, the other was killed ---------------------
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: a finished task's writes are persisted only when its whole step ends "
@@ -127,6 +128,7 @@ def test_a_sibling_that_finished_before_the_kill_is_not_run_again(crash: Any) ->
 # -- 3 and 6. retries and the task id survive a crash --------------------------------
 
 
+@pytest.mark.slow
 def test_retry_attempts_and_task_id_survive_a_crash(crash: Any) -> None:
     crash.kill_at("retry", "R3")
     first = [e for e in crash.events("node") if e["node"] == "R"]

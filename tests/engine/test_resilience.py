@@ -7,11 +7,13 @@ so nothing here waits on wall time; counts (attempts, body calls) are asserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import pytest
@@ -77,6 +79,64 @@ def gate() -> Iterator[threading.Event]:
     event.set()
 
 
+@dataclass
+class WatchdogReport:
+    crashes: list[str] = field(default_factory=list)
+    survived: bool = True
+
+
+@contextlib.contextmanager
+def contained_watchdog() -> Iterator[WatchdogReport]:
+    """Catch crashes of the timeout watchdog thread instead of letting them escape.
+
+    Its known crash (see the xfail test below) would otherwise surface as an
+    unhandled-thread warning in whichever later test happens to be running, and
+    leave every later test in the process without a watchdog. On exit: waits
+    until the watchdog has handled every deadline due within the next second (so
+    a crash caused here is caught here), records whether it survived, and if it
+    did not, installs a fresh one, as ``timeout.py`` itself does after a fork.
+    Peeks at the watchdog's heap: test-only.
+    """
+    from trellis.resilience import timeout as timeout_module
+
+    report = WatchdogReport()
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if args.thread is not None and args.thread.name == "trellis-watchdog":
+            report.crashes.append(f"{args.exc_type.__name__}: {args.exc_value}")
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield report
+        watchdog = timeout_module._watchdog
+        thread = watchdog._thread
+        horizon = time.monotonic() + 1.0
+        while (
+            thread is not None
+            and thread.is_alive()
+            and any(when <= horizon for when, _, _ in list(watchdog._heap))
+            and time.monotonic() < horizon + 2.0
+        ):
+            time.sleep(0.005)
+        if thread is not None:
+            thread.join(0.05)  # a crash is reported by the dying thread itself
+            report.survived = thread.is_alive()
+            if not report.survived:
+                timeout_module._watchdog = timeout_module._Watchdog()
+    finally:
+        threading.excepthook = previous
+
+
+@pytest.fixture
+def watchdog() -> Iterator[WatchdogReport]:
+    """For tests with async timeouts: contain the watchdog's crash to this test."""
+    with contained_watchdog() as report:
+        yield report
+
+
 # -- retries -----------------------------------------------------------------------
 
 
@@ -119,13 +179,17 @@ async def test_an_async_node_is_retried_too() -> None:
     assert attempts == [1, 2, 3]
 
 
+class Transient(Exception):
+    """Not a builtin: the default retry_on retries it."""
+
+
 def test_exhausted_retries_raise_node_error_with_the_original_as_cause() -> None:
-    body = Flaky(99, TimeoutError)
+    body = Flaky(99, Transient)
     with pytest.raises(NodeError) as info:
         graph_of(body, retry_policy=RetryPolicy(max_attempts=3, **FAST)).invoke({"n": 1})
     err = info.value
     assert (err.node, err.attempts) == ("node", 3)
-    assert isinstance(err.__cause__, TimeoutError) and err.error is err.__cause__
+    assert isinstance(err.__cause__, Transient) and err.error is err.__cause__
     assert str(err.__cause__) == "failure 3"
     assert "node" in str(err) and "3" in str(err)
     assert body.attempts == [1, 2, 3]
@@ -168,17 +232,40 @@ def test_with_a_list_of_policies_the_first_matching_one_decides() -> None:
 
 
 def test_a_graph_wide_policy_applies_to_nodes_without_their_own() -> None:
-    plain, own = Flaky(99), Flaky(99)
+    plain, own = Flaky(3), Flaky(99)
     builder = StateGraph(S)
     builder.add_node("plain", plain)
     builder.add_node("own", own, retry_policy=RetryPolicy(max_attempts=2, **FAST))
     builder.add_edge(START, "plain")
-    builder.add_edge(START, "own")
+    builder.add_edge("plain", "own")
     graph = builder.compile(retry_policy=RetryPolicy(max_attempts=4, **FAST))
-    with pytest.raises(NodeError):
+    with pytest.raises(NodeError) as info:
         graph.invoke({"n": 1})
-    assert plain.attempts == [1, 2, 3, 4]
-    assert own.attempts == [1, 2]
+    assert plain.attempts == [1, 2, 3, 4], "the graph-wide policy gave plain 4 attempts"
+    assert (info.value.node, info.value.attempts) == ("own", 2), "own kept its own policy"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: resuming a run whose node failed for good gives that node only what is "
+    "left of the failed run's retries: the '__retry__' write saved after the next-to-last "
+    "attempt is restored (attempt=max), so invoke(None) makes one attempt, not max_attempts",
+)
+def test_resuming_a_failed_run_gives_the_node_its_full_retry_budget(saver_factory: Any) -> None:
+    body = Flaky(99)
+    graph = graph_of(
+        body,
+        retry_policy=RetryPolicy(max_attempts=3, **FAST),
+        compile_options={"checkpointer": saver_factory.make()},
+    )
+    cfg = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    with pytest.raises(NodeError):
+        graph.invoke({"n": 1}, cfg)
+    assert body.attempts == [1, 2, 3]
+    body.attempts.clear()
+    with pytest.raises(NodeError):
+        graph.invoke(None, cfg)  # the upstream is still down: a fresh round of retries
+    assert body.attempts == [1, 2, 3]
 
 
 # -- timeouts -----------------------------------------------------------------------
@@ -198,7 +285,9 @@ def test_a_hung_sync_node_times_out(gate: threading.Event) -> None:
     assert info.value.node == "node" and info.value.timeout == 0.05
 
 
-async def test_a_hung_sync_node_times_out_under_ainvoke(gate: threading.Event) -> None:
+async def test_a_hung_sync_node_times_out_under_ainvoke(
+    gate: threading.Event, watchdog: WatchdogReport
+) -> None:
     def hang(state: S) -> dict[str, Any]:
         gate.wait(30)
         return {"n": 2}
@@ -207,7 +296,7 @@ async def test_a_hung_sync_node_times_out_under_ainvoke(gate: threading.Event) -
         await graph_of(hang, timeout=0.05).ainvoke({"n": 1})
 
 
-async def test_a_hung_async_node_times_out() -> None:
+async def test_a_hung_async_node_times_out(watchdog: WatchdogReport) -> None:
     cancelled = asyncio.Event()
 
     async def hang(state: S) -> dict[str, Any]:
@@ -224,7 +313,9 @@ async def test_a_hung_async_node_times_out() -> None:
     assert cancelled.is_set(), "the node was cancelled at its await"
 
 
-async def test_an_async_node_that_blocks_the_event_loop_still_times_out() -> None:
+async def test_an_async_node_that_blocks_the_event_loop_still_times_out(
+    watchdog: WatchdogReport,
+) -> None:
     async def blocks(state: S) -> dict[str, Any]:
         time.sleep(0.3)  # holds the loop: only the watchdog thread can notice
         return {"n": 2}
@@ -243,11 +334,11 @@ def test_a_timed_out_attempt_is_retried(gate: threading.Event) -> None:
         return {"n": len(attempts)}
 
     policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
-    out = graph_of(slow_once, timeout=0.05, retry_policy=policy).invoke({"n": 0})
+    out = graph_of(slow_once, timeout=0.25, retry_policy=policy).invoke({"n": 0})
     assert out["n"] == 2 and attempts == [1, 2]
 
 
-async def test_a_timed_out_async_attempt_is_retried() -> None:
+async def test_a_timed_out_async_attempt_is_retried(watchdog: WatchdogReport) -> None:
     attempts: list[int] = []
 
     async def slow_once(state: S, runtime: Any) -> dict[str, Any]:
@@ -257,8 +348,27 @@ async def test_a_timed_out_async_attempt_is_retried() -> None:
         return {"n": len(attempts)}
 
     policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
-    out = await graph_of(slow_once, timeout=0.05, retry_policy=policy).ainvoke({"n": 0})
+    out = await graph_of(slow_once, timeout=0.25, retry_policy=policy).ainvoke({"n": 0})
     assert out["n"] == 2 and attempts == [1, 2]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the timeout watchdog thread dies with IndexError when the only deadlines "
+    "left in its heap belong to calls that already finished (timeout.py _Watchdog._run "
+    "reads self._heap[0] after emptying the heap); every later async timeout goes unwatched",
+)
+async def test_the_watchdog_survives_an_async_node_that_finished_in_time() -> None:
+    from trellis.resilience import timeout as timeout_module
+
+    async def quick(state: S) -> dict[str, Any]:
+        return {"n": 2}
+
+    assert timeout_module._watchdog._thread is None or timeout_module._watchdog._thread.is_alive()
+    with contained_watchdog() as report:
+        assert (await graph_of(quick, timeout=0.05).ainvoke({"n": 1}))["n"] == 2
+    assert report.crashes == []
+    assert report.survived
 
 
 # -- circuit breakers shared by name ---------------------------------------------------
