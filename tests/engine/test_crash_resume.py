@@ -96,12 +96,6 @@ def test_the_killed_task_keeps_its_task_id_in_the_new_process(crash: Any) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a finished task's writes are persisted only when its whole step ends "
-    "(commit, failure or interrupt); a crash while a sibling still runs loses them, so "
-    "the finished sibling runs again on resume",
-)
 def test_a_sibling_that_finished_before_the_kill_is_not_run_again(crash: Any) -> None:
     saver = crash.factory.make()
     x_seen_at: list[float] = []

@@ -281,14 +281,7 @@ def test_a_finished_sibling_keeps_its_write_and_is_not_run_again(
     [
         "sync",
         "async",
-        pytest.param(
-            "exit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: under durability='exit' every failed resume writes one more "
-                "checkpoint (same step, no progress); LangGraph writes none",
-            ),
-        ),
+        "exit",
     ],
 )
 def test_a_failed_resume_writes_no_checkpoint(saver_factory: Any, mode: str) -> None:
@@ -314,7 +307,6 @@ _EXIT_WRITES_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=_EXIT_WRITES_BUG.format(what="the retry loop"))
 def test_a_retried_node_works_under_exit_durability(saver_factory: Any) -> None:
     attempts: list[int] = []
 
@@ -333,7 +325,6 @@ def test_a_retried_node_works_under_exit_durability(saver_factory: Any) -> None:
     assert len(attempts) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=_EXIT_WRITES_BUG.format(what="once()"))
 def test_once_works_under_exit_durability(saver_factory: Any) -> None:
     charges: list[int] = []
 

@@ -197,11 +197,6 @@ def test_once_with_an_async_function_asks_for_aonce() -> None:
     assert "aonce" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: once() with an async function raises TypeError but never closes the "
-    "coroutine it created: 'RuntimeWarning: coroutine ... was never awaited'",
-)
 def test_once_with_an_async_function_leaves_no_unawaited_coroutine() -> None:
     _, runtime_warnings = _once_with_an_async_function()
     assert not [w for w in runtime_warnings if "never awaited" in w]

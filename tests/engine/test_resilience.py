@@ -245,12 +245,6 @@ def test_a_graph_wide_policy_applies_to_nodes_without_their_own() -> None:
     assert (info.value.node, info.value.attempts) == ("own", 2), "own kept its own policy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resuming a run whose node failed for good gives that node only what is "
-    "left of the failed run's retries: the '__retry__' write saved after the next-to-last "
-    "attempt is restored (attempt=max), so invoke(None) makes one attempt, not max_attempts",
-)
 def test_resuming_a_failed_run_gives_the_node_its_full_retry_budget(saver_factory: Any) -> None:
     body = Flaky(99)
     graph = graph_of(
@@ -352,12 +346,6 @@ async def test_a_timed_out_async_attempt_is_retried(watchdog: WatchdogReport) ->
     assert out["n"] == 2 and attempts == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the timeout watchdog thread dies with IndexError when the only deadlines "
-    "left in its heap belong to calls that already finished (timeout.py _Watchdog._run "
-    "reads self._heap[0] after emptying the heap); every later async timeout goes unwatched",
-)
 async def test_the_watchdog_survives_an_async_node_that_finished_in_time() -> None:
     from trellis.resilience import timeout as timeout_module
 

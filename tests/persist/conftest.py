@@ -121,7 +121,9 @@ class Backend:
                         k: dataclasses.replace(c, state=junk) for k, c in ns.checkpoints.items()
                     }
             return
-        table, column = ("trellis_blobs", "data") if what == "blobs" else ("trellis_checkpoints", "state")
+        table, column = (
+            ("trellis_blobs", "data") if what == "blobs" else ("trellis_checkpoints", "state")
+        )
         self.execute(
             f"UPDATE {table} SET {column} = ? WHERE tid IN "
             "(SELECT tid FROM trellis_threads WHERE thread_id = ?)",

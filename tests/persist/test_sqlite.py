@@ -6,11 +6,12 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tests.persist.conftest import History
+
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import PendingWrite
 from trellis.persist.serde import Serializer
@@ -142,9 +143,13 @@ def test_prune_gives_pages_back(db: Path) -> None:
     h.check(saver.get_tuple(h.thread_id))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=120), seed=st.integers(0, 2**32))
-def test_append_loops_store_linear_bytes_on_disk(tmp_path: Path, sizes: list[int], seed: int) -> None:
+def test_append_loops_store_linear_bytes_on_disk(
+    tmp_path: Path, sizes: list[int], seed: int
+) -> None:
     import random
 
     rnd = random.Random(seed)

@@ -16,6 +16,7 @@ from time import perf_counter
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
+from trellis.engine.durable import pending_writes
 from trellis.engine.guard import SKIPPED, acall_guarded, call_guarded, route_failure
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop, debug_start
@@ -107,6 +108,24 @@ def _name_the_node(task: Task, exc: BaseException) -> None:
         exc.add_note(f"raised by node {task.name!r} at step {task.step} (task {task.id})")
 
 
+def _keeper(loop: RunLoop) -> Any:
+    """For a parallel step: save each finished task's writes as it finishes (None: don't)."""
+    if loop.saver is None or loop.durability == "exit" or loop.checkpoint_id is None:
+        return None
+    saver, thread, checkpoint, ns = (
+        loop.saver,
+        loop.thread_id,
+        loop.checkpoint_id,
+        loop.checkpoint_ns,
+    )
+
+    def keep(task: Task) -> None:
+        if task.done and not task.interrupts:
+            saver.put_writes(thread, checkpoint, pending_writes([task]), checkpoint_ns=ns)
+
+    return keep
+
+
 def run_tasks(tasks: list[Task]) -> None:
     """Run a step's tasks; several at once share the thread pool.
 
@@ -124,6 +143,7 @@ def run_tasks(tasks: list[Task]) -> None:
         return
     queue = deque(tasks)
     failures: list[tuple[Task, BaseException]] = []
+    keep = _keeper(tasks[0].loop)
 
     def drain() -> None:
         while not failures:
@@ -135,6 +155,9 @@ def run_tasks(tasks: list[Task]) -> None:
                 contextvars.copy_context().run(run_task, task)
             except BaseException as exc:
                 failures.append((task, exc))
+            else:
+                if keep:  # a crash before the step ends must not lose this task's work
+                    keep(task)
 
     from concurrent.futures import wait
 
@@ -306,7 +329,20 @@ async def arun_tasks(tasks: list[Task]) -> None:
         except Exception as exc:
             raise StepFailed(exc, tasks[0], []) from exc
         return
-    running = {asyncio.ensure_future(arun_task(task)): task for task in tasks}
+    loop = tasks[0].loop
+    keep = loop.saver is not None and loop.durability != "exit" and loop.checkpoint_id is not None
+
+    async def run_and_keep(task: Task) -> None:
+        await arun_task(task)
+        if keep and task.done and not task.interrupts:  # survive a crash before step end
+            await loop.saver.aput_writes(
+                loop.thread_id,
+                loop.checkpoint_id,
+                pending_writes([task]),
+                checkpoint_ns=loop.checkpoint_ns,
+            )
+
+    running = {asyncio.ensure_future(run_and_keep(task)): task for task in tasks}
     done, pending = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
     failures = [f for f in done if not f.cancelled() and f.exception() is not None]
     if not failures:

@@ -31,6 +31,7 @@ GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
     "__once__",
 )
 _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
+RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     checkpoint = saved.checkpoint
     loop.values = dict(checkpoint.values)
     loop.versions = dict(checkpoint.versions)
-    loop.step = checkpoint.step
+    loop.step = loop.restored_step = checkpoint.step
     loop.checkpoint_id = checkpoint.id
     loop.head = checkpoint.id
     pending = checkpoint.pending or {}
@@ -171,6 +172,8 @@ def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
                     {"type": type(err).__name__, "message": str(err)},
                 )
             )
+            # Retries ran out: a later resume starts with a full budget again.
+            out.append(PendingWrite(tid, name, RETRY_IDX, RETRY, None))
         elif task.done:
             idx = 0
             for key, value in (task.update or {}).items():
@@ -209,10 +212,10 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
                 task.resume = list(write.value)
             elif write.channel == ONCE:
                 task.once = dict(write.value)
-            elif write.channel == "__retry__":
+            elif write.channel == RETRY:
                 from trellis.resilience.retry import RetryState
 
-                task.retry = RetryState.from_dict(write.value)
+                task.retry = RetryState.from_dict(write.value) if write.value else None
             elif write.channel == ERROR:
                 continue
             elif write.idx >= 0:

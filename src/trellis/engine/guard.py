@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.durable import RETRY, RETRY_IDX
 from trellis.errors import InvalidUpdateError, NodeError
 from trellis.persist.base import PendingWrite
 from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["acall_guarded", "call_guarded", "route_failure"]
 
-RETRY = "__retry__"
-RETRY_IDX = -7
 SKIPPED: Any = object()
 
 
@@ -61,6 +60,8 @@ def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> 
     loop = task.loop
     if exc is None or state.next_attempt_at is None or loop.saver is None:
         return
+    if loop.durability == "exit" or loop.checkpoint_id is None:
+        return  # saved with the run's one exit save instead
     write = PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
     loop.saver.put_writes(
         loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns

@@ -63,6 +63,7 @@ class RunLoop:
         "resume",
         "resuming",
         "resuming_tasks",
+        "restored_step",
         "saved_writes",
         "run_id",
         "saved",
@@ -142,6 +143,7 @@ class RunLoop:
         self.compensable_states: list[dict[str, Any]] | None = None if saver else []
         self.resuming = False
         self.resuming_tasks = False
+        self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
 
@@ -457,7 +459,9 @@ class RunLoop:
         from trellis.engine.durable import pending_writes, record
 
         self.step -= 1
-        if self.durability != "exit":
+        nothing_new = self.step == self.restored_step and not self.updated
+        if self.durability != "exit" or nothing_new:
+            # (With "exit", a resume that failed again adds no checkpoint, as in LangGraph.)
             self.effects.append(self._writes_effect(pending_writes(tasks)))
             return
         # Nothing was saved during the run: save it now, with this step's tasks still

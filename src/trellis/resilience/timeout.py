@@ -159,7 +159,7 @@ class _Watchdog:
                     else:
                         entry.expired = True
                         fired.append(entry)
-                if not fired:
+                if not fired and self._heap:  # all popped entries may have been done ones
                     self._cond.wait(self._heap[0][0] - now)
             for entry in fired:  # outside the lock: a callback may take its time
                 if entry.on_expired is not None:
