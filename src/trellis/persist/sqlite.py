@@ -54,7 +54,7 @@ _MIGRATIONS: Final[dict[int, list[str]]] = {
             value_bytes INTEGER NOT NULL,
             codec TEXT NOT NULL,
             data BLOB NOT NULL,
-            UNIQUE (tid, channel, version))""",
+            PRIMARY KEY (tid, channel, version)) WITHOUT ROWID""",
         """CREATE TABLE trellis_writes (
             tid INTEGER NOT NULL,
             checkpoint_id TEXT NOT NULL,
