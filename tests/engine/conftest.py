@@ -31,34 +31,8 @@ import pytest
 from trellis.persist.memory import MemorySaver
 from trellis.persist.sqlite import SqliteSaver
 
-PG_URL = os.environ.get("TRELLIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_SERVICES = os.environ.get("TRELLIS_REQUIRE_SERVICES") == "1"
 WORKER = Path(__file__).with_name("_crash_worker.py")
 DEADLINE = 30.0  # seconds a worker may take to reach a barrier or to finish; never hit when green
-
-
-def _pg_problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - the postgres extra installs it
-        return f"psycopg is not installed: {exc}"
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def engine_pg_url() -> str:
-    """The test server's URL; skips (or fails under TRELLIS_REQUIRE_SERVICES=1) without it."""
-    problem = _pg_problem()
-    if problem is not None:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"TRELLIS_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
-    return PG_URL
 
 
 class SaverFactory:
@@ -110,12 +84,12 @@ class SaverFactory:
         if self.kind == "postgres":
             import psycopg
 
-            with psycopg.connect(self.url or PG_URL, autocommit=True) as conn:
+            with psycopg.connect(self.url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
 def _factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SaverFactory]:
-    url = request.getfixturevalue("engine_pg_url") if request.param == "postgres" else None
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     factory = SaverFactory(request.param, tmp_path, url)
     yield factory
     factory.close()

@@ -9,7 +9,6 @@ are skipped, with the reason shown, when the server is unreachable, unless
 from __future__ import annotations
 
 import dataclasses
-import os
 import sqlite3
 import time
 import uuid
@@ -23,44 +22,7 @@ from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, new_
 from trellis.persist.memory import MemorySaver
 from trellis.persist.sqlite import SqliteSaver
 
-PG_URL = os.environ.get("TRELLIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_SERVICES = os.environ.get("TRELLIS_REQUIRE_SERVICES") == "1"
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def _pg_problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        return f"psycopg is not installed: {exc}"
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The test server's URL; skips (or fails under TRELLIS_REQUIRE_SERVICES=1) without it."""
-    problem = _pg_problem()
-    if problem is not None:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"TRELLIS_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
-    return PG_URL
-
-
-@pytest.fixture
-def pg_schema(pg_url: str) -> Iterator[str]:
-    """A fresh, empty schema name, dropped after the test."""
-    import psycopg
-
-    schema = f"trellis_test_{uuid.uuid4().hex[:12]}"
-    yield schema
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 class Backend:
