@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
 from trellis.engine.durable import restore
-from trellis.engine.loop import NESTED, RunLoop
+from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
+from trellis.engine.streaming import NESTED
 from trellis.errors import (
     CheckpointNotFoundError,
     EmptyInputError,

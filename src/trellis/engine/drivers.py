@@ -19,7 +19,8 @@ from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import pending_writes
 from trellis.engine.guard import SKIPPED, acall_guarded, call_guarded, route_failure
 from trellis.engine.interrupts import GraphInterrupt
-from trellis.engine.loop import RunLoop, debug_start
+from trellis.engine.loop import RunLoop
+from trellis.engine.streaming import checkpoint_chunks, debug_start, interrupt_chunks, step_chunks
 from trellis.engine.task import Task
 from trellis.errors import TrellisError
 from trellis.types import START
@@ -223,10 +224,10 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if loop.effects:
             perform(loop)
         if loop.saved:
-            yield from loop.checkpoint_chunks()
+            yield from checkpoint_chunks(loop)
         if not tasks:
             if loop.status == "interrupt_before":
-                yield from loop.interrupt_chunks()
+                yield from interrupt_chunks(loop)
             break
         if debug:
             for task in tasks:
@@ -249,15 +250,15 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             loop.suspend(tasks)
             perform(loop)
             if modes:
-                yield from loop.interrupt_chunks()
+                yield from interrupt_chunks(loop)
             return
         loop.commit(tasks)
         if loop.effects:
             perform(loop)
         if modes:
-            yield from loop.chunks(tasks)
+            yield from step_chunks(loop, tasks)
             if loop.saved:
-                yield from loop.checkpoint_chunks()
+                yield from checkpoint_chunks(loop)
         if loop.status == "interrupt_after":
             break
     loop.finish()
@@ -399,11 +400,11 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if loop.effects:
             await aperform(loop)
         if loop.saved:
-            for chunk in loop.checkpoint_chunks():
+            for chunk in checkpoint_chunks(loop):
                 yield chunk
         if not tasks:
             if loop.status == "interrupt_before":
-                for chunk in loop.interrupt_chunks():
+                for chunk in interrupt_chunks(loop):
                     yield chunk
             break
         if debug:
@@ -433,17 +434,17 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             loop.suspend(tasks)
             await aperform(loop)
             if modes:
-                for chunk in loop.interrupt_chunks():
+                for chunk in interrupt_chunks(loop):
                     yield chunk
             return
         loop.commit(tasks)
         if loop.effects:
             await aperform(loop)
         if modes:
-            for chunk in loop.chunks(tasks):
+            for chunk in step_chunks(loop, tasks):
                 yield chunk
             if loop.saved:
-                for chunk in loop.checkpoint_chunks():
+                for chunk in checkpoint_chunks(loop):
                     yield chunk
         if loop.status == "interrupt_after":
             break

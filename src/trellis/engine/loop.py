@@ -12,8 +12,7 @@ the order sent — never completion order — so runs are deterministic.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL, PUSH, Task
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
 MISSING: Any = object()
-NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
@@ -292,49 +290,6 @@ class RunLoop:
             for task in tasks:
                 task.interrupts = []
 
-    def checkpoint_chunks(self) -> Iterator[tuple[str, Any]]:
-        """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
-        saved, self.saved = self.saved, []
-        for effect in saved:
-            checkpoint = effect.kwargs["checkpoint"]
-            thread = {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns}
-            pending = checkpoint.pending
-            parent = checkpoint.parent_id
-            yield (
-                "debug",
-                {
-                    "step": checkpoint.step,
-                    "timestamp": _now(),
-                    "type": "checkpoint",
-                    "payload": {
-                        "config": {"configurable": {**thread, "checkpoint_id": checkpoint.id}},
-                        "parent_config": (
-                            {"configurable": {**thread, "checkpoint_id": parent}}
-                            if parent
-                            else None
-                        ),
-                        "values": {
-                            k: checkpoint.values[k]
-                            for k in self.plan.channels
-                            if k in checkpoint.values
-                        },
-                        "metadata": dict(effect.kwargs["metadata"]),
-                        "next": ["__start__"]
-                        if "start" in pending
-                        else list(pending.get("nodes", ())),
-                        "tasks": [],
-                    },
-                },
-            )
-
-    def interrupt_chunks(self) -> Iterator[tuple[str, Any]]:
-        """What LangGraph streams when a run stops on interrupts (or a breakpoint: none)."""
-        chunk = {"__interrupt__": tuple(self.interrupts)}
-        if "updates" in self.modes:
-            yield "updates", chunk
-        if "values" in self.modes and self.interrupts:
-            yield "values", {**self.values_chunk(), **chunk}
-
     def _next_id(self) -> str:
         from trellis.persist.base import new_checkpoint_id
 
@@ -544,70 +499,12 @@ class RunLoop:
             return None
         return self.output()
 
-    def scheduled(self) -> tuple[str, ...]:
-        names = sorted(set(self.next_nodes))
-        return (*names, *(s.node for s in self.next_sends))
-
     def values_chunk(self) -> dict[str, Any]:
         """The whole state, in schema order (``stream_mode="values"`` is not
         filtered by the output schema, as in LangGraph)."""
         values = self.values
         return {k: values[k] for k in self.plan.channels if k in values}
 
-    def chunks(self, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
-        """Stream output for the step just committed, in the requested modes."""
-        modes = self.modes
-        custom = "custom" in modes
-        updates = "updates" in modes
-        debug = "debug" in modes
-        for task in tasks:
-            if task.name == START:
-                continue
-            for nested in task.nested or ():
-                yield NESTED, nested
-            if custom:
-                for chunk in task.custom or ():
-                    yield "custom", chunk
-            if debug:
-                yield "debug", _debug_result(task)
-            if updates:
-                yield "updates", {task.name: task.output}
-        if self.wrote and "values" in modes:
-            yield "values", self.values_chunk()
-
 
 def _same(a: Any, b: Any) -> bool:
     return a is b
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _debug_result(task: Task) -> dict[str, Any]:
-    return {
-        "step": task.step,
-        "timestamp": _now(),
-        "type": "task_result",
-        "payload": {
-            "id": task.id,
-            "name": task.name,
-            "error": None,
-            "result": dict(task.update or {}),
-            "interrupts": [],
-        },
-    }
-
-
-def debug_start(task: Task) -> dict[str, Any]:
-    return {
-        "step": task.step,
-        "timestamp": _now(),
-        "type": "task",
-        "payload": {
-            "id": task.id,
-            "name": task.name,
-            "input": task.input,
-            "triggers": task.triggers(),
-        },
-    }

@@ -1,0 +1,117 @@
+"""What a run streams: the chunks of each stream mode, shaped as LangGraph's.
+
+Pure functions over a ``RunLoop`` and the tasks of the step just committed;
+the drivers yield what they produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.task import Task
+from trellis.types import START
+
+if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
+
+__all__ = ["checkpoint_chunks", "debug_start", "interrupt_chunks", "step_chunks"]
+
+NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
+
+
+def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
+    """Stream output for the step just committed, in the requested modes."""
+    modes = loop.modes
+    custom = "custom" in modes
+    updates = "updates" in modes
+    debug = "debug" in modes
+    for task in tasks:
+        if task.name == START:
+            continue
+        for nested in task.nested or ():
+            yield NESTED, nested
+        if custom:
+            for chunk in task.custom or ():
+                yield "custom", chunk
+        if debug:
+            yield "debug", _debug_result(task)
+        if updates:
+            yield "updates", {task.name: task.output}
+    if loop.wrote and "values" in modes:
+        yield "values", loop.values_chunk()
+
+
+def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
+    """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
+    saved, loop.saved = loop.saved, []
+    for effect in saved:
+        checkpoint = effect.kwargs["checkpoint"]
+        thread = {"thread_id": loop.thread_id, "checkpoint_ns": loop.checkpoint_ns}
+        pending = checkpoint.pending
+        parent = checkpoint.parent_id
+        yield (
+            "debug",
+            {
+                "step": checkpoint.step,
+                "timestamp": _now(),
+                "type": "checkpoint",
+                "payload": {
+                    "config": {"configurable": {**thread, "checkpoint_id": checkpoint.id}},
+                    "parent_config": (
+                        {"configurable": {**thread, "checkpoint_id": parent}} if parent else None
+                    ),
+                    "values": {
+                        k: checkpoint.values[k]
+                        for k in loop.plan.channels
+                        if k in checkpoint.values
+                    },
+                    "metadata": dict(effect.kwargs["metadata"]),
+                    "next": ["__start__"] if "start" in pending else list(pending.get("nodes", ())),
+                    "tasks": [],
+                },
+            },
+        )
+
+
+def interrupt_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
+    """What LangGraph streams when a run stops on interrupts (or a breakpoint: none)."""
+    chunk = {"__interrupt__": tuple(loop.interrupts)}
+    if "updates" in loop.modes:
+        yield "updates", chunk
+    if "values" in loop.modes and loop.interrupts:
+        yield "values", {**loop.values_chunk(), **chunk}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _debug_result(task: Task) -> dict[str, Any]:
+    return {
+        "step": task.step,
+        "timestamp": _now(),
+        "type": "task_result",
+        "payload": {
+            "id": task.id,
+            "name": task.name,
+            "error": None,
+            "result": dict(task.update or {}),
+            "interrupts": [],
+        },
+    }
+
+
+def debug_start(task: Task) -> dict[str, Any]:
+    return {
+        "step": task.step,
+        "timestamp": _now(),
+        "type": "task",
+        "payload": {
+            "id": task.id,
+            "name": task.name,
+            "input": task.input,
+            "triggers": task.triggers(),
+        },
+    }
