@@ -155,7 +155,7 @@ class RunLoop:
         START task at ``s + 2`` and nodes run from ``s + 3``; ``recursion_limit``
         counts the START step too.
         """
-        if self.run_id is None:
+        if self.run_id is None and self.saver is not None:  # unsaved runs need none
             self.run_id = uuid.uuid4().hex
         if value is None:
             raise EmptyInputError("Received no input for __start__")

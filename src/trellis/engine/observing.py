@@ -60,6 +60,10 @@ class RunObserver:
         self.sinks = sinks
         self.graph = graph
         self.thread_id = loop.thread_id
+        if loop.run_id is None:
+            import uuid
+
+            loop.run_id = uuid.uuid4().hex
         self.run_id = loop.run_id
         self.trace_id = ids[0] if ids else new_trace_id()
         self.parent_span = ids[1] if ids else None
