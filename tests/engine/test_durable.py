@@ -1,0 +1,90 @@
+"""Checkpoint bookkeeping seen from a graph: graph versions and concurrent writers."""
+
+from __future__ import annotations
+
+import operator
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import START, Command, SqliteSaver, StateGraph, interrupt
+from trellis.errors import ConcurrentUpdateError, GraphVersionError
+
+
+class S(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def _ask(state: S) -> dict[str, Any]:
+    return {"log": [f"ask:{interrupt('ok?')}"]}
+
+
+def _graph(saver: Any, *, second: str = "ask") -> Any:
+    builder = StateGraph(S)
+    builder.add_node("first", lambda s: {"log": ["first"]})
+    builder.add_node(second, _ask)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", second)
+    return builder.compile(checkpointer=saver)
+
+
+def test_resuming_on_a_graph_without_the_pending_node_names_it(tmp_path: Path) -> None:
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    config = {"configurable": {"thread_id": "t"}}
+    assert _graph(saver).invoke({"log": []}, config)["__interrupt__"]
+    renamed = _graph(saver, second="confirm")  # the new version renamed "ask"
+    with pytest.raises(GraphVersionError, match="'ask'") as caught:
+        renamed.invoke(Command(resume="yes"), config)
+    assert "thread 't'" in str(caught.value)
+    # Nothing was written: the original graph still resumes where it stopped.
+    assert _graph(saver).invoke(Command(resume="yes"), config)["log"] == ["first", "ask:yes"]
+
+
+class _BothReadFirst(SqliteSaver):
+    """A real SQLite saver whose head reads wait for each other while ``racing`` is set,
+    so both runs hold the same head before either writes."""
+
+    racing: threading.Barrier | None = None
+
+    def get_tuple(self, *args: Any, **kwargs: Any) -> Any:
+        found = super().get_tuple(*args, **kwargs)
+        if self.racing is not None:
+            self.racing.wait(timeout=10)
+        return found
+
+
+def test_two_runs_racing_on_one_thread_cannot_both_commit(tmp_path: Path) -> None:
+    saver = _BothReadFirst.from_path(tmp_path / "runs.db")
+    config = {"configurable": {"thread_id": "shared"}}
+    builder = StateGraph(S)
+    builder.add_node("step", lambda s: {"log": ["step"]})
+    builder.add_edge(START, "step")
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke({"log": []}, config)
+    head = graph.get_state(config).config["configurable"]["checkpoint_id"]
+    saver.racing = threading.Barrier(2)
+    outcomes: list[BaseException | None] = []
+
+    def run_again() -> None:
+        try:
+            graph.invoke({"log": ["again"]}, config)
+            outcomes.append(None)
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    runs = [threading.Thread(target=run_again) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=20)
+    saver.racing = None
+    assert sorted(type(o).__name__ for o in outcomes) == ["ConcurrentUpdateError", "NoneType"]
+    loser = next(o for o in outcomes if o is not None)
+    assert isinstance(loser, ConcurrentUpdateError) and "shared" in str(loser)
+    history = list(graph.get_state_history(config))
+    parents = [h.parent_config["configurable"]["checkpoint_id"] for h in history if h.parent_config]
+    assert parents.count(head) == 1, "exactly one run's checkpoints hang off the shared head"
+    assert graph.get_state(config).values["log"] == ["step", "again", "step"]
