@@ -17,7 +17,13 @@ from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import pending_writes
-from trellis.engine.guard import SKIPPED, acall_guarded, call_guarded, route_failure
+from trellis.engine.guard import (
+    SKIPPED,
+    acall_guarded,
+    call_guarded,
+    finish_handled,
+    route_failure,
+)
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop
 from trellis.engine.streaming import checkpoint_chunks, debug_start, interrupt_chunks, step_chunks
@@ -92,7 +98,12 @@ def run_task(task: Task) -> None:
     except GraphInterrupt as signal:
         task.interrupts = list(signal.interrupts)
     except BaseException as exc:
-        if not route_failure(task, exc):
+        routed = route_failure(task, exc)
+        if inspect.isawaitable(routed):
+            routed.close()  # type: ignore[attr-defined]
+            routed = False
+            exc.add_note(f"the error_handler of {task.name!r} is async: run with ainvoke")
+        if not routed:
             task.error = exc
             _name_the_node(task, exc)
             raise
@@ -309,7 +320,11 @@ async def arun_task(task: Task) -> None:
     except GraphInterrupt as signal:
         task.interrupts = list(signal.interrupts)
     except BaseException as exc:
-        if not route_failure(task, exc):
+        routed = route_failure(task, exc)
+        if inspect.isawaitable(routed):
+            finish_handled(task, await routed)
+            routed = True
+        if not routed:
             task.error = exc
             _name_the_node(task, exc)
             raise

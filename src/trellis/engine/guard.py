@@ -7,6 +7,7 @@ are chosen at compile time for the nodes that need them.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -170,13 +171,28 @@ async def acall_guarded(task: Task) -> Any:
         raise NodeError(node.name, task.attempt, exc) from exc
 
 
-def route_failure(task: Task, exc: BaseException) -> bool:
-    """``on_error="node"``: record the failure in the state and go there.
+def route_failure(task: Task, exc: BaseException) -> Any:
+    """A node failed for good: hand it to its ``error_handler`` or ``on_error`` node.
 
-    Returns False when the node has no ``on_error`` (the failure propagates).
+    Returns False when neither is set (the failure propagates), True when the
+    failure was routed, or — for an async ``error_handler`` — the awaitable
+    whose result the caller passes to ``finish_handled``.
     """
+    if not isinstance(exc, Exception):
+        return False
+    handler = task.node.spec.error_handler if task.node.spec is not None else None
+    if handler is not None:
+        # LangGraph's error_handler: handler(state) or handler(state, error) with
+        # error.node and error.error; what it returns replaces the node's result.
+        error = exc if isinstance(exc, NodeError) else NodeError(task.name, task.attempt, exc)
+        takes_error = len(inspect.signature(handler).parameters) >= 2
+        out = handler(task.input, error) if takes_error else handler(task.input)
+        if inspect.isawaitable(out):
+            return out
+        finish_handled(task, out)
+        return True
     target = task.node.on_error
-    if target is None or not isinstance(exc, Exception):
+    if target is None:
         return False
     original = exc.error if isinstance(exc, NodeError) and exc.error is not None else exc
     record = {
@@ -193,3 +209,13 @@ def route_failure(task: Task, exc: BaseException) -> bool:
     task.error = None
     task.done = True
     return True
+
+
+def finish_handled(task: Task, out: Any) -> None:
+    """The error handler's result becomes the task's; the failed node's edges do not fire."""
+    task.update = task.output = task.pre_update = None
+    task.goto = []
+    task.accept(out)
+    task.halt = True
+    task.error = None
+    task.done = True

@@ -67,6 +67,9 @@ class DrawableGraph:
                     edges.add(Edge(name, extra, True, label))
             for target in getattr(spec.approval, "destinations", ()):
                 edges.add(Edge(name, target, True, "approval"))
+            if spec.error_handler is not None:
+                for target in literal_destinations(spec.error_handler) or ():
+                    edges.add(Edge(name, target, True, "error_handler"))
         # LangGraph's order: START's edges, the rest sorted, then plain edges to
         # END from nodes that lead nowhere else, and self-loops last.
         to_end = {e for e in edges if e.target == END and not e.conditional}

@@ -44,6 +44,12 @@ def successors(
     for name, spec in builder.nodes.items():
         graph[name].update(spec.destinations)
         graph[name].update(getattr(spec.approval, "destinations", ()))
+        if spec.error_handler is not None:  # where a failure may be steered
+            handled = literal_destinations(spec.error_handler)
+            if handled is not None:
+                graph[name].update(handled)
+            elif returns_command(spec.error_handler) is not False:
+                open_commands.add(name)
         for extra in (spec.fallback, spec.on_error):
             if extra:
                 graph[name].add(extra)

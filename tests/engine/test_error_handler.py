@@ -1,0 +1,84 @@
+"""LangGraph's ``error_handler=``: what a node that failed for good hands over to."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal
+
+import pytest
+from typing_extensions import TypedDict
+
+from trellis import START, Command, RetryPolicy, StateGraph
+from trellis.errors import NodeError
+
+FAST = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False)
+
+
+class S(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+    status: str
+
+
+def _boom(state: S) -> dict[str, Any]:
+    raise ConnectionError("api down")
+
+
+def _log(name: str) -> Any:
+    def node(state: S) -> dict[str, Any]:
+        return {"log": [name]}
+
+    return node
+
+
+def _graph(handler: Any, *, fallback: bool = False, **options: Any) -> Any:
+    builder = StateGraph(S)
+    builder.add_node("boom", _boom, error_handler=handler, **options)
+    if fallback:  # reached only through the handler's Command[Literal["fallback"]]
+        builder.add_node("fallback", _log("fallback"))
+    builder.add_node("after", _log("after"))
+    builder.add_edge(START, "boom")
+    builder.add_edge("boom", "after")
+    return builder.compile()
+
+
+def _to_fallback(state: S, error: NodeError) -> Command[Literal["fallback"]]:
+    return Command(update={"status": f"{error.node}: {error.error}"}, goto="fallback")
+
+
+def test_the_handler_gets_the_node_and_error_and_steers_the_run() -> None:
+    out = _graph(_to_fallback, fallback=True, retry_policy=FAST).invoke({"log": []})
+    assert out == {"log": ["fallback"], "status": "boom: api down"}  # "after" never ran
+
+
+def _handled(state: S) -> dict[str, Any]:
+    return {"status": "handled"}
+
+
+def test_a_handler_returning_an_update_ends_that_branch() -> None:
+    out = _graph(_handled).invoke({"log": []})
+    assert out == {"log": [], "status": "handled"}
+
+
+async def test_an_async_handler_under_ainvoke() -> None:
+    async def handler(state: S, error: NodeError) -> dict[str, Any]:
+        return {"status": f"async: {type(error.error).__name__}"}
+
+    out = await _graph(handler).ainvoke({"log": []})
+    assert out["status"] == "async: ConnectionError"
+
+
+def test_an_async_handler_under_invoke_says_so() -> None:
+    async def handler(state: S) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ConnectionError) as caught:
+        _graph(handler).invoke({"log": []})
+    assert any("error_handler" in note for note in caught.value.__notes__)
+
+
+def test_a_handler_writing_an_unknown_key_is_an_error() -> None:
+    def handler(state: S) -> dict[str, Any]:
+        return {"nope": 1}
+
+    with pytest.raises(ValueError, match="'nope'"):
+        _graph(handler).invoke({"log": []})
