@@ -14,6 +14,7 @@ from trellis.engine.durable import restore
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.engine.streaming import NESTED
+from trellis.engine.subgraph import ParentCommand
 from trellis.errors import (
     CheckpointNotFoundError,
     EmptyInputError,
@@ -121,7 +122,7 @@ class CompiledStateGraph:
             recursion_limit=limit,
             modes=modes,
             saver=self.checkpointer or None,
-            durability=kwargs.get("durability") or self.options.get("durability") or "sync",
+            durability=_durability(kwargs.get("durability") or self.options.get("durability")),
             breakpoints=(_names(before), _names(after)),
             options=self.options,
         )
@@ -236,12 +237,12 @@ class CompiledStateGraph:
 
     def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
         """A run failed for good: roll back completed side effects, then report."""
-        if loop.compensable:
+        if loop.compensable and not isinstance(failure.error, ParentCommand):
             saga.attach(failure.error, saga.Saga.of_run(self, loop).run())
         return failure.error
 
     async def _afailed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
-        if loop.compensable:
+        if loop.compensable and not isinstance(failure.error, ParentCommand):
             saga.attach(failure.error, await saga.Saga.of_run(self, loop).arun())
         return failure.error
 
@@ -263,11 +264,14 @@ class CompiledStateGraph:
         modes, paired = _modes(stream_mode)
         loop = self._sync_loop(input, config, context, modes, kwargs)
         loop.subgraphs = subgraphs
+        error = None
         try:
             for mode, chunk in drivers.run_steps(loop):
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
-            raise self._failed(loop, failure) from failure.error.__cause__
+            error = self._failed(loop, failure)
+        if error is not None:
+            raise error  # outside the except: the node's error keeps its own context
 
     def invoke(
         self,
@@ -288,11 +292,14 @@ class CompiledStateGraph:
             )
             return chunks[-1] if chunks else None
         loop = self._sync_loop(input, config, context, (), kwargs)
+        error = None
         try:
             for _ in drivers.run_steps(loop):
                 pass
         except drivers.StepFailed as failure:
-            raise self._failed(loop, failure) from failure.error.__cause__
+            error = self._failed(loop, failure)
+        if error is not None:
+            raise error  # outside the except: the node's error keeps its own context
         return loop.result()
 
     async def astream(
@@ -309,11 +316,14 @@ class CompiledStateGraph:
         modes, paired = _modes(stream_mode)
         loop = await self._async_loop(input, config, context, modes, kwargs)
         loop.subgraphs = subgraphs
+        error = None
         try:
             async for mode, chunk in drivers.arun_steps(loop):
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
-            raise await self._afailed(loop, failure) from failure.error.__cause__
+            error = await self._afailed(loop, failure)
+        if error is not None:
+            raise error
 
     async def ainvoke(
         self,
@@ -335,11 +345,14 @@ class CompiledStateGraph:
             return chunks[-1] if chunks else None
         loop = await self._async_loop(input, config, context, (), kwargs)
         steps = drivers.arun_steps(loop) if loop.observer else drivers.asteps(loop)
+        error = None
         try:
             async for _ in steps:
                 pass
         except drivers.StepFailed as failure:
-            raise await self._afailed(loop, failure) from failure.error.__cause__
+            error = await self._afailed(loop, failure)
+        if error is not None:
+            raise error
         return loop.result()
 
     def batch(
@@ -500,6 +513,17 @@ def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[An
 
 
 _NO_NAMES: frozenset[str] = frozenset()
+_DURABILITY = ("sync", "async", "exit")
+
+
+def _durability(value: Any) -> str:
+    if value is None:
+        return "sync"
+    if value not in _DURABILITY:
+        raise InvalidConfigError(
+            f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
+        )
+    return str(value)
 
 
 def _shape(mode: str, chunk: Any, paired: bool, subgraphs: bool) -> Any:

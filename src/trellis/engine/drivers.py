@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import os
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from time import perf_counter
@@ -27,6 +28,7 @@ from trellis.engine.guard import (
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop
 from trellis.engine.streaming import checkpoint_chunks, debug_start, interrupt_chunks, step_chunks
+from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
 from trellis.errors import TrellisError
 from trellis.types import START
@@ -34,16 +36,19 @@ from trellis.types import START
 __all__ = ["arun_steps", "asteps", "run_steps"]
 
 _pool: Any = None  # a ThreadPoolExecutor, made on the first parallel step
+_pool_lock = threading.Lock()
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 
 def _executor() -> Any:
     global _pool
-    if _pool is None:
+    with _pool_lock:
+        if _pool is not None:
+            return _pool
         from concurrent.futures import ThreadPoolExecutor  # only parallel steps need it
 
         _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis")
-    return _pool
+        return _pool
 
 
 class StepFailed(Exception):
@@ -97,6 +102,8 @@ def run_task(task: Task) -> None:
         task.done = True
     except GraphInterrupt as signal:
         task.interrupts = list(signal.interrupts)
+    except ParentCommand:
+        raise  # a subgraph steering its parent: not this node's failure
     except BaseException as exc:
         routed = route_failure(task, exc)
         if inspect.isawaitable(routed):
@@ -167,16 +174,24 @@ def run_tasks(tasks: list[Task]) -> None:
                 contextvars.copy_context().run(run_task, task)
             except BaseException as exc:
                 failures.append((task, exc))
-            else:
-                if keep:  # a crash before the step ends must not lose this task's work
+                continue
+            if keep:  # a crash before the step ends must not lose this task's work
+                try:
                     keep(task)
+                except BaseException as exc:
+                    exc.add_note(f"while saving what node {task.name!r} wrote at step {task.step}")
+                    task.done = False  # its writes cannot be kept: it runs again on resume
+                    task.error = exc
+                    failures.append((task, exc))
 
     from concurrent.futures import wait
 
     pool = _executor()
     helpers = [pool.submit(drain) for _ in range(min(len(tasks) - 1, _WORKERS))]
     drain()
-    wait(helpers)
+    # Helpers still queued (every worker busy, e.g. in a nested graph's step) are
+    # not waited for: the queue is empty, so they would find nothing to do.
+    wait([h for h in helpers if not h.cancel()])
     if failures:
         # The first failure in task order, so the error reported is deterministic.
         failed, error = min(failures, key=lambda f: tasks.index(f[0]))
@@ -213,15 +228,15 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             yield chunk
             if obs.buffer:
                 yield from (("events", e) for e in obs.drain())
+    except GeneratorExit:  # the caller stopped reading: no more yields allowed
+        obs.run_end(loop, cancelled=True)
+        raise
     except BaseException as exc:
         obs.run_end(loop, exc)
+        yield from (("events", e) for e in obs.drain())  # how it failed, then the error
         raise
-    finally:
-        if obs.buffer:
-            yield from (("events", e) for e in obs.drain())
     obs.run_end(loop)
-    if obs.buffer:
-        yield from (("events", e) for e in obs.drain())
+    yield from (("events", e) for e in obs.drain())
 
 
 def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -319,6 +334,8 @@ async def arun_task(task: Task) -> None:
         task.done = True
     except GraphInterrupt as signal:
         task.interrupts = list(signal.interrupts)
+    except (ParentCommand, asyncio.CancelledError):
+        raise  # steering the parent, or a sibling failed: neither is this node's failure
     except BaseException as exc:
         routed = route_failure(task, exc)
         if inspect.isawaitable(routed):
@@ -396,8 +413,13 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             yield chunk
             for event in obs.drain():
                 yield "events", event
+    except GeneratorExit:
+        obs.run_end(loop, cancelled=True)
+        raise
     except BaseException as exc:
         obs.run_end(loop, exc)
+        for event in obs.drain():
+            yield "events", event
         raise
     obs.run_end(loop)
     for event in obs.drain():

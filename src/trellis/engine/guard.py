@@ -107,6 +107,8 @@ def call_guarded(task: Task) -> Any:
     def attempt(state: RetryState) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
+        task.interrupt_count = 0  # a retried node asks its interrupts again from the first
+        task.custom = None
         return _attempt_sync(task)
 
     def on_attempt(state: RetryState, exc: BaseException | None) -> None:
@@ -132,7 +134,8 @@ async def _attempt_async(task: Task) -> Any:
             else:
                 out = await node.fn(*args, **kwargs)
         elif node.subgraph is not None:
-            out = await node.subgraph.acall(*args, **kwargs)
+            call = node.subgraph.acall
+            out = await acall_with_timeout(call, args, kwargs, node.timeout, node=node.name)
         else:
             out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
     except Exception as exc:
@@ -156,6 +159,8 @@ async def acall_guarded(task: Task) -> Any:
     async def attempt(state: RetryState) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
+        task.interrupt_count = 0  # a retried node asks its interrupts again from the first
+        task.custom = None
         return await _attempt_async(task)
 
     def on_attempt(state: RetryState, exc: BaseException | None) -> None:
@@ -204,7 +209,7 @@ def route_failure(task: Task, exc: BaseException) -> Any:
     }
     task.update = {**(task.update or {}), "errors": [record]}
     task.output = task.update
-    task.goto = [target]
+    task.goto = [target] if target != END else []
     task.halt = True
     task.error = None
     task.done = True

@@ -93,11 +93,15 @@ def assign_resume(tasks: list[Task], pending: list[Interrupt], resume: Any) -> N
             f"{len(pending)} interrupts are pending; resume with a map of interrupt id to "
             f"value: Command(resume={{id: value, ...}}) with ids {', '.join(by_id)}"
         )
-    # A task stops at its first unanswered interrupt, so each task has at most
-    # one pending: its answer is simply the next resume value in its list.
+    # A node stops at its first unanswered interrupt, so its answer is simply the
+    # next resume value in its list. A subgraph node may stop on several at once
+    # (its own parallel interrupts): it gets the answers by id, to pass down.
+    given: dict[Task, dict[str, Any]] = {}
     for iid, value in answers.items():
-        task = owner[iid]
-        task.resume = [*(task.resume or []), value]
+        given.setdefault(owner[iid], {})[iid] = value
+    for task, mine in given.items():
+        answer = mine if len(task.interrupts) > 1 else next(iter(mine.values()))
+        task.resume = [*(task.resume or []), answer]
     for task in tasks:
         task.interrupts = []
 

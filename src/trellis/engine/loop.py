@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL, PUSH, Task
 from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
-from trellis.types import START, Command, RunnableConfig, Send
+from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
     from trellis.engine.plan import GraphPlan, NodePlan
@@ -138,7 +138,10 @@ class RunLoop:
         # Completed nodes that have a compensation: [node, checkpoint id] in order;
         # without a checkpointer, the state after each is kept in memory instead.
         self.compensable: list[list[Any]] = []
-        self.compensable_states: list[dict[str, Any]] | None = None if saver else []
+        # "exit" saves nothing mid-run, so those states live in memory too.
+        self.compensable_states: list[dict[str, Any]] | None = (
+            [] if saver is None or durability == "exit" else None
+        )
         self.resuming = False
         self.resuming_tasks = False
         self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
@@ -263,7 +266,10 @@ class RunLoop:
                 self.deferred = self.deferred | {name}
                 continue
             if node.max_visits is not None:
-                node = self._visit(node)
+                visited = self._visit(node)
+                if visited is None:
+                    continue
+                node = visited
             tasks.append(Task(self, node, node.make_input(values), step, node.pull_path))
         for i, send in enumerate(sends):
             tasks.append(Task(self, nodes[send.node], send.arg, step, (PUSH, i)))
@@ -302,9 +308,11 @@ class RunLoop:
         return eager if eager or self.next_sends else names
 
     def _hits(self, nodes: frozenset[str], names: list[str], sends: list[Send]) -> bool:
+        if not names and not sends:
+            return False
         return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
 
-    def _visit(self, node: NodePlan) -> NodePlan:
+    def _visit(self, node: NodePlan) -> NodePlan | None:
         if self.visits is _NO_DICT:
             self.visits = {}
         count = self.visits.get(node.name, 0) + 1
@@ -315,6 +323,8 @@ class RunLoop:
                     f"node {node.name!r} was entered {count} times in one run "
                     f"(max_visits={node.max_visits}) and has no fallback"
                 )
+            if node.fallback == END:
+                return None  # the loop ends here
             return self.plan.nodes[node.fallback]
         return node
 
@@ -415,7 +425,7 @@ class RunLoop:
 
         self.step -= 1
         nothing_new = self.step == self.restored_step and not self.updated
-        if self.durability != "exit" or nothing_new:
+        if (self.durability != "exit" and not self.updated) or nothing_new:
             # (With "exit", a resume that failed again adds no checkpoint, as in LangGraph.)
             self.effects.append(self._writes_effect(pending_writes(tasks)))
             return
@@ -455,13 +465,14 @@ class RunLoop:
                 if key in reducers:
                     continue
                 other = writers.get(key)
+                me = task.name if task.path[0] == PULL else f"{task.name} (Send #{task.path[1]})"
                 if other is not None:
                     raise InvalidUpdateError(
-                        f"state key {key!r} was written by both {other!r} and {task.name!r} in "
+                        f"state key {key!r} was written by both {other!r} and {me!r} in "
                         "the same step, and it keeps only one value. Give it a reducer, e.g. "
                         f"Annotated[list, operator.add], or write it from one node only"
                     )
-                writers[key] = task.name
+                writers[key] = me
 
     def _track(self, update: Mapping[str, Any]) -> None:
         values = self.values

@@ -10,6 +10,8 @@ or ``task_error`` with its measured duration, then ``step_end``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from trellis.observe.events import Event, EventKind, Outcome, new_span_id, new_trace_id
@@ -26,7 +28,7 @@ _now = time.time
 _new = tuple.__new__
 _STEP_START, _STEP_END = EventKind.STEP_START, EventKind.STEP_END
 _TASK_START, _TASK_END = EventKind.TASK_START, EventKind.TASK_END
-_NO_DATA: dict[str, Any] = {}
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})  # shared, so it must be read-only
 # node, task_id, attempt, status, error_type, error_message, data: unset for step events
 _BLANK6 = (None, None, None, None, None, None, _NO_DATA)
 
@@ -119,8 +121,12 @@ class RunObserver:
         self.run_started = _perf()
         self._emit(self._event(EventKind.RUN_START, self.run_span, self.parent_span))
 
-    def run_end(self, loop: RunLoop, error: BaseException | None = None) -> None:
-        if error is not None:
+    def run_end(
+        self, loop: RunLoop, error: BaseException | None = None, *, cancelled: bool = False
+    ) -> None:
+        if cancelled:
+            status = Outcome.CANCELLED
+        elif error is not None:
             status = Outcome.ERROR
         elif loop.status in ("interrupted", "interrupt_before", "interrupt_after"):
             status = Outcome.INTERRUPTED

@@ -127,7 +127,10 @@ def update_loop(
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
     loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
     if saved is not None:
-        restore(loop, saved, continue_run=as_node is None)
+        # Joins, visit counts and compensations carry on; only what runs next
+        # is decided anew when the update comes from a node.
+        restore(loop, saved, continue_run=True)
+        loop.start_task = None
     loop.expected_head = head.checkpoint.id if head is not None else None
     if as_node is not None and as_node != END and as_node not in graph.plan.nodes:
         raise InvalidUpdateError(f"update_state(as_node={as_node!r}): the graph has no such node")

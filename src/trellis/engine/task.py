@@ -312,6 +312,8 @@ class Task:
             if dest is _NO_NODE or dest not in nodes:
                 if branch.fallback is None:
                     raise RoutingError(_routing_message(self.name, branch, item))
+                if branch.fallback == END:
+                    continue
                 dest = branch.fallback
             self.add_goto(dest)
 
