@@ -169,11 +169,9 @@ class CompiledStateGraph:
                     )
                 if input.update is not None:  # applied before the interrupted nodes re-run
                     loop.apply_input_update(input)
-            loop.expected_head = head.checkpoint.id if head is not None else None
             return
         if saved is not None:
             restore(loop, saved, continue_run=False)
-            loop.expected_head = head.checkpoint.id if head is not None else None
         loop.begin(input)
 
     def _load(self, where: tuple[str, str | None, str]) -> tuple[Any, Any]:

@@ -38,7 +38,8 @@ def get_stream_writer() -> StreamWriter:
     ...     get_stream_writer()({"progress": 0.5})
     ...     return {}
 
-    Outside a node, or when nobody streams ``custom``, it discards.
+    Chunks are kept with the task and streamed when it finishes; outside a node
+    the writer discards them.
     """
     task = CURRENT_TASK.get()
     if task is None:

@@ -52,13 +52,11 @@ def _executor() -> Any:
 
 
 class StepFailed(Exception):
-    """A task of a step failed; ``done`` are the tasks that finished."""
+    """A task of a step failed with ``error``; the loop records what the others did."""
 
-    def __init__(self, error: BaseException, failed: Task, done: list[Task]) -> None:
+    def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-        self.failed = failed
-        self.done = done
 
 
 # -- sync -------------------------------------------------------------------
@@ -158,7 +156,7 @@ def run_tasks(tasks: list[Task]) -> None:
         try:
             run_task(tasks[0])
         except Exception as exc:
-            raise StepFailed(exc, tasks[0], []) from exc
+            raise StepFailed(exc) from exc
         return
     queue = deque(tasks)
     failures: list[tuple[Task, BaseException]] = []
@@ -194,8 +192,8 @@ def run_tasks(tasks: list[Task]) -> None:
     wait([h for h in helpers if not h.cancel()])
     if failures:
         # The first failure in task order, so the error reported is deterministic.
-        failed, error = min(failures, key=lambda f: tasks.index(f[0]))
-        raise StepFailed(error, failed, [t for t in tasks if t.done]) from error
+        _, error = min(failures, key=lambda f: tasks.index(f[0]))
+        raise StepFailed(error) from error
 
 
 def perform(loop: RunLoop) -> None:
@@ -354,15 +352,7 @@ async def arun_task(task: Task) -> None:
 async def arun_tasks(tasks: list[Task]) -> None:
     import asyncio  # on use: asyncio is slow to import, and `invoke` never needs it
 
-    if not tasks:
-        return
-    if len(tasks) == 1:
-        try:
-            await arun_task(tasks[0])
-        except Exception as exc:
-            raise StepFailed(exc, tasks[0], []) from exc
-        return
-    loop = tasks[0].loop
+    loop = tasks[0].loop  # several tasks: asteps runs a lone one itself
     keep = loop.saver is not None and loop.durability != "exit" and loop.checkpoint_id is not None
 
     async def run_and_keep(task: Task) -> None:
@@ -388,8 +378,7 @@ async def arun_tasks(tasks: list[Task]) -> None:
     first = min(failures, key=lambda f: tasks.index(running[f]))
     error = first.exception()
     assert error is not None
-    finished = [running[f] for f in done if not f.cancelled() and f.exception() is None]
-    raise StepFailed(error, running[first], finished) from error
+    raise StepFailed(error) from error
 
 
 async def aperform(loop: RunLoop) -> None:
@@ -456,7 +445,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 try:
                     await arun_task(todo[0])
                 except Exception as exc:
-                    raise StepFailed(exc, todo[0], []) from exc
+                    raise StepFailed(exc) from exc
             else:
                 await arun_tasks(todo)
         except StepFailed as failure:

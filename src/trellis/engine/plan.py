@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.task import PULL
 from trellis.graph.node import BranchSpec, NodeSpec, call_shape
 from trellis.graph.reducers import add_messages
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
@@ -75,12 +76,13 @@ class NodePlan:
     compensate: Callable[..., Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    # True when any of the above (or an approval gate) is set: decided here, once.
+    # Retries, a timeout, a breaker or an approval gate: the node is called through
+    # engine/guard.py. Decided here, once, so plain nodes take the direct path.
     guarded: bool = False
     pull_path: tuple[str, str] = ("", "")
 
     def __post_init__(self) -> None:
-        self.pull_path = ("__pregel_pull", self.name)
+        self.pull_path = (PULL, self.name)  # shared by every task of this node
 
 
 @dataclass(slots=True)
