@@ -153,6 +153,11 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
         loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
 
 
+def breakpoint_marker() -> PendingWrite:
+    """A pending interrupt owned by no task: the thread is paused at a breakpoint."""
+    return PendingWrite("__breakpoint__", "__breakpoint__", _SPECIAL_IDX[INTERRUPT], INTERRUPT, [])
+
+
 def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
     """What survives of a step that did not commit: finished tasks' writes,
     errors, pending interrupts and resume values, keyed by task id."""

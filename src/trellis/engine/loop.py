@@ -410,7 +410,7 @@ class RunLoop:
 
     def finish(self) -> None:
         """The run stops (done, or at a breakpoint): the one save of ``exit`` mode."""
-        from trellis.engine.durable import record
+        from trellis.engine.durable import breakpoint_marker, record
 
         if (
             self.saver is not None
@@ -418,6 +418,11 @@ class RunLoop:
             and (self.updated or self.head is None)
         ):
             self.effects.append(record(self, "loop"))
+        paused = self.status in ("interrupt_before", "interrupt_after")
+        if paused and self.saver is not None and self.checkpoint_id is not None:
+            # Waiting at a breakpoint is waiting for a person, like interrupt(): a
+            # marker on the head keeps retention (prune) from removing the thread.
+            self.effects.append(self._writes_effect([breakpoint_marker()]))
 
     def _keep_pending(self, tasks: list[Task]) -> None:
         """The step did not commit: its tasks stay scheduled, their results pending."""

@@ -169,12 +169,15 @@ class ReviewQueue:
 
         Safe to run from several processes at once (a cron job, a worker
         loop): a request another sweeper or a reviewer resolved first is
-        skipped. Returns the requests this call resolved.
+        skipped. Returns the requests this call resolved. A run that fails
+        when resumed does not stop the sweep: every due request is resolved,
+        then the failures are raised together as an ``ExceptionGroup``.
         """
         from trellis.errors import AlreadyDecidedError
 
         now = self.clock() if now is None else now
         resolved = []
+        failures: list[Exception] = []
         for request in self.store.due(now, limit=limit):
             decision = Decision(request.id, TIMED_OUT, CLOCK_REVIEWER, "deadline passed", now)
             try:
@@ -182,7 +185,15 @@ class ReviewQueue:
             except AlreadyDecidedError:
                 continue
             resolved.append(done)
-            self._resume(done)
+            try:
+                self._resume(done)
+            except Exception as exc:
+                exc.add_note(
+                    f"resuming thread {done.thread_id!r} after request {done.id!r} timed out"
+                )
+                failures.append(exc)
+        if failures:
+            raise ExceptionGroup(f"{len(failures)} timed-out run(s) failed to resume", failures)
         return resolved
 
     def _decide(self, decision: Decision) -> ApprovalRequest:

@@ -114,7 +114,7 @@ def _build(saver: Any) -> ApprovalStore:
 
     if isinstance(saver, ApprovalStore):
         return saver
-    serde = getattr(saver, "serde", None)
+    serde = _SaverSerde(saver) if getattr(saver, "serde", None) is not None else None
     if isinstance(saver, SqliteSaver) and saver.path not in (":memory:", "", "<unknown>"):
         from trellis.hitl.store_sqlite import SqliteApprovalStore
 
@@ -132,6 +132,27 @@ def _build(saver: Any) -> ApprovalStore:
     from trellis.hitl.store_memory import MemoryApprovalStore
 
     return MemoryApprovalStore(serde=serde)
+
+
+class _SaverSerde:
+    """The saver's serializer as it is *now*: ``compile()`` widens its allowlist
+    with the graph's schemas after this store may already exist."""
+
+    def __init__(self, saver: Any) -> None:
+        self._saver = weakref.ref(saver)
+
+    def _serde(self) -> Any:
+        saver = self._saver()
+        if saver is None:
+            raise ApprovalError("the checkpointer of this approval store is gone")
+        return saver.serde
+
+    def dumps(self, value: Any, *, key: str | None = None) -> tuple[str, bytes]:
+        codec, data = self._serde().dumps(value, key=key)
+        return codec, data
+
+    def loads(self, codec: str, data: bytes, *, key: str | None = None) -> Any:
+        return self._serde().loads(codec, data, key=key)
 
 
 def _unquote(dialect: Any) -> str | None:

@@ -19,7 +19,8 @@ from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
 
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Lowercase only, as the checkpoint saver requires: an unquoted search_path folds case.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class PostgresApprovalStore(SqlApprovalStore):
@@ -43,7 +44,7 @@ class PostgresApprovalStore(SqlApprovalStore):
         max_size: int = 4,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must be a plain identifier, got {schema!r}")
+            raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
         self.schema = schema
         try:
             from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -71,7 +72,11 @@ class PostgresApprovalStore(SqlApprovalStore):
         self._pool = pool
         self._ready = False
         self._setup_lock = threading.Lock()
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.close()  # do not leave a pool (and its threads) behind a failed setup
+            raise
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s")

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import sqlite3
 import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from trellis.errors import InvalidConfigError
+
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 Row = dict[str, Any]
 
@@ -69,6 +74,8 @@ class SqlEventLog:
         self._lock = threading.Lock()
 
     def _connection(self) -> Any:
+        if self._conn is not None and getattr(self._conn, "closed", False):
+            self._conn = None  # the server went away (restart, idle timeout): reconnect
         if self._conn is None:
             self._conn = self._connect()
             with _transaction(self._conn):
@@ -145,14 +152,19 @@ def _build(saver: Any) -> EventLog:
         return open_event_log(saver.path)
     if "Postgres" in kind:
         shared = saver._shared
-        schema = saver.schema
-        return _postgres_log(shared.conninfo, f"{schema}.trellis_events")
+        schema = saver.schema  # already validated and quoted by the saver
+        return _postgres_log(shared.conninfo, f"{schema}.trellis_events", shared.kwargs)
     return MemoryEventLog()
 
 
 def open_event_log(url: str, *, schema: str = "public") -> EventLog:
     """The event log of a database named by ``url`` (a PostgreSQL URL or a SQLite path)."""
     if url.startswith(("postgres://", "postgresql://")):
+        if not _SCHEMA_NAME.match(schema):  # it becomes part of the SQL: no quotes, no tricks
+            raise InvalidConfigError(
+                f"schema name {schema!r} must be a lowercase identifier "
+                "(letters, digits and '_', at most 63)"
+            )
         return _postgres_log(url, f'"{schema}".trellis_events')
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
 
@@ -164,10 +176,11 @@ def open_event_log(url: str, *, schema: str = "public") -> EventLog:
     return SqlEventLog(connect, table="trellis_events", placeholder="?")
 
 
-def _postgres_log(conninfo: str, table: str) -> EventLog:
+def _postgres_log(conninfo: str, table: str, kwargs: dict[str, Any] | None = None) -> EventLog:
     def connect() -> Any:
         import psycopg
 
-        return psycopg.connect(conninfo, autocommit=True)
+        extra = {k: v for k, v in (kwargs or {}).items() if k not in ("autocommit", "row_factory")}
+        return psycopg.connect(conninfo, autocommit=True, **extra)
 
     return SqlEventLog(connect, table=table, placeholder="%s")

@@ -182,6 +182,7 @@ class _Shared:
     apool_loop: asyncio.AbstractEventLoop | None = None
     alock: asyncio.Lock | None = None
     alock_loop: asyncio.AbstractEventLoop | None = None
+    owns_apool: bool = False  # a pool the caller gave us is theirs to close
 
 
 class PostgresSaver:
@@ -357,6 +358,7 @@ class PostgresSaver:
                     open=False,
                     kwargs={**sh.kwargs, "autocommit": True},
                 )
+                sh.owns_apool = True
             if sh.apool.closed:
                 await sh.apool.open(wait=False)
             sh.apool_loop = loop
@@ -371,9 +373,9 @@ class PostgresSaver:
     async def aclose(self) -> None:
         """Close the async pool (and the sync one this saver created)."""
         sh = self._shared
-        if sh.apool is not None and sh.apool_loop is asyncio.get_running_loop():
+        if sh.owns_apool and sh.apool is not None and sh.apool_loop is asyncio.get_running_loop():
             await sh.apool.close()
-        sh.apool = None
+            sh.apool = None
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:

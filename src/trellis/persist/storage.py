@@ -363,6 +363,8 @@ def decode_state(serde: Serde, codec: str, data: bytes, *, thread_id: str) -> De
         fmt, ids, chans, pending = raw
         if fmt != _STATE_FORMAT or not isinstance(pending, dict):
             raise ValueError(f"unknown state format {fmt!r}")
+        if not isinstance(ids, list) or not isinstance(chans, dict):
+            raise ValueError("versions are not a list of ids and a map of channels")
         versions: dict[str, str] = {}
         valued: dict[str, str] = {}
         for k, i in chans.items():
@@ -374,7 +376,7 @@ def decode_state(serde: Serde, codec: str, data: bytes, *, thread_id: str) -> De
             versions[k] = version
             if i >= 0:
                 valued[k] = version
-    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+    except (ValueError, TypeError, LookupError, AttributeError) as exc:
         raise CheckpointCorruptError(
             f"thread {thread_id!r}: malformed checkpoint state: {exc}",
             thread_id=thread_id,
@@ -466,9 +468,12 @@ def build_tuple(
     }
     try:
         metadata = json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata
+        if not isinstance(metadata, dict):
+            raise ValueError(f"expected a JSON object, got {type(metadata).__name__}")
     except ValueError as exc:
         raise CheckpointCorruptError(
-            f"thread {thread_id!r}: malformed metadata: {exc}", thread_id=thread_id
+            f"thread {thread_id!r}, checkpoint {row.id!r}: malformed metadata: {exc}",
+            thread_id=thread_id,
         ) from None
     checkpoint = Checkpoint(
         id=row.id,
