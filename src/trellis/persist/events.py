@@ -127,6 +127,12 @@ class SqlEventLog:
     def runs(self, thread_id: str) -> builtins.list[str]:
         return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
 
 def _transaction(conn: Any) -> Any:
     # sqlite3 commits on leaving `with conn`; psycopg would close the connection.
@@ -143,6 +149,8 @@ def event_log_for(saver: Any) -> EventLog:
         found = _logs.get(saver)
         if found is None:
             found = _logs[saver] = _build(saver)
+            if isinstance(found, SqlEventLog):  # its connection goes when the saver goes
+                weakref.finalize(saver, found.close)
         return found
 
 
