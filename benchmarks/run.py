@@ -16,11 +16,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import shapes_core, shapes_persist, shapes_process
+from benchmarks import shapes_core, shapes_persist, shapes_process, shapes_trellis
 from benchmarks.harness import ENGINES, Config, Row, Shape, failure_cell
 from benchmarks.report import print_table, write_json
 
-SHAPES: list[Shape] = [*shapes_core.SHAPES, *shapes_process.SHAPES, *shapes_persist.SHAPES]
+SHAPES: list[Shape] = [
+    *shapes_core.SHAPES,
+    *shapes_process.SHAPES,
+    *shapes_persist.SHAPES,
+    *shapes_trellis.SHAPES,
+]
 
 
 def select(shapes: Sequence[Shape], only: str | None, skip: str | None) -> list[Shape]:
