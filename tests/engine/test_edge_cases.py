@@ -172,3 +172,20 @@ def test_an_unknown_durability_is_refused() -> None:
     graph = builder.compile(checkpointer=MemorySaver())
     with pytest.raises(InvalidConfigError, match="'exti'"):
         graph.invoke({"x": 0}, {"configurable": {"thread_id": "t"}}, durability="exti")
+
+
+def test_a_breaker_opening_is_an_event_of_the_run() -> None:
+    from trellis import CircuitBreaker
+
+    def down(state: X) -> dict[str, Any]:
+        raise ConnectionError("down")
+
+    sink = MemorySink()
+    breaker = CircuitBreaker(f"svc-{id(sink)}", failure_threshold=1, recovery_timeout=60)
+    builder = StateGraph(X)
+    builder.add_node("call", down, circuit=breaker)
+    builder.add_edge(START, "call")
+    with pytest.raises(ConnectionError):
+        builder.compile(observers=[sink]).invoke({"x": 0})
+    [moved] = [e for e in sink.events if e.kind == "circuit_state"]
+    assert moved.node == "call" and moved.data["from"] == "closed" and moved.data["to"] == "open"

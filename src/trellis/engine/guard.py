@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import RETRY, RETRY_IDX
 from trellis.errors import InvalidUpdateError, NodeError
+from trellis.observe.events import EventKind
 from trellis.persist.base import PendingWrite
 from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
 from trellis.resilience.timeout import (
@@ -76,22 +77,51 @@ def _observe_retry(task: Task, state: RetryState, exc: BaseException | None) -> 
     observer.retry(task, max(0.0, state.next_attempt_at - time.time()), exc)
 
 
+def _enter(task: Task, breaker: Any) -> Any:
+    """Ask the node's breaker for a permit (raises CircuitOpenError when open)."""
+    if breaker is None:
+        return None
+    before = breaker.state
+    try:
+        return breaker.before_call(task.name)
+    finally:
+        _circuit_moved(task, breaker, before)
+
+
+def _leave(task: Task, breaker: Any, permit: Any, exc: BaseException | None) -> None:
+    """Tell the breaker how the call went."""
+    if breaker is None:
+        return
+    before = breaker.state
+    if exc is None:
+        breaker.record_success(permit)
+    else:
+        breaker.record_failure(exc, permit)
+    _circuit_moved(task, breaker, before)
+
+
+def _circuit_moved(task: Task, breaker: Any, before: Any) -> None:
+    after = breaker.state
+    observer = task.loop.observer
+    if after != before and observer is not None:
+        data = {"breaker": breaker.name, "from": str(before), "to": str(after)}
+        observer.instant(EventKind.CIRCUIT_STATE, task, status=str(after), data=data)
+
+
 def _attempt_sync(task: Task) -> Any:
     node = task.node
     args, kwargs = task.args()
     breaker = node.circuit
-    permit = breaker.before_call(node.name) if breaker is not None else None
+    permit = _enter(task, breaker)
     try:
         if node.timeout is not None:
             out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
         else:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
-        if breaker is not None:
-            breaker.record_failure(exc, permit)
+        _leave(task, breaker, permit, exc)
         raise
-    if breaker is not None:
-        breaker.record_success(permit)
+    _leave(task, breaker, permit, None)
     return out
 
 
@@ -126,7 +156,7 @@ async def _attempt_async(task: Task) -> Any:
     node = task.node
     args, kwargs = task.args()
     breaker = node.circuit
-    permit = breaker.before_call(node.name) if breaker is not None else None
+    permit = _enter(task, breaker)
     try:
         if node.is_async:
             if node.timeout is not None:
@@ -139,11 +169,9 @@ async def _attempt_async(task: Task) -> Any:
         else:
             out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
     except Exception as exc:
-        if breaker is not None:
-            breaker.record_failure(exc, permit)
+        _leave(task, breaker, permit, exc)
         raise
-    if breaker is not None:
-        breaker.record_success(permit)
+    _leave(task, breaker, permit, None)
     return out
 
 
