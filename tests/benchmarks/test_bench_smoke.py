@@ -87,8 +87,9 @@ def test_shape_reaches_the_same_final_state_on_every_engine(name: str, tmp_path:
 
 def test_every_shape_of_the_table_has_a_smoke_case(tmp_path: Path) -> None:
     covered = set(all_cases(Config.default(quick=True, tmpdir=tmp_path)))
-    # import and latest_read have no program of their own (latest_read reuses append_loop).
-    timed = {s.name for s in SHAPES} - {"import"}
+    # import and latest_read have no program of their own (latest_read reuses append_loop);
+    # the Trellis-only shapes have no other engine to agree with (checked below).
+    timed = {s.name for s in SHAPES if s.family != "trellis"} - {"import"}
     assert timed <= covered | {"latest_read"}
     assert set(CASES) == covered
 
@@ -102,3 +103,14 @@ def test_only_accepts_names_and_families_and_rejects_unknown_ones() -> None:
     assert "persist_postgres" not in [s.name for s in select(SHAPES, "persist", "persist_postgres")]
     with pytest.raises(SystemExit):
         select(SHAPES, "no_such_shape", None)
+
+
+def test_the_trellis_only_shapes_measure_something(tmp_path: Path) -> None:
+    cfg = Config.default(quick=True, tmpdir=tmp_path)
+    cfg.reps = 1
+    for shape in (s for s in SHAPES if s.family == "trellis"):
+        rows = shape.run(cfg)
+        assert rows, shape.name
+        for row in rows:
+            value = row.values["trellis"]
+            assert isinstance(value, float) and value > 0, (shape.name, row.label, value)
