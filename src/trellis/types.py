@@ -174,10 +174,7 @@ class ExecutionInfo:
     node_attempt: int = 1
     node_first_attempt_time: float | None = None
     run_id: str | None = None
-
-    @property
-    def checkpoint_ns(self) -> str:
-        return ""
+    checkpoint_ns: str = ""  # "" for the top graph, "node:task" inside a subgraph
 
 
 @dataclass(frozen=True, slots=True)

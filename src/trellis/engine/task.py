@@ -124,7 +124,7 @@ class Task:
         loop = self.loop
         configurable = {
             **loop.configurable,
-            "checkpoint_ns": "",
+            "checkpoint_ns": loop.checkpoint_ns,
             "checkpoint_id": loop.checkpoint_id,
             "task_id": self.id,
         }
@@ -155,6 +155,7 @@ class Task:
             node_attempt=self.attempt,
             node_first_attempt_time=self.started or None,
             run_id=loop.run_id,
+            checkpoint_ns=loop.checkpoint_ns,
         )
         return Runtime(context=loop.context, stream_writer=self.write_custom, execution_info=info)
 
