@@ -144,3 +144,34 @@ def test_prune_needs_a_rule(tmp_path: Path) -> None:
     result = trellis("prune", "--db", db)
     assert result.exit_code == 1
     assert "give --ttl SECONDS and/or --keep-last N" in result.stderr
+
+
+def test_state_of_a_thread_holding_dataclasses_needs_and_takes_the_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "dcgraph.py"
+    module.write_text(
+        "from dataclasses import dataclass\n"
+        "from typing import TypedDict\n"
+        "from trellis import START, StateGraph\n"
+        "@dataclass\n"
+        "class Item:\n"
+        "    name: str\n"
+        "class S(TypedDict, total=False):\n"
+        "    item: Item\n"
+        "def make(state): return {'item': Item('box')}\n"
+        "b = StateGraph(S)\n"
+        "b.add_node('make', make)\n"
+        "b.add_edge(START, 'make')\n"
+        "graph = b.compile()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = str(tmp_path / "runs.db")
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "dcgraph:graph", "--input", "{}", "--thread", "t", "--db", db])
+    assert ran.exit_code == 0, ran.output
+    plain = runner.invoke(app, ["state", "t", "--db", db])
+    assert plain.exit_code == 1 and "--graph MODULE:ATTR" in plain.output
+    typed = runner.invoke(app, ["state", "t", "--db", db, "--graph", "dcgraph:graph"])
+    assert typed.exit_code == 0, typed.output
+    assert '"name": "box"' in typed.output

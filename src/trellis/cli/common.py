@@ -88,7 +88,13 @@ def reported_errors(
         if traceback:
             console.print("".join(tb.format_exception(exc)), markup=False, style="dim")
         console.print(f"[bold red]{type(exc).__name__}:[/] [red]{escape(str(exc))}[/]")
-        for note in notes or ():
+        hints = list(notes or ())
+        if "not on the serializer's allowlist" in str(exc):
+            hints.append(
+                "hint: pass --graph MODULE:ATTR (the graph that wrote this thread) so the "
+                "classes its state schemas name can be read"
+            )
+        for note in hints:
             console.print(escape(note), style="dim", soft_wrap=True)
         raise typer.Exit(1) from None
 
@@ -151,10 +157,13 @@ def print_json(console: Console, value: Any) -> None:
         console.file.write(text + "\n")
 
 
-def open_saver(db: Path | None, *, must_exist: bool) -> SqliteSaver:
+def open_saver(db: Path | None, *, must_exist: bool, graph: str | None = None) -> SqliteSaver:
     """The SQLite checkpointer at ``db`` (default ``.trellis/trellis.db``).
 
     Commands that only read (history, state) refuse to create a new, empty file.
+    ``graph`` (MODULE:ATTR) lets the saver decode the classes that graph's state
+    schemas name (dataclasses, enums, models): without it only plain values can be
+    read, as checkpoints never import classes they name.
     """
     from trellis.persist.sqlite import SqliteSaver
 
@@ -164,4 +173,9 @@ def open_saver(db: Path | None, *, must_exist: bool) -> SqliteSaver:
             f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
             f"{str(DEFAULT_DB)!r} unless given --db"
         )
-    return SqliteSaver.from_path(path)
+    saver = SqliteSaver.from_path(path)
+    if graph is not None:
+        from trellis.cli.loader import load_graph
+
+        load_graph(graph).builder.compile(checkpointer=saver)  # widens saver.serde's allowlist
+    return saver

@@ -34,17 +34,26 @@ DbOption = Annotated[
     ),
 ]
 ThreadArgument = Annotated[str, typer.Argument(metavar="THREAD", help="The thread id.")]
+GraphOption = Annotated[
+    str | None,
+    typer.Option(
+        "--graph",
+        metavar="MODULE:ATTR",
+        help="The graph that wrote the thread, so states holding its classes can be read.",
+    ),
+]
 
 
 def history_command(
     thread: ThreadArgument,
     db: DbOption = None,
+    graph: GraphOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Newest N only.")
     ] = None,
 ) -> None:
     """List a thread's checkpoints, newest first."""
-    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+    with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         saved = list(saver.list(thread, limit=limit))
         if not saved:
             raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")
@@ -70,9 +79,10 @@ def state_command(
         typer.Option("--checkpoint", "-c", help="A checkpoint id (default: the latest)."),
     ] = None,
     db: DbOption = None,
+    graph: GraphOption = None,
 ) -> None:
     """Print a thread's state as JSON: values, what runs next, pending interrupts."""
-    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+    with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         item = saver.get_tuple(thread, checkpoint)
         if item is None:
             raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from trellis.cli.common import CliError, err_console, open_saver, out_console, reported_errors
-from trellis.cli.history import DbOption, ThreadArgument
+from trellis.cli.history import DbOption, GraphOption, ThreadArgument
 from trellis.observe.diff import diff_states, render_diff
 from trellis.observe.events import Event, EventKind
 from trellis.observe.timeline import render_html, render_json, render_tree
@@ -69,10 +69,11 @@ def diff_command(
     first: Annotated[str, typer.Argument(metavar="A", help="The older checkpoint id.")],
     second: Annotated[str, typer.Argument(metavar="B", help="The newer checkpoint id.")],
     db: DbOption = None,
+    graph: GraphOption = None,
 ) -> None:
     """Show what changed in THREAD's state between checkpoints A and B."""
     with reported_errors(err_console()):
-        saver = open_saver(db, must_exist=True)
+        saver = open_saver(db, must_exist=True, graph=graph)
         a = saver.get_tuple(thread, first)
         b = saver.get_tuple(thread, second)
         if a is None or b is None:
