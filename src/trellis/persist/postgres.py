@@ -10,13 +10,12 @@ before its commit.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -27,9 +26,10 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite
 from trellis.persist.serde import Serializer
-from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job, run_job
+from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job
+from trellis.persist.sql_saver import SqlSaverMethods
 from trellis.persist.storage import Serde, check_prune_args, retention
 
 __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
@@ -185,7 +185,7 @@ class _Shared:
     owns_apool: bool = False  # a pool the caller gave us is theirs to close
 
 
-class PostgresSaver:
+class PostgresSaver(SqlSaverMethods):
     """Checkpoints in PostgreSQL, for services with many workers.
 
     Pass a ``psycopg_pool.ConnectionPool`` (or an ``AsyncConnectionPool``), or use
@@ -200,6 +200,8 @@ class PostgresSaver:
     >>> graph = builder.compile(checkpointer=saver)
     >>> await graph.ainvoke({"n": 1}, {"configurable": {"thread_id": "t1"}})
     """
+
+    _sql: PostgresDialect
 
     def __init__(
         self,
@@ -478,31 +480,11 @@ class PostgresSaver:
 
     # --- the Checkpointer protocol: each call has a sync and a native async form -------
 
-    def get_tuple(
-        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
-    ) -> CheckpointTuple | None:
-        return self._run(
-            Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
-        )
-
     async def aget_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
         plan = self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id)
         return await self._arun(Txn(plan))
-
-    def put(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
-        run_job(self._sql.put_job(self.serde, self._cache, *args), self._run)
 
     async def aput(
         self,
@@ -517,18 +499,6 @@ class PostgresSaver:
         args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
         await arun_job(self._sql.put_job(self.serde, self._cache, *args), self._arun)
 
-    def put_writes(
-        self,
-        thread_id: str,
-        checkpoint_id: str,
-        writes: Sequence[PendingWrite],
-        *,
-        checkpoint_ns: str = "",
-    ) -> None:
-        self._run(
-            self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
-        )
-
     async def aput_writes(
         self,
         thread_id: str,
@@ -539,20 +509,6 @@ class PostgresSaver:
     ) -> None:
         txn = self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
         await self._arun(txn)
-
-    def list(
-        self,
-        thread_id: str,
-        *,
-        checkpoint_ns: str = "",
-        before: str | None = None,
-        limit: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        plan = self._sql.list_plan(
-            self.serde, thread_id, checkpoint_ns, before=before, limit=limit, filter=filter
-        )
-        return iter(self._run(Txn(plan)))
 
     async def alist(
         self,
@@ -569,32 +525,8 @@ class PostgresSaver:
         for item in await self._arun(Txn(plan)):
             yield item
 
-    def delete_thread(self, thread_id: str) -> None:
-        """Remove every checkpoint, blob and write of ``thread_id``, in one transaction."""
-        run_job(self._sql.delete_job(self._cache, thread_id), self._run)
-
     async def adelete_thread(self, thread_id: str) -> None:
         await arun_job(self._sql.delete_job(self._cache, thread_id), self._arun)
-
-    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
-        """Root-namespace threads, most recently updated first."""
-        return self._run(Txn(self._sql.threads_plan(limit)))
-
-    def prune(
-        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
-    ) -> int:
-        """Apply retention; returns how many checkpoints were removed.
-
-        Same rules as :meth:`SqliteSaver.prune`. Each thread is pruned in its own
-        transaction holding its thread rows locked, so a concurrent ``put`` on it
-        waits rather than racing.
-        """
-        policy = retention(
-            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
-        )
-        if policy is None:
-            return 0
-        return run_job(self._sql.prune_job(self.serde, self._cache, policy), self._run)
 
     async def aprune(
         self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None

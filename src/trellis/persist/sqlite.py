@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import builtins
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, SaverBase, ThreadInfo
+from trellis.persist.base import SaverBase
 from trellis.persist.serde import Serializer
-from trellis.persist.sql import ChainCache, Rows, SqlDialect, Stmt, Txn, run_job
-from trellis.persist.storage import Serde, check_prune_args, retention
+from trellis.persist.sql import ChainCache, Rows, SqlDialect, Stmt, Txn
+from trellis.persist.sql_saver import SqlSaverMethods
+from trellis.persist.storage import Serde, check_prune_args
 
 __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
 
@@ -73,7 +73,7 @@ _MIGRATIONS: Final[dict[int, list[str]]] = {
 _SYNC_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-class SqliteSaver(SaverBase):
+class SqliteSaver(SqlSaverMethods, SaverBase):
     """Checkpoints in one SQLite file (WAL mode): the embedded default.
 
     ``synchronous`` is SQLite's durability setting. ``"NORMAL"`` (the default)
@@ -258,90 +258,8 @@ class SqliteSaver(SaverBase):
 
     # --- the Checkpointer protocol ---------------------------------------------------
 
-    def get_tuple(
-        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
-    ) -> CheckpointTuple | None:
-        return self._run(
-            Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
-        )
-
-    def put(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        job = self._sql.put_job(
-            self.serde,
-            self._cache,
-            thread_id,
-            checkpoint_ns,
-            checkpoint,
-            metadata,
-            expected_head,
-            writes,
-        )
-        run_job(job, self._run)
-
-    def put_writes(
-        self,
-        thread_id: str,
-        checkpoint_id: str,
-        writes: Sequence[PendingWrite],
-        *,
-        checkpoint_ns: str = "",
-    ) -> None:
-        self._run(
-            self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
-        )
-
-    def list(
-        self,
-        thread_id: str,
-        *,
-        checkpoint_ns: str = "",
-        before: str | None = None,
-        limit: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        plan = self._sql.list_plan(
-            self.serde, thread_id, checkpoint_ns, before=before, limit=limit, filter=filter
-        )
-        return iter(self._run(Txn(plan)))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Remove every checkpoint, blob and write of ``thread_id``, in one transaction."""
-        run_job(self._sql.delete_job(self._cache, thread_id), self._run)
-        self._vacuum()
-
-    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
-        """Root-namespace threads, most recently updated first."""
-        return self._run(Txn(self._sql.threads_plan(limit)))
-
-    def prune(
-        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
-    ) -> int:
-        """Apply retention; returns how many checkpoints were removed.
-
-        ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
-        checkpoints created more than ``ttl`` seconds before ``now``, and whole
-        threads whose heads are that old, unless a head waits on an interrupt.
-        Heads, and every blob a kept checkpoint needs, always stay. Each thread
-        is pruned in its own transaction; freed pages go back to the file system.
-        """
-        policy = retention(
-            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
-        )
-        if policy is None:
-            return 0
-        removed = run_job(self._sql.prune_job(self.serde, self._cache, policy), self._run)
-        if removed:
-            self._vacuum()
-        return removed
+    def _after_removal(self) -> None:
+        self._vacuum()  # freed pages go back to the file system
 
 
 def _db_path(conn: sqlite3.Connection) -> str:

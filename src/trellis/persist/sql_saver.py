@@ -1,0 +1,114 @@
+"""The synchronous checkpointer calls both SQL savers share.
+
+A backend supplies ``_run`` (run one transaction's plan on its connection),
+``_sql`` (its dialect), ``_cache``, ``serde`` and its retention defaults; these
+methods turn each protocol call into the dialect's plan. ``_after_removal`` lets
+a backend give space back (SQLite vacuums incrementally).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.sql import ChainCache, SqlDialect, Txn, run_job
+from trellis.persist.storage import retention
+
+__all__ = ["SqlSaverMethods"]
+
+T = TypeVar("T")
+
+
+class SqlSaverMethods:
+    """Mixed into ``SqliteSaver`` and ``PostgresSaver``."""
+
+    _sql: SqlDialect
+    _cache: ChainCache
+    _clock: Callable[[], float]
+    serde: Any
+    ttl: float | None
+    keep_last: int | None
+
+    def _run(self, txn: Txn[T]) -> T:
+        raise NotImplementedError
+
+    def _after_removal(self) -> None:
+        """Called after rows were deleted (a thread, or a prune that removed some)."""
+
+    def get_tuple(
+        self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> CheckpointTuple | None:
+        return self._run(
+            Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
+        )
+
+    def put(
+        self,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
+        run_job(self._sql.put_job(self.serde, self._cache, *args), self._run)
+
+    def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: Sequence[PendingWrite],
+        *,
+        checkpoint_ns: str = "",
+    ) -> None:
+        self._run(
+            self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
+        )
+
+    def list(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        before: str | None = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        plan = self._sql.list_plan(
+            self.serde, thread_id, checkpoint_ns, before=before, limit=limit, filter=filter
+        )
+        return iter(self._run(Txn(plan)))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove every checkpoint, blob and write of ``thread_id``, in one transaction."""
+        run_job(self._sql.delete_job(self._cache, thread_id), self._run)
+        self._after_removal()
+
+    def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
+        """Root-namespace threads, most recently updated first."""
+        return self._run(Txn(self._sql.threads_plan(limit)))
+
+    def prune(
+        self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
+    ) -> int:
+        """Apply retention; returns how many checkpoints were removed.
+
+        ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
+        checkpoints created more than ``ttl`` seconds before ``now``, and whole
+        threads whose heads are that old, unless a head waits on an interrupt or
+        a breakpoint. Heads, and every blob a kept checkpoint needs, always stay.
+        Each thread is pruned in its own transaction.
+        """
+        policy = retention(
+            ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
+        )
+        if policy is None:
+            return 0
+        removed: int = run_job(self._sql.prune_job(self.serde, self._cache, policy), self._run)
+        if removed:
+            self._after_removal()
+        return removed
