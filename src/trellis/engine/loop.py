@@ -28,6 +28,7 @@ MISSING: Any = object()
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
+_NO_LIST: list[Any] = []  # shared, never appended to: see _effect and _compensable
 NO_RESUME: Any = object()
 
 
@@ -115,7 +116,7 @@ class RunLoop:
         self.wrote = False
         self.wrote_any = False
         self.status = "running"
-        self.interrupts: list[Any] = []
+        self.interrupts: list[Any] = _NO_LIST  # replaced (never appended to) on suspend
         # Persistence: the saver, where this run writes, and change tracking so a
         # checkpoint stores only what changed (and only what was appended).
         self.saver = saver
@@ -129,18 +130,20 @@ class RunLoop:
         self.versions: dict[str, str] = {} if saver is not None else _NO_DICT
         self.updated: set[str] = set() if saver is not None else _NONE  # type: ignore[assignment]
         self.appends: dict[str, list[Any] | None] = {} if saver is not None else _NO_DICT
-        self.effects: list[Any] = []
-        self.saved: list[Any] = []  # checkpoints put this step, for stream_mode="debug"
+        # Saver calls to make, and checkpoints put this step (for stream_mode="debug"):
+        # a run without a saver never allocates these lists.
+        self.effects: list[Any] = _NO_LIST
+        self.saved: list[Any] = _NO_LIST
         self.subgraphs = False  # stream(subgraphs=True): subgraph chunks come out too
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
         # Completed nodes that have a compensation: [node, checkpoint id] in order;
         # without a checkpointer, the state after each is kept in memory instead.
-        self.compensable: list[list[Any]] = []
+        self.compensable: list[list[Any]] = _NO_LIST
         # "exit" saves nothing mid-run, so those states live in memory too.
         self.compensable_states: list[dict[str, Any]] | None = (
-            [] if saver is None or durability == "exit" else None
+            _NO_LIST if saver is None or durability == "exit" else None
         )
         self.resuming = False
         self.resuming_tasks = False
@@ -179,7 +182,7 @@ class RunLoop:
         if self.saver is not None and self.durability != "exit":
             from trellis.engine.durable import record
 
-            self.effects.append(record(self, "input"))
+            self._effect(record(self, "input"))
 
     def apply_input_update(self, command: Command[Any]) -> None:
         """``Command(resume=..., update=...)``: write ``update`` into the state first."""
@@ -296,6 +299,16 @@ class RunLoop:
             for task in tasks:
                 task.interrupts = []
 
+    def _effect(self, effect: Any) -> None:
+        if self.effects is _NO_LIST:
+            self.effects = []
+        self.effects.append(effect)
+
+    def _compensable(self, entry: list[Any]) -> None:
+        if self.compensable is _NO_LIST:
+            self.compensable = []
+        self.compensable.append(entry)
+
     def _next_id(self) -> str:
         from trellis.persist.base import new_checkpoint_id
 
@@ -381,12 +394,14 @@ class RunLoop:
 
             new_id = self._next_id() if compensable else None
             for name in compensable:
-                self.compensable.append([name, new_id])
-            self.effects.append(record(self, "loop", checkpoint_id=new_id))
+                self._compensable([name, new_id])
+            self._effect(record(self, "loop", checkpoint_id=new_id))
         elif compensable:
             for name in compensable:
-                self.compensable.append([name, None])
+                self._compensable([name, None])
                 if self.compensable_states is not None:
+                    if self.compensable_states is _NO_LIST:
+                        self.compensable_states = []
                     self.compensable_states.append(dict(self.values))
         after = self.breakpoints[1]
         if (
@@ -417,12 +432,12 @@ class RunLoop:
             and self.durability == "exit"
             and (self.updated or self.head is None)
         ):
-            self.effects.append(record(self, "loop"))
+            self._effect(record(self, "loop"))
         paused = self.status in ("interrupt_before", "interrupt_after")
         if paused and self.saver is not None and self.checkpoint_id is not None:
             # Waiting at a breakpoint is waiting for a person, like interrupt(): a
             # marker on the head keeps retention (prune) from removing the thread.
-            self.effects.append(self._writes_effect([breakpoint_marker()]))
+            self._effect(self._writes_effect([breakpoint_marker()]))
 
     def _keep_pending(self, tasks: list[Task]) -> None:
         """The step did not commit: its tasks stay scheduled, their results pending."""
@@ -432,7 +447,7 @@ class RunLoop:
         nothing_new = self.step == self.restored_step and not self.updated
         if (self.durability != "exit" and not self.updated) or nothing_new:
             # (With "exit", a resume that failed again adds no checkpoint, as in LangGraph.)
-            self.effects.append(self._writes_effect(pending_writes(tasks)))
+            self._effect(self._writes_effect(pending_writes(tasks)))
             return
         # Nothing was saved during the run: save it now, with this step's tasks still
         # to run, and key their results by the ids they get when planned from it.
@@ -445,7 +460,7 @@ class RunLoop:
         for task in tasks:
             task._id = None
         writes = pending_writes(tasks)
-        self.effects.append(record(self, "loop", writes, checkpoint_id=new_id))
+        self._effect(record(self, "loop", writes, checkpoint_id=new_id))
 
     def _writes_effect(self, writes: list[Any]) -> Any:
         from trellis.engine.durable import Effect

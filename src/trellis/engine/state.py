@@ -159,7 +159,7 @@ def update_loop(
     loop.step += 1
     new_id = new_checkpoint_id()
     carried = _carry_interrupts(saved, new_id) if as_node is None and saved is not None else []
-    loop.effects.append(record(loop, "update", carried, checkpoint_id=new_id))
+    loop._effect(record(loop, "update", carried, checkpoint_id=new_id))
     return loop
 
 
