@@ -79,10 +79,21 @@ class NodePlan:
     # Retries, a timeout, a breaker or an approval gate: the node is called through
     # engine/guard.py. Decided here, once, so plain nodes take the direct path.
     guarded: bool = False
+    # An async node taking only the state, with no options and no routers: the async
+    # driver awaits it inline.
+    plain_async: bool = False
     pull_path: tuple[str, str] = ("", "")
 
     def __post_init__(self) -> None:
         self.pull_path = (PULL, self.name)  # shared by every task of this node
+        self.plain_async = (
+            self.is_async
+            and self.takes_state
+            and not self.injected
+            and not self.guarded
+            and not self.branches
+            and self.subgraph is None
+        )
 
 
 @dataclass(slots=True)
