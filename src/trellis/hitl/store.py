@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
+from trellis.persist.base import attach_sidecar
 
 __all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
 
@@ -68,6 +69,8 @@ class ApprovalStore(Protocol):
 
     def history(self, thread_id: str) -> list[ApprovalRequest]: ...
 
+    def forget_thread(self, thread_id: str) -> None: ...
+
     def stats(self, node: str | None = None) -> list[StatRow]: ...
 
     def close(self) -> None: ...
@@ -104,6 +107,7 @@ def store_for(saver: Any) -> ApprovalStore:
         if found is None:
             found = _build(saver)
             _stores[saver] = found
+            attach_sidecar(saver, found.forget_thread)  # a deleted thread's requests go too
             if found is not saver:  # the store's connections live as long as the saver
                 weakref.finalize(saver, found.close)
         return found

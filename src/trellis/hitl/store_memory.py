@@ -126,6 +126,14 @@ class MemoryApprovalStore:
             keys = self._queue[:end] if limit is None else self._queue[: min(end, limit)]
             return [self._read(self._rows[rid]) for _, _, rid in keys]
 
+    def forget_thread(self, thread_id: str) -> None:
+        """Delete the requests (and their decisions) of a deleted thread."""
+        with self._lock:
+            gone = {rid for rid, row in self._rows.items() if row.request.thread_id == thread_id}
+            for rid in gone:
+                del self._rows[rid]
+            self._queue = [key for key in self._queue if key[2] not in gone]
+
     def history(self, thread_id: str) -> list[ApprovalRequest]:
         with self._lock:
             rows = [row for row in self._rows.values() if row.request.thread_id == thread_id]

@@ -221,6 +221,20 @@ class SqlApprovalStore:
             params.append(int(limit))
         return [_request(row) for row in self._rows(sql, params)]
 
+    def forget_thread(self, thread_id: str) -> None:
+        """Delete the requests (and their audit rows) of a deleted thread."""
+        with self._tx(True) as cur:
+            cur.execute(
+                self._q(
+                    "DELETE FROM trellis_approval_decisions WHERE request_id IN "
+                    "(SELECT id FROM trellis_approval_requests WHERE thread_id = ?)"
+                ),
+                (thread_id,),
+            )
+            cur.execute(
+                self._q("DELETE FROM trellis_approval_requests WHERE thread_id = ?"), (thread_id,)
+            )
+
     def history(self, thread_id: str) -> list[ApprovalRequest]:
         rows = self._rows(
             f"{_JOINED} WHERE r.thread_id = ? ORDER BY r.created_at, r.id", (thread_id,)

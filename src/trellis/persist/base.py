@@ -16,10 +16,13 @@ Every saver passes ``tests/persist/test_conformance.py``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import os
 import re
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeVar, cast, runtime_checkable
@@ -28,6 +31,8 @@ from trellis.errors import InvalidUpdateError
 
 __all__ = [
     "Checkpoint",
+    "attach_sidecar",
+    "thread_deleted",
     "CheckpointTuple",
     "Checkpointer",
     "PendingWrite",
@@ -343,3 +348,25 @@ class SaverBase:
         self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
     ) -> int:
         return await self._call(self._blocking.prune, ttl=ttl, keep_last=keep_last, now=now)
+
+
+# Stores that keep per-thread rows next to a saver's checkpoints (approval
+# requests, run events) register here, so deleting a thread from the saver
+# deletes them too, without the savers knowing those stores exist.
+_sidecars: weakref.WeakKeyDictionary[Any, list[Callable[[str], None]]] = weakref.WeakKeyDictionary()
+_sidecars_lock = threading.Lock()
+
+
+def attach_sidecar(saver: Any, forget_thread: Callable[[str], None]) -> None:
+    """Call ``forget_thread(thread_id)`` whenever ``saver`` deletes a thread."""
+    # A saver that cannot be weakly referenced keeps no sidecars (TypeError).
+    with _sidecars_lock, contextlib.suppress(TypeError):
+        _sidecars.setdefault(saver, []).append(forget_thread)
+
+
+def thread_deleted(saver: Any, thread_id: str) -> None:
+    """Savers call this after deleting ``thread_id``; its sidecars forget it too."""
+    with _sidecars_lock:
+        listeners = list(_sidecars.get(saver, ()))
+    for forget in listeners:
+        forget(thread_id)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from trellis.errors import InvalidConfigError
+from trellis.persist.base import attach_sidecar
 
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
 
@@ -41,6 +42,8 @@ class EventLog(Protocol):
     def list(self, thread_id: str, run_id: str | None = None) -> list[Row]: ...
 
     def runs(self, thread_id: str) -> builtins.list[str]: ...
+
+    def forget(self, thread_id: str) -> None: ...
 
 
 class MemoryEventLog:
@@ -61,6 +64,10 @@ class MemoryEventLog:
 
     def runs(self, thread_id: str) -> builtins.list[str]:
         return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
+
+    def forget(self, thread_id: str) -> None:
+        with self._lock:
+            self._rows.pop(thread_id, None)
 
 
 class SqlEventLog:
@@ -127,6 +134,13 @@ class SqlEventLog:
     def runs(self, thread_id: str) -> builtins.list[str]:
         return list(dict.fromkeys(r.get("run_id", "") for r in self.list(thread_id)))
 
+    def forget(self, thread_id: str) -> None:
+        """Delete every event of ``thread_id`` (the thread itself was deleted)."""
+        with self._lock:
+            conn = self._connection()
+            with _transaction(conn):
+                conn.execute(f"DELETE FROM {self._table} WHERE thread_id = {self._p}", (thread_id,))
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -151,6 +165,7 @@ def event_log_for(saver: Any) -> EventLog:
             found = _logs[saver] = _build(saver)
             if isinstance(found, SqlEventLog):  # its connection goes when the saver goes
                 weakref.finalize(saver, found.close)
+            attach_sidecar(saver, found.forget)  # deleting a thread deletes its events
         return found
 
 

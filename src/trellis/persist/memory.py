@@ -22,6 +22,7 @@ from trellis.persist.base import (
     PendingWrite,
     SaverBase,
     ThreadInfo,
+    thread_deleted,
 )
 from trellis.persist.serde import Serializer
 from trellis.persist.storage import (
@@ -250,6 +251,7 @@ class MemorySaver(SaverBase):
         with self._lock:
             for key in [k for k in self._data if k[0] == thread_id]:
                 del self._data[key]
+        thread_deleted(self, thread_id)
 
     def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         """Root-namespace threads, most recently updated first."""

@@ -26,7 +26,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, thread_deleted
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job
 from trellis.persist.sql_saver import SqlSaverMethods
@@ -527,6 +527,7 @@ class PostgresSaver(SqlSaverMethods):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await arun_job(self._sql.delete_job(self._cache, thread_id), self._arun)
+        await asyncio.to_thread(thread_deleted, self, thread_id)
 
     async def aprune(
         self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None

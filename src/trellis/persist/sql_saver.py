@@ -12,7 +12,13 @@ import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.base import (
+    Checkpoint,
+    CheckpointTuple,
+    PendingWrite,
+    ThreadInfo,
+    thread_deleted,
+)
 from trellis.persist.sql import ChainCache, SqlDialect, Txn, run_job
 from trellis.persist.storage import retention
 
@@ -87,6 +93,7 @@ class SqlSaverMethods:
         """Remove every checkpoint, blob and write of ``thread_id``, in one transaction."""
         run_job(self._sql.delete_job(self._cache, thread_id), self._run)
         self._after_removal()
+        thread_deleted(self, thread_id)
 
     def threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         """Root-namespace threads, most recently updated first."""
