@@ -243,3 +243,34 @@ def test_importing_observe_does_not_load_opentelemetry_even_when_installed() -> 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+async def test_concurrent_runs_in_one_caller_span_keep_their_own_spans(
+    otel: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    import asyncio
+
+    from typing_extensions import TypedDict
+
+    from trellis import END, START, StateGraph
+
+    provider, exporter = otel
+
+    class S(TypedDict):
+        n: int
+
+    async def work(state: S) -> dict[str, int]:
+        await asyncio.sleep(0.02 * state["n"])
+        return {}
+
+    builder = StateGraph(S)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+    graph = builder.compile(observers=[OtelObserver(provider)])
+    with provider.get_tracer("app").start_as_current_span("request"):
+        await graph.abatch([{"n": 1}, {"n": 6}])
+    work = [s for s in exporter.get_finished_spans() if s.name == "work"]
+    assert len(work) == 2, "the quicker run must not end the slower run's task span"
+    assert all(s.parent is not None for s in work)
+    assert max(s.end_time - s.start_time for s in work) >= 0.1 * 1e9

@@ -214,10 +214,19 @@ class OtelObserver:
     def _end_children(self, event: Event) -> None:
         # A run that ends with spans still open (a crash mid-step): close them so they
         # are exported rather than leaked.
+        # Only this run's descendants: concurrent runs that joined one caller span
+        # share its trace id, and their spans must stay open.
         with self._lock:
-            orphans = [
-                (sid, entry) for sid, entry in self._open.items() if entry[2] == event.trace_id
-            ]
+            family = {event.span_id}
+            orphans: list[tuple[str, tuple[Any, str | None, str, int]]] = []
+            grew = True
+            while grew:
+                grew = False
+                for sid, entry in self._open.items():
+                    if sid not in family and entry[1] in family:
+                        family.add(sid)
+                        orphans.append((sid, entry))
+                        grew = True
             for sid, _ in orphans:
                 del self._open[sid]
         for _, (span, *_) in reversed(orphans):
