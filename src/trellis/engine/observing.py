@@ -50,7 +50,9 @@ class RunObserver:
         "run_id",
         "log",
         "kept",
+        "spans",
         "targets",
+        "wants_starts",
     )
 
     def __init__(
@@ -70,6 +72,7 @@ class RunObserver:
         self.trace_id = ids[0] if ids else new_trace_id()
         self.parent_span = ids[1] if ids else None
         self.run_span = new_span_id()
+        self.spans = 0
         self.run_started = 0.0
         self.step_span = ""
         self.step_started = 0.0
@@ -78,16 +81,30 @@ class RunObserver:
         # compile(trace=True): the run's events go to the saver's event log at the end.
         self.log = log if loop.thread_id is not None else None
         self.kept: list[Event] = []
-        # Everything an event goes to, decided once: the sinks, then the lists.
-        targets = list(sinks)
+        # Where each kind of event goes, decided once: the sinks that want it (a
+        # sink may declare ``kinds``), then the lists. Kinds nobody wants are not
+        # even built (see ``wants``).
+        everyone: list[Any] = []
         if self.buffer is not None:
-            targets.append(self.buffer.append)
+            everyone.append(self.buffer.append)
         if self.log is not None:
-            targets.append(self.kept.append)
-        self.targets = tuple(targets)
+            everyone.append(self.kept.append)
+        self.targets = {
+            kind: tuple(
+                [s for s in sinks if kind in (getattr(s, "kinds", None) or (kind,))] + everyone
+            )
+            for kind in EventKind
+        }
+        self.wants_starts = bool(self.targets[_TASK_START] or self.targets[_STEP_START])
+
+    def _span_id(self) -> str:
+        # Unique within the run's trace (the run span's own random high half, then a
+        # counter): cheaper than drawing 64 random bits per step and per task.
+        self.spans += 1
+        return f"{self.run_span[:8]}{self.spans:08x}"
 
     def _emit(self, event: Event) -> None:
-        for target in self.targets:
+        for target in self.targets[event.kind]:
             try:
                 target(event)
             except Exception:  # a broken sink must never break the run
@@ -160,8 +177,13 @@ class RunObserver:
 
     def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
         now = _now()
-        self.step_span = step_span = new_span_id()
+        self.step_span = step_span = self._span_id()
         self.step_started = _perf()
+        if not self.wants_starts:  # e.g. metrics only: spans are still named, not announced
+            for task in tasks:
+                if task.name != START:
+                    task.span = self._span_id()
+            return
         step = loop.step
         head = (self.trace_id,)
         tail = (self.thread_id, self.run_id, self.graph, step)
@@ -173,7 +195,7 @@ class RunObserver:
         for task in tasks:
             if task.name == START:  # the input step is not a node: no task span
                 continue
-            task.span = span = new_span_id()
+            task.span = span = self._span_id()
             emit(
                 _new(
                     Event,
@@ -222,6 +244,8 @@ class RunObserver:
                      task.name, task_id, task.attempt, status, etype, emsg, _NO_DATA),
                 )
             )  # fmt: skip
+        if not self.targets[_STEP_END]:
+            return
         emit(
             _new(
                 Event,

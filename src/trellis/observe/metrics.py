@@ -131,6 +131,18 @@ class MetricsCollector:
     1
     """
 
+    # The kinds this sink reads: the engine sends it only these (a sink without
+    # ``kinds`` gets every event).
+    kinds: frozenset[EventKind] = frozenset(
+        {
+            EventKind.TASK_END,
+            EventKind.TASK_ERROR,
+            EventKind.RETRY,
+            EventKind.RUN_START,
+            EventKind.RUN_END,
+        }
+    )
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._graphs: dict[str, GraphMetrics] = {}
