@@ -170,11 +170,15 @@ class EncodedPut:
     """Chain state of every channel this checkpoint wrote (for the next put)."""
 
 
+# One encoder, built once: json.dumps with these options would build a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: equal JSON values give equal text."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL.encode(value)
 
 
 def encode_metadata(metadata: Mapping[str, Any]) -> str:
