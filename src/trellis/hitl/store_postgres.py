@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from trellis.errors import ApprovalError, SchemaVersionError
-from trellis.hitl.store_sql import SCHEMA_VERSION, Cursor, SqlApprovalStore, ddl
+from trellis.errors import ApprovalError
+from trellis.hitl.store_sql import Cursor, SqlApprovalStore
 from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
@@ -90,25 +90,9 @@ class PostgresApprovalStore(SqlApprovalStore):
                 # Concurrent CREATE ... IF NOT EXISTS can still collide: serialise setups.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('trellis_approval_schema'))")
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS trellis_approval_schema "
-                    "(version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                self._migrate(
+                    cur, real="DOUBLE PRECISION", blob="BYTEA", where=f"schema {self.schema!r}"
                 )
-                cur.execute("SELECT max(version) FROM trellis_approval_schema")
-                current = cur.fetchall()[0][0] or 0
-                if current > SCHEMA_VERSION:
-                    raise SchemaVersionError(
-                        f"approval tables have schema version {current}, newer than this "
-                        f"Trellis understands ({SCHEMA_VERSION}); upgrade Trellis"
-                    )
-                if current < SCHEMA_VERSION:
-                    for statement in ddl("DOUBLE PRECISION", "BYTEA"):
-                        cur.execute(statement)
-                    cur.execute(
-                        "INSERT INTO trellis_approval_schema "
-                        "VALUES (%s, extract(epoch from now()))",
-                        (SCHEMA_VERSION,),
-                    )
             self._ready = True
 
     @contextmanager
@@ -119,7 +103,7 @@ class PostgresApprovalStore(SqlApprovalStore):
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
-            raise ApprovalError(f"approval database: {exc}") from exc
+            raise ApprovalError(f"approval database (schema {self.schema!r}): {exc}") from exc
 
     def close(self) -> None:
         """Close the store's own pool (a shared pool is left to its owner)."""

@@ -16,11 +16,12 @@ deadline stores ``deadline = +inf`` so one index orders everything.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
-from trellis.errors import ApprovalError, ApprovalNotFoundError
+from trellis.errors import ApprovalError, ApprovalNotFoundError, SchemaVersionError
 from trellis.hitl.records import (
     PENDING,
     TIMED_OUT,
@@ -112,6 +113,31 @@ class SqlApprovalStore:
 
     def _q(self, sql: str) -> str:
         return sql
+
+    def _migrate(self, cur: Cursor, *, real: str, blob: str, where: str) -> None:
+        """Create or check the versioned tables, inside the caller's setup transaction.
+
+        ``real``/``blob`` are the dialect's column types; ``where`` names the
+        database in errors.
+        """
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS trellis_approval_schema "
+            f"(version INTEGER NOT NULL, applied_at {real} NOT NULL)"
+        )
+        cur.execute("SELECT max(version) FROM trellis_approval_schema")
+        current = cur.fetchall()[0][0] or 0
+        if current > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"approval tables in {where} have schema version {current}, newer than this "
+                f"Trellis understands ({SCHEMA_VERSION}); upgrade Trellis"
+            )
+        if current < SCHEMA_VERSION:
+            for statement in ddl(real, blob):
+                cur.execute(statement)
+            cur.execute(
+                self._q("INSERT INTO trellis_approval_schema VALUES (?, ?)"),
+                (SCHEMA_VERSION, time.time()),
+            )
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._tx(False) as cur:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trellis.errors import ApprovalError, SchemaVersionError
-from trellis.hitl.store_sql import SCHEMA_VERSION, Cursor, SqlApprovalStore, ddl
+from trellis.errors import ApprovalError
+from trellis.hitl.store_sql import Cursor, SqlApprovalStore
 from trellis.persist.serde import Serializer
 
 __all__ = ["SqliteApprovalStore"]
@@ -56,24 +55,7 @@ class SqliteApprovalStore(SqlApprovalStore):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             with self._tx(True) as cur:
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS trellis_approval_schema "
-                    "(version INTEGER NOT NULL, applied_at REAL NOT NULL)"
-                )
-                cur.execute("SELECT max(version) FROM trellis_approval_schema")
-                current = cur.fetchall()[0][0] or 0
-                if current > SCHEMA_VERSION:
-                    raise SchemaVersionError(
-                        f"approval tables in {self.path!r} have schema version {current}, "
-                        f"newer than this Trellis understands ({SCHEMA_VERSION}); upgrade Trellis"
-                    )
-                if current < SCHEMA_VERSION:
-                    for statement in ddl("REAL", "BLOB"):
-                        cur.execute(statement)
-                    cur.execute(
-                        "INSERT INTO trellis_approval_schema VALUES (?, ?)",
-                        (SCHEMA_VERSION, time.time()),
-                    )
+                self._migrate(cur, real="REAL", blob="BLOB", where=repr(self.path))
             self._ready = True
 
     @contextmanager
