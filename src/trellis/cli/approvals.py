@@ -224,6 +224,20 @@ def _done(request: ApprovalRequest, resumed: bool) -> None:
         )
 
 
+def _decide(
+    verdict: str,
+    request_id: str,
+    db: Any,
+    reviewer: str | None,
+    notes: str | None,
+    graph: str | None,
+) -> None:
+    """``approve`` or ``reject`` one request, resuming the run when ``graph`` is given."""
+    with reported_errors(err_console()), _queue(db, graph) as queue:
+        decide = queue.approve if verdict == "approve" else queue.reject
+        _done(decide(request_id, reviewer=_reviewer(reviewer), notes=notes), graph is not None)
+
+
 @approvals_app.command("approve")
 def approve_command(
     request_id: IdArgument,
@@ -233,10 +247,7 @@ def approve_command(
     graph: GraphOption = None,
 ) -> None:
     """Approve: the gated node runs."""
-    with reported_errors(err_console()), _queue(db, graph) as queue:
-        _done(
-            queue.approve(request_id, reviewer=_reviewer(reviewer), notes=notes), graph is not None
-        )
+    _decide("approve", request_id, db, reviewer, notes, graph)
 
 
 @approvals_app.command("reject")
@@ -248,10 +259,7 @@ def reject_command(
     graph: GraphOption = None,
 ) -> None:
     """Reject: the run goes to the gate's on_reject node, or ends."""
-    with reported_errors(err_console()), _queue(db, graph) as queue:
-        _done(
-            queue.reject(request_id, reviewer=_reviewer(reviewer), notes=notes), graph is not None
-        )
+    _decide("reject", request_id, db, reviewer, notes, graph)
 
 
 @approvals_app.command("edit")
