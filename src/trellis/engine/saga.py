@@ -93,19 +93,31 @@ class Saga:
             return []
         return [PendingWrite(_SAGA_TASK, "__saga__", COMPENSATED_IDX, COMPENSATED, dict(self.done))]
 
+    def _settle(
+        self, report: CompensationReport, index: int, name: str, error: Exception | None
+    ) -> list[PendingWrite]:
+        """Note how one compensation went, in the report and (returned) for the saver."""
+        if error is None:
+            outcome: Any = "ok"
+            report.compensated.append(name)
+        else:
+            outcome = {"error": f"{type(error).__name__}: {error}"}
+            report.failed.append({"node": name, "error": outcome["error"]})
+        return self._record(index, outcome)
+
     def run(self) -> CompensationReport:
         report = CompensationReport()
         for index, name, undo in self._pending():
+            error: Exception | None = None
             try:
                 result = undo(self._state(index))
                 if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()  # never awaited: no warning outlives the error
                     raise TypeError(f"compensation of {name!r} is async; use acompensate()")
-                outcome: Any = "ok"
-                report.compensated.append(name)
             except Exception as exc:
-                outcome = {"error": f"{type(exc).__name__}: {exc}"}
-                report.failed.append({"node": name, "error": outcome["error"]})
-            writes = self._record(index, outcome)
+                error = exc
+            writes = self._settle(report, index, name, error)
             if writes:
                 self.graph.checkpointer.put_writes(self.thread_id, self.head_id, writes)
         return report
@@ -113,16 +125,14 @@ class Saga:
     async def arun(self) -> CompensationReport:
         report = CompensationReport()
         for index, name, undo in self._pending():
+            error: Exception | None = None
             try:
                 result = undo(await self._astate(index))
                 if inspect.isawaitable(result):
                     await result
-                outcome: Any = "ok"
-                report.compensated.append(name)
             except Exception as exc:
-                outcome = {"error": f"{type(exc).__name__}: {exc}"}
-                report.failed.append({"node": name, "error": outcome["error"]})
-            writes = self._record(index, outcome)
+                error = exc
+            writes = self._settle(report, index, name, error)
             if writes:
                 await self.graph.checkpointer.aput_writes(self.thread_id, self.head_id, writes)
         return report
