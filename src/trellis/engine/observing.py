@@ -26,6 +26,7 @@ __all__ = ["RunObserver"]
 _perf = time.perf_counter
 _now = time.time
 _new = tuple.__new__
+_MAX_MESSAGE = 2000  # characters of an exception message kept in an event
 _STEP_START, _STEP_END = EventKind.STEP_START, EventKind.STEP_END
 _TASK_START, _TASK_END = EventKind.TASK_START, EventKind.TASK_END
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})  # shared, so it must be read-only
@@ -156,8 +157,7 @@ class RunObserver:
                 self.parent_span,
                 duration=_perf() - self.run_started,
                 status=status,
-                error_type=None if error is None else type(error).__name__,
-                error_message=None if error is None else str(error)[:2000],
+                **_error_fields(error),
             )
         )
         if self.log is not None and self.kept:
@@ -234,7 +234,7 @@ class RunObserver:
                 status = (
                     Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
                 )
-                etype, emsg = type(task.error).__name__, str(task.error)[:2000]
+                etype, emsg = type(task.error).__name__, _message(task.error)
             elif not task.done:
                 status = Outcome.CANCELLED
             emit(
@@ -256,25 +256,15 @@ class RunObserver:
         )  # fmt: skip
 
     def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
-        self._emit(
-            self._event(
-                EventKind.RETRY,
-                task.span or self.step_span,
-                self.step_span,
-                step=task.step,
-                node=task.name,
-                task_id=task.id,
-                attempt=task.attempt,
-                error_type=None if error is None else type(error).__name__,
-                error_message=None if error is None else str(error)[:2000],
-                data={"delay": delay},
-            )
-        )
+        self._task_event(EventKind.RETRY, task, data={"delay": delay}, **_error_fields(error))
 
     def instant(
         self, kind: EventKind, task: Task, *, status: str | None = None, data: Any = None
     ) -> None:
         """A point-in-time event inside ``task``'s span (approvals, for one)."""
+        self._task_event(kind, task, status=status, data=dict(data or {}))
+
+    def _task_event(self, kind: EventKind, task: Task, **fields: Any) -> None:
         self._emit(
             self._event(
                 kind,
@@ -284,8 +274,7 @@ class RunObserver:
                 node=task.name,
                 task_id=task.id,
                 attempt=task.attempt,
-                status=status,
-                data=dict(data or {}),
+                **fields,
             )
         )
 
@@ -311,3 +300,14 @@ class RunObserver:
                 data={} if outcome == "ok" else {"error": str(outcome)},
             )
         )
+
+
+def _message(error: BaseException) -> str:
+    # An exception can carry a whole document (a failed LLM call's response body).
+    return str(error)[:_MAX_MESSAGE]
+
+
+def _error_fields(error: BaseException | None) -> dict[str, Any]:
+    if error is None:
+        return {}
+    return {"error_type": type(error).__name__, "error_message": _message(error)}
