@@ -76,11 +76,12 @@ __all__ = [
 
 # Imported on first use: psycopg is an optional extra, and these keep
 # `import trellis` fast.
+# The savers resolve through `trellis.persist`, which knows each one's module.
 _LAZY = {
-    "MemorySaver": "trellis.persist.memory",
-    "InMemorySaver": "trellis.persist.memory",
-    "SqliteSaver": "trellis.persist.sqlite",
-    "PostgresSaver": "trellis.persist.postgres",
+    "MemorySaver": "trellis.persist",
+    "InMemorySaver": "trellis.persist",
+    "SqliteSaver": "trellis.persist",
+    "PostgresSaver": "trellis.persist",
     "Approval": "trellis.hitl",
     "ApprovalPolicy": "trellis.hitl",
     "ReviewQueue": "trellis.hitl",
