@@ -125,7 +125,8 @@ def test_bare_resume_with_several_pending_is_an_error() -> None:
     )
     config = thread()
     graph.invoke({"a": "x"}, config)
-    with pytest.raises(InterruptError, match="2 interrupts"):
+    tid = config["configurable"]["thread_id"]
+    with pytest.raises(InterruptError, match=f"thread '{tid}' has 2 interrupts pending"):
         graph.invoke(Command(resume="yes"), config)
 
 

@@ -267,7 +267,7 @@ def test_a_checkpointer_needs_a_thread_id() -> None:
         lambda: graph.get_state({"configurable": {}}),
         lambda: list(graph.stream({"a": "x"}, {"recursion_limit": 5})),
     ):
-        with pytest.raises(InvalidConfigError, match="thread_id"):
+        with pytest.raises(InvalidConfigError, match="graph 'LangGraph' .*thread_id"):
             call()
 
 
@@ -275,10 +275,10 @@ def test_state_methods_without_a_checkpointer() -> None:
     builder = StateGraph(S)
     builder.add_node("a", lambda s: None)
     builder.add_edge(START, "a")
-    graph = builder.compile()
-    with pytest.raises(InvalidConfigError):
+    graph = builder.compile(name="intake")
+    with pytest.raises(InvalidConfigError, match="graph 'intake' has no checkpointer"):
         graph.get_state(thread())
-    with pytest.raises(InvalidConfigError):
+    with pytest.raises(InvalidConfigError, match="thread 't': graph 'intake' has no checkpointer"):
         graph.delete_thread("t")
 
 

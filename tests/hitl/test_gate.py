@@ -300,7 +300,7 @@ def test_resuming_with_an_unknown_interrupt_id_changes_nothing(backend: Backend)
     g = Graph(backend.saver())
     rid = request_id(g.start("t1"))
     before = g.app.get_state(cfg("t1"))
-    with pytest.raises(InterruptError, match="unknown interrupt id"):
+    with pytest.raises(InterruptError, match="thread .t1.: resume map names unknown interrupt id"):
         g.app.invoke(Command(resume={"f" * 32: True}), cfg("t1"))
     after = g.app.get_state(cfg("t1"))
     assert (after.values, after.next, after.config) == (before.values, before.next, before.config)
@@ -313,7 +313,7 @@ def test_resuming_a_thread_with_nothing_pending_is_a_named_error(backend: Backen
     rid = request_id(g.start("t1"))
     ReviewQueue(g.saver, graph=g.app).approve(rid, reviewer="alice")
     before = g.app.get_state(cfg("t1"))
-    with pytest.raises(InterruptError, match="no pending interrupt"):
+    with pytest.raises(InterruptError, match="thread 't1' has no pending interrupt"):
         g.app.invoke(Command(resume={rid: True}), cfg("t1"))
     assert g.app.get_state(cfg("t1")).config == before.config
     assert len(g.runs) == 1

@@ -136,7 +136,7 @@ class CompiledStateGraph:
         thread_id = loop.thread_id
         if thread_id is None:
             raise InvalidConfigError(
-                "this graph has a checkpointer, so every call needs a thread id: "
+                f"graph {self.name!r} has a checkpointer, so every call needs a thread id: "
                 "config={'configurable': {'thread_id': ...}}"
             )
         return loop, (str(thread_id), loop.configurable.get("checkpoint_id"), loop.checkpoint_ns)
@@ -228,7 +228,9 @@ class CompiledStateGraph:
         >>> graph.metrics()["nodes"]["fetch"]["p95"]
         """
         if self.collector is None:
-            raise InvalidConfigError("metrics are off: compile(metrics=True) to collect them")
+            raise InvalidConfigError(
+                f"graph {self.name!r} collects no metrics: compile(metrics=True) to collect them"
+            )
         snapshot: dict[str, Any] = self.collector.snapshot(graph=self.name)
         metrics: dict[str, Any] = snapshot.get("graphs", {}).get(self.name, {})
         return metrics
@@ -446,7 +448,9 @@ class CompiledStateGraph:
     def delete_thread(self, thread_id: str) -> None:
         """Remove every checkpoint and pending write of ``thread_id``."""
         if self.checkpointer is None:
-            raise InvalidConfigError("this graph has no checkpointer")
+            raise InvalidConfigError(
+                f"cannot delete thread {thread_id!r}: graph {self.name!r} has no checkpointer"
+            )
         self.checkpointer.delete_thread(thread_id)
 
     def compensate(self, config: RunnableConfig) -> saga.CompensationReport:

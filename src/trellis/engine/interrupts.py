@@ -65,14 +65,18 @@ def interrupt(value: Any) -> Any:
     raise GraphInterrupt(Interrupt(value=value, id=interrupt_id(task.id, index)))
 
 
-def assign_resume(tasks: list[Task], pending: list[Interrupt], resume: Any) -> None:
+def assign_resume(
+    tasks: list[Task], pending: list[Interrupt], resume: Any, *, thread_id: str | None
+) -> None:
     """Give each interrupted task the resume value meant for it.
 
     ``resume`` is a bare value (only when exactly one interrupt is pending) or
     a mapping of interrupt id to value.
     """
     if not pending:
-        raise InterruptError("Command(resume=...) given, but the thread has no pending interrupt")
+        raise InterruptError(
+            f"Command(resume=...) given, but thread {thread_id!r} has no pending interrupt"
+        )
     by_id = {i.id: i for i in pending}
     owner: dict[str, Task] = {}
     for task in tasks:
@@ -83,15 +87,16 @@ def assign_resume(tasks: list[Task], pending: list[Interrupt], resume: Any) -> N
     elif isinstance(resume, Mapping) and resume and all(_looks_like_id(k) for k in resume):
         unknown = [k for k in resume if k not in by_id]
         raise InterruptError(
-            f"resume map names unknown interrupt id(s) {', '.join(map(repr, unknown))}; "
-            f"pending: {', '.join(by_id)}"
+            f"thread {thread_id!r}: resume map names unknown interrupt id(s) "
+            f"{', '.join(map(repr, unknown))}; pending: {', '.join(by_id)}"
         )
     elif len(pending) == 1:
         answers = {pending[0].id: resume}
     else:
         raise InterruptError(
-            f"{len(pending)} interrupts are pending; resume with a map of interrupt id to "
-            f"value: Command(resume={{id: value, ...}}) with ids {', '.join(by_id)}"
+            f"thread {thread_id!r} has {len(pending)} interrupts pending; resume with a map "
+            f"of interrupt id to value: Command(resume={{id: value, ...}}) with ids "
+            f"{', '.join(by_id)}"
         )
     # A node stops at its first unanswered interrupt, so its answer is simply the
     # next resume value in its list. A subgraph node may stop on several at once

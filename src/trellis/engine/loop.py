@@ -293,7 +293,7 @@ class RunLoop:
         pending = restore_tasks(tasks, writes)
         self.resuming_tasks = True
         if self.resume is not NO_RESUME:
-            assign_resume(tasks, pending, self.resume)
+            assign_resume(tasks, pending, self.resume, thread_id=self.thread_id)
             self.resume = NO_RESUME
         else:  # no answer given: interrupted nodes run again and ask again
             for task in tasks:

@@ -21,11 +21,17 @@ __all__ = ["snapshot", "update_loop"]
 
 def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
     if graph.checkpointer is None:
-        raise InvalidConfigError("this graph has no checkpointer, so it keeps no state")
+        raise InvalidConfigError(
+            f"graph {graph.name!r} has no checkpointer, so it keeps no state: "
+            "compile(checkpointer=...)"
+        )
     configurable = (config or {}).get("configurable") or {}
     thread_id = configurable.get("thread_id")
     if thread_id is None:
-        raise InvalidConfigError("config needs {'configurable': {'thread_id': ...}}")
+        raise InvalidConfigError(
+            f"graph {graph.name!r} keeps state per thread: "
+            "config needs {'configurable': {'thread_id': ...}}"
+        )
     return str(thread_id), configurable.get("checkpoint_id")
 
 
