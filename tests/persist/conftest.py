@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, new_checkpoint_id
+from trellis.persist.events import event_log_for
 from trellis.persist.memory import MemorySaver
 from trellis.persist.sqlite import SqliteSaver
 
@@ -95,6 +96,7 @@ class Backend:
     def close(self) -> None:
         for saver in self.made:
             saver.close()
+            event_log_for(saver).close()  # a traced run's history has its own connection
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import START, MemorySaver, SqliteSaver, StateGraph
+from trellis import START, SqliteSaver, StateGraph
 from trellis.errors import InvalidConfigError
 from trellis.persist.events import event_log_for, open_event_log
 
@@ -18,28 +18,8 @@ class S(TypedDict, total=False):
     n: int
 
 
-def _saver(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    if kind == "memory":
-        return MemorySaver()
-    if kind == "sqlite":
-        return SqliteSaver.from_path(tmp_path / "runs.db")
-    from trellis.persist.postgres import PostgresSaver
-
-    url = request.getfixturevalue("pg_url")
-    saver = PostgresSaver.from_conn_string(url, schema=request.getfixturevalue("pg_schema"))
-    saver.setup()
-    request.addfinalizer(saver.close)
-    request.addfinalizer(lambda: event_log_for(saver).close())  # type: ignore[attr-defined]
-    return saver
-
-
-@pytest.mark.parametrize(
-    "kind", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def test_traced_runs_are_kept_per_thread_in_order(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    saver = _saver(kind, tmp_path, request)
+def test_traced_runs_are_kept_per_thread_in_order(saver: Any) -> None:
+    """Runs on every backend (the ``saver`` fixture)."""
     builder = StateGraph(S)
     builder.add_sequence([("a", lambda s: {"n": 1}), ("b", lambda s: {"n": 2})])
     builder.add_edge(START, "a")
