@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,8 @@ from typer.testing import CliRunner, Result
 
 from trellis.cli.app import app
 
-pytest.importorskip("trellis.persist.sqlite", reason="SqliteSaver not available yet")
-
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = json.dumps({"message": "I want a refund for order 1234"})
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    # `trellis run examples.x:graph` imports from the current directory, like `python -m`.
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def trellis(*args: str | Path) -> Result:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,10 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from trellis.cli.app import app
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CODE = "def f(x):\n    return eval(x)\n"
 
