@@ -133,20 +133,11 @@ class PostgresDialect(SqlDialect):
     def advance_head(
         self, thread_id: str, ns: str, expected: str | None, new: str, now: float, message: str
     ) -> Stmt:
-        if expected is None:
-            change = (
-                f"INSERT INTO {self.threads} (thread_id, checkpoint_ns, head_id, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING tid"
-            )
-            params: tuple[Any, ...] = (thread_id, ns, new, now, message)
-        else:
-            change = (
-                f"UPDATE {self.threads} SET head_id = ?, updated_at = ? "
-                "WHERE thread_id = ? AND checkpoint_ns = ? AND head_id = ? RETURNING tid"
-            )
-            params = (new, now, thread_id, ns, expected, message)
-        sql = f"WITH c AS ({change}) SELECT {self._check}(count(*) = 1, ?) FROM c"
-        return Stmt(self.q(sql), params, required=message)
+        # The same compare-and-set, checked by the server so a pipelined batch
+        # aborts before its commit when the head has moved.
+        change = super().advance_head(thread_id, ns, expected, new, now, message)
+        sql = f"WITH c AS ({change.sql}) SELECT {self._check}(count(*) = 1, ?) FROM c"
+        return Stmt(self.q(sql), (*change.params, message), required=message)
 
     def require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
         on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
