@@ -114,28 +114,21 @@ def store_for(saver: Any) -> ApprovalStore:
 
 
 def _build(saver: Any) -> ApprovalStore:
-    from trellis.persist.sqlite import SqliteSaver
-
     if isinstance(saver, ApprovalStore):
         return saver
     serde = _SaverSerde(saver) if getattr(saver, "serde", None) is not None else None
-    if isinstance(saver, SqliteSaver) and saver.path not in (":memory:", "", "<unknown>"):
+    db = getattr(saver, "database", None)
+    if db is None:  # in-process savers keep their requests in memory
+        from trellis.hitl.store_memory import MemoryApprovalStore
+
+        return MemoryApprovalStore(serde=serde)
+    if db.kind == "sqlite":
         from trellis.hitl.store_sqlite import SqliteApprovalStore
 
-        return SqliteApprovalStore(saver.path, serde=serde)
-    if type(saver).__module__ == "trellis.persist.postgres" or "Postgres" in type(saver).__name__:
-        from trellis.hitl.store_postgres import PostgresApprovalStore
+        return SqliteApprovalStore(db.target, serde=serde)
+    from trellis.hitl.store_postgres import PostgresApprovalStore
 
-        shared = getattr(saver, "_shared", None)
-        conninfo = getattr(saver, "conninfo", None) or getattr(shared, "conninfo", None)
-        if not isinstance(conninfo, str):
-            raise TypeError(f"cannot find the database of {type(saver).__name__}: no conninfo")
-        schema = getattr(saver, "schema", None) or _unquote(getattr(saver, "_sql", None))
-        return PostgresApprovalStore(conninfo, serde=serde, schema=schema or "public")
-    # In-process savers (and an in-memory SQLite database) keep requests in memory.
-    from trellis.hitl.store_memory import MemoryApprovalStore
-
-    return MemoryApprovalStore(serde=serde)
+    return PostgresApprovalStore(db.target, serde=serde, schema=db.schema)
 
 
 class _SaverSerde:
@@ -157,11 +150,6 @@ class _SaverSerde:
 
     def loads(self, codec: str, data: bytes, *, key: str | None = None) -> Any:
         return self._serde().loads(codec, data, key=key)
-
-
-def _unquote(dialect: Any) -> str | None:
-    schema = getattr(dialect, "schema", None)
-    return schema.strip('"') if isinstance(schema, str) else None
 
 
 def open_store(url: str, *, schema: str = "public") -> ApprovalStore:

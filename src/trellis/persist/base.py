@@ -25,11 +25,12 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TypeVar, cast, runtime_checkable
+from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 
 from trellis.errors import InvalidUpdateError
 
 __all__ = [
+    "Database",
     "Checkpoint",
     "attach_sidecar",
     "thread_deleted",
@@ -348,6 +349,23 @@ class SaverBase:
         self, *, ttl: float | None = None, keep_last: int | None = None, now: float | None = None
     ) -> int:
         return await self._call(self._blocking.prune, ttl=ttl, keep_last=keep_last, now=now)
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a saver keeps its rows, so the stores that live beside its checkpoints
+    (approval requests, run history) can open the same database.
+
+    A saver that keeps nothing outside the process has ``database = None``.
+
+    >>> PostgresSaver.from_conn_string(url, schema="billing").database.schema
+    'billing'
+    """
+
+    kind: Literal["sqlite", "postgres"]
+    target: str  # a file path, or a PostgreSQL conninfo
+    schema: str = "public"  # PostgreSQL only; a validated lowercase identifier
+    connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Stores that keep per-thread rows next to a saver's checkpoints (approval

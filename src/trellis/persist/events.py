@@ -170,14 +170,13 @@ def event_log_for(saver: Any) -> EventLog:
 
 
 def _build(saver: Any) -> EventLog:
-    kind = type(saver).__name__
-    if kind == "SqliteSaver" and getattr(saver, "path", ":memory:") not in (":memory:", ""):
-        return open_event_log(saver.path)
-    if "Postgres" in kind:
-        shared = saver._shared
-        schema = saver.schema  # already validated and quoted by the saver
-        return _postgres_log(shared.conninfo, f"{schema}.trellis_events", shared.kwargs)
-    return MemoryEventLog()
+    db = getattr(saver, "database", None)
+    if db is None:
+        return MemoryEventLog()
+    if db.kind == "sqlite":
+        return open_event_log(db.target)
+    # The schema is a validated lowercase identifier: it needs no quoting.
+    return _postgres_log(db.target, f"{db.schema}.trellis_events", dict(db.connect_kwargs))
 
 
 def open_event_log(url: str, *, schema: str = "public") -> EventLog:

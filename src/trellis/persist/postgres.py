@@ -26,7 +26,13 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, thread_deleted
+from trellis.persist.base import (
+    Checkpoint,
+    CheckpointTuple,
+    Database,
+    PendingWrite,
+    thread_deleted,
+)
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job
 from trellis.persist.sql_saver import SqlSaverMethods
@@ -356,6 +362,12 @@ class PostgresSaver(SqlSaverMethods):
                 await sh.apool.open(wait=False)
             sh.apool_loop = loop
         return sh.apool
+
+    @property
+    def database(self) -> Database:
+        """The server and schema, for the approval and run-history stores beside it."""
+        sh = self._shared
+        return Database("postgres", sh.conninfo, self.schema, dict(sh.kwargs))
 
     def close(self) -> None:
         """Close the pools this saver created (not a pool it was given)."""

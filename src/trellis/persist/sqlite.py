@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
-from trellis.persist.base import SaverBase
+from trellis.persist.base import Database, SaverBase
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import ChainCache, Rows, SqlDialect, Stmt, Txn
 from trellis.persist.sql_saver import SqlSaverMethods
@@ -143,6 +143,14 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
             conn.close()
             raise
         return saver
+
+    @property
+    def database(self) -> Database | None:
+        """The database file; ``None`` for an in-memory one (its approvals and run
+        history then stay in the process too)."""
+        if self.path in (":memory:", "", "<unknown>"):
+            return None
+        return Database("sqlite", self.path)
 
     def close(self) -> None:
         """Close the connection."""
