@@ -19,6 +19,7 @@ from trellis.persist.storage import (
     MAX_DELTAS,
     BlobRow,
     ChainState,
+    canonical_json,
     decode_state,
     encode_filter,
     encode_metadata,
@@ -140,6 +141,40 @@ def test_metadata_must_be_storable_json_and_errors_name_the_key() -> None:
         with pytest.raises(SerializationError) as info:
             encode_metadata(bad)
         assert info.value.key == "x"
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@given(
+    run_id=st.text(max_size=34) | st.just("dfbb24dbf47c4227be81939cf8815a78") | st.integers(),
+    source=st.sampled_from(["input", "loop", "update", "fork", 'a"b', "l\u00f6op"]) | st.text(),
+    step=st.integers() | st.booleans() | st.floats(allow_nan=False),
+    parents=st.just({}) | _JSONISH,
+)
+def test_step_metadata_encodes_exactly_as_the_general_encoder(
+    run_id: Any, source: Any, step: Any, parents: Any
+) -> None:
+    # The per-step metadata has a hand-written fast path; it must never differ.
+    metadata = {"source": source, "step": step, "parents": parents, "run_id": run_id}
+    try:
+        expected = canonical_json(metadata)
+        expected.encode("utf-8")
+    except (TypeError, ValueError, UnicodeError):
+        with pytest.raises(SerializationError):
+            encode_metadata(metadata)
+        return
+    if "\\u0000" in expected:
+        with pytest.raises(SerializationError):
+            encode_metadata(metadata)
+        return
+    assert encode_metadata(metadata) == expected
 
 
 def test_filters_that_can_never_match_are_recognised() -> None:

@@ -34,7 +34,7 @@ _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per checkpoint, and frozen init costs 2x
 class Effect:
     """A saver call the driver must make: ``name`` (or ``"a" + name``) with ``kwargs``."""
 
@@ -54,7 +54,11 @@ def record(
     versions = loop.versions
     for key in loop.updated:
         versions[key] = new_id
-    appends = {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
+    appends = (
+        {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
+        if loop.appends
+        else {}
+    )
     checkpoint = Checkpoint(
         id=new_id,
         parent_id=loop.head,
@@ -66,18 +70,19 @@ def record(
         pending=_pending(loop),
         fingerprint=loop.plan.fingerprint,
     )
-    metadata: dict[str, Any] = {
+    metadata: dict[str, Any] = {"source": source, "step": loop.step, "parents": {}}
+    caller = loop.config.get("metadata")
+    if caller:
         # As LangGraph: the caller's metadata, scalars only (they must stay filterable).
-        **{
-            k: v
-            for k, v in (loop.config.get("metadata") or {}).items()
-            if isinstance(v, (str, int, float, bool)) and not k.startswith("__")
-        },
-        "source": source,
-        "step": loop.step,
-        "parents": {},
-        "run_id": loop.run_id,
-    }
+        metadata = {
+            **{
+                k: v
+                for k, v in caller.items()
+                if isinstance(v, (str, int, float, bool)) and not k.startswith("__")
+            },
+            **metadata,
+        }
+    metadata["run_id"] = loop.run_id
     effect = Effect(
         "put",
         {
@@ -99,8 +104,9 @@ def _pending(loop: RunLoop) -> dict[str, Any]:
     """What is scheduled, kept small: a checkpoint is written every step, and
     empty entries are left out."""
     pending: dict[str, Any] = {}
-    if loop.next_nodes:
-        pending["nodes"] = sorted(set(loop.next_nodes))
+    nodes = loop.next_nodes
+    if nodes:
+        pending["nodes"] = list(nodes) if len(nodes) == 1 else sorted(set(nodes))
     if loop.next_sends:
         pending["sends"] = list(loop.next_sends)
     if loop.barriers:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from operator import is_
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.durable import Effect, breakpoint_marker, pending_writes, record, restore_tasks
 from trellis.engine.task import PULL, PUSH, Task
 from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
 from trellis.types import END, START, Command, RunnableConfig, Send
@@ -180,8 +182,6 @@ class RunLoop:
         self.barriers = _NO_BARRIERS
         self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
-            from trellis.engine.durable import record
-
             self._effect(record(self, "input"))
 
     def apply_input_update(self, command: Command[Any]) -> None:
@@ -286,7 +286,6 @@ class RunLoop:
 
     def _reattach(self, tasks: list[Task]) -> None:
         """Resuming a step that did not commit: reuse what finished, answer interrupts."""
-        from trellis.engine.durable import restore_tasks
         from trellis.engine.interrupts import assign_resume
 
         writes, self.saved_writes = self.saved_writes or (), None
@@ -390,8 +389,6 @@ class RunLoop:
                     self.next_sends.append(target)
         compensable = [t.name for t in tasks if t.node.compensate is not None and t.done]
         if self.saver is not None and self.durability != "exit":
-            from trellis.engine.durable import record
-
             new_id = self._next_id() if compensable else None
             for name in compensable:
                 self._compensable([name, new_id])
@@ -425,8 +422,6 @@ class RunLoop:
 
     def finish(self) -> None:
         """The run stops (done, or at a breakpoint): the one save of ``exit`` mode."""
-        from trellis.engine.durable import breakpoint_marker, record
-
         if (
             self.saver is not None
             and self.durability == "exit"
@@ -441,8 +436,6 @@ class RunLoop:
 
     def _keep_pending(self, tasks: list[Task]) -> None:
         """The step did not commit: its tasks stay scheduled, their results pending."""
-        from trellis.engine.durable import pending_writes, record
-
         self.step -= 1
         nothing_new = self.step == self.restored_step and not self.updated
         if (self.durability != "exit" and not self.updated) or nothing_new:
@@ -463,8 +456,6 @@ class RunLoop:
         self._effect(record(self, "loop", writes, checkpoint_id=new_id))
 
     def _writes_effect(self, writes: list[Any]) -> Any:
-        from trellis.engine.durable import Effect
-
         return Effect(
             "put_writes",
             {
@@ -495,20 +486,20 @@ class RunLoop:
                 writers[key] = me
 
     def _track(self, update: Mapping[str, Any]) -> None:
-        values = self.values
+        values, reducers, updated = self.values, self.plan.reducers, self.updated
         appendable = self.plan.append_channels
         appends = self.appends
         for key, value in update.items():
             old = values.get(key, MISSING)
-            self.apply(values, {key: value})
-            self.updated.add(key)
+            reducer = reducers.get(key)  # as apply(), inlined: this runs for every write
+            new = values[key] = value if reducer is None or old is MISSING else reducer(old, value)
+            updated.add(key)
             if key not in appendable or old is MISSING:
                 appends[key] = None  # stored whole
                 continue
-            new = values[key]
             n = len(old)
             # Appended iff the old items are still there, the very same objects.
-            if len(new) >= n and all(map(_same, old, new)):
+            if len(new) >= n and all(map(is_, old, new)):
                 items = appends.get(key, [])
                 if items is not None:
                     appends[key] = [*items, *new[n:]]
@@ -535,7 +526,3 @@ class RunLoop:
         filtered by the output schema, as in LangGraph)."""
         values = self.values
         return {k: values[k] for k in self.plan.channels if k in values}
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a is b

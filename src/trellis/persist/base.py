@@ -48,21 +48,35 @@ __all__ = [
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 _last_id_ns = 0
+_id_suffix = os.urandom(8).hex()
+_id_lock = threading.Lock()
 _T = TypeVar("_T")
+
+
+def _new_id_suffix() -> None:
+    # A forked child must not share its parent's suffix: both could stamp the same
+    # nanosecond.
+    global _id_suffix, _last_id_ns
+    _id_suffix, _last_id_ns = os.urandom(8).hex(), 0
+
+
+os.register_at_fork(after_in_child=_new_id_suffix)
 
 
 def new_checkpoint_id() -> str:
     """A fresh, time-ordered, unique id: ids sort in creation order.
 
     32 hex digits: 16 of nanoseconds since the epoch (forced strictly increasing
-    within this process), then 16 random, so two processes never collide.
+    within this process), then 16 random ones drawn once per process, so two
+    processes never collide and no id costs a system call for randomness.
     """
     global _last_id_ns
-    now = time.time_ns()
-    if now <= _last_id_ns:
-        now = _last_id_ns + 1
-    _last_id_ns = now
-    return f"{now:016x}{os.urandom(8).hex()}"
+    with _id_lock:  # the suffix is shared, so two threads must never stamp one time
+        now = time.time_ns()
+        if now <= _last_id_ns:
+            now = _last_id_ns + 1
+        _last_id_ns = now
+    return f"{now:016x}{_id_suffix}"
 
 
 def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:

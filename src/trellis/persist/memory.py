@@ -172,6 +172,8 @@ class MemorySaver(SaverBase):
 
     @staticmethod
     def _bases(ns: _Namespace, checkpoint: Checkpoint) -> dict[str, ChainState]:
+        if not checkpoint.appends:
+            return {}
         parent = ns.versions.get(checkpoint.parent_id or "")
         if parent is None:
             return {}

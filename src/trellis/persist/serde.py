@@ -105,6 +105,25 @@ class Serializer:
                 pass  # a surrogate, a non-str key or a big int somewhere: walk it
         if blob is None:
             blob = self._walk(value, key)
+        return self._seal(blob)
+
+    def dumps_builtin(self, value: object, *, key: str | None = None) -> tuple[str, bytes]:
+        """:meth:`dumps` for a value its caller built from exact builtin containers,
+        str, int, float, bool and None only (the engine's own bookkeeping), skipping
+        :meth:`dumps`' scan. What msgpack rejects still takes the typed walk; only a
+        ``bytearray`` or ``memoryview`` would come back as ``bytes``, so callers
+        must not pass one.
+
+        >>> Serializer().dumps_builtin([1, {"nodes": ["a"]}])[0]
+        'msgpack'
+        """
+        try:
+            blob = ormsgpack.packb(value, option=OPTS)
+        except ormsgpack.MsgpackEncodeError:
+            blob = self._walk(value, key)
+        return self._seal(blob)
+
+    def _seal(self, blob: bytes) -> tuple[str, bytes]:
         blob += _CRC.pack(zlib.crc32(blob))
         if len(blob) >= self._threshold:
             packed = zlib.compress(blob, _ZLIB_LEVEL)

@@ -66,6 +66,8 @@ MAX_DELTAS: Final = 512
 INTERRUPT: Final = "__interrupt__"
 """Pending-write channel of a run waiting for a human: such threads are never pruned."""
 _STATE_FORMAT: Final = 1
+# Entries of Checkpoint.pending that the engine fills with names and counts only.
+_BUILTIN_PENDING: Final = frozenset({"nodes", "barriers", "visits", "deferred", "compensable"})
 
 
 class Serde(Protocol):
@@ -78,7 +80,7 @@ class Serde(Protocol):
     ) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every put, and frozen init costs 4x
 class ChainState:
     """Where a stored channel value stands: what a next delta would extend.
 
@@ -145,7 +147,7 @@ class WriteRow:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every put, and frozen init costs 4x
 class CheckpointRow:
     """The checkpoint record: everything but channel values and pending writes."""
 
@@ -159,15 +161,18 @@ class CheckpointRow:
     fingerprint: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every put, and frozen init costs 4x
 class EncodedPut:
     """Everything one ``put`` stores, ready for any backend."""
 
     row: CheckpointRow
     blobs: list[BlobRow]
     writes: list[WriteRow]
-    chains: dict[str, ChainState]
-    """Chain state of every channel this checkpoint wrote (for the next put)."""
+
+    @property
+    def chains(self) -> dict[str, ChainState]:
+        """Chain state of every channel this checkpoint wrote (for the next put)."""
+        return {b.channel: ChainState.of(b) for b in self.blobs}
 
 
 # One encoder, built once: json.dumps with these options would build a new one per call.
@@ -190,6 +195,10 @@ def encode_metadata(metadata: Mapping[str, Any]) -> str:
     >>> encode_metadata({"step": 1, "source": "loop"})
     '{"source":"loop","step":1}'
     """
+    if metadata.keys() == _STEP_KEYS:
+        text = _step_metadata(metadata)
+        if text is not None:
+            return text
     if all(type(key) is str for key in metadata):
         # The common case, in one pass; the key-by-key checks below only run to
         # name the culprit when something is wrong.
@@ -208,6 +217,29 @@ def encode_metadata(metadata: Mapping[str, Any]) -> str:
             )
         _check_json(value, key)
     return canonical_json(dict(metadata))
+
+
+_STEP_KEYS: Final = frozenset({"parents", "run_id", "source", "step"})
+
+
+def _step_metadata(metadata: Mapping[str, Any]) -> str | None:
+    """The canonical JSON of the metadata the engine writes at every step when the
+    caller adds none, spelled out directly: a checkpoint per step makes the general
+    encoder a visible share of a put. None when a value is not of the usual shape."""
+    run_id, source, step = metadata["run_id"], metadata["source"], metadata["step"]
+    if (
+        type(step) is int
+        and type(run_id) is str
+        and type(source) is str
+        and run_id.isascii()
+        and run_id.isalnum()
+        and source.isascii()
+        and source.isalnum()
+        and metadata["parents"] == {}
+        and type(metadata["parents"]) is dict
+    ):
+        return f'{{"parents":{{}},"run_id":"{run_id}","source":"{source}","step":{step}}}'
+    return None
 
 
 def _check_json(value: Any, key: str) -> None:
@@ -304,21 +336,25 @@ def encode_put(
     chain state of their version at the parent; other changed channels get a full blob.
     """
     values, versions, me = checkpoint.values, checkpoint.versions, checkpoint.id
-    for k in values:
-        if k not in versions:
-            raise InvalidUpdateError(f"checkpoint {me}: channel {k!r} has a value but no version")
+    if not values.keys() <= versions.keys():
+        k = next(k for k in values if k not in versions)
+        raise InvalidUpdateError(f"checkpoint {me}: channel {k!r} has a value but no version")
     meta = encode_metadata(metadata)
-    blobs: list[BlobRow] = []
-    for k, version in versions.items():
-        if version == me and k in values:
-            blobs.append(_encode_channel(serde, checkpoint, k, bases.get(k)))
-    codec, state = serde.dumps(_encode_state(checkpoint), key="pending")
+    blobs = [
+        _encode_channel(serde, checkpoint, k, bases.get(k))
+        for k, version in versions.items()
+        if version == me and k in values
+    ]
+    if checkpoint.pending.keys() <= _BUILTIN_PENDING:
+        dumps = getattr(serde, "dumps_builtin", serde.dumps)
+    else:  # the input or Sends wait in it: user values, to be checked in full
+        dumps = serde.dumps
+    codec, state = dumps(_encode_state(checkpoint), key="pending")
     ck = checkpoint
     row = CheckpointRow(
         me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
     )
-    chains = {b.channel: ChainState.of(b) for b in blobs}
-    return EncodedPut(row, blobs, encode_writes(serde, writes), chains)
+    return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [])
 
 
 def _encode_channel(
