@@ -8,7 +8,9 @@ resulting saver calls (``Effect``), sync or async.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import GraphVersionError
@@ -32,6 +34,7 @@ GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
 )
 _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
+_NO_APPENDS: Mapping[str, list[Any]] = MappingProxyType({})  # shared: most steps append nothing
 
 
 @dataclass(slots=True)  # not frozen: one per checkpoint, and frozen init costs 2x
@@ -54,21 +57,20 @@ def record(
     versions = loop.versions
     for key in loop.updated:
         versions[key] = new_id
-    appends = (
-        {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
-        if loop.appends
-        else {}
-    )
+    appends: Mapping[str, list[Any]] = _NO_APPENDS
+    if loop.appends:
+        appends = {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
+        loop.appends = {}
     checkpoint = Checkpoint(
-        id=new_id,
-        parent_id=loop.head,
-        step=loop.step,
-        created_at=time.time(),
-        values=dict(loop.values),
-        versions=dict(versions),
-        appends=appends,
-        pending=_pending(loop),
-        fingerprint=loop.plan.fingerprint,
+        new_id,
+        loop.head,
+        loop.step,
+        time.time(),
+        dict(loop.values),
+        dict(versions),
+        appends,
+        _pending(loop),
+        loop.plan.fingerprint,
     )
     metadata: dict[str, Any] = {"source": source, "step": loop.step, "parents": {}}
     caller = loop.config.get("metadata")
@@ -95,8 +97,7 @@ def record(
         },
     )
     loop.head = loop.expected_head = loop.checkpoint_id = new_id
-    loop.updated = set()
-    loop.appends = {}
+    loop.updated.clear()
     return effect
 
 

@@ -494,7 +494,9 @@ class RunLoop:
             reducer = reducers.get(key)  # as apply(), inlined: this runs for every write
             new = values[key] = value if reducer is None or old is MISSING else reducer(old, value)
             updated.add(key)
-            if key not in appendable or old is MISSING:
+            if key not in appendable:
+                continue
+            if old is MISSING:
                 appends[key] = None  # stored whole
                 continue
             n = len(old)
