@@ -103,6 +103,25 @@ class FaultySaver:
             "put", checkpoint, lambda: self.inner.aput(thread_id, checkpoint, metadata, **kwargs)
         )
 
+    # A put_many (the input checkpoint and the step applying it, in one
+    # transaction) counts as one "put" per checkpoint, and fails as a whole.
+    def _fault_many(self, puts: Any) -> bool:
+        return any([self._fault("put", put.checkpoint) for put in puts])
+
+    def put_many(self, thread_id: str, puts: Any, **kwargs: Any) -> Any:
+        if not self._fault_many(puts):
+            return self.inner.put_many(thread_id, puts, **kwargs)
+        if self.when == "after":
+            self.inner.put_many(thread_id, puts, **kwargs)
+        raise self.error()
+
+    async def aput_many(self, thread_id: str, puts: Any, **kwargs: Any) -> Any:
+        if not self._fault_many(puts):
+            return await self.inner.aput_many(thread_id, puts, **kwargs)
+        if self.when == "after":
+            await self.inner.aput_many(thread_id, puts, **kwargs)
+        raise self.error()
+
     def put_writes(self, thread_id: str, checkpoint_id: str, writes: Any, **kwargs: Any) -> Any:
         return self._call(
             "put_writes",

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, new_checkpoint_id
+from trellis.persist.base import (
+    Checkpoint,
+    CheckpointTuple,
+    PendingWrite,
+    Put,
+    new_checkpoint_id,
+)
 from trellis.persist.events import event_log_for
 from trellis.persist.memory import MemorySaver
 from trellis.persist.sqlite import SqliteSaver
@@ -178,6 +184,35 @@ class History:
             self.thread_id, ck, md, expected_head=exp, checkpoint_ns=self.ns, writes=writes
         )
         return self._record(ck, md)
+
+    def put_many(self, *changes: Mapping[str, Any], asynchronous: bool = False) -> Any:
+        """Put one checkpoint per ``changes`` entry (``make`` keywords), each the child
+        of the one before, with one ``put_many``; returns the ids (or, with
+        ``asynchronous``, an awaitable of them). Nothing is recorded until it succeeds."""
+        expected, head, made = self.head, self.head, []
+        for change in changes:
+            ck = self.make(**change)
+            self.checkpoints[ck.id], self.head = ck, ck.id  # so the next one builds on it
+            made.append(ck)
+        for ck in made:
+            del self.checkpoints[ck.id]
+        self.head = head
+        puts = [Put(ck, {"source": "loop", "step": ck.step}) for ck in made]
+
+        def record() -> list[str]:
+            return [self._record(p.checkpoint, dict(p.metadata)) for p in puts]
+
+        if asynchronous:
+
+            async def run() -> list[str]:
+                await self.saver.aput_many(
+                    self.thread_id, puts, expected_head=expected, checkpoint_ns=self.ns
+                )
+                return record()
+
+            return run()
+        self.saver.put_many(self.thread_id, puts, expected_head=expected, checkpoint_ns=self.ns)
+        return record()
 
     async def aput(
         self,

@@ -21,7 +21,7 @@ from trellis.errors import (
     InvalidUpdateError,
     SerializationError,
 )
-from trellis.persist.base import PendingWrite
+from trellis.persist.base import PendingWrite, Put
 
 
 @dataclasses.dataclass
@@ -197,6 +197,55 @@ def test_repeating_a_committed_put_is_harmless(saver: Any) -> None:
 
 
 # --- pending writes --------------------------------------------------------------------
+
+
+def test_put_many_stores_a_chain_with_deltas_across_it(saver: Any) -> None:
+    h = History(saver)
+    h.put(set={"n": 0}, append={"log": ["a"]})
+    first, second = h.put_many(
+        {"append": {"log": ["b"]}}, {"set": {"n": 2}, "append": {"log": ["c"]}}
+    )
+    assert saver.get_tuple(h.thread_id).checkpoint.id == second
+    h.check(saver.get_tuple(h.thread_id, first), first)
+    h.check(saver.get_tuple(h.thread_id))
+    assert saver.get_tuple(h.thread_id).checkpoint.values["log"] == ["a", "b", "c"]
+    assert [t.checkpoint.id for t in saver.list(h.thread_id)][:2] == [second, first]
+    h.put(append={"log": ["d"]})  # a later put builds on the chain's deltas
+    assert saver.get_tuple(h.thread_id).checkpoint.values["log"] == ["a", "b", "c", "d"]
+
+
+def test_put_many_is_all_or_nothing(saver: Any) -> None:
+    h = History(saver)
+    h.put(set={"n": 0})
+    head = h.head
+    with pytest.raises(SerializationError, match="bad"):
+        h.put_many({"set": {"n": 1}}, {"set": {"bad": object()}})
+    assert [t.checkpoint.id for t in saver.list(h.thread_id)] == [head]
+    fresh = History(saver)
+    with pytest.raises(SerializationError):
+        fresh.put_many({"set": {"n": 1}}, {"set": {"bad": object()}})
+    assert saver.get_tuple(fresh.thread_id) is None
+
+
+def test_put_many_checks_the_head_and_a_retry_is_harmless(saver: Any) -> None:
+    h = History(saver)
+    h.put(set={"n": 0})
+    stale = History(saver, h.thread_id)  # believes the thread is new
+    with pytest.raises(ConcurrentUpdateError):
+        stale.put_many({"set": {"n": 1}}, {"set": {"n": 2}})
+    assert len(list(saver.list(h.thread_id))) == 1
+    expected = h.head
+    ids = h.put_many({"set": {"n": 1}}, {"set": {"n": 2}})
+    puts = [Put(h.checkpoints[i], h.metadata[i]) for i in ids]
+    saver.put_many(h.thread_id, puts, expected_head=expected)  # acknowledgement lost, retried
+    assert [t.checkpoint.id for t in saver.list(h.thread_id)] == [*reversed(ids), expected]
+
+
+async def test_aput_many_matches_put_many(saver: Any) -> None:
+    h = History(saver)
+    ids = await h.put_many({"set": {"n": 1}}, {"append": {"log": ["x"]}}, asynchronous=True)
+    h.check(await saver.aget_tuple(h.thread_id))
+    h.check(saver.get_tuple(h.thread_id, ids[0]), ids[0])
 
 
 def test_put_writes_is_idempotent_and_ordered(saver: Any) -> None:

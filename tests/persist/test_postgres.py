@@ -51,8 +51,8 @@ def test_setup_twice_is_a_no_op(make: Any, pg_url: str, pg_schema: str) -> None:
     saver.setup()
     saver.setup()
     make().setup()
-    versions = _sql(pg_url, f'SELECT version FROM "{pg_schema}".trellis_schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    versions = _sql(pg_url, f'SELECT version FROM "{pg_schema}".trellis_schema_version ORDER BY 1')
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
 def test_concurrent_setup_from_threads_and_processes(pg_url: str, pg_schema: str) -> None:
@@ -82,8 +82,26 @@ def test_concurrent_setup_from_threads_and_processes(pg_url: str, pg_schema: str
         t.join()
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert errors == []
-    versions = _sql(pg_url, f'SELECT version FROM "{pg_schema}".trellis_schema_version')
-    assert versions == [(SCHEMA_VERSION,)]
+    versions = _sql(pg_url, f'SELECT version FROM "{pg_schema}".trellis_schema_version ORDER BY 1')
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_a_version_1_schema_is_migrated_and_keeps_its_threads(
+    make: Any, pg_url: str, pg_schema: str
+) -> None:
+    saver = make()
+    History(saver).put(set={"n": 1})
+    s = f'"{pg_schema}"'
+    # Back to what version 1 left: its index, and no row for version 2.
+    _sql(pg_url, f"CREATE INDEX trellis_threads_by_time ON {s}.trellis_threads (updated_at)")
+    _sql(pg_url, f"DELETE FROM {s}.trellis_schema_version WHERE version > 1")
+    again = make()
+    again.setup()
+    versions = _sql(pg_url, f"SELECT version FROM {s}.trellis_schema_version ORDER BY 1")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    indexes = _sql(pg_url, "SELECT indexname FROM pg_indexes WHERE schemaname = %s", pg_schema)
+    assert ("trellis_threads_by_time",) not in indexes
+    assert [t.thread_id for t in again.threads()] == [saver.threads()[0].thread_id]
 
 
 def test_a_newer_schema_is_refused(make: Any, pg_url: str, pg_schema: str) -> None:

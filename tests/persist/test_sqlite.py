@@ -62,7 +62,25 @@ def test_setup_twice_is_a_no_op(db: Path) -> None:
         again.setup()
         assert len(again.threads()) == 1
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM trellis_schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM trellis_schema_version").fetchone() == (
+            SCHEMA_VERSION,  # one row per migration, each applied once
+        )
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_threads(db: Path) -> None:
+    with SqliteSaver.from_path(db) as saver:
+        History(saver).put(set={"n": 1})
+        before = saver.threads()
+    with sqlite3.connect(db) as conn:  # back to what version 1 left
+        conn.execute("CREATE INDEX trellis_threads_by_time ON trellis_threads (updated_at)")
+        conn.execute("DELETE FROM trellis_schema_version WHERE version > 1")
+    with SqliteSaver.from_path(db) as again:
+        assert again.threads() == before
+    with sqlite3.connect(db) as conn:
+        versions = conn.execute("SELECT version FROM trellis_schema_version ORDER BY 1")
+        assert versions.fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        index = "SELECT count(*) FROM sqlite_master WHERE name = 'trellis_threads_by_time'"
+        assert conn.execute(index).fetchone() == (0,)
 
 
 def test_a_newer_schema_is_refused(db: Path) -> None:
@@ -103,6 +121,33 @@ def test_each_put_is_exactly_one_transaction(db: Path, cold: bool) -> None:
     ).fetchall()
     assert kinds == [("delta",)]  # a fresh saver finds the chain in the file
     h.check(saver.get_tuple(h.thread_id))
+
+
+def test_a_run_commits_its_input_with_the_step_that_applies_it(db: Path) -> None:
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    class S(TypedDict):
+        n: int
+
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: {"n": s["n"] + 1})
+    builder.add_node("b", lambda s: {"n": s["n"] * 10})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    saver = SqliteSaver.from_path(db)
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    seen = _statements(saver)
+    assert graph.invoke({"n": 1}, config) == {"n": 20}
+    # input + __start__ together, then a, then b: three commits for four checkpoints
+    assert seen.count("BEGIN IMMEDIATE") == 3
+    sources = [t.metadata["source"] for t in graph.get_state_history(config)]
+    assert sources == ["loop", "loop", "loop", "input"]
+    seen.clear()
+    assert graph.invoke({"n": 2}, config) == {"n": 30}  # on a thread that has a head
+    assert seen.count("BEGIN IMMEDIATE") == 3
 
 
 def test_writers_on_two_connections_race_safely(db: Path) -> None:

@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import Any
 
 from trellis.engine.context import CURRENT_TASK
-from trellis.engine.durable import pending_writes
+from trellis.engine.durable import Effect, pending_writes
 from trellis.engine.guard import (
     SKIPPED,
     acall_guarded,
@@ -31,6 +31,7 @@ from trellis.engine.streaming import checkpoint_chunks, debug_start, interrupt_c
 from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
 from trellis.errors import TrellisError
+from trellis.persist.base import Put
 from trellis.types import START
 
 __all__ = ["arun_steps", "asteps", "run_steps"]
@@ -196,12 +197,59 @@ def run_tasks(tasks: list[Task]) -> None:
         raise StepFailed(error) from error
 
 
+def _applies_input(tasks: list[Task]) -> bool:
+    """The step only applies the run's input: no node code runs in it, so its
+    checkpoint and the input checkpoint before it can be committed together.
+    (Not under ``debug``, whose stream shows each checkpoint as it is saved.)"""
+    return len(tasks) == 1 and tasks[0].name == START
+
+
 def perform(loop: RunLoop) -> None:
     """Make the saver calls the loop asked for, in order."""
     effects, loop.effects = loop.effects, []
-    for effect in effects:
-        getattr(loop.saver, effect.name)(**effect.kwargs)
-        _saved(loop, effect)
+    for name, kwargs, done in _calls(loop.saver, effects):
+        getattr(loop.saver, name)(**kwargs)
+        for effect in done:
+            _saved(loop, effect)
+
+
+def _calls(saver: Any, effects: list[Effect]) -> Iterator[tuple[str, dict[str, Any], list[Effect]]]:
+    """The saver calls for ``effects``: consecutive puts that each extend the one
+    before become one ``put_many`` (one transaction, one commit)."""
+    if len(effects) == 1 or not hasattr(saver, "put_many"):
+        for effect in effects:
+            yield effect.name, effect.kwargs, [effect]
+        return
+    i = 0
+    while i < len(effects):
+        group = [effects[i]]
+        while i + len(group) < len(effects) and _extends(group[-1], effects[i + len(group)]):
+            group.append(effects[i + len(group)])
+        i += len(group)
+        if len(group) == 1:
+            yield group[0].name, group[0].kwargs, group
+            continue
+        first = group[0].kwargs
+        puts = [
+            Put(e.kwargs["checkpoint"], e.kwargs["metadata"], e.kwargs["writes"]) for e in group
+        ]
+        kwargs = {
+            "thread_id": first["thread_id"],
+            "puts": puts,
+            "expected_head": first["expected_head"],
+            "checkpoint_ns": first["checkpoint_ns"],
+        }
+        yield "put_many", kwargs, group
+
+
+def _extends(before: Effect, after: Effect) -> bool:
+    a, b = before.kwargs, after.kwargs
+    return (
+        before.name == after.name == "put"
+        and a["thread_id"] == b["thread_id"]
+        and a["checkpoint_ns"] == b["checkpoint_ns"]
+        and b["expected_head"] == a["checkpoint"].id
+    )
 
 
 def _saved(loop: RunLoop, effect: Any) -> None:
@@ -245,7 +293,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         yield "values", loop.values_chunk()  # a resumed run first shows where it stands
     while True:
         tasks = loop.tick()
-        if loop.effects:
+        if loop.effects and not (_applies_input(tasks) and not debug):
             perform(loop)
         if loop.saved:
             yield from checkpoint_chunks(loop)
@@ -389,9 +437,10 @@ async def arun_tasks(tasks: list[Task]) -> None:
 async def aperform(loop: RunLoop) -> None:
     """The async twin of ``perform``: the saver's ``a``-prefixed methods."""
     effects, loop.effects = loop.effects, []
-    for effect in effects:
-        await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
-        _saved(loop, effect)
+    for name, kwargs, done in _calls(loop.saver, effects):
+        await getattr(loop.saver, "a" + name)(**kwargs)
+        for effect in done:
+            _saved(loop, effect)
 
 
 async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
@@ -428,7 +477,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         yield "values", loop.values_chunk()
     while True:
         tasks = loop.tick()
-        if loop.effects:
+        if loop.effects and not (_applies_input(tasks) and not debug):
             await aperform(loop)
         if loop.saved:
             for chunk in checkpoint_chunks(loop):

@@ -37,6 +37,7 @@ __all__ = [
     "CheckpointTuple",
     "Checkpointer",
     "PendingWrite",
+    "Put",
     "SaverBase",
     "ThreadInfo",
     "new_checkpoint_id",
@@ -143,6 +144,15 @@ class PendingWrite:
     value: Any
 
 
+@dataclass(slots=True)
+class Put:
+    """One checkpoint of a :meth:`Checkpointer.put_many` call, with what ``put`` takes."""
+
+    checkpoint: Checkpoint
+    metadata: Mapping[str, Any]
+    writes: Sequence[PendingWrite] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointTuple:
     """A checkpoint as read back, with its metadata and pending writes."""
@@ -178,6 +188,10 @@ class Checkpointer(Protocol):
       ``None`` for an unknown thread; an unknown ``checkpoint_id`` of a known
       thread raises ``CheckpointNotFoundError``; an undecodable blob raises
       ``CheckpointCorruptError`` for that thread only.
+    - ``put_many`` stores checkpoints that each name the one before as parent
+      (the first moves the head from ``expected_head``) in one transaction:
+      all of them, or none. The engine uses it for a run's input checkpoint and
+      the step that applies the input, which no node runs between.
     - ``put_writes`` is idempotent per (checkpoint, task_id, idx).
     - ``list`` is newest first; ``before`` is exclusive; filter keys validated.
     """
@@ -197,6 +211,15 @@ class Checkpointer(Protocol):
         expected_head: str | None,
         checkpoint_ns: str = "",
         writes: Sequence[PendingWrite] = (),
+    ) -> None: ...
+
+    def put_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
     ) -> None: ...
 
     def put_writes(
@@ -239,6 +262,15 @@ class Checkpointer(Protocol):
         expected_head: str | None,
         checkpoint_ns: str = "",
         writes: Sequence[PendingWrite] = (),
+    ) -> None: ...
+
+    async def aput_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
     ) -> None: ...
 
     async def aput_writes(
@@ -320,6 +352,19 @@ class SaverBase:
             expected_head=expected_head,
             checkpoint_ns=checkpoint_ns,
             writes=writes,
+        )
+
+    async def aput_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None:
+        put_many = self._blocking.put_many
+        await self._call(
+            put_many, thread_id, puts, expected_head=expected_head, checkpoint_ns=checkpoint_ns
         )
 
     async def aput_writes(

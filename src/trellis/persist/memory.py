@@ -20,6 +20,7 @@ from trellis.persist.base import (
     Checkpoint,
     CheckpointTuple,
     PendingWrite,
+    Put,
     SaverBase,
     ThreadInfo,
     thread_deleted,
@@ -142,44 +143,82 @@ class MemorySaver(SaverBase):
         checkpoint_ns: str = "",
         writes: Sequence[PendingWrite] = (),
     ) -> None:
+        self.put_many(
+            thread_id,
+            [Put(checkpoint, metadata, writes)],
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+        )
+
+    def put_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None:
+        if not puts:
+            return
         key = (thread_id, checkpoint_ns)
         with self._lock:
             ns = self._data.get(key)
             head = ns.head if ns is not None else None
             if head != expected_head:
-                if head == checkpoint.id:
+                if head == puts[-1].checkpoint.id:
                     return  # a retry of a put that committed: already done
                 raise ConcurrentUpdateError(
                     f"thread {thread_id!r}: head is {head!r}, not {expected_head!r}; "
                     "another writer advanced it"
                 )
-            if ns is not None and checkpoint.id in ns.checkpoints:
-                raise ConcurrentUpdateError(
-                    f"thread {thread_id!r} already has checkpoint {checkpoint.id!r}"
-                )
-            bases = self._bases(ns, checkpoint) if ns is not None else {}
-            # Encoding before any mutation: an unserializable value leaves no trace.
-            enc = encode_put(self.serde, checkpoint, metadata, bases=bases, writes=writes)
+            # Everything is encoded before anything is stored: an unserializable
+            # value in any checkpoint leaves no trace of the others.
+            encoded = []
+            parent = ns.versions.get(puts[0].checkpoint.parent_id or "") if ns else None
+            chains: dict[str, ChainState] = {}
+            for put in puts:
+                ck = put.checkpoint
+                if ns is not None and ck.id in ns.checkpoints:
+                    raise ConcurrentUpdateError(
+                        f"thread {thread_id!r} already has checkpoint {ck.id!r}"
+                    )
+                bases = self._bases(ns, ck, parent, chains)
+                enc = encode_put(self.serde, ck, put.metadata, bases=bases, writes=put.writes)
+                encoded.append(enc)
+                parent = ck.versions
+                if len(puts) > 1:
+                    chains = {**chains, **enc.chains}
             if ns is None:
-                ns = self._data[key] = _Namespace(checkpoint.id, checkpoint.created_at)
-            ns.head, ns.updated_at = checkpoint.id, checkpoint.created_at
-            ns.checkpoints[checkpoint.id] = enc.row
-            ns.versions[checkpoint.id] = dict(checkpoint.versions)
-            for b in enc.blobs:
-                ns.blobs[(b.channel, b.version)] = b
-            if enc.writes:
-                self._store_writes(ns, checkpoint.id, enc.writes)
+                first = puts[0].checkpoint
+                ns = self._data[key] = _Namespace(first.id, first.created_at)
+            for put, enc in zip(puts, encoded, strict=True):
+                ck = put.checkpoint
+                ns.head, ns.updated_at = ck.id, ck.created_at
+                ns.checkpoints[ck.id] = enc.row
+                ns.versions[ck.id] = dict(ck.versions)
+                for b in enc.blobs:
+                    ns.blobs[(b.channel, b.version)] = b
+                if enc.writes:
+                    self._store_writes(ns, ck.id, enc.writes)
 
     @staticmethod
-    def _bases(ns: _Namespace, checkpoint: Checkpoint) -> dict[str, ChainState]:
-        if not checkpoint.appends:
-            return {}
-        parent = ns.versions.get(checkpoint.parent_id or "")
-        if parent is None:
+    def _bases(
+        ns: _Namespace | None,
+        checkpoint: Checkpoint,
+        parent: Mapping[str, str] | None,
+        pending: Mapping[str, ChainState],
+    ) -> dict[str, ChainState]:
+        """Chain states at ``parent`` (its versions) of what ``checkpoint`` appended
+        to; ``pending`` holds those of a parent put in the same call, not yet stored."""
+        if not checkpoint.appends or parent is None:
             return {}
         out = {}
         for k, v in appended_bases(checkpoint, parent).items():
-            row = ns.blobs.get((k, v))
+            known = pending.get(k)
+            if known is not None and known.version == v:
+                out[k] = known
+                continue
+            row = ns.blobs.get((k, v)) if ns is not None else None
             if row is not None:
                 out[k] = ChainState.of(row)
         return out

@@ -31,6 +31,7 @@ from trellis.persist.base import (
     CheckpointTuple,
     Database,
     PendingWrite,
+    Put,
     thread_deleted,
 )
 from trellis.persist.serde import Serializer
@@ -42,7 +43,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_check``: the head moved (or a base was pruned)."""
 # Lowercase only, so the quoted name used here and an unquoted one elsewhere agree.
@@ -110,6 +111,9 @@ def _migrations(s: str) -> dict[int, list[str]]:
                     RETURN true;
                 END $$""",
         ],
+        # Nothing reads threads by time through an index, and with it every head
+        # move was a non-HOT update writing an entry into each index of the table.
+        2: [f"DROP INDEX IF EXISTS {s}.trellis_threads_by_time"],
     }
 
 
@@ -499,8 +503,25 @@ class PostgresSaver(SqlSaverMethods):
         checkpoint_ns: str = "",
         writes: Sequence[PendingWrite] = (),
     ) -> None:
-        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
-        await arun_job(self._sql.put_job(self.serde, self._cache, *args), self._arun)
+        await self.aput_many(
+            thread_id,
+            [Put(checkpoint, metadata, writes)],
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+        )
+
+    async def aput_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None:
+        job = self._sql.put_job(
+            self.serde, self._cache, thread_id, checkpoint_ns, puts, expected_head
+        )
+        await arun_job(job, self._arun)
 
     async def aput_writes(
         self,

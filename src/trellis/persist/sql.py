@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from trellis.errors import (
@@ -34,7 +35,7 @@ from trellis.errors import (
     CheckpointNotFoundError,
     ConcurrentUpdateError,
 )
-from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, ThreadInfo
+from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, Put, ThreadInfo
 from trellis.persist.storage import (
     INTERRUPT,
     BlobRow,
@@ -132,7 +133,12 @@ async def arun_job(job: Job[T], run: Callable[[Txn[Any]], Awaitable[Any]]) -> T:
 
 def _values(row: Any) -> tuple[Any, ...]:
     """A slots dataclass's fields, in order (the column order of its table)."""
-    return tuple(getattr(row, name) for name in row.__slots__)
+    return _GETTERS[type(row)](row)
+
+
+_GETTERS = {
+    cls: attrgetter(*cls.__slots__) for cls in (CheckpointRow, BlobRow, WriteRow)
+}  # one C call per row instead of a generator over its slots
 
 
 _COLS = "c.id, c.parent_id, c.step, c.created_at, c.metadata, c.codec, c.state, c.fingerprint"
@@ -160,6 +166,7 @@ class SqlDialect:
         self.blobs = f"{prefix}trellis_blobs"
         self.writes = f"{prefix}trellis_writes"
         self.tid = f"(SELECT tid FROM {self.threads} WHERE thread_id = ? AND checkpoint_ns = ?)"
+        self._inserts: dict[tuple[str, type[Any], tuple[str, ...], str], str] = {}
 
     def q(self, sql: str) -> str:
         return sql
@@ -317,49 +324,90 @@ class SqlDialect:
         cache: ChainCache,
         thread_id: str,
         ns: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
+        puts: Sequence[Put],
         expected_head: str | None,
-        writes: Sequence[PendingWrite],
     ) -> Plan[None]:
-        bases = yield from self._bases(serde, cache, thread_id, ns, checkpoint)
-        enc = encode_put(serde, checkpoint, metadata, bases=bases, writes=writes)
-        me, tid = checkpoint.id, (thread_id, ns)
+        """Store ``puts`` (each the parent of the next) and move the head once, from
+        ``expected_head`` to the last of them."""
+        tid = (thread_id, ns)
+        last = puts[-1].checkpoint
         moved = f"thread {thread_id!r}: the head is no longer {expected_head!r}; another writer"
-        now = float(checkpoint.created_at)
-        stmts = [self.advance_head(thread_id, ns, expected_head, me, now, moved + " advanced it")]
-        deltas = {b.channel: b.base_version for b in enc.blobs if b.base_version is not None}
-        if deltas:
-            # The bases were read before this transaction; a concurrent prune may
-            # have removed them since. Checked after the head lock is held.
-            pruned = f"thread {thread_id!r}: the parent checkpoint was pruned meanwhile"
-            stmts.append(self.require_blobs(thread_id, ns, json.dumps(deltas), len(deltas), pruned))
-        stmts.append(Stmt(self._insert(self.checkpoints, CheckpointRow), (*tid, *_values(enc.row))))
-        if enc.blobs:
-            many = [(*tid, *_values(b)) for b in enc.blobs]
-            stmts.append(Stmt(self._insert(self.blobs, BlobRow), many=many))
-        stmts += self._write_stmts(thread_id, ns, me, enc.writes)
+        now = float(last.created_at)
+        stmts = [
+            self.advance_head(thread_id, ns, expected_head, last.id, now, moved + " advanced it")
+        ]
+        ours = {put.checkpoint.id for put in puts}
+        # Chain states as of the checkpoint put last, by channel: the head's, as far
+        # as the cache knows them, updated by each put.
+        head = cache.get(thread_id, ns, expected_head) if expected_head is not None else None
+        chains: dict[str, ChainState] = dict(head[1]) if head is not None else {}
+        all_bases: dict[str, ChainState] = {}
+        parent: Mapping[str, str] | None = None
+        for put in puts:
+            ck = put.checkpoint
+            bases = yield from self._bases(serde, cache, thread_id, ns, ck, parent, chains)
+            enc = encode_put(serde, ck, put.metadata, bases=bases, writes=put.writes)
+            deltas = {
+                b.channel: b.base_version
+                for b in enc.blobs
+                if b.base_version is not None and b.base_version not in ours
+            }
+            if deltas:
+                # The bases were read before this transaction; a concurrent prune may
+                # have removed them since. Checked after the head lock is held.
+                pruned = f"thread {thread_id!r}: the parent checkpoint was pruned meanwhile"
+                stmts.append(
+                    self.require_blobs(thread_id, ns, json.dumps(deltas), len(deltas), pruned)
+                )
+            insert = self._insert(self.checkpoints, CheckpointRow)
+            stmts.append(Stmt(insert, (*tid, *_values(enc.row))))
+            if enc.blobs:
+                many = [(*tid, *_values(b)) for b in enc.blobs]
+                stmts.append(Stmt(self._insert(self.blobs, BlobRow), many=many))
+            stmts += self._write_stmts(thread_id, ns, ck.id, enc.writes)
+            all_bases.update(bases)
+            chains.update(enc.chains)
+            parent = ck.versions
         yield Batch(stmts, final=True)
-        cache.store(thread_id, ns, me, checkpoint.versions, enc.chains, bases)
+        cache.store(thread_id, ns, last.id, last.versions, chains, all_bases)
 
     def _insert(
         self, table: str, row: type[Any], extra: Sequence[str] = (), suffix: str = ""
     ) -> str:
         """``INSERT`` of a row dataclass's fields (after ``extra`` columns) into
         ``table``, the thread's tid looked up from its (thread_id, ns) parameters."""
-        names = [*extra, *(f.name for f in fields(row))]
-        marks = ", ".join(self.json_param if n == "metadata" else "?" for n in names)
-        columns = ", ".join(names)
-        return self.q(f"INSERT INTO {table} (tid, {columns}) VALUES ({self.tid}, {marks}){suffix}")
+        key = (table, row, tuple(extra), suffix)
+        sql = self._inserts.get(key)
+        if sql is None:  # built once: every put needs two or three of these
+            names = [*extra, *(f.name for f in fields(row))]
+            marks = ", ".join(self.json_param if n == "metadata" else "?" for n in names)
+            columns = ", ".join(names)
+            sql = f"INSERT INTO {table} (tid, {columns}) VALUES ({self.tid}, {marks}){suffix}"
+            sql = self._inserts[key] = self.q(sql)
+        return sql
 
     def _bases(
-        self, serde: Serde, cache: ChainCache, thread_id: str, ns: str, checkpoint: Checkpoint
+        self,
+        serde: Serde,
+        cache: ChainCache,
+        thread_id: str,
+        ns: str,
+        checkpoint: Checkpoint,
+        parent: Mapping[str, str] | None = None,
+        chains: Mapping[str, ChainState] | None = None,
     ) -> Generator[Batch, list[Rows], dict[str, ChainState]]:
-        """Chain states, at the parent, of the channels this checkpoint appended to."""
+        """Chain states, at the parent, of the channels this checkpoint appended to.
+
+        ``parent``/``chains``: the parent's versions and known chain states, when
+        the parent is put in the same transaction (so neither cache nor tables have it).
+        """
         if not checkpoint.appends or checkpoint.parent_id is None:
             return {}
-        hit = cache.get(thread_id, ns, checkpoint.parent_id)
-        if hit is not None:
+        hit = cache.get(thread_id, ns, checkpoint.parent_id) if parent is None else None
+        known: Mapping[str, ChainState]
+        if parent is not None:
+            parent_versions, known = parent, chains or {}
+        elif hit is not None:
             parent_versions, known = hit
         else:
             sql = (
@@ -422,23 +470,24 @@ class SqlDialect:
         cache: ChainCache,
         thread_id: str,
         ns: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
+        puts: Sequence[Put],
         expected_head: str | None,
-        writes: Sequence[PendingWrite],
     ) -> Job[None]:
-        """A put; losing the head race to the very same checkpoint (our own earlier
-        attempt, whose acknowledgement was lost) counts as success."""
-        plan = self.put_plan(
-            serde, cache, thread_id, ns, checkpoint, metadata, expected_head, writes
-        )
-        duplicate = f"thread {thread_id!r} already has checkpoint {checkpoint.id!r}"
+        """A put of one or more checkpoints; losing the head race to the very same
+        last checkpoint (our own earlier attempt, whose acknowledgement was lost)
+        counts as success."""
+        if not puts:
+            return
+        last = puts[-1].checkpoint.id
+        plan = self.put_plan(serde, cache, thread_id, ns, puts, expected_head)
+        ids = ", ".join(repr(put.checkpoint.id) for put in puts)
+        duplicate = f"thread {thread_id!r} already has checkpoint {ids}"
         try:
             yield Txn(plan, write=True, integrity=lambda: ConcurrentUpdateError(duplicate))
         except ConcurrentUpdateError:
             sql = f"SELECT head_id FROM {self.threads} WHERE thread_id = ? AND checkpoint_ns = ?"
             rows = yield Txn(self._select(sql, (thread_id, ns)))
-            if not rows or rows[0][0] != checkpoint.id:
+            if not rows or rows[0][0] != last:
                 raise
 
     def _select(self, sql: str, params: Sequence[Any]) -> Plan[Rows]:

@@ -16,6 +16,7 @@ from trellis.persist.base import (
     Checkpoint,
     CheckpointTuple,
     PendingWrite,
+    Put,
     ThreadInfo,
     thread_deleted,
 )
@@ -60,8 +61,25 @@ class SqlSaverMethods:
         checkpoint_ns: str = "",
         writes: Sequence[PendingWrite] = (),
     ) -> None:
-        args = (thread_id, checkpoint_ns, checkpoint, metadata, expected_head, writes)
-        run_job(self._sql.put_job(self.serde, self._cache, *args), self._run)
+        self.put_many(
+            thread_id,
+            [Put(checkpoint, metadata, writes)],
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+        )
+
+    def put_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None:
+        job = self._sql.put_job(
+            self.serde, self._cache, thread_id, checkpoint_ns, puts, expected_head
+        )
+        run_job(job, self._run)
 
     def put_writes(
         self,

@@ -20,7 +20,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE trellis_threads (
@@ -69,6 +69,9 @@ _MIGRATIONS: Final[dict[int, list[str]]] = {
                 ON DELETE CASCADE
         ) WITHOUT ROWID""",
     ],
+    # Nothing reads threads by time through an index (listing sorts, pruning scans),
+    # and keeping it cost a page write on every put.
+    2: ["DROP INDEX IF EXISTS trellis_threads_by_time"],
 }
 _SYNC_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
