@@ -123,7 +123,7 @@ class CompiledStateGraph:
             modes=modes,
             saver=self.checkpointer or None,
             durability=_durability(kwargs.get("durability") or self.options.get("durability")),
-            breakpoints=(_names(before), _names(after)),
+            breakpoints=(_names(before), _names(after)) if before or after else _NO_BREAKPOINTS,
             options=self.options,
         )
         if loop.saver is None:
@@ -515,6 +515,7 @@ def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[An
 
 
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_BREAKPOINTS = (_NO_NAMES, _NO_NAMES)  # shared by every run that stops nowhere
 _DURABILITY = ("sync", "async", "exit")
 
 
