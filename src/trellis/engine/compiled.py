@@ -344,11 +344,13 @@ class CompiledStateGraph:
             ]
             return chunks[-1] if chunks else None
         loop = await self._async_loop(input, config, context, (), kwargs)
-        steps = drivers.arun_steps(loop) if loop.observer else drivers.asteps(loop)
         error = None
         try:
-            async for _ in steps:
-                pass
+            if loop.observer is None:
+                await drivers.arun(loop)
+            else:
+                async for _ in drivers.arun_steps(loop):
+                    pass
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         if error is not None:
