@@ -228,7 +228,6 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
         if done:  # a task that finished after an interrupt no longer waits on it
             task.done = True
             task.update = update or None
-            task.output = task.update
             if task.interrupts:
                 interrupts = [i for i in interrupts if i not in task.interrupts]
                 task.interrupts = []
