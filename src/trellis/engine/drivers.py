@@ -504,7 +504,10 @@ async def arun(loop: RunLoop) -> None:
                 task = todo[0]
                 try:
                     if task.node.plain_async:
-                        token = CURRENT_TASK.set(task)
+                        # Set and set back rather than reset(token): the token would be
+                        # one more object per waiting run. Unset and None read the same.
+                        outer = CURRENT_TASK.get()
+                        CURRENT_TASK.set(task)
                         try:
                             task.accept(await task.node.fn(task.input))
                             task.done = True
@@ -515,7 +518,7 @@ async def arun(loop: RunLoop) -> None:
                         except Exception as exc:
                             await _afailed(task, exc)
                         finally:
-                            CURRENT_TASK.reset(token)
+                            CURRENT_TASK.set(outer)
                     else:
                         await arun_task(task)
                 except Exception as exc:
