@@ -144,7 +144,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.deferred = set(pending.get("deferred", ()))
     loop.run_id = saved.metadata.get("run_id") or loop.run_id
     loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
-    loop.stop = loop.step + 1 + loop.recursion_limit
+    loop.first_step = loop.step + 1
     if "start" in pending:
         from trellis.engine.task import PULL, Task
         from trellis.types import START

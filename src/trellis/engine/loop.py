@@ -50,6 +50,7 @@ class RunLoop:
         "durability",
         "effects",
         "expected_head",
+        "first_step",
         "head",
         "interrupts",
         "modes",
@@ -70,7 +71,6 @@ class RunLoop:
         "start_task",
         "status",
         "step",
-        "stop",
         "subgraphs",
         "thread_id",
         "track",
@@ -103,7 +103,9 @@ class RunLoop:
         self.modes = modes
         self.values: dict[str, Any] = {}
         self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
-        self.stop = recursion_limit
+        # The step recursion_limit counts from. Kept rather than the step the run
+        # stops at: that is a large int, an object per run; this one is usually small.
+        self.first_step = 0
         # What the next step runs: shared empty lists until commit() adds something,
         # so a run waiting in a node holds no list for the step after it.
         self.next_nodes: list[str] = _NO_LIST
@@ -173,7 +175,7 @@ class RunLoop:
                 if self.track:
                     self.updated.add(key)
         update = value if isinstance(value, Command) else self.check_input(value)
-        self.stop = self.step + 2 + self.recursion_limit
+        self.first_step = self.step + 2
         self.step += 1
         self.visits = _NO_DICT
         self.next_nodes = _NO_LIST
@@ -241,7 +243,7 @@ class RunLoop:
             self.status = "interrupt_before"
             return []
         self.resuming = False
-        if self.step + 1 > self.stop:
+        if self.step + 1 - self.first_step > self.recursion_limit:
             pending = [*names, *(s.node for s in sends), *sorted(self.deferred)]
             raise GraphRecursionError(
                 f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
