@@ -123,7 +123,7 @@ class CompiledStateGraph:
             modes=modes,
             saver=self.checkpointer or None,
             durability=_durability(kwargs.get("durability") or self.options.get("durability")),
-            breakpoints=(_names(before), _names(after)),
+            breakpoints=(_names(before), _names(after)) if before or after else _NO_BREAKPOINTS,
             options=self.options,
         )
         if loop.saver is None:
@@ -344,11 +344,13 @@ class CompiledStateGraph:
             ]
             return chunks[-1] if chunks else None
         loop = await self._async_loop(input, config, context, (), kwargs)
-        steps = drivers.arun_steps(loop) if loop.observer else drivers.asteps(loop)
         error = None
         try:
-            async for _ in steps:
-                pass
+            if loop.observer is None:
+                await drivers.arun(loop)
+            else:
+                async for _ in drivers.arun_steps(loop):
+                    pass
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         if error is not None:
@@ -515,6 +517,7 @@ def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[An
 
 
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_BREAKPOINTS = (_NO_NAMES, _NO_NAMES)  # shared by every run that stops nowhere
 _DURABILITY = ("sync", "async", "exit")
 
 

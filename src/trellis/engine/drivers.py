@@ -34,7 +34,7 @@ from trellis.errors import TrellisError
 from trellis.persist.base import Put
 from trellis.types import START
 
-__all__ = ["arun_steps", "asteps", "run_steps"]
+__all__ = ["arun", "arun_steps", "asteps", "run_steps"]
 
 _pool: Any = None  # a ThreadPoolExecutor, made on the first parallel step
 _pool_lock = threading.Lock()
@@ -496,25 +496,8 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             obs.step_start(loop, todo)
         try:
             if len(todo) == 1:
-                task = todo[0]
                 try:
-                    if task.node.plain_async and obs is None:
-                        # The common case, inlined: a run waiting on its node holds one
-                        # frame less (it matters with 10,000 runs in flight).
-                        token = CURRENT_TASK.set(task)
-                        try:
-                            task.accept(await task.node.fn(task.input))
-                            task.done = True
-                        except GraphInterrupt as signal:
-                            task.interrupts = list(signal.interrupts)
-                        except ParentCommand:
-                            raise
-                        except Exception as exc:
-                            await _afailed(task, exc)
-                        finally:
-                            CURRENT_TASK.reset(token)
-                    else:
-                        await arun_task(task)
+                    await arun_task(todo[0])
                 except Exception as exc:
                     raise StepFailed(exc) from exc
             else:
@@ -543,6 +526,65 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             if loop.saved:
                 for chunk in checkpoint_chunks(loop):
                     yield chunk
+        if loop.status == "interrupt_after":
+            break
+    loop.finish()
+    if loop.effects:
+        await aperform(loop)
+
+
+async def arun(loop: RunLoop) -> None:
+    """``asteps`` for a run that nobody streams or observes (``ainvoke``).
+
+    A coroutine, not an async generator: each run in flight then holds no
+    ``asend`` awaitable and no entry in the event loop's weak set of async
+    generators. A lone plain async node is awaited inline, one frame less again
+    (it matters with 10,000 runs in flight).
+    """
+    while True:
+        tasks = loop.tick()
+        if loop.effects:
+            await aperform(loop)
+        if not tasks:
+            break
+        todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
+        try:
+            if len(todo) == 1:
+                task = todo[0]
+                try:
+                    if task.node.plain_async:
+                        # Set and set back rather than reset(token): the token would be
+                        # one more object per waiting run. Unset and None read the same.
+                        outer = CURRENT_TASK.get()
+                        CURRENT_TASK.set(task)
+                        try:
+                            task.accept(await task.node.fn(task.input))
+                            task.done = True
+                        except GraphInterrupt as signal:
+                            task.interrupts = list(signal.interrupts)
+                        except ParentCommand:
+                            raise
+                        except Exception as exc:
+                            await _afailed(task, exc)
+                        finally:
+                            CURRENT_TASK.set(outer)
+                    else:
+                        await arun_task(task)
+                except Exception as exc:
+                    raise StepFailed(exc) from exc
+            else:
+                await arun_tasks(todo)
+        except StepFailed:
+            loop.fail(tasks)
+            await aperform(loop)
+            raise
+        if any(t.interrupts for t in todo):
+            loop.suspend(tasks)
+            await aperform(loop)
+            return
+        loop.commit(tasks)
+        if loop.effects:
+            await aperform(loop)
         if loop.status == "interrupt_after":
             break
     loop.finish()

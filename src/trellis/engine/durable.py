@@ -151,7 +151,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.deferred = set(pending.get("deferred", ()))
     loop.run_id = saved.metadata.get("run_id") or loop.run_id
     loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
-    loop.stop = loop.step + 1 + loop.recursion_limit
+    loop.first_step = loop.step + 1
     if "start" in pending:
         from trellis.engine.task import PULL, Task
         from trellis.types import START
@@ -235,7 +235,6 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
         if done:  # a task that finished after an interrupt no longer waits on it
             task.done = True
             task.update = update or None
-            task.output = task.update
             if task.interrupts:
                 interrupts = [i for i in interrupts if i not in task.interrupts]
                 task.interrupts = []

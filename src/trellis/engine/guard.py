@@ -236,7 +236,6 @@ def route_failure(task: Task, exc: BaseException) -> Any:
         "time": time.time(),
     }
     task.update = {**(task.update or {}), "errors": [record]}
-    task.output = task.update
     task.goto = [target] if target != END else []
     task.halt = True
     task.error = None
@@ -246,7 +245,7 @@ def route_failure(task: Task, exc: BaseException) -> Any:
 
 def finish_handled(task: Task, out: Any) -> None:
     """The error handler's result becomes the task's; the failed node's edges do not fire."""
-    task.update = task.output = task.pre_update = None
+    task.update = task.pre_update = None
     task.goto = []
     task.accept(out)
     task.halt = True

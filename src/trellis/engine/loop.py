@@ -30,7 +30,7 @@ MISSING: Any = object()
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
-_NO_LIST: list[Any] = []  # shared, never appended to: see _effect and _compensable
+_NO_LIST: list[Any] = []  # shared, never appended to: see _effect, _compensable and commit
 NO_RESUME: Any = object()
 
 
@@ -52,6 +52,7 @@ class RunLoop:
         "durability",
         "effects",
         "expected_head",
+        "first_step",
         "head",
         "interrupts",
         "modes",
@@ -72,7 +73,6 @@ class RunLoop:
         "start_task",
         "status",
         "step",
-        "stop",
         "subgraphs",
         "thread_id",
         "track",
@@ -99,15 +99,19 @@ class RunLoop:
     ) -> None:
         self.plan = plan
         self.config = config
-        self.configurable: dict[str, Any] = config.get("configurable") or {}
+        self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
         self.context = context
         self.recursion_limit = recursion_limit
         self.modes = modes
         self.values: dict[str, Any] = {}
         self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
-        self.stop = recursion_limit
-        self.next_nodes: list[str] = []
-        self.next_sends: list[Send] = []
+        # The step recursion_limit counts from. Kept rather than the step the run
+        # stops at: that is a large int, an object per run; this one is usually small.
+        self.first_step = 0
+        # What the next step runs: shared empty lists until commit() adds something,
+        # so a run waiting in a node holds no list for the step after it.
+        self.next_nodes: list[str] = _NO_LIST
+        self.next_sends: list[Send] = _NO_LIST
         self.barriers: dict[int, set[str]] = _NO_BARRIERS
         self.visits: dict[str, int] = _NO_DICT
         # Empty frozensets are shared: a run that never defers allocates no set.
@@ -173,11 +177,11 @@ class RunLoop:
                 if self.track:
                     self.updated.add(key)
         update = value if isinstance(value, Command) else self.check_input(value)
-        self.stop = self.step + 2 + self.recursion_limit
+        self.first_step = self.step + 2
         self.step += 1
         self.visits = _NO_DICT
-        self.next_nodes = []
-        self.next_sends = []
+        self.next_nodes = _NO_LIST
+        self.next_sends = _NO_LIST
         self.deferred = _NONE
         self.barriers = _NO_BARRIERS
         self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
@@ -239,7 +243,7 @@ class RunLoop:
             self.status = "interrupt_before"
             return []
         self.resuming = False
-        if self.step + 1 > self.stop:
+        if self.step + 1 - self.first_step > self.recursion_limit:
             pending = [*names, *(s.node for s in sends), *sorted(self.deferred)]
             raise GraphRecursionError(
                 f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
@@ -256,8 +260,8 @@ class RunLoop:
             release = False
             if len(names) > 1:
                 names = sorted(set(names))
-        self.next_nodes = []
-        self.next_sends = []
+        self.next_nodes = _NO_LIST
+        self.next_sends = _NO_LIST
         self.step += 1
         nodes = self.plan.nodes
         values = self.values
@@ -369,6 +373,8 @@ class RunLoop:
                 else:
                     self.apply(values, update)
         next_nodes = self.next_nodes
+        if next_nodes is _NO_LIST:
+            next_nodes = self.next_nodes = []
         for task in tasks:
             node = task.node
             # A task routed elsewhere (by a gate or on_error) does not fire its edges.
@@ -386,6 +392,8 @@ class RunLoop:
                 if type(target) is str:
                     next_nodes.append(target)
                 else:
+                    if self.next_sends is _NO_LIST:
+                        self.next_sends = []
                     self.next_sends.append(target)
         compensable = [t.name for t in tasks if t.node.compensate is not None and t.done]
         if self.saver is not None and self.durability != "exit":

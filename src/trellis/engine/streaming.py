@@ -38,7 +38,7 @@ def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
         if debug:
             yield "debug", _debug_result(task)
         if updates:
-            yield "updates", {task.name: task.output}
+            yield "updates", {task.name: task.update}
     if loop.wrote and "values" in modes:
         yield "values", loop.values_chunk()
 

@@ -51,7 +51,6 @@ class Task:
         "nested",
         "node",
         "once",
-        "output",
         "path",
         "pre_update",
         "resume",
@@ -73,7 +72,6 @@ class Task:
         self.path = path
         self._id: str | None = None
         self.update: dict[str, Any] | None = None
-        self.output: Any = None
         # Shared empty tuples until something is added: most tasks add nothing.
         self.goto: list[Any] = _EMPTY  # type: ignore[assignment]
         self.error: BaseException | None = None
@@ -256,7 +254,6 @@ class Task:
             )
         if self.update is None:
             self.update = update
-            self.output = update
             return
         # Several Commands from one node: fold them, as one task's writes.
         reducers = self.loop.plan.reducers
@@ -272,7 +269,6 @@ class Task:
                     "Commands), and it keeps only one value; give it a reducer"
                 )
         self.update = merged
-        self.output = merged
 
     # -- conditional edges --------------------------------------------------
 
