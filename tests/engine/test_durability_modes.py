@@ -422,6 +422,37 @@ async def test_a_failed_async_checkpoint_write_fails_the_run_and_resumes(
     assert ledger.ran == {"A": 2, "B": 1, "C": 1}
 
 
+async def test_an_async_resume_whose_step_had_finished_every_task_runs_none_again(
+    faulty: Callable[..., FaultySaver],
+) -> None:
+    # Both branches finish and their writes are saved, then the step's checkpoint
+    # (put #3) fails: on resume nothing of that step is left to run.
+    saver = faulty(fail={"put": {3}}, error=ERRORS["connection-reset"])
+    ran: Counter[str] = Counter()
+
+    def branch(name: str) -> Any:
+        async def fn(state: S) -> dict[str, Any]:
+            ran[name] += 1
+            return {"trail": [name]}
+
+        return fn
+
+    builder = StateGraph(S)
+    builder.add_node("L", branch("L"))
+    builder.add_node("R", branch("R"))
+    builder.add_node("join", branch("join"))
+    builder.add_edge(START, "L")
+    builder.add_edge(START, "R")
+    builder.add_edge(["L", "R"], "join")
+    graph = builder.compile(checkpointer=saver)
+    cfg = config()
+    with pytest.raises(ConnectionError):
+        await graph.ainvoke({"trail": [], "total": 0}, cfg)
+    out = await graph.ainvoke(None, cfg)
+    assert out["trail"] == ["L", "R", "join"]
+    assert ran == {"L": 1, "R": 1, "join": 1}
+
+
 def test_a_once_result_whose_save_failed_is_saved_with_the_failure(
     faulty: Callable[..., FaultySaver],
 ) -> None:

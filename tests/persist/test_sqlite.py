@@ -148,6 +148,9 @@ def test_a_run_commits_its_input_with_the_step_that_applies_it(db: Path) -> None
     seen.clear()
     assert graph.invoke({"n": 2}, config) == {"n": 30}  # on a thread that has a head
     assert seen.count("BEGIN IMMEDIATE") == 3
+    seen.clear()
+    assert asyncio.run(graph.ainvoke({"n": 3}, config)) == {"n": 40}
+    assert seen.count("BEGIN IMMEDIATE") == 3
 
 
 def test_writers_on_two_connections_race_safely(db: Path) -> None:

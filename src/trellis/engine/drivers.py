@@ -405,6 +405,8 @@ async def _afailed(task: Task, exc: BaseException) -> None:
 async def arun_tasks(tasks: list[Task]) -> None:
     import asyncio  # on use: asyncio is slow to import, and `invoke` never needs it
 
+    if not tasks:  # a resumed step whose tasks all finished before the crash
+        return
     loop = tasks[0].loop  # several tasks: asteps runs a lone one itself
     keep = loop.saver is not None and loop.durability != "exit" and loop.checkpoint_id is not None
 
@@ -543,7 +545,7 @@ async def arun(loop: RunLoop) -> None:
     """
     while True:
         tasks = loop.tick()
-        if loop.effects:
+        if loop.effects and not _applies_input(tasks):
             await aperform(loop)
         if not tasks:
             break
