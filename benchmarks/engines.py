@@ -163,8 +163,10 @@ def _accepted(fn: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def postgres_schema(url: str) -> Iterator[str]:
-    """A fresh schema for one benchmark; yields a URL whose search_path points at it.
+def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
+    """A fresh schema for one benchmark; yields its name and a URL whose
+    search_path points at it (LangGraph's saver uses the search path, Trellis's
+    takes the schema by name).
 
     The schema is dropped afterwards, so nothing is left in the shared database.
     """
@@ -181,14 +183,15 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
             sep = "&" if "?" in url else "?"
-            yield f"{url}{sep}options={quote(f'-c search_path={schema}')}"
+            yield schema, f"{url}{sep}options={quote(f'-c search_path={schema}')}"
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @contextlib.contextmanager
-def postgres_saver(engine: str, url: str) -> Iterator[Any]:
-    """A Postgres checkpointer of ``engine`` on ``url`` (tables created by ``setup()``)."""
+def postgres_saver(engine: str, url: str, schema: str) -> Iterator[Any]:
+    """A Postgres checkpointer of ``engine`` on ``url`` whose tables ``setup()`` creates
+    in ``schema``."""
     with contextlib.ExitStack() as stack:
         if engine == "langgraph":
             import psycopg
@@ -201,7 +204,7 @@ def postgres_saver(engine: str, url: str) -> Iterator[Any]:
         else:
             cls = api(engine).PostgresSaver
             factory = getattr(cls, "from_conn_string", None)
-            made = factory(url) if factory else cls(url)
+            made = factory(url, schema=schema) if factory else cls(url, schema=schema)
             saver = stack.enter_context(made) if hasattr(made, "__enter__") else made
             if hasattr(saver, "close") and not hasattr(made, "__enter__"):
                 stack.callback(saver.close)

@@ -64,7 +64,10 @@ def open_saver(kind: str, engine: str, cfg: Config) -> Iterator[Any]:
         with sqlite_saver(engine, path, cfg.sqlite_synchronous) as saver:
             yield saver
     elif kind == "postgres":
-        with postgres_schema(cfg.pg_url) as url, postgres_saver(engine, url) as saver:
+        with (
+            postgres_schema(cfg.pg_url) as (schema, url),
+            postgres_saver(engine, url, schema) as saver,
+        ):
             yield saver
     else:
         raise ValueError(kind)

@@ -248,6 +248,21 @@ async def test_aput_many_matches_put_many(saver: Any) -> None:
     h.check(saver.get_tuple(h.thread_id, ids[0]), ids[0])
 
 
+def test_a_delta_whose_base_was_pruned_meanwhile_is_refused(backend: Any) -> None:
+    if backend.kind == "memory":
+        pytest.skip("only the SQL savers read delta bases before their write transaction")
+    saver = backend.make()
+    h = History(saver)
+    h.put(append={"log": ["x" * 200]})  # a big anchor, so the next append is a delta
+    head = h.head
+    # Another process prunes the base away between this saver's read and its write.
+    backend.execute("DELETE FROM trellis_blobs WHERE version = ?", (head,))
+    with pytest.raises(ConcurrentUpdateError, match="pruned meanwhile"):
+        h.put(append={"log": ["y"]})
+    assert backend.execute("SELECT id FROM trellis_checkpoints") == [(head,)]
+    assert backend.execute("SELECT head_id FROM trellis_threads") == [(head,)]
+
+
 def test_put_writes_is_idempotent_and_ordered(saver: Any) -> None:
     h = History(saver)
     cid = h.put(set={"n": 1})

@@ -35,7 +35,7 @@ from trellis.persist.base import (
     thread_deleted,
 )
 from trellis.persist.serde import Serializer
-from trellis.persist.sql import Batch, ChainCache, Plan, SqlDialect, Stmt, Txn, arun_job
+from trellis.persist.sql import Batch, ChainCache, Plan, PutRows, SqlDialect, Stmt, Txn, arun_job
 from trellis.persist.sql_saver import SqlSaverMethods
 from trellis.persist.storage import Serde, check_prune_args, retention
 
@@ -43,7 +43,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_check``: the head moved (or a base was pruned)."""
 # Lowercase only, so the quoted name used here and an unquoted one elsewhere agree.
@@ -114,7 +114,72 @@ def _migrations(s: str) -> dict[int, list[str]]:
         # Nothing reads threads by time through an index, and with it every head
         # move was a non-HOT update writing an entry into each index of the table.
         2: [f"DROP INDEX IF EXISTS {s}.trellis_threads_by_time"],
+        # A put as one statement: sent alone, with no BEGIN and COMMIT around it,
+        # it costs one client-server exchange instead of five in a pipeline.
+        3: [_put_function(s)],
     }
+
+
+def _put_function(s: str) -> str:
+    """``trellis_put``: what SqlDialect.put_stmts does, as one server-side call.
+
+    Rows travel as one JSON document (``c``heckpoints, ``b``lobs, ``w``rites: one
+    array per row) and their bytes as one ``bytea`` they point into by offset and
+    length: two parameters instead of thirty arrays, which psycopg adapts slowly.
+    The head compare-and-set comes first, so the thread row stays locked for the
+    checks after it; a moved head or a pruned base raises the conflict SQLSTATE, a
+    duplicate id a unique violation.
+    """
+    return f"""CREATE OR REPLACE FUNCTION {s}.trellis_put(
+            p_thread text, p_ns text, p_expected text, p_head text, p_now double precision,
+            p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea
+        ) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            v_tid bigint;
+            w jsonb;
+        BEGIN
+            IF p_expected IS NULL THEN
+                INSERT INTO {s}.trellis_threads (thread_id, checkpoint_ns, head_id, updated_at)
+                VALUES (p_thread, p_ns, p_head, p_now) ON CONFLICT DO NOTHING
+                RETURNING tid INTO v_tid;
+            ELSE
+                UPDATE {s}.trellis_threads SET head_id = p_head, updated_at = p_now
+                WHERE thread_id = p_thread AND checkpoint_ns = p_ns AND head_id = p_expected
+                RETURNING tid INTO v_tid;
+            END IF;
+            IF v_tid IS NULL THEN
+                RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_moved;
+            END IF;
+            IF p_required IS NOT NULL AND EXISTS (
+                SELECT 1 FROM jsonb_each_text(p_required) r
+                WHERE NOT EXISTS (SELECT 1 FROM {s}.trellis_blobs b
+                    WHERE b.tid = v_tid AND b.channel = r.key AND b.version = r.value)
+            ) THEN
+                RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_pruned;
+            END IF;
+            INSERT INTO {s}.trellis_checkpoints
+                (tid, id, parent_id, step, created_at, metadata, codec, state, fingerprint)
+            SELECT v_tid, c->>0, c->>1, (c->>2)::bigint, (c->>3)::float8, (c->>4)::jsonb,
+                c->>5, substring(p_data FROM (c->>7)::int + 1 FOR (c->>8)::int), c->>6
+            FROM jsonb_array_elements(p_rows->'c') c;
+            INSERT INTO {s}.trellis_blobs (tid, channel, version, kind, base_version,
+                anchor_version, deltas, delta_bytes, value_bytes, codec, data)
+            SELECT v_tid, b->>0, b->>1, b->>2, b->>3, b->>4, (b->>5)::int, (b->>6)::bigint,
+                (b->>7)::bigint, b->>8, substring(p_data FROM (b->>9)::int + 1 FOR (b->>10)::int)
+            FROM jsonb_array_elements(p_rows->'b') b;
+            -- One row at a time: ordinary writes are kept if present, special ones
+            -- replaced, and a later row of the same key wins (as executemany did).
+            FOR w IN SELECT * FROM jsonb_array_elements(p_rows->'w') LOOP
+                INSERT INTO {s}.trellis_writes AS t (tid, checkpoint_id, task_id, idx, task_name,
+                    channel, codec, data)
+                VALUES (v_tid, w->>0, w->>1, (w->>2)::int, w->>3, w->>4, w->>5,
+                    substring(p_data FROM (w->>6)::int + 1 FOR (w->>7)::int))
+                ON CONFLICT (tid, checkpoint_id, task_id, idx) DO UPDATE SET
+                    task_name = excluded.task_name, channel = excluded.channel,
+                    codec = excluded.codec, data = excluded.data
+                WHERE t.idx < 0;
+            END LOOP;
+        END $$"""
 
 
 class PostgresDialect(SqlDialect):
@@ -122,6 +187,7 @@ class PostgresDialect(SqlDialect):
 
     want = "jsonb_each_text(?::jsonb) w"
     json_param = "?::jsonb"
+    atomic_put = True
 
     def __init__(self, schema: str) -> None:
         self.schema = f'"{schema}"'
@@ -129,7 +195,20 @@ class PostgresDialect(SqlDialect):
         self.lock_thread = (
             f"SELECT tid FROM {self.threads} WHERE thread_id = ? ORDER BY tid FOR UPDATE"
         )
-        self._check = f"{self.schema}.trellis_check"
+        types = (
+            "text",
+            "text",
+            "text",
+            "text",
+            "float8",
+            "text",
+            "jsonb",
+            "text",
+            "jsonb",
+            "bytea",
+        )
+        args = ", ".join(f"%s::{t}" for t in types)
+        self._put_call = f"SELECT {self.schema}.trellis_put({args})"
 
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -140,22 +219,42 @@ class PostgresDialect(SqlDialect):
         # jsonb_each_text and for freshly filled tables are too poor to rely on.
         return f"CROSS JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {cond} OFFSET 0) {alias}"
 
-    def advance_head(
-        self, thread_id: str, ns: str, expected: str | None, new: str, now: float, message: str
-    ) -> Stmt:
-        # The same compare-and-set, checked by the server so a pipelined batch
-        # aborts before its commit when the head has moved.
-        change = super().advance_head(thread_id, ns, expected, new, now, message)
-        sql = f"WITH c AS ({change.sql}) SELECT {self._check}(count(*) = 1, ?) FROM c"
-        return Stmt(self.q(sql), (*change.params, message), required=message)
+    def put_stmts(self, rows: PutRows) -> list[Stmt]:
+        data = bytearray()
 
-    def require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
-        on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
-        sql = (
-            f"SELECT {self._check}(count(*) = ?, ?) FROM {self.want} "
-            f"{self.lookup('b', self.blobs, on)}"
+        def at(blob: bytes) -> tuple[int, int]:
+            data.extend(blob)
+            return len(data) - len(blob), len(blob)
+
+        doc = {
+            "c": [
+                [r.id, r.parent_id, r.step, r.created_at, r.metadata, r.codec, r.fingerprint,
+                 *at(r.state)]
+                for r in rows.checkpoints
+            ],
+            "b": [
+                [b.channel, b.version, b.kind, b.base_version, b.anchor_version, b.deltas,
+                 b.delta_bytes, b.value_bytes, b.codec, *at(b.data)]
+                for b in rows.blobs
+            ],
+            "w": [
+                [cid, w.task_id, w.idx, w.task_name, w.channel, w.codec, *at(w.data)]
+                for cid, w in rows.writes
+            ],
+        }  # fmt: skip
+        params = (
+            rows.thread_id,
+            rows.ns,
+            rows.expected_head,
+            rows.head,
+            rows.now,
+            rows.moved + " advanced it",
+            json.dumps(rows.required) if rows.required else None,
+            rows.pruned,
+            json.dumps(doc, ensure_ascii=False, allow_nan=False),
+            bytes(data),
         )
-        return Stmt(self.q(sql), (count, message, want, thread_id, ns), required=message)
+        return [Stmt(self._put_call, params)]
 
     def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         if not pairs:
@@ -426,13 +525,17 @@ class PostgresSaver(SqlSaverMethods):
             batch = next(plan)
             begin = auto
             while True:
-                with conn.pipeline():
-                    if begin:
-                        conn.execute(_BEGIN_RW if write else _BEGIN_RO)
-                        begin = False
+                if begin and batch.atomic and batch.final:  # a transaction by itself
                     curs = [_send(conn, stmt) for stmt in batch.stmts]
-                    if batch.final:
-                        _end(conn, auto, "COMMIT")
+                    begin = False
+                else:
+                    with conn.pipeline():
+                        if begin:
+                            conn.execute(_BEGIN_RW if write else _BEGIN_RO)
+                            begin = False
+                        curs = [_send(conn, stmt) for stmt in batch.stmts]
+                        if batch.final:
+                            _end(conn, auto, "COMMIT")
                 results = [c.fetchall() if c.description else [] for c in curs]
                 batch = plan.send(results)
         except StopIteration as stop:
@@ -450,13 +553,17 @@ class PostgresSaver(SqlSaverMethods):
             batch = next(plan)
             begin = auto
             while True:
-                async with conn.pipeline():
-                    if begin:
-                        await conn.execute(_BEGIN_RW if write else _BEGIN_RO)
-                        begin = False
+                if begin and batch.atomic and batch.final:  # a transaction by itself
                     curs = [await _asend(conn, stmt) for stmt in batch.stmts]
-                    if batch.final:
-                        await _aend(conn, auto, "COMMIT")
+                    begin = False
+                else:
+                    async with conn.pipeline():
+                        if begin:
+                            await conn.execute(_BEGIN_RW if write else _BEGIN_RO)
+                            begin = False
+                        curs = [await _asend(conn, stmt) for stmt in batch.stmts]
+                        if batch.final:
+                            await _aend(conn, auto, "COMMIT")
                 results = [await c.fetchall() if c.description else [] for c in curs]
                 batch = plan.send(results)
         except StopIteration as stop:

@@ -55,7 +55,18 @@ from trellis.persist.storage import (
     prune_plan,
 )
 
-__all__ = ["Batch", "ChainCache", "Job", "Plan", "SqlDialect", "Stmt", "Txn", "arun_job", "run_job"]
+__all__ = [
+    "Batch",
+    "ChainCache",
+    "Job",
+    "Plan",
+    "PutRows",
+    "SqlDialect",
+    "Stmt",
+    "Txn",
+    "arun_job",
+    "run_job",
+]
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -79,10 +90,15 @@ class Stmt:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Statements a driver may send together; ``final`` commits right after them."""
+    """Statements a driver may send together; ``final`` commits right after them.
+
+    ``atomic``: the batch is one statement that is a whole transaction by itself,
+    so a driver that has not begun one may send it alone (no BEGIN, no COMMIT).
+    """
 
     stmts: list[Stmt]
     final: bool = False
+    atomic: bool = False
 
 
 Plan = Generator[Batch, list[Rows], T]
@@ -99,6 +115,30 @@ class Txn(Generic[T]):
 
 
 Job = Generator[Txn[Any], Any, T]
+
+
+@dataclass(slots=True)
+class PutRows:
+    """One ``put_many``, encoded: the rows a dialect turns into statements."""
+
+    thread_id: str
+    ns: str
+    expected_head: str | None
+    head: str
+    """The last checkpoint's id: where the head moves."""
+    now: float
+    moved: str
+    """The message of the error raised when the head is not ``expected_head``."""
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+    blobs: list[BlobRow] = field(default_factory=list)
+    writes: list[tuple[str, WriteRow]] = field(default_factory=list)
+    """(checkpoint id, row) of each pending write."""
+    required: dict[str, str] = field(default_factory=dict)
+    """channel -> the stored version its delta extends, which must still exist."""
+
+    @property
+    def pruned(self) -> str:
+        return f"thread {self.thread_id!r}: the parent checkpoint was pruned meanwhile"
 
 
 def run_job(job: Job[T], run: Callable[[Txn[Any]], Any]) -> T:
@@ -159,6 +199,8 @@ class SqlDialect:
     """How a JSON text parameter is written where a JSON column is expected."""
     lock_thread: str | None = None
     """Locks a thread's rows for a prune (unneeded where a write transaction locks all)."""
+    atomic_put = False
+    """:meth:`put_stmts` gives one statement that is a transaction by itself."""
 
     def __init__(self, prefix: str = "") -> None:
         self.threads = f"{prefix}trellis_threads"
@@ -329,13 +371,9 @@ class SqlDialect:
     ) -> Plan[None]:
         """Store ``puts`` (each the parent of the next) and move the head once, from
         ``expected_head`` to the last of them."""
-        tid = (thread_id, ns)
         last = puts[-1].checkpoint
         moved = f"thread {thread_id!r}: the head is no longer {expected_head!r}; another writer"
-        now = float(last.created_at)
-        stmts = [
-            self.advance_head(thread_id, ns, expected_head, last.id, now, moved + " advanced it")
-        ]
+        rows = PutRows(thread_id, ns, expected_head, last.id, float(last.created_at), moved)
         ours = {put.checkpoint.id for put in puts}
         # Chain states as of the checkpoint put last, by channel: the head's, as far
         # as the cache knows them, updated by each put.
@@ -347,29 +385,43 @@ class SqlDialect:
             ck = put.checkpoint
             bases = yield from self._bases(serde, cache, thread_id, ns, ck, parent, chains)
             enc = encode_put(serde, ck, put.metadata, bases=bases, writes=put.writes)
-            deltas = {
-                b.channel: b.base_version
-                for b in enc.blobs
-                if b.base_version is not None and b.base_version not in ours
-            }
-            if deltas:
-                # The bases were read before this transaction; a concurrent prune may
-                # have removed them since. Checked after the head lock is held.
-                pruned = f"thread {thread_id!r}: the parent checkpoint was pruned meanwhile"
-                stmts.append(
-                    self.require_blobs(thread_id, ns, json.dumps(deltas), len(deltas), pruned)
-                )
-            insert = self._insert(self.checkpoints, CheckpointRow)
-            stmts.append(Stmt(insert, (*tid, *_values(enc.row))))
-            if enc.blobs:
-                many = [(*tid, *_values(b)) for b in enc.blobs]
-                stmts.append(Stmt(self._insert(self.blobs, BlobRow), many=many))
-            stmts += self._write_stmts(thread_id, ns, ck.id, enc.writes)
+            rows.checkpoints.append(enc.row)
+            for b in enc.blobs:
+                rows.blobs.append(b)
+                if b.base_version is not None and b.base_version not in ours:
+                    rows.required[b.channel] = b.base_version
+            rows.writes += [(ck.id, w) for w in enc.writes]
             all_bases.update(bases)
             chains.update(enc.chains)
             parent = ck.versions
-        yield Batch(stmts, final=True)
+        yield Batch(self.put_stmts(rows), final=True, atomic=self.atomic_put)
         cache.store(thread_id, ns, last.id, last.versions, chains, all_bases)
+
+    def put_stmts(self, rows: PutRows) -> list[Stmt]:
+        """The statements of one put: the head compare-and-set first, so every
+        check after it runs with the thread locked."""
+        thread_id, ns, tid = rows.thread_id, rows.ns, (rows.thread_id, rows.ns)
+        stmts = [
+            self.advance_head(
+                thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved + " advanced it"
+            )
+        ]
+        if rows.required:
+            # The bases were read before this transaction; a concurrent prune may
+            # have removed them since.
+            want = json.dumps(rows.required)
+            stmts.append(self.require_blobs(thread_id, ns, want, len(rows.required), rows.pruned))
+        insert = self._insert(self.checkpoints, CheckpointRow)
+        stmts += [Stmt(insert, (*tid, *_values(row))) for row in rows.checkpoints]
+        if rows.blobs:
+            many = [(*tid, *_values(b)) for b in rows.blobs]
+            stmts.append(Stmt(self._insert(self.blobs, BlobRow), many=many))
+        by_checkpoint: dict[str, list[WriteRow]] = {}
+        for checkpoint_id, w in rows.writes:
+            by_checkpoint.setdefault(checkpoint_id, []).append(w)
+        for checkpoint_id, writes in by_checkpoint.items():
+            stmts += self._write_stmts(thread_id, ns, checkpoint_id, writes)
+        return stmts
 
     def _insert(
         self, table: str, row: type[Any], extra: Sequence[str] = (), suffix: str = ""
