@@ -696,3 +696,46 @@ def test_schema_allowlist_round_trips_state() -> None:
 def test_pydantic_is_not_imported_by_the_serializer() -> None:
     code = "import sys, trellis.persist.serde; assert 'pydantic' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- many blobs at once (delta chains) -------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.integers(),
+                st.text(max_size=5),
+                st.binary(max_size=5),
+                st.tuples(st.integers()),
+                st.frozensets(st.integers(), max_size=2),
+            ),
+            max_size=4,
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_loads_many_equals_loads_of_each(parts: list[list[Any]], big: bool) -> None:
+    serde = Serializer(compress_threshold=64 if big else 16 * 1024)
+    blobs = [serde.dumps(part) for part in parts]
+    if big:  # some compressed blobs in the chain take the one-by-one path
+        blobs.append(serde.dumps(["x" * 200]))
+        parts = [*parts, ["x" * 200]]
+    assert serde.loads_many(blobs) == [serde.loads(c, d) for c, d in blobs] == parts
+
+
+def test_loads_many_names_the_corrupt_blob_and_reads_each_as_loads_would() -> None:
+    serde = Serializer()
+    blobs = [serde.dumps([i]) for i in range(20)]
+    flipped = bytearray(blobs[7][1])
+    flipped[0] ^= 0xFF
+    with pytest.raises(CheckpointCorruptError, match="checksum"):
+        serde.loads_many([*blobs[:7], (blobs[7][0], bytes(flipped)), *blobs[8:]], key="log")
+    # Two values under one valid checksum must not shift the later items: each
+    # blob reads as it would alone (its first value, as msgpack readers do).
+    body = ormsgpack.packb([1]) + ormsgpack.packb([2])
+    sneaky = ("msgpack", body + zlib.crc32(body).to_bytes(4, "big"))
+    assert serde.loads_many([blobs[0], sneaky, blobs[1]]) == [[0], [1], [1]]

@@ -21,12 +21,12 @@ from __future__ import annotations
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import ormsgpack
 
-from trellis.errors import SerializationError
+from trellis.errors import CheckpointCorruptError, SerializationError
 from trellis.persist.serde_codec import MAX_DEPTH, OPTS, build_specs, corrupt_error, type_label
 from trellis.persist.serde_decode import Decoder
 from trellis.persist.serde_encode import Encoder, Unsupported, is_plain
@@ -53,6 +53,8 @@ MAX_DECOMPRESSED_BYTES: Final = 1 << 30
 _ZLIB_LEVEL: Final = 3
 _CRC = struct.Struct(">I")
 _SMALL: Final = 4096
+_END: Final = "\x00trellis:end-of-batch"
+_END_PACKED: Final = ormsgpack.packb(_END)
 
 
 class Serializer:
@@ -175,6 +177,47 @@ class Serializer:
                 thread_id=thread_id,
             )
         raise corrupt_error(f"unknown codec {codec!r}", key=key, thread_id=thread_id)
+
+    def loads_many(
+        self,
+        blobs: Sequence[tuple[str, bytes]],
+        *,
+        key: str | None = None,
+        thread_id: str | None = None,
+    ) -> list[Any]:
+        """:meth:`loads` of each ``(codec, data)``, in order.
+
+        Small plain blobs (a delta chain's hundreds of short rows) are checked one
+        by one and decoded together, as one msgpack array of their bodies: one
+        decoder call instead of hundreds. Anything else, or any doubt, takes
+        :meth:`loads` per blob, which also names what is wrong.
+
+        >>> serde = Serializer()
+        >>> serde.loads_many([serde.dumps([1]), serde.dumps([2, 3])])
+        [[1], [2, 3]]
+        """
+        bodies = []
+        for codec, data in blobs:
+            if codec != MSGPACK or type(data) is not bytes or not 4 < len(data) <= _SMALL:
+                break
+            body = data[:-4]
+            if zlib.crc32(body) != int.from_bytes(data[-4:]):
+                break
+            bodies.append(body)
+        else:
+            # The end marker shows every body held exactly one value: a body with a
+            # second value in it (a checksum recomputed after tampering) would shift
+            # the marker out of the last place.
+            n = len(bodies) + 1
+            head = bytes([0x90 | n]) if n < 16 else b"\xdd" + n.to_bytes(4, "big")
+            try:
+                items = self._unpack(head + b"".join(bodies) + _END_PACKED, key, thread_id)
+            except CheckpointCorruptError:
+                pass  # decoded one by one below, so the error names the right blob
+            else:
+                if type(items) is list and len(items) == n and items.pop() == _END:
+                    return items
+        return [self.loads(c, d, key=key, thread_id=thread_id) for c, d in blobs]
 
     def _unpack(
         self, data: bytes | bytearray | memoryview, key: str | None, thread_id: str | None
