@@ -207,6 +207,11 @@ def _applies_input(tasks: list[Task]) -> bool:
 def perform(loop: RunLoop) -> None:
     """Make the saver calls the loop asked for, in order."""
     effects, loop.effects = loop.effects, []
+    if len(effects) == 1:  # nearly every step: one checkpoint
+        effect = effects[0]
+        getattr(loop.saver, effect.name)(**effect.kwargs)
+        _saved(loop, effect)
+        return
     for name, kwargs, done in _calls(loop.saver, effects):
         getattr(loop.saver, name)(**kwargs)
         for effect in done:
@@ -216,7 +221,7 @@ def perform(loop: RunLoop) -> None:
 def _calls(saver: Any, effects: list[Effect]) -> Iterator[tuple[str, dict[str, Any], list[Effect]]]:
     """The saver calls for ``effects``: consecutive puts that each extend the one
     before become one ``put_many`` (one transaction, one commit)."""
-    if len(effects) == 1 or not hasattr(saver, "put_many"):
+    if not hasattr(saver, "put_many"):
         for effect in effects:
             yield effect.name, effect.kwargs, [effect]
         return
