@@ -1,10 +1,10 @@
 """PostgreSQL checkpointer: psycopg 3 with connection pools, sync and native async.
 
 Each batch of a plan (see :mod:`trellis.persist.sql`) is one pipelined round
-trip; a ``put`` is one batch with its ``BEGIN`` and ``COMMIT`` (two when the
-parent's chain states are not cached in this process). The head
-compare-and-set raises server-side, so a lost race aborts the transaction
-before its commit.
+trip. A ``put`` is one statement, a call of the ``trellis_put`` function, sent
+alone in autocommit: one round trip, one commit (plus a read when the parent's
+chain states are not cached in this process). The head compare-and-set and the
+delta-base check raise server-side, so a lost race writes nothing.
 """
 
 from __future__ import annotations

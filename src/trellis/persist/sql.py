@@ -8,7 +8,8 @@ the ``final`` batch. An operation needing several transactions (``prune``, a
 ``put`` that checks whether its lost race was its own retry) is a *job*: a
 generator of :class:`Txn` s, run by :func:`run_job` or :func:`arun_job`. So the
 storage logic exists once, and a dialect only overrides small hooks:
-placeholders, JSON functions, join hints, the head compare-and-set.
+placeholders, JSON functions, join hints, and how a put's rows become
+statements (:meth:`SqlDialect.put_stmts`).
 
 Tables (names prefixed by the dialect)::
 
