@@ -533,10 +533,13 @@ class SqlDialect:
             return
         last = puts[-1].checkpoint.id
         plan = self.put_plan(serde, cache, thread_id, ns, puts, expected_head)
-        ids = ", ".join(repr(put.checkpoint.id) for put in puts)
-        duplicate = f"thread {thread_id!r} already has checkpoint {ids}"
+
+        def duplicate() -> ConcurrentUpdateError:  # built only when it happens
+            ids = ", ".join(repr(put.checkpoint.id) for put in puts)
+            return ConcurrentUpdateError(f"thread {thread_id!r} already has checkpoint {ids}")
+
         try:
-            yield Txn(plan, write=True, integrity=lambda: ConcurrentUpdateError(duplicate))
+            yield Txn(plan, write=True, integrity=duplicate)
         except ConcurrentUpdateError:
             sql = f"SELECT head_id FROM {self.threads} WHERE thread_id = ? AND checkpoint_ns = ?"
             rows = yield Txn(self._select(sql, (thread_id, ns)))
