@@ -444,6 +444,11 @@ async def arun_tasks(tasks: list[Task]) -> None:
 async def aperform(loop: RunLoop) -> None:
     """The async twin of ``perform``: the saver's ``a``-prefixed methods."""
     effects, loop.effects = loop.effects, []
+    if len(effects) == 1:
+        effect = effects[0]
+        await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
+        _saved(loop, effect)
+        return
     for name, kwargs, done in _calls(loop.saver, effects):
         await getattr(loop.saver, "a" + name)(**kwargs)
         for effect in done:
