@@ -211,16 +211,17 @@ class CompiledStateGraph:
         streams = "events" in loop.modes
         trace = bool(self.options.get("trace")) and loop.saver is not None
         if self.sinks or streams or trace:
-            from trellis.engine.observing import Routes, RunObserver
+            routes = self.routes
+            if routes is None or routes.graph != self.name:
+                from trellis.engine.observing import Routes
 
-            if self.routes is None or self.routes.graph != self.name:
-                self.routes = Routes(self.sinks, self.name)
+                routes = self.routes = Routes(self.sinks, self.name)
             log = None
             if trace:
                 from trellis.persist.events import event_log_for
 
                 log = event_log_for(loop.saver)
-            loop.observer = RunObserver(self.routes, loop, buffer=streams, log=log)
+            loop.observer = routes.observer(loop, buffer=streams, log=log)
         return loop
 
     def metrics(self) -> dict[str, Any]:

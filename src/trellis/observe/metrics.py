@@ -18,7 +18,8 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat, starmap
+from typing import Any, cast
 
 from trellis.observe.events import Event, EventKind, Outcome
 from trellis.observe.sketch import DDSketch
@@ -81,7 +82,11 @@ class NodeMetrics:
             self.interrupts += interrupts
             self.failures += total - ok - interrupts
             self.timeouts += outcomes.count(_TIMEOUT)
-        self.latency.add_many([d for d in durations if d is not None and d >= 0.0])
+        # The engine's durations are never None nor negative: check that in C, and
+        # filter only when needed.
+        if None in durations or min(cast("Sequence[float]", durations)) < 0.0:
+            durations = [d for d in durations if d is not None and d >= 0.0]
+        self.latency.add_many(cast("Sequence[float]", durations))
 
     @property
     def success_rate(self) -> float | None:
@@ -240,12 +245,13 @@ class MetricsCollector:
         # Called with the lock held. Only a fold takes from ``pending``, so the
         # count read here is there to take, whatever ``add`` does meanwhile.
         pending = tally.pending
-        items = [pending.popleft() for _ in range(len(pending))]
-        if items:
+        taken = len(pending)
+        if taken:
+            durations, outcomes = zip(*starmap(pending.popleft, repeat((), taken)), strict=True)
             metrics = self._nodes.get((tally.graph, tally.node))
             if metrics is None:
                 metrics = self._node(tally.graph, tally.node)
-            metrics.record_many([d for d, _ in items], [o for _, o in items])
+            metrics.record_many(durations, outcomes)
 
     def tally(self, graph: str | None, node: str | None) -> Tally:
         """The :class:`Tally` that counts ``node``'s attempts in ``graph`` (made once)."""

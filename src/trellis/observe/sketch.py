@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from functools import partial, reduce
 from operator import add as _add
 from operator import mul
@@ -23,7 +24,7 @@ __all__ = ["DDSketch"]
 
 _INF = math.inf
 _ceil = math.ceil
-_log = math.log
+_log2 = math.log2  # several times faster than math.log, which parses a base
 
 
 class _Store:
@@ -80,7 +81,7 @@ class DDSketch:
     """
 
     __slots__ = (
-        "_inv_log_gamma",
+        "_inv_log2_gamma",
         "_neg",
         "_pos",
         "_scale",
@@ -100,8 +101,8 @@ class DDSketch:
             raise ValueError("max_buckets must be at least 2")
         self.relative_accuracy = relative_accuracy
         self.gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
-        self._inv_log_gamma = 1.0 / math.log(self.gamma)
-        self._scale = partial(mul, self._inv_log_gamma)
+        self._inv_log2_gamma = 1.0 / math.log2(self.gamma)
+        self._scale = partial(mul, self._inv_log2_gamma)
         self._pos = _Store(max_buckets)
         self._neg = _Store(max_buckets)
         self._zero = 0
@@ -129,10 +130,10 @@ class DDSketch:
         # common case (a bucket inside the current range) are inlined.
         if 0.0 < value < _INF:
             store = self._pos
-            index = _ceil(_log(value) * self._inv_log_gamma)
+            index = _ceil(_log2(value) * self._inv_log2_gamma)
         elif -_INF < value < 0.0:
             store = self._neg
-            index = _ceil(_log(-value) * self._inv_log_gamma)
+            index = _ceil(_log2(-value) * self._inv_log2_gamma)
         elif value == 0.0:
             store = None
             index = 0
@@ -153,7 +154,7 @@ class DDSketch:
         if value > self.max:
             self.max = value
 
-    def add_many(self, values: list[float]) -> None:
+    def add_many(self, values: Sequence[float]) -> None:
         """Record each of ``values``, in bulk: the same result as ``add`` for each.
 
         >>> s = DDSketch()
@@ -171,7 +172,7 @@ class DDSketch:
             return
         # All positive and finite: the bucket indices in C-level loops.
         store = self._pos
-        for index, n in Counter(map(_ceil, map(self._scale, map(_log, values)))).items():
+        for index, n in Counter(map(_ceil, map(self._scale, map(_log2, values)))).items():
             store.add(index, n)
         self.count += len(values)
         self.sum = total
