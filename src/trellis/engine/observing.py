@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from trellis.observe.events import Event, EventKind, Outcome, new_span_id, new_trace_id
-from trellis.observe.metrics import MetricsCollector, Tally
+from trellis.observe.metrics import MetricsCollector
 from trellis.types import START
 
 if TYPE_CHECKING:
@@ -49,14 +49,14 @@ _OUTCOMES = frozenset({_TASK_END, _TASK_ERROR})
 class Routes:
     """Which sinks get each kind of event: worked out once per graph, not per run."""
 
-    __slots__ = ("collectors", "graph", "tallies", "targets")
+    __slots__ = ("collectors", "counts", "graph", "targets")
 
     def __init__(self, sinks: list[Any], graph: str) -> None:
         self.graph = graph
         # A plain MetricsCollector (compile(metrics=True)) is not sent task outcome
         # events: the engine adds each outcome to the node's Tally directly.
         self.collectors = tuple(s for s in sinks if type(s) is MetricsCollector)
-        self.tallies: dict[str, tuple[Tally, ...]] = {}
+        self.counts: dict[str, Callable[[float, str], None]] = {}
         # The sinks that want each kind (a sink may declare ``kinds``); kinds nobody
         # wants are not even built.
         self.targets: dict[EventKind, tuple[Any, ...]] = {
@@ -73,10 +73,20 @@ class Routes:
         """The observer of one run of the graph (see :class:`RunObserver`)."""
         return RunObserver(self, loop, buffer=buffer, log=log)
 
-    def tallies_for(self, node: str) -> tuple[Tally, ...]:
-        """Each collector's tally for ``node`` (looked up on the node's first run)."""
-        tallies = self.tallies[node] = tuple(c.tally(self.graph, node) for c in self.collectors)
-        return tallies
+    def count_for(self, node: str) -> Callable[[float, str], None]:
+        """What counts one attempt of ``node``: its tally's ``add`` (made on its first run)."""
+        tallies = [c.tally(self.graph, node) for c in self.collectors]
+        count: Callable[[float, str], None]
+        if len(tallies) == 1:
+            count = tallies[0].add
+        else:
+
+            def count(duration: float, outcome: str) -> None:  # several collectors
+                for tally in tallies:
+                    tally.add(duration, outcome)
+
+        self.counts[node] = count
+        return count
 
 
 class RunObserver:
@@ -84,6 +94,7 @@ class RunObserver:
 
     __slots__ = (
         "buffer",
+        "counts",
         "graph",
         "keyed",
         "kept",
@@ -98,7 +109,6 @@ class RunObserver:
         "spans",
         "step_span",
         "step_started",
-        "tallies",
         "targets",
         "thread_id",
         "to_step_end",
@@ -138,7 +148,7 @@ class RunObserver:
         self.log = log if loop.thread_id is not None else None
         self.kept: list[Event] = []
         self.routes = routes
-        self.tallies = routes.tallies if routes.collectors else None
+        self.counts = routes.counts if routes.collectors else None
         targets = routes.targets
         everyone: list[Any] = []
         if self.buffer is not None:
@@ -184,8 +194,12 @@ class RunObserver:
     # -- run ---------------------------------------------------------------
 
     def run_start(self) -> None:
-        self.run_started = _perf()
-        self._emit(self._event(EventKind.RUN_START, self.run_span, self.parent_span))
+        started = self.run_started = _perf()
+        self._emit(
+            _new(Event, (EventKind.RUN_START, self.trace_id, self.run_span, self.parent_span,
+                         started + self.offset, None, self.thread_id, self.run_id, self.graph,
+                         None, None, None, None, None, None, None, _NO_DATA))
+        )  # fmt: skip
 
     def run_end(
         self, loop: RunLoop, error: BaseException | None = None, *, cancelled: bool = False
@@ -198,16 +212,14 @@ class RunObserver:
             status = _INTERRUPTED
         else:
             status = _OK
+        ended = _perf()
+        etype, emsg = (None, None) if error is None else (type(error).__name__, _message(error))
         self._emit(
-            self._event(
-                EventKind.RUN_END,
-                self.run_span,
-                self.parent_span,
-                duration=_perf() - self.run_started,
-                status=status,
-                **_error_fields(error),
-            )
-        )
+            _new(Event, (EventKind.RUN_END, self.trace_id, self.run_span, self.parent_span,
+                         ended + self.offset, ended - self.run_started, self.thread_id,
+                         self.run_id, self.graph, None, None, None, None, status, etype, emsg,
+                         _NO_DATA))
+        )  # fmt: skip
         if self.log is not None and self.kept:
             kept = list(self.kept)
             self.kept.clear()
@@ -262,30 +274,29 @@ class RunObserver:
         ended = _perf()
         now = ended + self.offset
         step_span = self.step_span
-        tallies = self.tallies
+        counts = self.counts
         for task in tasks:
             span = task.span
             if span is None:
                 continue
-            if task.done and task.error is None and not task.interrupts:
-                kind, status, etype, emsg = _TASK_END, _OK, None, None
-            else:
-                kind, status, etype, emsg = self._unfinished(task, span, now)
             duration = task.duration
-            targets = self.to_task_end if kind is _TASK_END else self.to_task_error
-            if targets:
-                event = _new(Event, (kind, self.trace_id, span, step_span, now, duration,
-                                     self.thread_id, self.run_id, self.graph, task.step,
-                                     task.name, task.id if self.keyed else None, task.attempt,
-                                     status, etype, emsg, _NO_DATA))  # fmt: skip
-                for target in targets:
-                    try:
-                        target(event)
-                    except Exception:
-                        _sink_failed(target)
-            if tallies is not None:  # after the sinks, where the collector was
-                for tally in tallies.get(task.name) or self.routes.tallies_for(task.name):
-                    tally.add(duration, status)
+            if task.done and task.error is None and not task.interrupts:
+                status = _OK
+                targets = self.to_task_end
+                if targets:
+                    event = _new(Event, (_TASK_END, self.trace_id, span, step_span, now, duration,
+                                         self.thread_id, self.run_id, self.graph, task.step,
+                                         task.name, task.id if self.keyed else None,
+                                         task.attempt, _OK, None, None, _NO_DATA))  # fmt: skip
+                    for target in targets:
+                        try:
+                            target(event)
+                        except Exception:
+                            _sink_failed(target)
+            else:
+                status = self._unfinished(task, span, now)
+            if counts is not None:  # after the sinks, where the collector was
+                (counts.get(task.name) or self.routes.count_for(task.name))(duration, status)
         targets = self.to_step_end
         if targets:
             event = _new(Event, (_STEP_END, self.trace_id, step_span, self.run_span, now,
@@ -299,13 +310,12 @@ class RunObserver:
                 except Exception:
                     _sink_failed(target)
 
-    def _unfinished(
-        self, task: Task, span: str, now: float
-    ) -> tuple[EventKind, str, str | None, str | None]:
-        """How a task that did not simply succeed ended: kind, status, error type, message.
+    def _unfinished(self, task: Task, span: str, now: float) -> str:
+        """Emit the end of a task that did not simply succeed; return its status.
 
-        An interrupted task also gets its ``interrupt`` event here, before its end.
+        An interrupted task gets its ``interrupt`` event first.
         """
+        kind, etype, emsg = _TASK_END, None, None
         if task.interrupts:
             self._emit(
                 _new(
@@ -316,13 +326,24 @@ class RunObserver:
                      {"interrupts": [i.id for i in task.interrupts]}),
                 )
             )  # fmt: skip
-            return _TASK_END, _INTERRUPTED, None, None
-        if task.error is not None:
+            status = _INTERRUPTED
+        elif task.error is not None:
+            kind = _TASK_ERROR
             status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
-            return _TASK_ERROR, status, type(task.error).__name__, _message(task.error)
-        if not task.done:
-            return _TASK_END, Outcome.CANCELLED, None, None
-        return _TASK_END, _OK, None, None
+            etype, emsg = type(task.error).__name__, _message(task.error)
+        else:  # never finished: a sibling failed first
+            status = Outcome.CANCELLED
+        if self.targets[kind]:
+            self._emit(
+                _new(
+                    Event,
+                    (kind, self.trace_id, span, self.step_span, now, task.duration,
+                     self.thread_id, self.run_id, self.graph, task.step, task.name,
+                     task.id if self.keyed else None, task.attempt, status, etype, emsg,
+                     _NO_DATA),
+                )
+            )  # fmt: skip
+        return status
 
     def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
         self._task_event(EventKind.RETRY, task, data={"delay": delay}, **_error_fields(error))
