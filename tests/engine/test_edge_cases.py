@@ -189,3 +189,21 @@ def test_a_breaker_opening_is_an_event_of_the_run() -> None:
         builder.compile(observers=[sink]).invoke({"x": 0})
     [moved] = [e for e in sink.events if e.kind == "circuit_state"]
     assert moved.node == "call" and moved.data["from"] == "closed" and moved.data["to"] == "open"
+
+
+def test_a_long_run_keeps_its_span_ids_well_formed_and_distinct() -> None:
+    # Past the first 1024 spans of a run the ids are formatted, not looked up.
+    sink = MemorySink()
+    builder = StateGraph(X)
+    builder.add_node("a", lambda s: {"x": s["x"] + 1})
+    builder.add_edge(START, "a")
+    builder.add_conditional_edges("a", lambda s: "a" if s["x"] < 600 else END)
+    assert builder.compile(observers=[sink]).invoke({"x": 0}, {"recursion_limit": 700}) == {
+        "x": 600
+    }
+    [run] = [e for e in sink.events if e.kind == "run_start"]
+    ids = {e.span_id for e in sink.events if e.kind in ("step_start", "task_start")}
+    assert len(ids) == 1 + 2 * 600  # the input step has no task span
+    hex_digits = set("0123456789abcdef")
+    assert all(len(i) == 16 and set(i) <= hex_digits for i in ids)
+    assert all(i.startswith(run.span_id[:8]) for i in ids)

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import json
+import operator
 import random
 import threading
 import tracemalloc
+from typing import Annotated, Any
 
 import pytest
+from typing_extensions import TypedDict
 
+from trellis import START, RetryPolicy, StateGraph
+from trellis.engine.interrupts import interrupt
 from trellis.observe import (
     Event,
     EventKind,
@@ -16,6 +21,12 @@ from trellis.observe import (
     Outcome,
     RunEvents,
 )
+from trellis.persist.memory import MemorySaver
+
+
+class Trail(TypedDict, total=False):
+    trail: Annotated[list[str], operator.add]
+    fail: bool
 
 
 def _run_with_one_retry(metrics: MetricsCollector, graph: str = "review") -> None:
@@ -106,13 +117,19 @@ def test_concurrent_recording_loses_no_counts() -> None:
     assert node["calls"] == node["successes"] == node["latency"]["count"] == 16_000
 
 
-def test_memory_stays_flat_over_a_million_task_executions() -> None:
+@pytest.mark.parametrize("path", ["record_task", "tally"])  # events, and the engine's way
+def test_memory_stays_flat_over_a_million_task_executions(path: str) -> None:
     metrics = MetricsCollector()
     rng = random.Random(3)
     # Nine decades of latencies, 1 µs to 1000 s: the widest spread a node could see.
     durations = [10.0 ** rng.uniform(-6, 3) for _ in range(4096)]
     outcomes = [Outcome.OK] * 97 + [Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED]
     record = metrics.record_task
+    if path == "tally":
+        tallies = {node: metrics.tally("g", node) for node in "nm"}
+
+        def record(graph: str, node: str, duration: float, outcome: str) -> None:
+            tallies[node].add(duration, outcome)
 
     def feed(start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -140,3 +157,101 @@ def test_memory_stays_flat_over_a_million_task_executions() -> None:
     nodes = metrics.snapshot()["graphs"]["g"]["nodes"]
     assert nodes["n"]["calls"] + nodes["m"]["calls"] == 1_000_000
     assert nodes["n"]["latency"]["count"] == 500_000
+
+
+def test_tallies_count_exactly_what_record_task_counts() -> None:
+    rng = random.Random(5)
+    outcomes = [Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT, Outcome.INTERRUPTED]
+    durations = [None, -1.0, 0.0, *(rng.uniform(1e-6, 5.0) for _ in range(50))]
+    calls = [(rng.choice("ab"), rng.choice(durations), rng.choice(outcomes)) for _ in range(1000)]
+    direct, tallied = MetricsCollector(), MetricsCollector()
+    for node, duration, outcome in calls:
+        direct.record_task("g", node, duration, outcome)
+        tallied.tally("g", node).add(duration, outcome)
+    # Read mid-way (with outcomes still waiting) and at the end: always up to date.
+    assert tallied.snapshot() == direct.snapshot()
+    for node, duration, outcome in calls[:10]:
+        direct.record_task("g", node, duration, outcome)
+        tallied.tally("g", node).add(duration, outcome)
+    assert tallied.snapshot() == direct.snapshot()
+
+
+def test_a_tally_survives_reset_and_counts_afresh() -> None:
+    metrics = MetricsCollector()
+    tally = metrics.tally("g", "n")
+    tally.add(0.1, Outcome.OK)
+    metrics.reset()
+    assert metrics.snapshot() == {"graphs": {}}
+    tally.add(0.2, Outcome.ERROR)
+    node = metrics.snapshot()["graphs"]["g"]["nodes"]["n"]
+    assert (node["calls"], node["failures"], node["latency"]["sum"]) == (1, 1, 0.2)
+
+
+def test_concurrent_tallies_lose_no_counts() -> None:
+    metrics = MetricsCollector()
+    tally = metrics.tally("g", "n")
+
+    def work() -> None:
+        for i in range(2000):
+            tally.add(i / 1e4, Outcome.OK)
+            if i % 500 == 0:
+                metrics.snapshot()  # folds while the others keep adding
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    node = metrics.snapshot()["graphs"]["g"]["nodes"]["n"]
+    assert node["calls"] == node["successes"] == node["latency"]["count"] == 16_000
+
+
+def test_a_graph_counts_exactly_what_its_events_say() -> None:
+    # compile(metrics=True) counts through tallies, not events; a subclass of the
+    # collector is sent the events instead. Both must agree to the last bit.
+    class EventFed(MetricsCollector):
+        pass
+
+    flaky_calls = [0]
+
+    def flaky(state: Trail) -> dict[str, Any]:
+        flaky_calls[0] += 1
+        if flaky_calls[0] % 2:
+            raise ConnectionError("every other call")
+        return {"trail": ["flaky"]}
+
+    def broken(state: Trail) -> dict[str, Any]:
+        if state.get("fail"):
+            raise ValueError("asked to fail")
+        return {"trail": ["broken"]}
+
+    def ask(state: Trail) -> dict[str, Any]:
+        return {"trail": [interrupt("ok?")]}
+
+    builder = StateGraph(Trail)
+    builder.add_node("a", lambda s: {"trail": ["a"]})
+    builder.add_node("b", lambda s: {"trail": ["b"]})
+    retry = RetryPolicy(max_attempts=2, initial_interval=0.0, jitter=False)
+    builder.add_node("flaky", flaky, retry_policy=retry)
+    builder.add_node("broken", broken)
+    builder.add_node("ask", ask)
+    for node in ("a", "b", "flaky"):  # one parallel step
+        builder.add_edge(START, node)
+    builder.add_edge(["a", "b", "flaky"], "broken")
+    builder.add_edge("broken", "ask")
+    events_fed = EventFed()
+    graph = builder.compile(checkpointer=MemorySaver(), observers=[events_fed], metrics=True)
+    for i in range(150):  # past the tallies' bulk size, so some outcomes wait to be counted
+        config = {"configurable": {"thread_id": f"t{i}"}}
+        try:
+            graph.invoke({"trail": [], "fail": i % 7 == 0}, config)
+        except ValueError:
+            continue
+    snapshot = graph.metrics()
+    assert snapshot == events_fed.snapshot()["graphs"][graph.name]
+    nodes = snapshot["nodes"]
+    # Retries happen inside the task: a retry event each, one task end for the last.
+    assert (nodes["flaky"]["successes"], nodes["flaky"]["retries"]) == (150, 150)
+    assert (nodes["broken"]["failures"], nodes["ask"]["interrupts"]) == (22, 128)
+    assert nodes["a"]["latency"]["count"] == 150
+    assert nodes["broken"]["failures"] == 22 and nodes["ask"]["interrupts"] == 128

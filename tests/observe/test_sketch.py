@@ -108,3 +108,37 @@ def test_copy_is_independent() -> None:
     b.add(100.0)
     assert (a.count, b.count) == (1, 2)
     assert a.quantile(1.0) == 1.0
+
+
+def _state(sketch: DDSketch) -> tuple[object, ...]:
+    stores = (sketch._pos, sketch._neg)
+    return (
+        sketch.count, sketch.sum, sketch.min, sketch.max, sketch._zero,
+        *((s.offset, tuple(s.bins)) for s in stores),
+    )  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(signed, max_size=300),
+    st.lists(magnitudes, max_size=300),
+    st.integers(min_value=2, max_value=64),
+)
+def test_add_many_leaves_the_sketch_exactly_as_adding_one_by_one(
+    mixed: list[float], positive: list[float], max_buckets: int
+) -> None:
+    # Few buckets, so collapsing happens too; ``positive`` takes the bulk path.
+    bulk, single = DDSketch(max_buckets=max_buckets), DDSketch(max_buckets=max_buckets)
+    for values in (mixed, positive):
+        bulk.add_many(values)
+        for v in values:
+            single.add(v)
+    assert _state(bulk) == _state(single)
+
+
+def test_add_many_rejects_nan_and_infinities_like_add() -> None:
+    for bad in (math.nan, math.inf, -math.inf):
+        sketch = DDSketch()
+        with pytest.raises(ValueError, match="cannot add"):
+            sketch.add_many([0.5, bad, 0.25])
+        assert sketch.count == 1  # what came before the bad value, as with add()

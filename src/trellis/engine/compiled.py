@@ -90,6 +90,7 @@ class CompiledStateGraph:
 
             self.collector = MetricsCollector()
             self.sinks.append(self.collector)
+        self.routes: Any = None  # where events go: set on the first observed run
         if checkpointer is not None:
             _allow_schemas(checkpointer, self.plan.schemas, options.get("allowlist", ()))
 
@@ -210,14 +211,17 @@ class CompiledStateGraph:
         streams = "events" in loop.modes
         trace = bool(self.options.get("trace")) and loop.saver is not None
         if self.sinks or streams or trace:
-            from trellis.engine.observing import RunObserver
+            routes = self.routes
+            if routes is None or routes.graph != self.name:
+                from trellis.engine.observing import Routes
 
+                routes = self.routes = Routes(self.sinks, self.name)
             log = None
             if trace:
                 from trellis.persist.events import event_log_for
 
                 log = event_log_for(loop.saver)
-            loop.observer = RunObserver(self.sinks, self.name, loop, buffer=streams, log=log)
+            loop.observer = routes.observer(loop, buffer=streams, log=log)
         return loop
 
     def metrics(self) -> dict[str, Any]:

@@ -5,33 +5,88 @@ has observers (``compile(observers=[...])``, ``metrics=True``) or the caller
 streams ``"events"``. Events are emitted from the driver's thread, in order:
 ``step_start``, every ``task_start``, then (after the step) every ``task_end``
 or ``task_error`` with its measured duration, then ``step_end``.
+
+Timestamps come from one wall-clock reading per run plus the monotonic clock
+(``ts = perf_counter() + offset``): one clock read per step edge serves both the
+event time and the step duration, and ``ts`` never goes backwards within a run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from trellis.observe.events import Event, EventKind, Outcome, new_span_id, new_trace_id
+from trellis.observe.metrics import MetricsCollector
 from trellis.types import START
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
-__all__ = ["RunObserver"]
+__all__ = ["Routes", "RunObserver"]
 
+_log = logging.getLogger("trellis.observe")
 _perf = time.perf_counter
 _now = time.time
 _new = tuple.__new__
 _MAX_MESSAGE = 2000  # characters of an exception message kept in an event
 _STEP_START, _STEP_END = EventKind.STEP_START, EventKind.STEP_END
-_TASK_START, _TASK_END = EventKind.TASK_START, EventKind.TASK_END
+_TASK_START, _TASK_END, _TASK_ERROR = EventKind.TASK_START, EventKind.TASK_END, EventKind.TASK_ERROR
+_OK, _INTERRUPTED = Outcome.OK, Outcome.INTERRUPTED
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})  # shared, so it must be read-only
-# node, task_id, attempt, status, error_type, error_message, data: unset for step events
-_BLANK6 = (None, None, None, None, None, None, _NO_DATA)
+# The low halves of step and task span ids, "00000001" on: concatenating one to the
+# run's prefix is a third of the cost of formatting the id, measured per step.
+_NCOUNTERS = 1024  # about 60 KB of strings
+_COUNTERS = [f"{n:08x}" for n in range(_NCOUNTERS)]
+# Task outcomes: a plain MetricsCollector counts them through tallies, not events.
+_OUTCOMES = frozenset({_TASK_END, _TASK_ERROR})
+
+
+class Routes:
+    """Which sinks get each kind of event: worked out once per graph, not per run."""
+
+    __slots__ = ("collectors", "counts", "graph", "targets")
+
+    def __init__(self, sinks: list[Any], graph: str) -> None:
+        self.graph = graph
+        # A plain MetricsCollector (compile(metrics=True)) is not sent task outcome
+        # events: the engine adds each outcome to the node's Tally directly.
+        self.collectors = tuple(s for s in sinks if type(s) is MetricsCollector)
+        self.counts: dict[str, Callable[[float, str], None]] = {}
+        # The sinks that want each kind (a sink may declare ``kinds``); kinds nobody
+        # wants are not even built.
+        self.targets: dict[EventKind, tuple[Any, ...]] = {
+            kind: tuple(
+                s
+                for s in sinks
+                if kind in (getattr(s, "kinds", None) or (kind,))
+                and not (kind in _OUTCOMES and s in self.collectors)
+            )
+            for kind in EventKind
+        }
+
+    def observer(self, loop: RunLoop, *, buffer: bool, log: Any = None) -> RunObserver:
+        """The observer of one run of the graph (see :class:`RunObserver`)."""
+        return RunObserver(self, loop, buffer=buffer, log=log)
+
+    def count_for(self, node: str) -> Callable[[float, str], None]:
+        """What counts one attempt of ``node``: its tally's ``add`` (made on its first run)."""
+        tallies = [c.tally(self.graph, node) for c in self.collectors]
+        count: Callable[[float, str], None]
+        if len(tallies) == 1:
+            count = tallies[0].add
+        else:
+
+            def count(duration: float, outcome: str) -> None:  # several collectors
+                for tally in tallies:
+                    tally.add(duration, outcome)
+
+        self.counts[node] = count
+        return count
 
 
 class RunObserver:
@@ -39,31 +94,36 @@ class RunObserver:
 
     __slots__ = (
         "buffer",
+        "counts",
         "graph",
-        "run_span",
-        "run_started",
-        "sinks",
-        "step_span",
-        "step_started",
-        "thread_id",
-        "trace_id",
+        "keyed",
+        "kept",
+        "log",
+        "offset",
         "parent_span",
         "run_id",
-        "log",
-        "kept",
+        "run_span",
+        "routes",
+        "run_started",
+        "span_prefix",
         "spans",
+        "step_span",
+        "step_started",
         "targets",
-        "wants_starts",
+        "thread_id",
+        "to_step_end",
+        "to_step_start",
+        "to_task_end",
+        "to_task_error",
+        "to_task_start",
+        "trace_id",
     )
 
-    def __init__(
-        self, sinks: list[Any], graph: str, loop: RunLoop, *, buffer: bool, log: Any = None
-    ) -> None:
+    def __init__(self, routes: Routes, loop: RunLoop, *, buffer: bool, log: Any = None) -> None:
         from trellis.observe.otel import current_trace_ids
 
         ids = current_trace_ids()
-        self.sinks = sinks
-        self.graph = graph
+        self.graph = routes.graph
         self.thread_id = loop.thread_id
         if loop.run_id is None:
             import uuid
@@ -73,45 +133,43 @@ class RunObserver:
         self.trace_id = ids[0] if ids else new_trace_id()
         self.parent_span = ids[1] if ids else None
         self.run_span = new_span_id()
+        # Step and task span ids are unique within the run's trace: the run span's
+        # random high half, then a counter (cheaper than 64 random bits per span).
+        self.span_prefix = self.run_span[:8]
         self.spans = 0
+        self.offset = _now() - _perf()
         self.run_started = 0.0
         self.step_span = ""
         self.step_started = 0.0
+        self.keyed = loop.saver is not None  # task ids only mean something with a checkpointer
         # Events kept for stream_mode="events"; the driver drains it after each step.
         self.buffer: list[Event] | None = [] if buffer else None
         # compile(trace=True): the run's events go to the saver's event log at the end.
         self.log = log if loop.thread_id is not None else None
         self.kept: list[Event] = []
-        # Where each kind of event goes, decided once: the sinks that want it (a
-        # sink may declare ``kinds``), then the lists. Kinds nobody wants are not
-        # even built (see ``wants``).
+        self.routes = routes
+        self.counts = routes.counts if routes.collectors else None
+        targets = routes.targets
         everyone: list[Any] = []
         if self.buffer is not None:
             everyone.append(self.buffer.append)
         if self.log is not None:
             everyone.append(self.kept.append)
-        self.targets = {
-            kind: tuple(
-                [s for s in sinks if kind in (getattr(s, "kinds", None) or (kind,))] + everyone
-            )
-            for kind in EventKind
-        }
-        self.wants_starts = bool(self.targets[_TASK_START] or self.targets[_STEP_START])
-
-    def _span_id(self) -> str:
-        # Unique within the run's trace (the run span's own random high half, then a
-        # counter): cheaper than drawing 64 random bits per step and per task.
-        self.spans += 1
-        return f"{self.run_span[:8]}{self.spans:08x}"
+        if everyone:  # every kind, after the sinks
+            targets = {kind: (*sinks, *everyone) for kind, sinks in targets.items()}
+        self.targets = targets
+        self.to_step_start = targets[_STEP_START]
+        self.to_task_start = targets[_TASK_START]
+        self.to_task_end = targets[_TASK_END]
+        self.to_task_error = targets[_TASK_ERROR]
+        self.to_step_end = targets[_STEP_END]
 
     def _emit(self, event: Event) -> None:
         for target in self.targets[event.kind]:
             try:
                 target(event)
             except Exception:  # a broken sink must never break the run
-                import logging
-
-                logging.getLogger("trellis.observe").exception("event sink %r failed", target)
+                _sink_failed(target)
 
     def _event(self, kind: EventKind, span: str, parent: str | None, **fields: Any) -> Event:
         return Event(
@@ -119,7 +177,7 @@ class RunObserver:
             self.trace_id,
             span,
             parent,
-            fields.pop("ts", None) or _now(),
+            _perf() + self.offset,
             thread_id=self.thread_id,
             run_id=self.run_id,
             graph=self.graph,
@@ -136,8 +194,12 @@ class RunObserver:
     # -- run ---------------------------------------------------------------
 
     def run_start(self) -> None:
-        self.run_started = _perf()
-        self._emit(self._event(EventKind.RUN_START, self.run_span, self.parent_span))
+        started = self.run_started = _perf()
+        self._emit(
+            _new(Event, (EventKind.RUN_START, self.trace_id, self.run_span, self.parent_span,
+                         started + self.offset, None, self.thread_id, self.run_id, self.graph,
+                         None, None, None, None, None, None, None, _NO_DATA))
+        )  # fmt: skip
 
     def run_end(
         self, loop: RunLoop, error: BaseException | None = None, *, cancelled: bool = False
@@ -147,113 +209,141 @@ class RunObserver:
         elif error is not None:
             status = Outcome.ERROR
         elif loop.status in ("interrupted", "interrupt_before", "interrupt_after"):
-            status = Outcome.INTERRUPTED
+            status = _INTERRUPTED
         else:
-            status = Outcome.OK
+            status = _OK
+        ended = _perf()
+        etype, emsg = (None, None) if error is None else (type(error).__name__, _message(error))
         self._emit(
-            self._event(
-                EventKind.RUN_END,
-                self.run_span,
-                self.parent_span,
-                duration=_perf() - self.run_started,
-                status=status,
-                **_error_fields(error),
-            )
-        )
+            _new(Event, (EventKind.RUN_END, self.trace_id, self.run_span, self.parent_span,
+                         ended + self.offset, ended - self.run_started, self.thread_id,
+                         self.run_id, self.graph, None, None, None, None, status, etype, emsg,
+                         _NO_DATA))
+        )  # fmt: skip
         if self.log is not None and self.kept:
             kept = list(self.kept)
             self.kept.clear()
             try:
                 self.log.append(str(self.thread_id), [e.to_dict() for e in kept])
             except Exception:  # losing a trace must not fail the run it describes
-                import logging
-
-                logging.getLogger("trellis.observe").exception("could not store run events")
+                _log.exception("could not store run events")
 
     # -- steps and tasks ---------------------------------------------------
 
-    # The per-step events are built as plain tuples (Event is a NamedTuple):
-    # this is the hot path of an observed run, so no keyword plumbing here.
+    # The hot path of an observed run. Events are built as plain tuples (Event is
+    # a NamedTuple; tuple.__new__ skips its Python-level __new__) from locals, and
+    # delivered by inlined loops rather than through ``_emit``.
 
     def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
-        now = _now()
-        self.step_span = step_span = self._span_id()
-        self.step_started = _perf()
-        if not self.wants_starts:  # e.g. metrics only: spans are still named, not announced
-            for task in tasks:
-                if task.name != START:
-                    task.span = self._span_id()
-            return
+        started = self.step_started = _perf()
+        # Span ids inline rather than by a method: two calls are 5% of an observed step.
+        prefix = self.span_prefix
+        n = self.spans + 1
+        self.step_span = step_span = prefix + _COUNTERS[n] if n < _NCOUNTERS else f"{prefix}{n:08x}"
+        now = started + self.offset
         step = loop.step
-        head = (self.trace_id,)
-        tail = (self.thread_id, self.run_id, self.graph, step)
-        emit = self._emit
-        emit(
-            _new(Event, (_STEP_START, *head, step_span, self.run_span, now, None, *tail, *_BLANK6))
-        )
-        keyed = loop.saver is not None  # task ids only mean something with a checkpointer
+        targets = self.to_step_start
+        if targets:
+            event = _new(Event, (_STEP_START, self.trace_id, step_span, self.run_span, now, None,
+                                 self.thread_id, self.run_id, self.graph, step, None, None, None,
+                                 None, None, None, _NO_DATA))  # fmt: skip
+            for target in targets:
+                try:
+                    target(event)
+                except Exception:  # a broken sink must never break the run
+                    _sink_failed(target)
+        targets = self.to_task_start
         for task in tasks:
             if task.name == START:  # the input step is not a node: no task span
                 continue
-            task.span = span = self._span_id()
-            emit(
-                _new(
-                    Event,
-                    (_TASK_START, *head, span, step_span, now, None, *tail, task.name,
-                     task.id if keyed else None, task.attempt, None, None, None, _NO_DATA),
-                )
-            )  # fmt: skip
+            n += 1
+            task.span = span = prefix + _COUNTERS[n] if n < _NCOUNTERS else f"{prefix}{n:08x}"
+            if targets:
+                event = _new(Event, (_TASK_START, self.trace_id, span, step_span, now, None,
+                                     self.thread_id, self.run_id, self.graph, step, task.name,
+                                     task.id if self.keyed else None, task.attempt, None, None,
+                                     None, _NO_DATA))  # fmt: skip
+                for target in targets:
+                    try:
+                        target(event)
+                    except Exception:
+                        _sink_failed(target)
+        self.spans = n
 
     def step_end(self, loop: RunLoop, tasks: list[Task], error: BaseException | None) -> None:
-        now = _now()
-        head = (self.trace_id,)
-        tail = (self.thread_id, self.run_id, self.graph)
+        ended = _perf()
+        now = ended + self.offset
         step_span = self.step_span
-        emit = self._emit
-        keyed = loop.saver is not None
+        counts = self.counts
         for task in tasks:
             span = task.span
             if span is None:
                 continue
-            task_id = task.id if keyed else None
-            status: str = Outcome.OK
-            kind = _TASK_END
-            etype = emsg = None
-            if task.interrupts:
-                ids = {"interrupts": [i.id for i in task.interrupts]}
-                emit(
-                    _new(
-                        Event,
-                        (EventKind.INTERRUPT, *head, span, step_span, now, None, *tail,
-                         task.step, task.name, task_id, task.attempt, None, None, None, ids),
-                    )
-                )  # fmt: skip
-                status = Outcome.INTERRUPTED
-            elif task.error is not None:
-                kind = EventKind.TASK_ERROR
-                status = (
-                    Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
-                )
-                etype, emsg = type(task.error).__name__, _message(task.error)
-            elif not task.done:
-                status = Outcome.CANCELLED
-            emit(
+            duration = task.duration
+            if task.done and task.error is None and not task.interrupts:
+                status = _OK
+                targets = self.to_task_end
+                if targets:
+                    event = _new(Event, (_TASK_END, self.trace_id, span, step_span, now, duration,
+                                         self.thread_id, self.run_id, self.graph, task.step,
+                                         task.name, task.id if self.keyed else None,
+                                         task.attempt, _OK, None, None, _NO_DATA))  # fmt: skip
+                    for target in targets:
+                        try:
+                            target(event)
+                        except Exception:
+                            _sink_failed(target)
+            else:
+                status = self._unfinished(task, span, now)
+            if counts is not None:  # after the sinks, where the collector was
+                (counts.get(task.name) or self.routes.count_for(task.name))(duration, status)
+        targets = self.to_step_end
+        if targets:
+            event = _new(Event, (_STEP_END, self.trace_id, step_span, self.run_span, now,
+                                 ended - self.step_started, self.thread_id, self.run_id,
+                                 self.graph, loop.step, None, None, None,
+                                 Outcome.ERROR if error is not None else _OK, None, None,
+                                 _NO_DATA))  # fmt: skip
+            for target in targets:
+                try:
+                    target(event)
+                except Exception:
+                    _sink_failed(target)
+
+    def _unfinished(self, task: Task, span: str, now: float) -> str:
+        """Emit the end of a task that did not simply succeed; return its status.
+
+        An interrupted task gets its ``interrupt`` event first.
+        """
+        kind, etype, emsg = _TASK_END, None, None
+        if task.interrupts:
+            self._emit(
                 _new(
                     Event,
-                    (kind, *head, span, step_span, now, task.duration, *tail, task.step,
-                     task.name, task_id, task.attempt, status, etype, emsg, _NO_DATA),
+                    (EventKind.INTERRUPT, self.trace_id, span, self.step_span, now, None,
+                     self.thread_id, self.run_id, self.graph, task.step, task.name,
+                     task.id if self.keyed else None, task.attempt, None, None, None,
+                     {"interrupts": [i.id for i in task.interrupts]}),
                 )
             )  # fmt: skip
-        if not self.targets[_STEP_END]:
-            return
-        emit(
-            _new(
-                Event,
-                (_STEP_END, *head, step_span, self.run_span, now, _perf() - self.step_started,
-                 *tail, loop.step, None, None, None,
-                 Outcome.ERROR if error is not None else Outcome.OK, None, None, _NO_DATA),
-            )
-        )  # fmt: skip
+            status = _INTERRUPTED
+        elif task.error is not None:
+            kind = _TASK_ERROR
+            status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
+            etype, emsg = type(task.error).__name__, _message(task.error)
+        else:  # never finished: a sibling failed first
+            status = Outcome.CANCELLED
+        if self.targets[kind]:
+            self._emit(
+                _new(
+                    Event,
+                    (kind, self.trace_id, span, self.step_span, now, task.duration,
+                     self.thread_id, self.run_id, self.graph, task.step, task.name,
+                     task.id if self.keyed else None, task.attempt, status, etype, emsg,
+                     _NO_DATA),
+                )
+            )  # fmt: skip
+        return status
 
     def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
         self._task_event(EventKind.RETRY, task, data={"delay": delay}, **_error_fields(error))
@@ -311,3 +401,7 @@ def _error_fields(error: BaseException | None) -> dict[str, Any]:
     if error is None:
         return {}
     return {"error_type": type(error).__name__, "error_message": _message(error)}
+
+
+def _sink_failed(target: Any) -> None:
+    _log.exception("event sink %r failed", target)

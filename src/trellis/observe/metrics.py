@@ -15,8 +15,11 @@ Counting rules (what each number means):
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat, starmap
+from typing import Any, cast
 
 from trellis.observe.events import Event, EventKind, Outcome
 from trellis.observe.sketch import DDSketch
@@ -25,6 +28,9 @@ __all__ = ["DEFAULT_GRAPH", "GraphMetrics", "MetricsCollector", "NodeMetrics"]
 
 DEFAULT_GRAPH = "graph"
 """The graph label used for events that carry no graph name."""
+
+_OK, _INTERRUPTED, _TIMEOUT = Outcome.OK, Outcome.INTERRUPTED, Outcome.TIMEOUT
+_FOLD_AT = 64  # outcomes a node holds back before counting them: bounds the memory
 
 
 @dataclass(slots=True)
@@ -48,16 +54,39 @@ class NodeMetrics:
     def record(self, duration: float | None, outcome: str) -> None:
         """Count one completed attempt lasting ``duration`` seconds."""
         self.calls += 1
-        if outcome == Outcome.OK:
+        if outcome == _OK:
             self.successes += 1
-        elif outcome == Outcome.INTERRUPTED:
+        elif outcome == _INTERRUPTED:
             self.interrupts += 1
         else:
             self.failures += 1
-            if outcome == Outcome.TIMEOUT:
+            if outcome == _TIMEOUT:
                 self.timeouts += 1
         if duration is not None and duration >= 0.0:
             self.latency.add(duration)
+
+    def record_many(self, durations: Sequence[float | None], outcomes: Sequence[str]) -> None:
+        """Count several attempts at once: the same as ``record`` for each pair, in bulk.
+
+        >>> m = NodeMetrics()
+        >>> m.record_many([0.2, 0.4, None], [Outcome.OK, Outcome.TIMEOUT, Outcome.INTERRUPTED])
+        >>> m.calls, m.successes, m.failures, m.timeouts, m.interrupts, m.latency.count
+        (3, 1, 1, 1, 1, 2)
+        """
+        total = len(outcomes)
+        ok = outcomes.count(_OK)
+        self.calls += total
+        self.successes += ok
+        if ok != total:
+            interrupts = outcomes.count(_INTERRUPTED)
+            self.interrupts += interrupts
+            self.failures += total - ok - interrupts
+            self.timeouts += outcomes.count(_TIMEOUT)
+        # The engine's durations are never None nor negative: check that in C, and
+        # filter only when needed.
+        if None in durations or min(cast("Sequence[float]", durations)) < 0.0:
+            durations = [d for d in durations if d is not None and d >= 0.0]
+        self.latency.add_many(cast("Sequence[float]", durations))
 
     @property
     def success_rate(self) -> float | None:
@@ -115,6 +144,33 @@ class GraphMetrics:
         }
 
 
+class Tally:
+    """Where the engine drops one node's task outcomes; they are counted in bulk.
+
+    Get one from :meth:`MetricsCollector.tally`. ``add`` is thread-safe and takes
+    no lock: outcomes wait in a short queue and are counted a few dozen at a time
+    (and before any metric is read), because in Python the per-value bookkeeping
+    costs more than a small node's whole step.
+    """
+
+    __slots__ = ("_collector", "graph", "node", "pending")
+
+    def __init__(self, collector: MetricsCollector, graph: str | None, node: str | None) -> None:
+        self._collector = collector
+        self.graph = graph
+        self.node = node
+        # deque: append and popleft are atomic, so adding never waits on the lock.
+        self.pending: deque[tuple[float | None, str]] = deque()
+
+    def add(self, duration: float | None, outcome: str) -> None:
+        """Count one completed attempt: the same as ``record_task`` for this node."""
+        pending = self.pending
+        pending.append((duration, outcome))
+        if len(pending) >= _FOLD_AT:
+            with self._collector._lock:
+                self._collector._fold(self)
+
+
 class MetricsCollector:
     """An observer that turns events into :class:`GraphMetrics`; thread-safe.
 
@@ -148,6 +204,8 @@ class MetricsCollector:
         self._graphs: dict[str, GraphMetrics] = {}
         # (graph, node) -> metrics: one dict lookup on the hot path instead of two.
         self._nodes: dict[tuple[str | None, str | None], NodeMetrics] = {}
+        # (graph, node) -> its tally, kept across reset() since the engine holds them.
+        self._tallies: dict[tuple[str | None, str | None], Tally] = {}
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
@@ -178,7 +236,30 @@ class MetricsCollector:
             if metrics is None:
                 metrics = nodes[node or "?"] = NodeMetrics()
             self._nodes[graph, node] = metrics
+        tally = self._tallies.get((graph, node))
+        if tally is not None and tally.pending:  # what came first is counted first
+            self._fold(tally)
         return metrics
+
+    def _fold(self, tally: Tally) -> None:
+        # Called with the lock held. Only a fold takes from ``pending``, so the
+        # count read here is there to take, whatever ``add`` does meanwhile.
+        pending = tally.pending
+        taken = len(pending)
+        if taken:
+            durations, outcomes = zip(*starmap(pending.popleft, repeat((), taken)), strict=True)
+            metrics = self._nodes.get((tally.graph, tally.node))
+            if metrics is None:
+                metrics = self._node(tally.graph, tally.node)
+            metrics.record_many(durations, outcomes)
+
+    def tally(self, graph: str | None, node: str | None) -> Tally:
+        """The :class:`Tally` that counts ``node``'s attempts in ``graph`` (made once)."""
+        with self._lock:
+            tally = self._tallies.get((graph, node))
+            if tally is None:
+                tally = self._tallies[graph, node] = Tally(self, graph, node)
+            return tally
 
     def record_task(
         self, graph: str | None, node: str | None, duration: float | None, outcome: str
@@ -209,6 +290,9 @@ class MetricsCollector:
         With ``graph``, only that graph's entry is included (empty if unseen).
         """
         with self._lock:
+            for tally in self._tallies.values():
+                if tally.pending:
+                    self._fold(tally)
             names = sorted(self._graphs) if graph is None else [graph]
             return {
                 "graphs": {
@@ -220,3 +304,5 @@ class MetricsCollector:
         with self._lock:
             self._graphs.clear()
             self._nodes.clear()
+            for tally in self._tallies.values():
+                tally.pending.clear()

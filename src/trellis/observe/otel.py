@@ -101,6 +101,9 @@ class OtelObserver:
                 "OtelObserver needs OpenTelemetry: pip install 'trellis[otel]'"
             ) from exc
         self._trace = trace
+        # Looked up once: per span they were a measurable share of this observer's time.
+        self._internal = trace.SpanKind.INTERNAL
+        self._status, self._error_code = trace.Status, trace.StatusCode.ERROR
         self._tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
         self._lock = threading.Lock()
         # Trellis span id -> (OpenTelemetry span, parent span id, trace id, start ns).
@@ -151,11 +154,14 @@ class OtelObserver:
 
     def _start(self, event: Event) -> None:
         start = _ns(event.ts)
+        attributes = _attributes(event)
+        if event.data:
+            attributes.update(_data_attributes(event.data))
         span = self._tracer.start_span(
             self._name(event),
             context=self._parent_context(event),
-            kind=self._trace.SpanKind.INTERNAL,
-            attributes=_attributes(event) | _data_attributes(event.data),
+            kind=self._internal,
+            attributes=attributes,
             start_time=start,
         )
         with self._lock:
@@ -193,8 +199,6 @@ class OtelObserver:
         self._close(entry[0], event, end)
 
     def _close(self, span: Any, event: Event, end: int) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         status = event.status or (Outcome.ERROR if event.kind is EventKind.TASK_ERROR else "ok")
         span.set_attribute("trellis.outcome", status)
         if event.data:
@@ -208,7 +212,7 @@ class OtelObserver:
                 attrs["exception.stacktrace"] = stack
             span.add_event("exception", attributes=attrs, timestamp=end)
             description = f"{event.error_type or 'Error'}: {event.error_message or ''}"
-            span.set_status(Status(StatusCode.ERROR, description.rstrip(": ")))
+            span.set_status(self._status(self._error_code, description.rstrip(": ")))
         span.end(end_time=end)
 
     def _end_children(self, event: Event) -> None:
