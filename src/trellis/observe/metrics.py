@@ -154,6 +154,9 @@ class Tally:
     """
 
     __slots__ = ("_collector", "graph", "node", "pending")
+    fold_at = _FOLD_AT
+    """How many outcomes wait before they are counted (whoever appends to
+    ``pending`` directly calls :meth:`fold` once it holds that many)."""
 
     def __init__(self, collector: MetricsCollector, graph: str | None, node: str | None) -> None:
         self._collector = collector
@@ -167,8 +170,12 @@ class Tally:
         pending = self.pending
         pending.append((duration, outcome))
         if len(pending) >= _FOLD_AT:
-            with self._collector._lock:
-                self._collector._fold(self)
+            self.fold()
+
+    def fold(self) -> None:
+        """Count what is waiting now."""
+        with self._collector._lock:
+            self._collector._fold(self)
 
 
 class MetricsCollector:
