@@ -55,10 +55,10 @@ _T = TypeVar("_T")
 
 
 def _new_id_suffix() -> None:
-    # A forked child must not share its parent's suffix: both could stamp the same
-    # nanosecond.
-    global _id_suffix, _last_id_ns
-    _id_suffix, _last_id_ns = os.urandom(8).hex(), 0
+    # A forked child must not share its parent's suffix (both could stamp the same
+    # nanosecond), nor its lock, which another thread may have held at the fork.
+    global _id_suffix, _last_id_ns, _id_lock
+    _id_suffix, _last_id_ns, _id_lock = os.urandom(8).hex(), 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_new_id_suffix)
