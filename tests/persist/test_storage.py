@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -209,3 +211,41 @@ def test_append_loops_store_linear_bytes(sizes: list[int], rnd: Any) -> None:
     stored = sum(len(b.data) for b in ns.blobs.values())
     assert stored <= 3 * appended + 64
     assert saver.get_tuple("t").checkpoint.values["log"] == head.values["log"]  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_its_own_ids_even_if_the_lock_was_held() -> None:
+    from trellis.persist import base
+
+    parent_id = new_checkpoint_id()
+    read, write = os.pipe()
+    with base._id_lock:  # as if another thread were inside new_checkpoint_id at the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            signal.alarm(5)
+            os.write(write, new_checkpoint_id().encode())
+            os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert len(child_id) == 32, "the child hung on the lock it inherited"
+    assert child_id[16:] != parent_id[16:]  # its own random half
+
+
+def test_encoding_a_put_uses_a_serializer_subclass_codec_everywhere() -> None:
+    class Tagged(Serializer):  # say, an encrypting serializer
+        def dumps(self, value: object, *, key: str | None = None) -> tuple[str, bytes]:
+            codec, data = super().dumps(value, key=key)
+            return "tagged:" + codec, data
+
+        def loads(self, codec: str, data: bytes, **kwargs: Any) -> Any:
+            return super().loads(codec.removeprefix("tagged:"), data, **kwargs)
+
+    serde = Tagged()
+    cid = new_checkpoint_id()
+    checkpoint = Checkpoint(cid, None, 0, 0.0, {"n": 1}, {"n": cid}, pending={"nodes": ["a"]})
+    put = encode_put(serde, checkpoint, {"source": "loop"}, bases={})
+    assert put.row.codec.startswith("tagged:")
+    assert all(b.codec.startswith("tagged:") for b in put.blobs)
+    blobs = [serde.dumps([i]) for i in range(3)]
+    assert serde.loads_many(blobs) == [[0], [1], [2]]
