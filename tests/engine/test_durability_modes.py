@@ -8,7 +8,9 @@ fired fails at teardown.
 
 from __future__ import annotations
 
+import copy
 import operator
+import pickle
 import random
 import sqlite3
 import uuid
@@ -19,7 +21,17 @@ from typing import Annotated, Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, RetryPolicy, StateGraph, interrupt, once
+from trellis import (
+    END,
+    START,
+    Command,
+    MemorySaver,
+    RetryPolicy,
+    SqliteSaver,
+    StateGraph,
+    interrupt,
+    once,
+)
 
 MODES = ["sync", "async", "exit"]
 
@@ -510,3 +522,60 @@ def test_random_checkpoint_faults_never_lose_or_duplicate_a_committed_step(
     failed_steps = Counter(ck.step for _, _, ck in saver.fired)
     for k, name in enumerate(names, start=1):
         assert ledger.ran[name] == 6 + failed_steps[k], name
+
+
+# -- batching the input checkpoint with the step that applies it ----------------------
+
+
+class AuditedSaver(MemorySaver):
+    """Overrides only put/aput, as an audit or retry wrapper would: it must still see
+    every checkpoint, and each must survive a deep copy and pickling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+
+    def put(self, thread_id: str, checkpoint: Any, metadata: Any, **kwargs: Any) -> None:
+        self.seen.append(pickle.loads(pickle.dumps(copy.deepcopy(checkpoint))))
+        super().put(thread_id, checkpoint, metadata, **kwargs)
+
+    async def aput(self, thread_id: str, checkpoint: Any, metadata: Any, **kwargs: Any) -> None:
+        self.put(thread_id, checkpoint, metadata, **kwargs)
+
+
+def test_a_saver_that_overrides_put_sees_every_checkpoint() -> None:
+    saver = AuditedSaver()
+    graph = chain(Ledger(), "AB", saver)
+    cfg = config()
+    assert graph.invoke({"trail": [], "total": 0}, cfg) == expected("AB")
+    history = [s.config["configurable"]["checkpoint_id"] for s in graph.get_state_history(cfg)]
+    assert [c.id for c in saver.seen] == list(reversed(history))  # input, start, A, B
+
+
+async def test_a_saver_that_overrides_aput_sees_every_checkpoint() -> None:
+    saver = AuditedSaver()
+    graph = chain(Ledger(), "AB", saver)
+    cfg = config()
+    assert await graph.ainvoke({"trail": [], "total": 0}, cfg) == expected("AB")
+    assert len(saver.seen) == len(list(graph.get_state_history(cfg))) == 4
+
+
+def test_the_input_is_durable_before_a_router_on_start_runs(tmp_path: Any) -> None:
+    db = tmp_path / "t.db"
+    stored_first: list[int] = []
+
+    def router(state: S) -> str:  # user code, perhaps a slow model call that may crash
+        with sqlite3.connect(db) as conn:
+            stored_first.append(
+                conn.execute("SELECT count(*) FROM trellis_checkpoints").fetchone()[0]
+            )
+        return "A"
+
+    builder = StateGraph(S)
+    builder.add_node("A", Ledger().node("A", 1))
+    builder.add_conditional_edges(START, router, ["A"])
+    saver = SqliteSaver.from_path(db)
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke({"trail": [], "total": 0}, config())
+    assert stored_first == [1]  # the input checkpoint, committed before the router ran
+    saver.close()

@@ -198,10 +198,11 @@ def run_tasks(tasks: list[Task]) -> None:
 
 
 def _applies_input(tasks: list[Task]) -> bool:
-    """The step only applies the run's input: no node code runs in it, so its
-    checkpoint and the input checkpoint before it can be committed together.
-    (Not under ``debug``, whose stream shows each checkpoint as it is saved.)"""
-    return len(tasks) == 1 and tasks[0].name == START
+    """The step only applies the run's input: no user code runs in it (a router
+    on START would), so its checkpoint and the input checkpoint before it can be
+    committed together. (Not under ``debug``, whose stream shows each checkpoint
+    as it is saved.)"""
+    return len(tasks) == 1 and tasks[0].name == START and not tasks[0].node.branches
 
 
 def perform(loop: RunLoop) -> None:
@@ -218,10 +219,12 @@ def perform(loop: RunLoop) -> None:
             _saved(loop, effect)
 
 
-def _calls(saver: Any, effects: list[Effect]) -> Iterator[tuple[str, dict[str, Any], list[Effect]]]:
+def _calls(
+    saver: Any, effects: list[Effect], prefix: str = ""
+) -> Iterator[tuple[str, dict[str, Any], list[Effect]]]:
     """The saver calls for ``effects``: consecutive puts that each extend the one
     before become one ``put_many`` (one transaction, one commit)."""
-    if not hasattr(saver, "put_many"):
+    if not _batches(type(saver), prefix):
         for effect in effects:
             yield effect.name, effect.kwargs, [effect]
         return
@@ -245,6 +248,26 @@ def _calls(saver: Any, effects: list[Effect]) -> Iterator[tuple[str, dict[str, A
             "checkpoint_ns": first["checkpoint_ns"],
         }
         yield "put_many", kwargs, group
+
+
+def _batches(cls: type, prefix: str) -> bool:
+    """Whether puts to a ``cls`` saver may be batched into ``put_many`` (``prefix``
+    "a": ``aput``/``aput_many``). Not when a subclass overrides ``put`` below the
+    class that defines ``put_many``: it wants to see every checkpoint (an audit, a
+    retry wrapper), and ``put_many`` would go around it."""
+    known = _BATCHES.get((cls, prefix))
+    if known is None:
+        many = _defined_in(cls, prefix + "put_many")
+        one = _defined_in(cls, prefix + "put")
+        known = _BATCHES[cls, prefix] = many is not None and (one is None or issubclass(many, one))
+    return known
+
+
+_BATCHES: dict[tuple[type, str], bool] = {}
+
+
+def _defined_in(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
 
 
 def _extends(before: Effect, after: Effect) -> bool:
@@ -449,7 +472,7 @@ async def aperform(loop: RunLoop) -> None:
         await getattr(loop.saver, "a" + effect.name)(**effect.kwargs)
         _saved(loop, effect)
         return
-    for name, kwargs, done in _calls(loop.saver, effects):
+    for name, kwargs, done in _calls(loop.saver, effects, "a"):
         await getattr(loop.saver, "a" + name)(**kwargs)
         for effect in done:
             _saved(loop, effect)

@@ -8,9 +8,7 @@ resulting saver calls (``Effect``), sync or async.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import GraphVersionError
@@ -34,7 +32,6 @@ GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
 )
 _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
-_NO_APPENDS: Mapping[str, list[Any]] = MappingProxyType({})  # shared: most steps append nothing
 
 
 @dataclass(slots=True)  # not frozen: one per checkpoint, and frozen init costs 2x
@@ -57,7 +54,7 @@ def record(
     versions = loop.versions
     for key in loop.updated:
         versions[key] = new_id
-    appends: Mapping[str, list[Any]] = _NO_APPENDS
+    appends: dict[str, list[Any]] = {}
     if loop.appends:
         appends = {k: v for k, v in loop.appends.items() if v is not None and k in loop.updated}
         loop.appends = {}
