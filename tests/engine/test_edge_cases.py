@@ -207,3 +207,16 @@ def test_a_long_run_keeps_its_span_ids_well_formed_and_distinct() -> None:
     hex_digits = set("0123456789abcdef")
     assert all(len(i) == 16 and set(i) <= hex_digits for i in ids)
     assert all(i.startswith(run.span_id[:8]) for i in ids)
+
+
+def test_a_sink_added_after_a_run_receives_the_next_runs_events() -> None:
+    first, later = MemorySink(), MemorySink()
+    builder = StateGraph(X)
+    builder.add_node("a", lambda s: {"x": 1})
+    builder.add_edge(START, "a")
+    graph = builder.compile(observers=[first])
+    graph.invoke({"x": 0})
+    graph.sinks.append(later)  # the routes worked out for the first run are redone
+    graph.invoke({"x": 0})
+    assert [e.kind for e in later.events] == [e.kind for e in first.events][: len(later.events)]
+    assert later.events and later.events[0].kind == "run_start"

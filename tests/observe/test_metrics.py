@@ -17,6 +17,7 @@ from trellis.observe import (
     EventKind,
     MemorySink,
     MetricsCollector,
+    NodeMetrics,
     Observers,
     Outcome,
     RunEvents,
@@ -255,3 +256,9 @@ def test_a_graph_counts_exactly_what_its_events_say() -> None:
     assert (nodes["broken"]["failures"], nodes["ask"]["interrupts"]) == (22, 128)
     assert nodes["a"]["latency"]["count"] == 150
     assert nodes["broken"]["failures"] == 22 and nodes["ask"]["interrupts"] == 128
+
+
+def test_counting_nothing_in_bulk_is_a_no_op() -> None:
+    node = NodeMetrics()
+    node.record_many([], [])
+    assert (node.calls, node.latency.count) == (0, 0)

@@ -212,7 +212,7 @@ class CompiledStateGraph:
         trace = bool(self.options.get("trace")) and loop.saver is not None
         if self.sinks or streams or trace:
             routes = self.routes
-            if routes is None or routes.graph != self.name:
+            if routes is None or routes.graph != self.name or routes.sinks != self.sinks:
                 from trellis.engine.observing import Routes
 
                 routes = self.routes = Routes(self.sinks, self.name)

@@ -49,10 +49,11 @@ _OUTCOMES = frozenset({_TASK_END, _TASK_ERROR})
 class Routes:
     """Which sinks get each kind of event: worked out once per graph, not per run."""
 
-    __slots__ = ("collectors", "counts", "graph", "targets")
+    __slots__ = ("collectors", "counts", "graph", "sinks", "targets")
 
     def __init__(self, sinks: list[Any], graph: str) -> None:
         self.graph = graph
+        self.sinks = list(sinks)  # what these routes were worked out for
         # A plain MetricsCollector (compile(metrics=True)) is not sent task outcome
         # events: the engine adds each outcome to the node's Tally directly.
         self.collectors = tuple(s for s in sinks if type(s) is MetricsCollector)

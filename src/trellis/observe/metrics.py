@@ -74,6 +74,8 @@ class NodeMetrics:
         (3, 1, 1, 1, 1, 2)
         """
         total = len(outcomes)
+        if not total:
+            return
         ok = outcomes.count(_OK)
         self.calls += total
         self.successes += ok
