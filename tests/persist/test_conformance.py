@@ -241,6 +241,16 @@ def test_put_many_checks_the_head_and_a_retry_is_harmless(saver: Any) -> None:
     assert [t.checkpoint.id for t in saver.list(h.thread_id)] == [*reversed(ids), expected]
 
 
+def test_put_many_refuses_one_id_twice(saver: Any) -> None:
+    h = History(saver)
+    h.put(set={"n": 0})
+    ck = h.make(set={"n": 1})
+    twice = [Put(ck, {"source": "loop"}), Put(ck, {"source": "loop"})]
+    with pytest.raises(ConcurrentUpdateError):
+        saver.put_many(h.thread_id, twice, expected_head=h.head)
+    assert [t.checkpoint.id for t in saver.list(h.thread_id)] == [h.head]
+
+
 async def test_aput_many_matches_put_many(saver: Any) -> None:
     h = History(saver)
     ids = await h.put_many({"set": {"n": 1}}, {"append": {"log": ["x"]}}, asynchronous=True)

@@ -176,9 +176,11 @@ class MemorySaver(SaverBase):
             encoded = []
             parent = ns.versions.get(puts[0].checkpoint.parent_id or "") if ns else None
             chains: dict[str, ChainState] = {}
-            for put in puts:
+            for i, put in enumerate(puts):
                 ck = put.checkpoint
-                if ns is not None and ck.id in ns.checkpoints:
+                if (ns is not None and ck.id in ns.checkpoints) or any(
+                    p.checkpoint.id == ck.id for p in puts[:i]
+                ):
                     raise ConcurrentUpdateError(
                         f"thread {thread_id!r} already has checkpoint {ck.id!r}"
                     )
