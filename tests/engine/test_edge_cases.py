@@ -220,3 +220,20 @@ def test_a_sink_added_after_a_run_receives_the_next_runs_events() -> None:
     graph.invoke({"x": 0})
     assert [e.kind for e in later.events] == [e.kind for e in first.events][: len(later.events)]
     assert later.events and later.events[0].kind == "run_start"
+
+
+def test_a_sink_that_wants_no_kinds_gets_no_events() -> None:
+    class Declares:  # routes by its declared kinds alone, filters nothing itself
+        def __init__(self, kinds: frozenset[str]) -> None:
+            self.kinds, self.got = kinds, []
+
+        def __call__(self, event: Any) -> None:
+            self.got.append(event.kind)
+
+    none, some = Declares(frozenset()), Declares(frozenset({"task_end"}))
+    builder = StateGraph(X)
+    builder.add_node("a", lambda s: {"x": 1})
+    builder.add_edge(START, "a")
+    builder.compile(observers=[none, some]).invoke({"x": 0})
+    assert none.got == []
+    assert some.got == ["task_end"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,13 @@ _COUNTERS = [f"{n:08x}" for n in range(_NCOUNTERS)]
 _OUTCOMES = frozenset({_TASK_END, _TASK_ERROR})
 
 
+def _kinds_of(sink: Any, kind: EventKind) -> Collection[EventKind]:
+    """The kinds ``sink`` declared it wants (``kinds``); every kind if it declared none.
+    An empty declaration means none at all."""
+    kinds = getattr(sink, "kinds", None)
+    return (kind,) if kinds is None else kinds
+
+
 class Routes:
     """Which sinks get each kind of event: worked out once per graph, not per run."""
 
@@ -64,8 +71,7 @@ class Routes:
             kind: tuple(
                 s
                 for s in sinks
-                if kind in (getattr(s, "kinds", None) or (kind,))
-                and not (kind in _OUTCOMES and s in self.collectors)
+                if kind in _kinds_of(s, kind) and not (kind in _OUTCOMES and s in self.collectors)
             )
             for kind in EventKind
         }
