@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -257,3 +258,22 @@ def test_partial_events_still_make_rows() -> None:
     assert "…  fetch" in render_tree(crashed)
     page = parse_page(render_html(crashed))
     assert len(page.bars) == 6
+
+
+def test_tree_places_run_level_notes_among_the_steps_by_time() -> None:
+    def ev(kind: EventKind, span: str, ts: float, **fields: Any) -> Event:
+        return Event(kind, "t" * 32, span, None if span == "run" else "run", ts, **fields)
+
+    events = [
+        ev(EventKind.RUN_START, "run", 0.0),
+        ev(EventKind.CHECKPOINT_SAVED, "run", 0.5, step=-1, data={"checkpoint_id": "input"}),
+        ev(EventKind.STEP_START, "s0", 1.0, step=0),
+        ev(EventKind.STEP_END, "s0", 2.0, step=0, duration=1.0, status="ok"),
+        ev(EventKind.COMPENSATION, "run", 2.5, node="refund", status="ok"),
+        ev(EventKind.STEP_START, "s1", 3.0, step=1),
+        ev(EventKind.STEP_END, "s1", 4.0, step=1, duration=1.0, status="ok"),
+        ev(EventKind.RUN_END, "run", 5.0, duration=5.0, status="ok"),
+    ]
+    lines = render_tree(events).splitlines()[1:]
+    assert [line.split()[1] for line in lines] == ["·", "step", "·", "step"]
+    assert "input" in lines[0] and "compensation" in lines[2]

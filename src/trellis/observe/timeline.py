@@ -263,7 +263,7 @@ def render_tree(events: Iterable[Event]) -> str:
             label += f"  {_fmt_duration(run.duration)}"
         if run.error_type:
             label += f"  {run.error_type}: {run.error_message or ''}"
-        children: list[_Tree] = []
+        timed: list[tuple[float, _Tree]] = []
         for step in run.steps:
             tasks: list[_Tree] = [
                 (_task_line(t), [(_note_text(n), []) for n in t.notes]) for t in step.tasks
@@ -271,9 +271,12 @@ def render_tree(events: Iterable[Event]) -> str:
             tasks += [(f"· {_note_text(n)}", []) for n in step.notes]
             step_label = f"step {step.step if step.step is not None else '?'}  "
             step_label += f"{_MARKS.get(step.status, '?')}  {_fmt_duration(step.duration)}"
-            children.append((step_label.rstrip(), tasks))
-        children += [(f"· {_note_text(n)}", []) for n in run.notes]
-        _draw((label, children), "", True, True, out)
+            timed.append((_key(step.start), (step_label.rstrip(), tasks)))
+        # Run-level notes (the input checkpoint saved, a compensation) where they
+        # happened among the steps, not after all of them.
+        timed += [(n.ts, (f"· {_note_text(n)}", [])) for n in run.notes]
+        timed.sort(key=lambda item: item[0])  # stable: steps keep their order on ties
+        _draw((label, [child for _, child in timed]), "", True, True, out)
     return "\n".join(out) + ("\n" if out else "")
 
 
