@@ -178,8 +178,8 @@ class MemorySaver(SaverBase):
             chains: dict[str, ChainState] = {}
             for i, put in enumerate(puts):
                 ck = put.checkpoint
-                if (ns is not None and ck.id in ns.checkpoints) or any(
-                    p.checkpoint.id == ck.id for p in puts[:i]
+                if (ns is not None and ck.id in ns.checkpoints) or (
+                    i and any(p.checkpoint.id == ck.id for p in puts[:i])
                 ):
                     raise ConcurrentUpdateError(
                         f"thread {thread_id!r} already has checkpoint {ck.id!r}"
