@@ -38,6 +38,7 @@ __all__ = [
     "Checkpointer",
     "PendingWrite",
     "Put",
+    "PutAsPutMany",
     "SaverBase",
     "ThreadInfo",
     "new_checkpoint_id",
@@ -295,7 +296,69 @@ class Checkpointer(Protocol):
     async def adelete_thread(self, thread_id: str) -> None: ...
 
 
-class SaverBase:
+class _PutsMany(Protocol):
+    def put_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None: ...
+
+    async def aput_many(
+        self,
+        thread_id: str,
+        puts: Sequence[Put],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+    ) -> None: ...
+
+
+class PutAsPutMany:
+    """``put``/``aput`` as a ``put_many``/``aput_many`` of one checkpoint, so a saver
+    writes its put logic once, in the batch form.
+
+    >>> class MySaver(PutAsPutMany): ...  # implement put_many and aput_many
+    """
+
+    def put(
+        self: _PutsMany,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        self.put_many(
+            thread_id,
+            [Put(checkpoint, metadata, writes)],
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+        )
+
+    async def aput(
+        self: _PutsMany,
+        thread_id: str,
+        checkpoint: Checkpoint,
+        metadata: Mapping[str, Any],
+        *,
+        expected_head: str | None,
+        checkpoint_ns: str = "",
+        writes: Sequence[PendingWrite] = (),
+    ) -> None:
+        await self.aput_many(
+            thread_id,
+            [Put(checkpoint, metadata, writes)],
+            expected_head=expected_head,
+            checkpoint_ns=checkpoint_ns,
+        )
+
+
+class SaverBase(PutAsPutMany):
     """Shared plumbing for savers whose work is synchronous (memory, SQLite).
 
     The async twins call the sync methods inline when ``_offload`` is false (the
@@ -333,26 +396,6 @@ class SaverBase:
     ) -> CheckpointTuple | None:
         get_tuple = self._blocking.get_tuple
         return await self._call(get_tuple, thread_id, checkpoint_id, checkpoint_ns=checkpoint_ns)
-
-    async def aput(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        await self._call(
-            self._blocking.put,
-            thread_id,
-            checkpoint,
-            metadata,
-            expected_head=expected_head,
-            checkpoint_ns=checkpoint_ns,
-            writes=writes,
-        )
 
     async def aput_many(
         self,

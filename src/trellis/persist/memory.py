@@ -133,23 +133,6 @@ class MemorySaver(SaverBase):
                 row = ns.blobs.get((k, row.base_version)) if row.base_version else None
         return out
 
-    def put(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        self.put_many(
-            thread_id,
-            [Put(checkpoint, metadata, writes)],
-            expected_head=expected_head,
-            checkpoint_ns=checkpoint_ns,
-        )
-
     def put_many(
         self,
         thread_id: str,

@@ -27,7 +27,6 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import (
-    Checkpoint,
     CheckpointTuple,
     Database,
     PendingWrite,
@@ -599,23 +598,6 @@ class PostgresSaver(SqlSaverMethods):
     ) -> CheckpointTuple | None:
         plan = self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id)
         return await self._arun(Txn(plan))
-
-    async def aput(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        await self.aput_many(
-            thread_id,
-            [Put(checkpoint, metadata, writes)],
-            expected_head=expected_head,
-            checkpoint_ns=checkpoint_ns,
-        )
 
     async def aput_many(
         self,

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from trellis.persist.base import (
-    Checkpoint,
     CheckpointTuple,
     PendingWrite,
     Put,
+    PutAsPutMany,
     ThreadInfo,
     thread_deleted,
 )
@@ -28,7 +28,7 @@ __all__ = ["SqlSaverMethods"]
 T = TypeVar("T")
 
 
-class SqlSaverMethods:
+class SqlSaverMethods(PutAsPutMany):
     """Mixed into ``SqliteSaver`` and ``PostgresSaver``."""
 
     _sql: SqlDialect
@@ -49,23 +49,6 @@ class SqlSaverMethods:
     ) -> CheckpointTuple | None:
         return self._run(
             Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
-        )
-
-    def put(
-        self,
-        thread_id: str,
-        checkpoint: Checkpoint,
-        metadata: Mapping[str, Any],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-        writes: Sequence[PendingWrite] = (),
-    ) -> None:
-        self.put_many(
-            thread_id,
-            [Put(checkpoint, metadata, writes)],
-            expected_head=expected_head,
-            checkpoint_ns=checkpoint_ns,
         )
 
     def put_many(
