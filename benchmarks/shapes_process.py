@@ -38,6 +38,7 @@ from benchmarks.harness import (
     failure_cell,
     median,
 )
+from benchmarks.shapes_core import chain_builder
 
 ROOT = Path(__file__).resolve().parent.parent
 CONC_NODES = 3
@@ -61,16 +62,7 @@ def one_run_factory(engine: str, sleep_s: float) -> Callable[[], Awaitable[Any]]
         await asyncio.sleep(sleep_s)
         return {"n": state["n"] + 1}
 
-    mod = api(engine)
-    g = mod.StateGraph(ConcState)
-    names = [f"s{i}" for i in range(CONC_NODES)]
-    for name in names:
-        g.add_node(name, step)
-    g.add_edge(mod.START, names[0])
-    for a, b in zip(names, names[1:], strict=False):
-        g.add_edge(a, b)
-    g.add_edge(names[-1], mod.END)
-    compiled = g.compile()
+    compiled = chain_builder(api(engine), CONC_NODES, step, ConcState).compile()
     config = run_config()
 
     async def run_lg() -> Any:

@@ -18,20 +18,11 @@ __all__ = ["SHAPES"]
 
 
 def _chain(**options: Any) -> Any:
-    from typing_extensions import TypedDict
+    """The 100-node chain of the core shapes, compiled with ``options``."""
+    from benchmarks.engines import api
+    from benchmarks.shapes_core import chain_builder
 
-    from trellis import START, StateGraph
-
-    class C(TypedDict):
-        n: int
-
-    builder = StateGraph(C)
-    previous = START
-    for i in range(100):
-        builder.add_node(f"n{i}", lambda s: {"n": s["n"] + 1})
-        builder.add_edge(previous, f"n{i}")
-        previous = f"n{i}"
-    return builder.compile(**options)
+    return chain_builder(api("trellis"), 100).compile(**options)
 
 
 def _per_step(graph: Any, runs: int) -> float:
