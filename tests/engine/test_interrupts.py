@@ -439,3 +439,25 @@ def test_resume_after_editing_the_state_of_an_interrupted_thread() -> None:
     graph.update_state(config, {"a": "edited"})
     assert graph.get_state(config).next == ("ask",)
     assert graph.invoke(Command(resume="R"), config)["log"] == ["edited:R"]
+
+
+def test_a_breakpoint_before_a_deferred_node_stops_when_it_is_released() -> None:
+    class Log(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    def node(name: str) -> Any:
+        return lambda state: {"log": [name]}
+
+    builder = StateGraph(Log)
+    for name in "abc":
+        builder.add_node(name, node(name))
+    builder.add_node("d", node("d"), defer=True)
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    builder.add_edge("a", "d")  # d waits until b -> c is done
+    builder.add_edge("b", "c")
+    graph = builder.compile(checkpointer=MemorySaver(), interrupt_before=["d"])
+    config = {"configurable": {"thread_id": "t"}}
+    assert graph.invoke({"log": []}, config)["log"] == ["a", "b", "c"]
+    assert graph.get_state(config).next == ("d",)
+    assert graph.invoke(None, config)["log"] == ["a", "b", "c", "d"]

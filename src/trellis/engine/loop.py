@@ -239,7 +239,12 @@ class RunLoop:
         names = self.next_nodes
         sends = self.next_sends
         before = self.breakpoints[0]
-        if before and not self.resuming and self._hits(before, self._runnable(names), sends):
+        upcoming = self.plan.upcoming
+        if (
+            before
+            and not self.resuming
+            and _hits(before, upcoming(names, bool(sends), self.deferred), sends)
+        ):
             self.status = "interrupt_before"
             return []
         self.resuming = False
@@ -316,17 +321,6 @@ class RunLoop:
         from trellis.persist.base import new_checkpoint_id
 
         return new_checkpoint_id()
-
-    def _runnable(self, names: list[str]) -> list[str]:
-        """Of the triggered nodes, those that would run now (deferred ones wait)."""
-        nodes = self.plan.nodes
-        eager = [n for n in names if not nodes[n].defer]
-        return eager if eager or self.next_sends else names
-
-    def _hits(self, nodes: frozenset[str], names: list[str], sends: list[Send]) -> bool:
-        if not names and not sends:
-            return False
-        return "*" in nodes or any(n in nodes for n in names) or any(s.node in nodes for s in sends)
 
     def _visit(self, node: NodePlan) -> NodePlan | None:
         if self.visits is _NO_DICT:
@@ -536,3 +530,14 @@ class RunLoop:
         filtered by the output schema, as in LangGraph)."""
         values = self.values
         return {k: values[k] for k in self.plan.channels if k in values}
+
+
+def _hits(breakpoints: frozenset[str], names: list[str], sends: list[Send]) -> bool:
+    """Whether a step running ``names`` and ``sends`` stops at one of ``breakpoints``."""
+    if not names and not sends:
+        return False
+    return (
+        "*" in breakpoints
+        or any(n in breakpoints for n in names)
+        or any(s.node in breakpoints for s in sends)
+    )

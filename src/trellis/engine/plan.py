@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,16 @@ class GraphPlan:
     append_channels: frozenset[str]
     fingerprint: str
     schemas: tuple[Any, ...] = ()
+
+    def upcoming(self, names: Iterable[str], sends: bool, deferred: Iterable[str]) -> list[str]:
+        """The nodes the next step runs, of the triggered ``names``: the eager ones;
+        or, when only deferred nodes are left and no ``Send`` waits, every
+        deferred node (the loop releases them all at once)."""
+        names = list(names)
+        eager = [n for n in names if not self.nodes[n].defer]
+        if eager or sends:
+            return eager
+        return sorted({*names, *deferred})
 
 
 def _input_maker(info: SchemaInfo, all_channels: frozenset[str]) -> InputMaker:

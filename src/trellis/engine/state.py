@@ -56,12 +56,12 @@ def snapshot(
         )  # fmt: skip
     checkpoint = saved.checkpoint
     pending = checkpoint.pending or {}
-    nodes = [n for n in pending.get("nodes", ()) if n in graph.plan.nodes]
-    eager = [n for n in nodes if not graph.plan.nodes[n].defer]
-    if eager or pending.get("sends"):
-        nodes = eager  # deferred nodes wait until nothing else is left
-    else:
-        nodes = sorted({*nodes, *pending.get("deferred", ())})
+    plan = graph.plan
+    nodes = plan.upcoming(
+        (n for n in pending.get("nodes", ()) if n in plan.nodes),
+        bool(pending.get("sends")),
+        pending.get("deferred", ()),
+    )
     names: list[tuple[str, tuple[str, Any]]] = [(n, (PULL, n)) for n in nodes]
     names += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
     if "start" in pending:
