@@ -379,25 +379,13 @@ async def arun_task(task: Task) -> None:
     if timed:
         started = perf_counter()
     try:
-        args, kwargs = task.args()
-        if node.guarded:
+        if node.guarded:  # the guard builds the arguments itself, per attempt
             out = await acall_guarded(task)
             if out is SKIPPED:
                 task.finish_skipped()
                 return
-        elif node.is_async:
-            out = await node.fn(*args, **kwargs)
-        elif node.subgraph is not None:
-            out = await node.subgraph.acall(*args, **kwargs)
-        elif node.name == START:
-            out = node.fn(*args, **kwargs)
         else:
-            ctx = contextvars.copy_context()
-            out = await asyncio.get_running_loop().run_in_executor(
-                _executor(), lambda: ctx.run(node.fn, *args, **kwargs)
-            )
-            if inspect.isawaitable(out):
-                out = await out
+            out = await _acall_node(task)
         task.accept(out)
         for branch in node.branches:
             args, kwargs = task.router_args(branch)
@@ -428,6 +416,25 @@ async def _afailed(task: Task, exc: BaseException) -> None:
         task.error = exc
         _name_the_node(task, exc)
         raise exc
+
+
+async def _acall_node(task: Task) -> Any:
+    """Call an unguarded node: async ones awaited, sync ones in a worker thread."""
+    import asyncio
+
+    node = task.node
+    args, kwargs = task.args()
+    if node.is_async:
+        return await node.fn(*args, **kwargs)
+    if node.subgraph is not None:
+        return await node.subgraph.acall(*args, **kwargs)
+    if node.name == START:
+        return node.fn(*args, **kwargs)
+    ctx = contextvars.copy_context()
+    out = await asyncio.get_running_loop().run_in_executor(
+        _executor(), lambda: ctx.run(node.fn, *args, **kwargs)
+    )
+    return await out if inspect.isawaitable(out) else out
 
 
 async def arun_tasks(tasks: list[Task]) -> None:
