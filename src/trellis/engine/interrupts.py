@@ -31,7 +31,6 @@ class GraphInterrupt(BaseException):
 
     def __init__(self, interrupt: Interrupt, interrupts: list[Interrupt] | None = None) -> None:
         super().__init__(interrupt)
-        self.interrupt = interrupt
         # Several at once when a subgraph stopped on parallel interrupts.
         self.interrupts = interrupts or [interrupt]
 

@@ -31,13 +31,11 @@ InputMaker = Callable[[Mapping[str, Any]], Any]
 class BranchPlan:
     """A conditional edge, ready to run."""
 
-    source: str
     router: Callable[..., Any]
     path_map: dict[Hashable, str] | None
     fallback: str | None
     takes_state: bool
     injected: tuple[str, ...]
-    is_async: bool
 
 
 @dataclass(slots=True)
@@ -108,9 +106,7 @@ class GraphPlan:
     initial: dict[str, Callable[[], Any]]
     input_info: SchemaInfo
     output_keys: tuple[str, ...]
-    state_info: SchemaInfo
     router_input: InputMaker
-    joins: tuple[JoinPlan, ...]
     append_channels: frozenset[str]
     fingerprint: str
     schemas: tuple[Any, ...] = ()
@@ -139,10 +135,8 @@ def _input_maker(info: SchemaInfo, all_channels: frozenset[str]) -> InputMaker:
 
 
 def _branch_plan(spec: BranchSpec) -> BranchPlan:
-    takes_state, injected, is_async = call_shape(spec.router)
-    return BranchPlan(
-        spec.source, spec.router, spec.path_map, spec.fallback, takes_state, injected, is_async
-    )
+    takes_state, injected, _ = call_shape(spec.router)
+    return BranchPlan(spec.router, spec.path_map, spec.fallback, takes_state, injected)
 
 
 def _is_append_reducer(reducer: Callable[[Any, Any], Any] | None, channel: Channel) -> bool:
@@ -227,9 +221,7 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         initial=initial,
         input_info=builder.input_info,
         output_keys=output_keys or tuple(sorted(all_channels)),
-        state_info=builder.state_info,
         router_input=_input_maker(builder.state_info, all_channels),
-        joins=joins,
         append_channels=append_channels,
         fingerprint=_fingerprint(builder),
         schemas=schemas,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
@@ -46,13 +46,6 @@ class SchemaInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", frozenset(self.channels))
-
-    def make_value(self, values: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-        """Build what a node whose input is this schema receives."""
-        if self.kind in ("typeddict", "dict"):
-            return {k: values[k] for k in keys if k in values}
-        kwargs = {k: values[k] for k in keys if k in values}
-        return self.schema(**kwargs)
 
     def to_update(self, obj: Any) -> dict[str, Any] | None:
         """A schema instance returned by a node, as a partial update, or None."""
