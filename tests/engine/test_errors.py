@@ -234,3 +234,15 @@ def test_list_of_commands_writing_a_last_value_key_twice_is_an_error() -> None:
     graph = single(lambda s: [Command(update={"a": "1"}), Command(update={"a": "2"})])
     with pytest.raises(InvalidUpdateError, match="'a'"):
         graph.invoke({})
+
+
+def test_a_reducer_failing_on_an_update_names_the_node_and_keys() -> None:
+    class Items(TypedDict):
+        items: Annotated[list[int], operator.add]
+
+    builder = StateGraph(Items)
+    builder.add_node("bad", lambda s: {"items": 5})  # a list reducer given an int
+    builder.add_edge(START, "bad")
+    with pytest.raises(TypeError) as info:  # the reducer's own error, unchanged
+        builder.compile().invoke({"items": []})
+    assert "node 'bad'" in info.value.__notes__[-1] and "'items'" in info.value.__notes__[-1]

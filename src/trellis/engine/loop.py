@@ -362,10 +362,15 @@ class RunLoop:
             update = task.update
             if update is not None:
                 self.wrote = self.wrote_any = True
-                if track:
-                    self._track(update)
-                else:
-                    self.apply(values, update)
+                try:  # free in 3.11 unless it raises
+                    if track:
+                        self._track(update)
+                    else:
+                        self.apply(values, update)
+                except Exception as exc:
+                    keys = ", ".join(map(repr, update))
+                    exc.add_note(f"while applying the update of node {task.name!r} (keys {keys})")
+                    raise
         next_nodes = self.next_nodes
         if next_nodes is _NO_LIST:
             next_nodes = self.next_nodes = []
