@@ -299,8 +299,6 @@ def _first_param_schema(fn: Any) -> Any:
     import inspect
     import typing
 
-    from typing_extensions import is_typeddict
-
     if not inspect.isroutine(fn):
         return None
     try:
@@ -311,8 +309,4 @@ def _first_param_schema(fn: Any) -> Any:
     if not params:
         return None
     hint = hints.get(params[0].name)
-    if hint is None or not isinstance(hint, type):
-        return None
-    if is_typeddict(hint) or hasattr(hint, "__dataclass_fields__") or hasattr(hint, "model_fields"):
-        return hint
-    return None
+    return hint if _is_schema(hint) else None
