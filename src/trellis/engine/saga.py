@@ -80,11 +80,12 @@ class Saga:
         todo = []
         for index in range(len(self.entries) - 1, -1, -1):
             name = self.entries[index][0]
-            spec = nodes[name].spec if name in nodes else None
+            node = nodes.get(name)
+            undo = node.compensate if node is not None else None
             # A compensation that failed is tried again next time; one that finished never is.
-            if self.done.get(str(index)) == "ok" or spec is None or spec.compensate is None:
+            if self.done.get(str(index)) == "ok" or undo is None:
                 continue
-            todo.append((index, name, spec.compensate))
+            todo.append((index, name, undo))
         return todo
 
     def _record(self, index: int, outcome: Any) -> list[PendingWrite]:
