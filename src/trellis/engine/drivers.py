@@ -43,6 +43,8 @@ _WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 def _executor() -> Any:
     global _pool
+    if _pool is not None:  # made once; the lock only guards making it
+        return _pool
     with _pool_lock:
         if _pool is not None:
             return _pool
