@@ -246,3 +246,15 @@ def test_a_reducer_failing_on_an_update_names_the_node_and_keys() -> None:
     with pytest.raises(TypeError) as info:  # the reducer's own error, unchanged
         builder.compile().invoke({"items": []})
     assert "node 'bad'" in info.value.__notes__[-1] and "'items'" in info.value.__notes__[-1]
+
+
+def test_a_bad_timeout_or_retry_policy_fails_when_declared_naming_the_node() -> None:
+    from trellis import RetryPolicy
+
+    builder = StateGraph(S)
+    with pytest.raises(ValueError, match=r"add_node\('slow'\): timeout .* got 0"):
+        builder.add_node("slow", lambda s: {}, timeout=0)
+    builder.add_node("boom", lambda s: {}, retry_policy=[RetryPolicy(), "oops"])
+    builder.add_edge(START, "boom")
+    with pytest.raises(TypeError, match=r"node 'boom': retry_policy items must be RetryPolicy"):
+        builder.compile()

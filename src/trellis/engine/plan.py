@@ -17,6 +17,7 @@ from trellis.engine.task import PULL
 from trellis.graph.node import BranchSpec, NodeSpec, call_shape
 from trellis.graph.reducers import add_messages
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
+from trellis.resilience.retry import normalize_policies
 from trellis.types import END, START
 
 if TYPE_CHECKING:
@@ -250,10 +251,12 @@ def _node_plan(
     to_update = None
     if builder.state_info.kind in ("dataclass", "pydantic"):
         to_update = builder.state_info.to_update
-    policies: tuple[Any, ...] = ()
-    rp = spec.retry_policy if spec.retry_policy is not None else default_retry
-    if rp is not None:
-        policies = tuple(rp) if isinstance(rp, (list, tuple)) and not _is_policy(rp) else (rp,)
+    try:
+        policies = normalize_policies(
+            spec.retry_policy if spec.retry_policy is not None else default_retry
+        )
+    except TypeError as exc:  # found now, not when the node first fails
+        raise TypeError(f"node {spec.name!r}: {exc}") from None
     guarded = bool(
         policies or spec.timeout is not None or spec.circuit is not None or spec.approval
     )
@@ -279,8 +282,3 @@ def _node_plan(
         metadata=spec.metadata,
         **links,
     )
-
-
-def _is_policy(value: Any) -> bool:
-    # RetryPolicy is a NamedTuple, so it is also a tuple: tell the two apart.
-    return hasattr(value, "_fields") and "max_attempts" in value._fields

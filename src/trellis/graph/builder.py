@@ -252,6 +252,10 @@ def _node_spec(name: str, action: Any, options: dict[str, Any]) -> NodeSpec:
     timeout = options.get("timeout")
     if timeout is not None and hasattr(timeout, "total_seconds"):
         timeout = timeout.total_seconds()
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(  # not > 0 also catches NaN
+            f"add_node({name!r}): timeout must be a positive number of seconds, got {timeout!r}"
+        )
     return NodeSpec(
         name=name,
         fn=action,

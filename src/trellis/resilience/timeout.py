@@ -184,9 +184,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _check(timeout: float) -> None:
+def _check(timeout: float, node: str) -> None:
     if not timeout > 0:  # also rejects NaN
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise ValueError(
+            f"timeout of node {node!r} must be a positive number of seconds, got {timeout!r}"
+        )
 
 
 def call_with_timeout(
@@ -209,7 +211,7 @@ def call_with_timeout(
     """
     if timeout is None:
         return fn(*args, **kwargs)
-    _check(timeout)
+    _check(timeout, node)
     context = contextvars.copy_context()
     future = _pool.submit(lambda: context.run(fn, *args, **kwargs))
     try:
@@ -240,7 +242,7 @@ async def acall_sync_with_timeout(
     import asyncio  # imported on use: it is slow to import and sync runs never need it
 
     if timeout is not None:
-        _check(timeout)
+        _check(timeout, node)
     context = contextvars.copy_context()
     future = asyncio.wrap_future(_pool.submit(lambda: context.run(fn, *args, **kwargs)))
     try:
@@ -280,7 +282,7 @@ async def acall_with_timeout(
 
     if timeout is None:
         return await coro_fn(*args, **kwargs)
-    _check(timeout)
+    _check(timeout, node)
     entry = _watchdog.watch(timeout, node, on_expired)
     started = time.monotonic()
     try:
