@@ -590,3 +590,16 @@ async def test_async_methods_match_the_sync_ones(backend: Any) -> None:
     finally:
         if hasattr(saver, "aclose"):
             await saver.aclose()
+
+
+def test_errors_name_the_thread_and_its_namespace_alike_on_every_backend(saver: Any) -> None:
+    h = History(saver, ns="review:1")
+    h.put(set={"n": 0})
+    stale = History(saver, h.thread_id, ns="review:1")  # believes the thread is new
+    with pytest.raises(ConcurrentUpdateError, match=r"\(namespace 'review:1'\) already exists"):
+        stale.put(set={"n": 1})
+    with pytest.raises(ConcurrentUpdateError, match=r"the head is no longer 'old'"):
+        h.put(set={"n": 2}, expected_head="old")
+    missing = r"\(namespace 'review:1'\) has no checkpoint"
+    with pytest.raises(CheckpointNotFoundError, match=missing):
+        saver.get_tuple(h.thread_id, "nope", checkpoint_ns="review:1")

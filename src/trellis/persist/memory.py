@@ -40,8 +40,10 @@ from trellis.persist.storage import (
     encode_filter,
     encode_put,
     encode_writes,
+    head_moved,
     metadata_matches,
     needed_blobs,
+    no_checkpoint,
     prune_plan,
     retention,
 )
@@ -101,9 +103,8 @@ class MemorySaver(SaverBase):
             cid = ns.head if checkpoint_id is None else checkpoint_id
             row = ns.checkpoints.get(cid)
             if row is None:
-                raise CheckpointNotFoundError(
-                    f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
-                )
+                missing = no_checkpoint(thread_id, checkpoint_ns, checkpoint_id)
+                raise CheckpointNotFoundError(missing)
             blobs = self._chain_rows(ns, ns.versions[cid])
             writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
         return self._build(thread_id, checkpoint_ns, row, blobs, writes)
@@ -150,10 +151,7 @@ class MemorySaver(SaverBase):
             if head != expected_head:
                 if head == puts[-1].checkpoint.id:
                     return  # a retry of a put that committed: already done
-                raise ConcurrentUpdateError(
-                    f"thread {thread_id!r}: head is {head!r}, not {expected_head!r}; "
-                    "another writer advanced it"
-                )
+                raise ConcurrentUpdateError(head_moved(thread_id, checkpoint_ns, expected_head))
             # Everything is encoded before anything is stored: an unserializable
             # value in any checkpoint leaves no trace of the others.
             encoded = []
@@ -227,9 +225,8 @@ class MemorySaver(SaverBase):
         with self._lock:
             ns = self._data.get((thread_id, checkpoint_ns))
             if ns is None or checkpoint_id not in ns.checkpoints:
-                raise CheckpointNotFoundError(
-                    f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
-                )
+                missing = no_checkpoint(thread_id, checkpoint_ns, checkpoint_id)
+                raise CheckpointNotFoundError(missing)
             self._store_writes(ns, checkpoint_id, rows)
 
     def list(

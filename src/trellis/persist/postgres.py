@@ -247,7 +247,7 @@ class PostgresDialect(SqlDialect):
             rows.expected_head,
             rows.head,
             rows.now,
-            rows.moved + " advanced it",
+            rows.moved,
             json.dumps(rows.required) if rows.required else None,
             rows.pruned,
             json.dumps(doc, ensure_ascii=False, allow_nan=False),

@@ -52,8 +52,11 @@ from trellis.persist.storage import (
     encode_filter,
     encode_put,
     encode_writes,
+    head_moved,
     needed_blobs,
+    no_checkpoint,
     prune_plan,
+    thread_label,
 )
 
 __all__ = [
@@ -139,7 +142,11 @@ class PutRows:
 
     @property
     def pruned(self) -> str:
-        return f"thread {self.thread_id!r}: the parent checkpoint was pruned meanwhile"
+        channels = ", ".join(map(repr, sorted(self.required)))
+        return (
+            f"{thread_label(self.thread_id, self.ns)}: the stored values that channel(s) "
+            f"{channels} extend were pruned meanwhile"
+        )
 
 
 def run_job(job: Job[T], run: Callable[[Txn[Any]], Any]) -> T:
@@ -276,9 +283,7 @@ class SqlDialect:
             return None
         tid, *cols = rows[0]
         if cols[0] is None:
-            raise CheckpointNotFoundError(
-                f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
-            )
+            raise CheckpointNotFoundError(no_checkpoint(thread_id, ns, checkpoint_id))
         row = CheckpointRow(*cols)
         blobs = yield from self._blobs(serde, thread_id, tid, row, final=True)
         pending = decode_writes(serde, writes, thread_id=thread_id)
@@ -373,7 +378,7 @@ class SqlDialect:
         """Store ``puts`` (each the parent of the next) and move the head once, from
         ``expected_head`` to the last of them."""
         last = puts[-1].checkpoint
-        moved = f"thread {thread_id!r}: the head is no longer {expected_head!r}; another writer"
+        moved = head_moved(thread_id, ns, expected_head)
         rows = PutRows(thread_id, ns, expected_head, last.id, float(last.created_at), moved)
         ours = {put.checkpoint.id for put in puts}
         # Chain states as of the checkpoint put last, by channel: the head's, as far
@@ -403,9 +408,7 @@ class SqlDialect:
         check after it runs with the thread locked."""
         thread_id, ns, tid = rows.thread_id, rows.ns, (rows.thread_id, rows.ns)
         stmts = [
-            self.advance_head(
-                thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved + " advanced it"
-            )
+            self.advance_head(thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved)
         ]
         if rows.required:
             # The bases were read before this transaction; a concurrent prune may
@@ -558,7 +561,7 @@ class SqlDialect:
         checkpoint_id: str,
         writes: Sequence[PendingWrite],
     ) -> Txn[None]:
-        missing = f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}"
+        missing = no_checkpoint(thread_id, ns, checkpoint_id)
         plan = self.put_writes_plan(serde, thread_id, ns, checkpoint_id, writes)
         return Txn(plan, write=True, integrity=lambda: CheckpointNotFoundError(missing))
 
