@@ -130,7 +130,7 @@ def _name_the_node(task: Task, exc: BaseException) -> None:
 
 def _keeper(loop: RunLoop) -> Any:
     """For a parallel step: save each finished task's writes as it finishes (None: don't)."""
-    if loop.saver is None or loop.durability == "exit" or loop.checkpoint_id is None:
+    if not loop.saves_writes():
         return None
     saver, thread, checkpoint, ns = (
         loop.saver,
@@ -445,7 +445,7 @@ async def arun_tasks(tasks: list[Task]) -> None:
     if not tasks:  # a resumed step whose tasks all finished before the crash
         return
     loop = tasks[0].loop  # several tasks: asteps runs a lone one itself
-    keep = loop.saver is not None and loop.durability != "exit" and loop.checkpoint_id is not None
+    keep = loop.saves_writes()
 
     async def run_and_keep(task: Task) -> None:
         await arun_task(task)

@@ -60,10 +60,8 @@ def _gate(task: Task) -> bool:
 
 def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
     loop = task.loop
-    if exc is None or state.next_attempt_at is None or loop.saver is None:
-        return
-    if loop.durability == "exit" or loop.checkpoint_id is None:
-        return  # saved with the run's one exit save instead
+    if exc is None or state.next_attempt_at is None or not loop.saves_writes():
+        return  # under durability="exit", saved with the run's one save instead
     write = PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
     loop.saver.put_writes(
         loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns

@@ -307,6 +307,14 @@ class RunLoop:
             for task in tasks:
                 task.interrupts = []
 
+    def saves_writes(self) -> bool:
+        """Whether writes made mid-step (finished siblings, retries, ``once``
+        results) are saved now: with a saver, a checkpoint to hang them on, and
+        not under ``durability="exit"``, whose one save at the end takes them."""
+        return (
+            self.saver is not None and self.durability != "exit" and self.checkpoint_id is not None
+        )
+
     def _effect(self, effect: Any) -> None:
         if self.effects is _NO_LIST:
             self.effects = []

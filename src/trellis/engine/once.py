@@ -30,13 +30,6 @@ def _record(key: str, result: Any) -> list[PendingWrite]:
     return [PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once))]
 
 
-def _writes_now(task: Any) -> bool:
-    # With durability="exit" nothing is saved mid-run; the result goes with the
-    # run's one save (pending writes of the step), as everything else does.
-    loop = task.loop
-    return loop.durability != "exit" and loop.checkpoint_id is not None
-
-
 def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call ``fn(*args, **kwargs)`` at most once for this task and ``key``.
 
@@ -56,7 +49,7 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             result.close()  # never awaited: close it so no warning outlives the error
         raise TypeError(f"once({key!r}) got an async function; use `await aonce(...)`")
     writes = _record(key, result)
-    if writes and _writes_now(task):
+    if writes and task.loop.saves_writes():
         loop = task.loop
         loop.saver.put_writes(
             loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
@@ -73,7 +66,7 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
     if inspect.isawaitable(result):
         result = await result
     writes = _record(key, result)
-    if writes and _writes_now(task):
+    if writes and task.loop.saves_writes():
         loop = task.loop
         await loop.saver.aput_writes(
             loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
