@@ -10,6 +10,7 @@ delta-base check raise server-side, so a lost race writes nothing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import re
@@ -354,8 +355,7 @@ class PostgresSaver(SqlSaverMethods):
 
     def with_allowlist(self, types: Any) -> PostgresSaver:
         """A view of the same store whose serializer also allows ``types``."""
-        clone = object.__new__(PostgresSaver)
-        clone.__dict__.update(self.__dict__)
+        clone = copy.copy(self)  # shares the pools (_shared); a subclass stays itself
         clone.serde = self.serde.with_allowlist(types)
         return clone
 

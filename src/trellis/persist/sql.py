@@ -82,8 +82,7 @@ class Stmt:
 
     ``required``: the statement must return a first row whose first column is
     true, else the driver raises ``ConcurrentUpdateError(required)`` and the
-    transaction rolls back. (PostgreSQL raises server-side instead, so a
-    pipelined batch aborts before its commit.)
+    transaction rolls back.
     """
 
     sql: str
@@ -228,9 +227,9 @@ class SqlDialect:
         """
         return f"CROSS JOIN {table} {alias} ON {cond}"
 
-    # --- hooks for the head compare-and-set and existence checks -------------------
+    # --- the checks of a put, as statements (put_stmts; PostgreSQL runs them server-side) ---
 
-    def advance_head(
+    def _advance_head(
         self, thread_id: str, ns: str, expected: str | None, new: str, now: float, message: str
     ) -> Stmt:
         if expected is None:
@@ -245,7 +244,7 @@ class SqlDialect:
         )
         return Stmt(self.q(sql), (new, now, thread_id, ns, expected), required=message)
 
-    def require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
+    def _require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
         on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
         sql = f"SELECT count(*) = ? FROM {self.want} {self.lookup('b', self.blobs, on)}"
         return Stmt(self.q(sql), (count, want, thread_id, ns), required=message)
@@ -408,13 +407,13 @@ class SqlDialect:
         check after it runs with the thread locked."""
         thread_id, ns, tid = rows.thread_id, rows.ns, (rows.thread_id, rows.ns)
         stmts = [
-            self.advance_head(thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved)
+            self._advance_head(thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved)
         ]
         if rows.required:
             # The bases were read before this transaction; a concurrent prune may
             # have removed them since.
             want = json.dumps(rows.required)
-            stmts.append(self.require_blobs(thread_id, ns, want, len(rows.required), rows.pruned))
+            stmts.append(self._require_blobs(thread_id, ns, want, len(rows.required), rows.pruned))
         insert = self._insert(self.checkpoints, CheckpointRow)
         stmts += [Stmt(insert, (*tid, *_values(row))) for row in rows.checkpoints]
         if rows.blobs:
