@@ -105,8 +105,7 @@ class MemorySaver(SaverBase):
             if row is None:
                 missing = no_checkpoint(thread_id, checkpoint_ns, checkpoint_id)
                 raise CheckpointNotFoundError(missing)
-            blobs = self._chain_rows(ns, ns.versions[cid])
-            writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
+            blobs, writes = self._rows_of(ns, cid)
         return self._build(thread_id, checkpoint_ns, row, blobs, writes)
 
     def _build(
@@ -123,6 +122,12 @@ class MemorySaver(SaverBase):
             thread_id=thread_id,
         )
         return build_tuple(self.serde, thread_id, checkpoint_ns, row, blobs, pending)
+
+    @classmethod
+    def _rows_of(cls, ns: _Namespace, cid: str) -> tuple[list[BlobRow], list[WriteRow]]:
+        """The blob rows and pending writes a read of checkpoint ``cid`` needs."""
+        writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
+        return cls._chain_rows(ns, ns.versions[cid]), writes
 
     @staticmethod
     def _chain_rows(ns: _Namespace, versions: Mapping[str, str]) -> list[BlobRow]:
@@ -249,9 +254,13 @@ class MemorySaver(SaverBase):
         limit: int | None,
         pairs: builtins.list[tuple[str, str]] | None,
     ) -> Iterator[CheckpointTuple]:
+        if pairs is None:  # a filter no metadata can match
+            return
         with self._lock:
             ns = self._data.get((thread_id, checkpoint_ns))
-            ids = sorted(ns.checkpoints, reverse=True) if ns is not None else []
+            if ns is None:
+                return
+            ids = sorted(ns.checkpoints, reverse=True)
         found = 0
         for cid in ids:
             if before is not None and cid >= before:
@@ -259,13 +268,12 @@ class MemorySaver(SaverBase):
             if limit is not None and found >= limit:
                 break
             with self._lock:
-                row = ns.checkpoints.get(cid) if ns is not None else None
-                if row is None or ns is None:
+                row = ns.checkpoints.get(cid)
+                if row is None:
                     continue  # pruned while we iterated
-                if pairs != [] and not metadata_matches(json.loads(row.metadata), pairs):
+                if pairs and not metadata_matches(json.loads(row.metadata), pairs):
                     continue
-                blobs = self._chain_rows(ns, ns.versions[cid])
-                writes = sorted(ns.writes.get(cid, {}).values(), key=lambda w: (w.task_id, w.idx))
+                blobs, writes = self._rows_of(ns, cid)
             found += 1
             yield self._build(thread_id, checkpoint_ns, row, blobs, writes)
 
