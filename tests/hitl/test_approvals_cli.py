@@ -137,3 +137,14 @@ def test_sweep_resolves_overdue_requests_once(db_backend: Backend) -> None:
 def test_a_missing_database_is_reported(tmp_path: Path) -> None:
     result = approvals("list", "--db", str(tmp_path / "none.db"))
     assert result.exit_code == 1 and "no database" in result.stderr
+
+
+def test_a_sqlite_url_names_the_same_file_as_its_path(tmp_path: Path) -> None:
+    from trellis import SqliteSaver
+
+    path = tmp_path / "runs.db"
+    backend = type("B", (), {"saver": lambda self: SqliteSaver.from_path(path)})()
+    _, ids = start(backend, "12345")  # type: ignore[arg-type]
+    listed = approvals("list", "--db", f"sqlite:///{path}", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["id"] for r in json.loads(listed.stdout)] == [ids["12345"]]

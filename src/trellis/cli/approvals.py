@@ -34,6 +34,7 @@ from trellis.cli.common import (
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
+from trellis.persist.base import Database
 
 __all__ = ["approvals_app"]
 
@@ -62,15 +63,12 @@ NotesOption = Annotated[str | None, typer.Option("--notes", help="Why (kept in t
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _is_url(db: str) -> bool:
-    return db.startswith(("postgres://", "postgresql://"))
-
-
 @contextmanager
 def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     """The queue over ``db``; with ``graph``, one that resumes runs through it."""
     target = db or str(DEFAULT_DB)
-    if not _is_url(target) and not Path(target).exists():
+    where = Database.from_url(target)
+    if where.kind == "sqlite" and not Path(where.target).exists():
         raise CliError(f"no database at {target!r}; give --db (a SQLite file or a postgresql URL)")
     if graph is None:
         queue = ReviewQueue.from_url(target)
@@ -84,7 +82,7 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     app = load_graph(graph)
     saver = None
     if app.checkpointer is None:
-        saver = _saver(target)
+        saver = _saver(where)
         app = app.builder.compile(
             checkpointer=saver,
             interrupt_before=app.interrupt_before,
@@ -99,14 +97,14 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
             saver.close()
 
 
-def _saver(target: str) -> Any:
-    if _is_url(target):
+def _saver(where: Database) -> Any:
+    if where.kind == "postgres":
         from trellis.persist.postgres import PostgresSaver
 
-        return PostgresSaver.from_conn_string(target, pool_size=2)
+        return PostgresSaver.from_conn_string(where.target, pool_size=2)
     from trellis.persist.sqlite import SqliteSaver
 
-    return SqliteSaver.from_path(target)
+    return SqliteSaver.from_path(where.target)
 
 
 def _reviewer(given: str | None) -> str:

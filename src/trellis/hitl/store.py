@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
-from trellis.persist.base import attach_sidecar
+from trellis.persist.base import Database, attach_sidecar
 
 __all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
 
@@ -117,7 +117,10 @@ def _build(saver: Any) -> ApprovalStore:
     if isinstance(saver, ApprovalStore):
         return saver
     serde = _SaverSerde(saver) if getattr(saver, "serde", None) is not None else None
-    db = getattr(saver, "database", None)
+    return _open(getattr(saver, "database", None), serde)
+
+
+def _open(db: Database | None, serde: Any = None) -> ApprovalStore:
     if db is None:  # in-process savers keep their requests in memory
         from trellis.hitl.store_memory import MemoryApprovalStore
 
@@ -158,14 +161,7 @@ def open_store(url: str, *, schema: str = "public") -> ApprovalStore:
     >>> open_store("postgresql://app@db/prod")
     >>> open_store("runs.db")
     """
-    if url.startswith(("postgres://", "postgresql://")):
-        from trellis.hitl.store_postgres import PostgresApprovalStore
-
-        return PostgresApprovalStore(url, schema=schema)
-    from trellis.hitl.store_sqlite import SqliteApprovalStore
-
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return SqliteApprovalStore(path)
+    return _open(Database.from_url(url, schema=schema))
 
 
 def names(value: str | Iterable[str] | None) -> tuple[str, ...] | None:

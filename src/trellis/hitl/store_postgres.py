@@ -7,7 +7,6 @@ re-reads the row, finds it decided and changes nothing.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +14,10 @@ from typing import Any
 
 from trellis.errors import ApprovalError
 from trellis.hitl.store_sql import Cursor, SqlApprovalStore
+from trellis.persist.base import SCHEMA_NAME
 from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
-
-# Lowercase only, as the checkpoint saver requires: an unquoted search_path folds case.
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class PostgresApprovalStore(SqlApprovalStore):
@@ -43,7 +40,7 @@ class PostgresApprovalStore(SqlApprovalStore):
         schema: str = "public",
         max_size: int = 4,
     ) -> None:
-        if not _SCHEMA_NAME.match(schema):
+        if not SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
         self.schema = schema
         try:

@@ -39,6 +39,7 @@ __all__ = [
     "PendingWrite",
     "Put",
     "PutAsPutMany",
+    "SCHEMA_NAME",
     "SaverBase",
     "ThreadInfo",
     "new_checkpoint_id",
@@ -468,6 +469,23 @@ class Database:
     target: str  # a file path, or a PostgreSQL conninfo
     schema: str = "public"  # PostgreSQL only; a validated lowercase identifier
     connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, url: str, *, schema: str = "public") -> Database:
+        """The database a user names: a PostgreSQL URL, or a SQLite path (with or
+        without ``sqlite:///``).
+
+        >>> Database.from_url("sqlite:///runs.db")
+        Database(kind='sqlite', target='runs.db', schema='public', connect_kwargs={})
+        """
+        if url.startswith(("postgres://", "postgresql://")):
+            return cls("postgres", url, schema)
+        return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""A PostgreSQL schema Trellis writes into: lowercase, so quoted and unquoted
+spellings agree, and safe to put in SQL text."""
 
 
 # Stores that keep per-thread rows next to a saver's checkpoints (approval

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import re
 import sqlite3
 import threading
 import weakref
@@ -25,11 +24,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from trellis.errors import InvalidConfigError
-from trellis.persist.base import attach_sidecar
+from trellis.persist.base import SCHEMA_NAME, Database, attach_sidecar
 
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 Row = dict[str, Any]
 
@@ -171,24 +169,23 @@ def event_log_for(saver: Any) -> EventLog:
 
 def _build(saver: Any) -> EventLog:
     db = getattr(saver, "database", None)
-    if db is None:
-        return MemoryEventLog()
-    if db.kind == "sqlite":
-        return open_event_log(db.target)
-    # The schema is a validated lowercase identifier: it needs no quoting.
-    return _postgres_log(db.target, f"{db.schema}.trellis_events", dict(db.connect_kwargs))
+    return MemoryEventLog() if db is None else _open(db)
 
 
 def open_event_log(url: str, *, schema: str = "public") -> EventLog:
     """The event log of a database named by ``url`` (a PostgreSQL URL or a SQLite path)."""
-    if url.startswith(("postgres://", "postgresql://")):
-        if not _SCHEMA_NAME.match(schema):  # it becomes part of the SQL: no quotes, no tricks
+    return _open(Database.from_url(url, schema=schema))
+
+
+def _open(db: Database) -> EventLog:
+    if db.kind == "postgres":
+        if not SCHEMA_NAME.match(db.schema):  # it becomes part of the SQL: no quotes, no tricks
             raise InvalidConfigError(
-                f"schema name {schema!r} must be a lowercase identifier "
+                f"schema name {db.schema!r} must be a lowercase identifier "
                 "(letters, digits and '_', at most 63)"
             )
-        return _postgres_log(url, f'"{schema}".trellis_events')
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        return _postgres_log(db.target, f'"{db.schema}".trellis_events', dict(db.connect_kwargs))
+    path = db.target
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, timeout=30)

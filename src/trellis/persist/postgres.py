@@ -13,7 +13,6 @@ import asyncio
 import copy
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import (
+    SCHEMA_NAME,
     CheckpointTuple,
     Database,
     PendingWrite,
@@ -45,9 +45,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 3
 _CONFLICT: Final = "TR409"
-"""SQLSTATE raised by ``trellis_check``: the head moved (or a base was pruned)."""
-# Lowercase only, so the quoted name used here and an unquoted one elsewhere agree.
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""SQLSTATE raised by ``trellis_put``: the head moved (or a base was pruned)."""
 # not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
 _INTEGRITY: Final = ("23502", "23503", "23505")
 _OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -315,7 +313,7 @@ class PostgresSaver(SqlSaverMethods):
         timeout: float = 30.0,
         pool_size: int | None = None,
     ) -> None:
-        if not _SCHEMA_NAME.match(schema):
+        if not SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
         check_prune_args(ttl, keep_last)
         self.serde: Any = serde if serde is not None else Serializer()
