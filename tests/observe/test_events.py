@@ -181,3 +181,33 @@ def test_run_events_error_message_is_bounded() -> None:
     run.run_end(Outcome.ERROR, ValueError("x" * 10_000))
     message = mem.events[0].error_message
     assert message is not None and len(message) == 2000 and message.endswith("...")
+
+
+def test_engine_and_hand_built_events_describe_an_error_the_same_way() -> None:
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    class N(TypedDict):
+        n: int
+
+    class Huge(Exception):
+        pass
+
+    def boom(state: N) -> dict[str, int]:
+        raise Huge("x" * 5000)
+
+    sink = MemorySink()
+    builder = StateGraph(N)
+    builder.add_node("boom", boom)
+    builder.add_edge(START, "boom")
+    with pytest.raises(Huge):
+        builder.compile(observers=[sink]).invoke({"n": 0})
+    [failed] = sink.of_kind("task_error")
+    hand = MemorySink()
+    run = RunEvents(hand, graph="g")
+    run.run_start()
+    run.task_error(run.task_start(run.step_start(0), "boom"), Huge("x" * 5000))
+    [built] = hand.of_kind("task_error")
+    assert (failed.error_type, failed.error_message) == (built.error_type, built.error_message)
+    assert failed.error_message is not None and failed.error_message.endswith("...")

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping
-from types import MappingProxyType
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from trellis.observe.events import Event, EventKind, Outcome, new_span_id, new_trace_id
+from trellis.observe.events import (
+    NO_DATA,
+    Event,
+    EventKind,
+    Outcome,
+    error_message,
+    new_span_id,
+    new_trace_id,
+)
 from trellis.observe.metrics import MetricsCollector, Tally
 from trellis.types import START
 
@@ -33,11 +40,9 @@ _log = logging.getLogger("trellis.observe")
 _perf = time.perf_counter
 _now = time.time
 _new = tuple.__new__
-_MAX_MESSAGE = 2000  # characters of an exception message kept in an event
 _STEP_START, _STEP_END = EventKind.STEP_START, EventKind.STEP_END
 _TASK_START, _TASK_END, _TASK_ERROR = EventKind.TASK_START, EventKind.TASK_END, EventKind.TASK_ERROR
 _OK, _INTERRUPTED = Outcome.OK, Outcome.INTERRUPTED
-_NO_DATA: Mapping[str, Any] = MappingProxyType({})  # shared, so it must be read-only
 # The low halves of step and task span ids, "00000001" on: concatenating one to the
 # run's prefix is a third of the cost of formatting the id, measured per step.
 _NCOUNTERS = 1024  # about 60 KB of strings
@@ -196,7 +201,7 @@ class RunObserver:
         self._emit(
             _new(Event, (EventKind.RUN_START, self.trace_id, self.run_span, self.parent_span,
                          started + self.offset, None, self.thread_id, self.run_id, self.graph,
-                         None, None, None, None, None, None, None, _NO_DATA))
+                         None, None, None, None, None, None, None, NO_DATA))
         )  # fmt: skip
 
     def run_end(
@@ -211,12 +216,14 @@ class RunObserver:
         else:
             status = _OK
         ended = _perf()
-        etype, emsg = (None, None) if error is None else (type(error).__name__, _message(error))
+        etype = emsg = None
+        if error is not None:
+            etype, emsg = type(error).__name__, error_message(error)
         self._emit(
             _new(Event, (EventKind.RUN_END, self.trace_id, self.run_span, self.parent_span,
                          ended + self.offset, ended - self.run_started, self.thread_id,
                          self.run_id, self.graph, None, None, None, None, status, etype, emsg,
-                         _NO_DATA))
+                         NO_DATA))
         )  # fmt: skip
         if self.log is not None and self.kept:
             kept = list(self.kept)
@@ -244,7 +251,7 @@ class RunObserver:
         if targets:
             event = _new(Event, (_STEP_START, self.trace_id, step_span, self.run_span, now, None,
                                  self.thread_id, self.run_id, self.graph, step, None, None, None,
-                                 None, None, None, _NO_DATA))  # fmt: skip
+                                 None, None, None, NO_DATA))  # fmt: skip
             for target in targets:
                 try:
                     target(event)
@@ -260,7 +267,7 @@ class RunObserver:
                 event = _new(Event, (_TASK_START, self.trace_id, span, step_span, now, None,
                                      self.thread_id, self.run_id, self.graph, step, task.name,
                                      task.id if self.keyed else None, task.attempt, None, None,
-                                     None, _NO_DATA))  # fmt: skip
+                                     None, NO_DATA))  # fmt: skip
                 for target in targets:
                     try:
                         target(event)
@@ -285,7 +292,7 @@ class RunObserver:
                     event = _new(Event, (_TASK_END, self.trace_id, span, step_span, now, duration,
                                          self.thread_id, self.run_id, self.graph, task.step,
                                          task.name, task.id if self.keyed else None,
-                                         task.attempt, _OK, None, None, _NO_DATA))  # fmt: skip
+                                         task.attempt, _OK, None, None, NO_DATA))  # fmt: skip
                     for target in targets:
                         try:
                             target(event)
@@ -306,7 +313,7 @@ class RunObserver:
                                  ended - self.step_started, self.thread_id, self.run_id,
                                  self.graph, loop.step, None, None, None,
                                  Outcome.ERROR if error is not None else _OK, None, None,
-                                 _NO_DATA))  # fmt: skip
+                                 NO_DATA))  # fmt: skip
             for target in targets:
                 try:
                     target(event)
@@ -333,7 +340,7 @@ class RunObserver:
         elif task.error is not None:
             kind = _TASK_ERROR
             status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
-            etype, emsg = type(task.error).__name__, _message(task.error)
+            etype, emsg = type(task.error).__name__, error_message(task.error)
         else:  # never finished: a sibling failed first
             status = Outcome.CANCELLED
         if self.targets[kind]:
@@ -343,7 +350,7 @@ class RunObserver:
                     (kind, self.trace_id, span, self.step_span, now, task.duration,
                      self.thread_id, self.run_id, self.graph, task.step, task.name,
                      task.id if self.keyed else None, task.attempt, status, etype, emsg,
-                     _NO_DATA),
+                     NO_DATA),
                 )
             )  # fmt: skip
         return status
@@ -395,15 +402,10 @@ class RunObserver:
         )
 
 
-def _message(error: BaseException) -> str:
-    # An exception can carry a whole document (a failed LLM call's response body).
-    return str(error)[:_MAX_MESSAGE]
-
-
 def _error_fields(error: BaseException | None) -> dict[str, Any]:
     if error is None:
         return {}
-    return {"error_type": type(error).__name__, "error_message": _message(error)}
+    return {"error_type": type(error).__name__, "error_message": error_message(error)}
 
 
 def _sink_failed(target: Any) -> None:

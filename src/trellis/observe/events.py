@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("trellis.observe")
-_NO_DATA: Mapping[str, Any] = MappingProxyType({})
+NO_DATA: Mapping[str, Any] = MappingProxyType({})  # shared, so read-only
 
 Sink = Callable[["Event"], None]
 """Anything that accepts an event: ``sink(event)``."""
@@ -126,7 +126,7 @@ class Event(NamedTuple):
     error_type: str | None = None
     error_message: str | None = None
     # Small, JSON-able extras: retry delay, checkpoint id, approval id, circuit states.
-    data: Mapping[str, Any] = _NO_DATA
+    data: Mapping[str, Any] = NO_DATA
 
     @property
     def start_ts(self) -> float:
@@ -321,8 +321,8 @@ class RunEvents:
                 span.task_id,
                 span.attempt,
                 status,
-                None if error is None else type(error).__qualname__,
-                None if error is None else _message(error),
+                None if error is None else type(error).__name__,
+                None if error is None else error_message(error),
                 {} if data is None else data,
             )
         )
@@ -415,6 +415,12 @@ class RunEvents:
         self._event(EventKind.RETRY, span, error=error, data={"delay": delay})
 
 
-def _message(error: BaseException) -> str:
+MAX_MESSAGE = 2000
+"""Characters of an exception message an event keeps: an error can carry a
+whole document (a failed model call's response body)."""
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)``, cut to :data:`MAX_MESSAGE` characters (ending in "...")."""
     text = str(error)
-    return text if len(text) <= 2000 else text[:1997] + "..."
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
