@@ -220,7 +220,7 @@ def test_a_function_that_needs_arguments_is_refused(tmp_path: Path) -> None:
     module = write_module(tmp_path, "flaky_graph3", FLAKY)
     result = trellis("run", f"{module}:needs_args", "--input", "{}", "--no-db")
     assert result.exit_code == 1
-    assert "is a function that needs arguments" in result.stderr
+    assert "is a function that needs arguments (x)" in result.stderr
 
 
 def test_invalid_input_json_is_a_red_error_and_exit_1() -> None:

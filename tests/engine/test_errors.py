@@ -13,6 +13,7 @@ from typing_extensions import TypedDict
 from trellis import END, START, Command, Send, StateGraph
 from trellis.errors import (
     GraphRecursionError,
+    InterruptError,
     InvalidUpdateError,
     RoutingError,
     TrellisError,
@@ -258,3 +259,13 @@ def test_a_bad_timeout_or_retry_policy_fails_when_declared_naming_the_node() -> 
     builder.add_edge(START, "boom")
     with pytest.raises(TypeError, match=r"node 'boom': retry_policy items must be RetryPolicy"):
         builder.compile()
+
+
+def test_declaration_errors_name_the_edge_and_the_graph() -> None:
+    builder = StateGraph(S)
+    with pytest.raises(TypeError, match=r"add_conditional_edges\('a'\): path_map must be"):
+        builder.add_conditional_edges("a", lambda s: "b", "notamap")
+    builder.add_node("a", lambda s: {})
+    builder.add_edge(START, "a")
+    with pytest.raises(InterruptError, match="graph 'intake': Command"):
+        builder.compile(name="intake").invoke(Command(resume="yes"))

@@ -24,6 +24,7 @@ from trellis.cli.common import (
 )
 from trellis.engine.durable import ERROR, INTERRUPT
 from trellis.persist.base import Checkpoint, CheckpointTuple
+from trellis.types import START
 
 __all__ = ["history_command", "prune_command", "state_command", "threads_command"]
 
@@ -150,7 +151,7 @@ def prune_command(
 def _next(cp: Checkpoint) -> list[str]:
     pending = cp.pending or {}
     if "start" in pending:
-        return ["__start__"]
+        return [START]
     sends = [getattr(s, "node", "?") for s in pending.get("sends", ())]
     return [*pending.get("nodes", ()), *sends]
 

@@ -76,10 +76,11 @@ def _as_graph(obj: Any, target: str) -> CompiledStateGraph:
     if isinstance(obj, StateGraph):
         return obj.compile()
     if callable(obj) and not isinstance(obj, type):
-        if _required_params(obj):
+        required = _required_params(obj)
+        if required:
             raise CliError(
-                f"{target} is a function that needs arguments; point at a graph, "
-                "a StateGraph, or a function of no arguments that returns one"
+                f"{target} is a function that needs arguments ({', '.join(required)}); point "
+                "at a graph, a StateGraph, or a function of no arguments that returns one"
             )
         made = obj()
         if isinstance(made, (CompiledStateGraph, StateGraph)):

@@ -130,7 +130,8 @@ class CompiledStateGraph:
         if loop.saver is None:
             if isinstance(input, Command) and input.resume is not None:
                 raise InterruptError(
-                    "Command(resume=...) needs a checkpointer: compile(checkpointer=...)"
+                    f"graph {self.name!r}: Command(resume=...) needs a checkpointer: "
+                    "compile(checkpointer=...)"
                 )
             loop.begin(input)
             return loop, None

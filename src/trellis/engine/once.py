@@ -47,7 +47,9 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if inspect.isawaitable(result):
         if inspect.iscoroutine(result):
             result.close()  # never awaited: close it so no warning outlives the error
-        raise TypeError(f"once({key!r}) got an async function; use `await aonce(...)`")
+        raise TypeError(
+            f"once({key!r}) in node {task.name!r} got an async function; use `await aonce(...)`"
+        )
     writes = _record(key, result)
     if writes and task.loop.saves_writes():
         loop = task.loop

@@ -160,7 +160,8 @@ class StateGraph(Generic[StateT, ContextT]):
 
         >>> builder.add_conditional_edges("classify", route, {"refund": "refund", "other": END})
         """
-        self.branches.append(BranchSpec(source, path, normalize_path_map(path_map), fallback))
+        mapping = normalize_path_map(path_map, source)
+        self.branches.append(BranchSpec(source, path, mapping, fallback))
         return self
 
     def add_sequence(self, nodes: Sequence[Any]) -> StateGraph[StateT, ContextT]:

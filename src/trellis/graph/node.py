@@ -67,14 +67,17 @@ class BranchSpec:
         return dests + ((self.fallback,) if self.fallback else ())
 
 
-def normalize_path_map(path_map: Any) -> dict[Hashable, str] | None:
+def normalize_path_map(path_map: Any, source: str) -> dict[Hashable, str] | None:
     if path_map is None:
         return None
     if isinstance(path_map, Mapping):
         return dict(path_map)
     if isinstance(path_map, Sequence) and not isinstance(path_map, str):
         return {name: name for name in path_map}
-    raise TypeError(f"path_map must be a dict or a list of node names, got {path_map!r}")
+    raise TypeError(
+        f"add_conditional_edges({source!r}): path_map must be a dict or a list of node "
+        f"names, got {path_map!r}"
+    )
 
 
 def _return_hint(fn: Any) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trellis.observe.events import Event, EventKind
+from trellis.types import END, START
 
 __all__ = [
     "RunRow",
@@ -28,7 +29,6 @@ __all__ = [
     "render_tree",
 ]
 
-_START, _END = "__start__", "__end__"
 _TASK_KINDS = frozenset({EventKind.TASK_START, EventKind.TASK_END, EventKind.TASK_ERROR})
 _STEP_KINDS = frozenset({EventKind.STEP_START, EventKind.STEP_END})
 _RUN_KINDS = frozenset({EventKind.RUN_START, EventKind.RUN_END})
@@ -356,9 +356,9 @@ def _executed_edges(
         fan_in[b] = fan_in.get(b, 0) + 1
     taken: set[tuple[str, str]] = set()
     for a, b in edges:
-        if a == _START:
+        if a == START:
             hit = b in first
-        elif b == _END:
+        elif b == END:
             hit = a in last
         else:
             hit = any(
@@ -376,7 +376,7 @@ def _layers(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[list
     for a, b in edges:
         out_edges.setdefault(a, []).append(b)
     has_in = {b for _, b in edges}
-    roots = [n for n in nodes if n == _START] or [n for n in nodes if n not in has_in]
+    roots = [n for n in nodes if n == START] or [n for n in nodes if n not in has_in]
     depth = {n: 0 for n in roots}
     queue = list(roots)
     while queue:
@@ -390,8 +390,8 @@ def _layers(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[list
         if n not in depth:
             deepest += 1
             depth[n] = deepest
-    if _END in depth:
-        depth[_END] = max(d for n, d in depth.items() if n != _END) + 1 if len(depth) > 1 else 0
+    if END in depth:
+        depth[END] = max(d for n, d in depth.items() if n != END) + 1 if len(depth) > 1 else 0
     layers: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for n in nodes:
         layers[depth[n]].append(n)
@@ -606,9 +606,9 @@ def render_html(
     ran = [t.node for r in runs for t in r.tasks()]
     done = set(executed) | set(ran)
     if runs:
-        done.add(_START)
+        done.add(START)
         if any(r.status == "ok" for r in runs):
-            done.add(_END)
+            done.add(END)
     for n in ran:
         if n not in graph_nodes and not graph_edges:
             graph_nodes.append(n)
