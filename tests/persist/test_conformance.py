@@ -603,3 +603,9 @@ def test_errors_name_the_thread_and_its_namespace_alike_on_every_backend(saver: 
     missing = r"\(namespace 'review:1'\) has no checkpoint"
     with pytest.raises(CheckpointNotFoundError, match=missing):
         saver.get_tuple(h.thread_id, "nope", checkpoint_ns="review:1")
+
+
+def test_a_filter_key_with_a_trailing_newline_is_rejected(saver: Any) -> None:
+    # "$" in a regex also matches before a final newline; the key check must not.
+    with pytest.raises(InvalidUpdateError):
+        list(saver.list("any-thread", filter={"source\n": "loop"}))

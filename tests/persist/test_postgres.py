@@ -263,3 +263,8 @@ def test_prune_and_delete_race_puts_without_damage(make: Any, pg_url: str, pg_sc
         f'(SELECT 1 FROM "{pg_schema}".trellis_threads t WHERE t.tid = c.tid)',
     )
     assert orphans == [(0,)]
+
+
+def test_a_schema_name_with_a_trailing_newline_is_refused(pg_url: str) -> None:
+    with pytest.raises(ValueError):
+        PostgresSaver.from_conn_string(pg_url, schema="billing\n")

@@ -48,7 +48,7 @@ __all__ = [
 
 # Metadata filter keys become part of a query path on some backends (JSON paths),
 # so they are held to an identifier pattern everywhere; values are always bound.
-_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_FILTER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # \Z: "$" allows a final newline
 
 _last_id_ns = 0
 _id_suffix = os.urandom(8).hex()
@@ -483,7 +483,7 @@ class Database:
         return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
 
 
-SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # \Z: "$" allows a final newline
 """A PostgreSQL schema Trellis writes into: lowercase, so quoted and unquoted
 spellings agree, and safe to put in SQL text."""
 
