@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from trellis.engine.durable import Effect, breakpoint_marker, pending_writes, record, restore_tasks
 from trellis.engine.task import PULL, PUSH, Task
 from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
+from trellis.persist.base import new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
@@ -325,11 +326,6 @@ class RunLoop:
             self.compensable = []
         self.compensable.append(entry)
 
-    def _next_id(self) -> str:
-        from trellis.persist.base import new_checkpoint_id
-
-        return new_checkpoint_id()
-
     def _visit(self, node: NodePlan) -> NodePlan | None:
         if self.visits is _NO_DICT:
             self.visits = {}
@@ -402,9 +398,13 @@ class RunLoop:
                     if self.next_sends is _NO_LIST:
                         self.next_sends = []
                     self.next_sends.append(target)
-        compensable = [t.name for t in tasks if t.node.compensate is not None and t.done]
+        compensable = (
+            [t.name for t in tasks if t.node.compensate is not None and t.done]
+            if self.plan.compensating
+            else _NO_LIST
+        )
         if self.saver is not None and self.durability != "exit":
-            new_id = self._next_id() if compensable else None
+            new_id = new_checkpoint_id() if compensable else None
             for name in compensable:
                 self._compensable([name, new_id])
             self._effect(record(self, "loop", checkpoint_id=new_id))
@@ -463,7 +463,7 @@ class RunLoop:
         self.next_sends = [Send(t.name, t.input) for t in tasks if t.path[0] == PUSH]
         if tasks and tasks[0].name == START:
             self.start_task = tasks[0]
-        new_id = self._next_id()
+        new_id = new_checkpoint_id()
         self.checkpoint_id = new_id
         for task in tasks:
             task._id = None

@@ -82,9 +82,11 @@ class NodePlan:
     # driver awaits it inline.
     plain_async: bool = False
     pull_path: tuple[str, str] = ("", "")
+    pull_triggers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.pull_path = (PULL, self.name)  # shared by every task of this node
+        self.pull_triggers = (f"branch:to:{self.name}",)  # LangGraph's, for config()
         self.plain_async = (
             self.is_async
             and self.takes_state
@@ -111,6 +113,8 @@ class GraphPlan:
     append_channels: frozenset[str]
     fingerprint: str
     schemas: tuple[Any, ...] = ()
+    compensating: bool = False
+    """Some node has a ``compensate`` action (else commit skips that bookkeeping)."""
 
     def upcoming(self, names: Iterable[str], sends: bool, deferred: Iterable[str]) -> list[str]:
         """The nodes the next step runs, of the triggered ``names``: the eager ones;
@@ -225,6 +229,7 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         router_input=_input_maker(builder.state_info, all_channels),
         append_channels=append_channels,
         fingerprint=_fingerprint(builder),
+        compensating=any(n.compensate is not None for n in nodes.values()),
         schemas=schemas,
     )
 

@@ -140,7 +140,7 @@ class Task:
         }
 
     def triggers(self) -> tuple[str, ...]:
-        return (f"branch:to:{self.name}",) if self.path[0] == PULL else ("__pregel_push",)
+        return self.node.pull_triggers if self.path[0] == PULL else ("__pregel_push",)
 
     def runtime(self) -> Runtime[Any]:
         loop = self.loop
