@@ -31,6 +31,7 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
+    with_checkpointer,
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
@@ -83,13 +84,7 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     saver = None
     if app.checkpointer is None:
         saver = _saver(where)
-        app = app.builder.compile(
-            checkpointer=saver,
-            interrupt_before=app.interrupt_before,
-            interrupt_after=app.interrupt_after,
-            name=app.name,
-            **app.options,
-        )
+        app = with_checkpointer(app, saver)
     try:
         yield ReviewQueue(app.checkpointer, graph=app)
     finally:

@@ -31,6 +31,7 @@ from trellis.cli.common import (
     print_json,
     reported_errors,
     to_jsonable,
+    with_checkpointer,
 )
 from trellis.cli.loader import load_graph
 from trellis.cli.progress import NodeTracker, View, open_view
@@ -155,14 +156,8 @@ def _with_checkpointer(
         return graph, None
     saver = open_saver(db, must_exist=False)
     try:
-        durable = graph.builder.compile(
-            checkpointer=saver,
-            interrupt_before=graph.interrupt_before,
-            interrupt_after=graph.interrupt_after,
-            name=graph.name,
-            debug=graph.debug,
-            **{"trace": True, **graph.options},  # keep a run history for `trellis trace`
-        )
+        # trace=True keeps a run history for `trellis trace` (unless the graph says otherwise)
+        durable = with_checkpointer(graph, saver, trace=True)
     except BaseException:
         saver.close()
         raise
