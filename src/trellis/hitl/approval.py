@@ -305,12 +305,15 @@ def _record(store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy)
         return _time_out(store, rid, now) if after.pending else after
 
 
+def timeout_decision(request_id: str, now: float) -> Decision:
+    """The audit record of a request the clock resolved at ``now``."""
+    return Decision(request_id, TIMED_OUT, CLOCK_REVIEWER, "deadline passed", now)
+
+
 def _time_out(store: ApprovalStore, rid: str, now: float) -> ApprovalRequest:
     """Resolve an overdue request by its ``on_timeout`` (or read who beat us to it)."""
     try:
-        return store.decide(
-            Decision(rid, TIMED_OUT, CLOCK_REVIEWER, "deadline passed", now), now=now
-        )
+        return store.decide(timeout_decision(rid, now), now=now)
     except AlreadyDecidedError:
         found = store.get(rid)
         assert found is not None

@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from trellis.errors import ApprovalNotFoundError
-from trellis.hitl.approval import CLOCK_REVIEWER, check_update
+from trellis.errors import AlreadyDecidedError, ApprovalNotFoundError
+from trellis.hitl.approval import check_update, timeout_decision
 from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
 from trellis.hitl.records import (
     APPROVED,
     EDITED,
     REJECTED,
-    TIMED_OUT,
     ApprovalRequest,
     Decision,
 )
@@ -173,15 +172,12 @@ class ReviewQueue:
         when resumed does not stop the sweep: every due request is resolved,
         then the failures are raised together as an ``ExceptionGroup``.
         """
-        from trellis.errors import AlreadyDecidedError
-
         now = self.clock() if now is None else now
         resolved = []
         failures: list[Exception] = []
         for request in self.store.due(now, limit=limit):
-            decision = Decision(request.id, TIMED_OUT, CLOCK_REVIEWER, "deadline passed", now)
             try:
-                done = self.store.decide(decision, now=now)
+                done = self.store.decide(timeout_decision(request.id, now), now=now)
             except AlreadyDecidedError:
                 continue
             resolved.append(done)
