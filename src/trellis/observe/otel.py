@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.observe.events import Event, EventKind, Outcome
+from trellis.observe.events import NO_DATA, Event, EventKind, Outcome
 
 __all__ = ["OtelObserver", "current_trace_ids"]
 
@@ -174,20 +174,14 @@ class OtelObserver:
             # No start event was seen (observer attached mid-run, or an engine that
             # emits only end events): record the span from its end event alone.
             self._start(
-                Event(
-                    _START_OF[event.kind],
-                    event.trace_id,
-                    event.span_id,
-                    event.parent_span_id,
-                    event.start_ts,
-                    None,
-                    event.thread_id,
-                    event.run_id,
-                    event.graph,
-                    event.step,
-                    event.node,
-                    event.task_id,
-                    event.attempt,
+                event._replace(
+                    kind=_START_OF[event.kind],
+                    ts=event.start_ts,
+                    duration=None,
+                    status=None,
+                    error_type=None,
+                    error_message=None,
+                    data=NO_DATA,
                 )
             )
             with self._lock:
