@@ -355,8 +355,11 @@ class RunLoop:
                 current = values.get(key, MISSING)
                 values[key] = value if current is MISSING else reducer(current, value)
 
-    def commit(self, tasks: list[Task]) -> None:
-        """Apply the step's updates in task order and schedule the next step."""
+    def commit(self, tasks: list[Task], *, save: bool = True) -> None:
+        """Apply the step's updates in task order and schedule the next step.
+
+        ``save=False``: take no checkpoint (``update_state`` records its own).
+        """
         values = self.values
         if len(tasks) > 1:
             self._check_conflicts(tasks)
@@ -403,7 +406,7 @@ class RunLoop:
             if self.plan.compensating
             else _NO_LIST
         )
-        if self.saver is not None and self.durability != "exit":
+        if save and self.saver is not None and self.durability != "exit":
             new_id = new_checkpoint_id() if compensable else None
             for name in compensable:
                 self._compensable([name, new_id])

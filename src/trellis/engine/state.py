@@ -156,12 +156,7 @@ def update_loop(
         for branch in node.branches:
             args, kwargs = task.router_args(branch)
             task.route(branch, branch.router(*args, **kwargs))
-        loop.track = True
-        saved_effects = loop.effects
-        loop.saver = None  # commit without recording: the update is recorded below
-        loop.commit([task])
-        loop.saver = graph.checkpointer
-        loop.effects = saved_effects
+        loop.commit([task], save=False)  # the update is recorded below
     loop.step += 1
     new_id = new_checkpoint_id()
     carried = _carry_interrupts(saved, new_id) if as_node is None and saved is not None else []
