@@ -33,7 +33,7 @@ SKIPPED: Any = object()
 
 def _gate(task: Task) -> bool:
     """Run the node's approval gate; False when the node must not run."""
-    approval = task.node.spec.approval if task.node.spec else None
+    approval = task.node.approval
     if approval is None:
         return True
     outcome = approval.gate(task)
@@ -211,13 +211,13 @@ def route_failure(task: Task, exc: BaseException) -> Any:
     """
     if not isinstance(exc, Exception):
         return False
-    handler = task.node.spec.error_handler if task.node.spec is not None else None
+    node = task.node
+    handler = node.error_handler
     if handler is not None:
         # LangGraph's error_handler: handler(state) or handler(state, error) with
         # error.node and error.error; what it returns replaces the node's result.
         error = exc if isinstance(exc, NodeError) else NodeError(task.name, task.attempt, exc)
-        takes_error = len(inspect.signature(handler).parameters) >= 2
-        out = handler(task.input, error) if takes_error else handler(task.input)
+        out = handler(task.input, error) if node.handler_takes_error else handler(task.input)
         if inspect.isawaitable(out):
             return out
         finish_handled(task, out)

@@ -8,6 +8,7 @@ so a super-step does a few dictionary lookups and little else.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class NodePlan:
     on_error: str | None = None
     compensate: Callable[..., Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    approval: Any = None
+    error_handler: Callable[..., Any] | None = None
+    handler_takes_error: bool = False  # error_handler(state, error), not (state)
 
     # Retries, a timeout, a breaker or an approval gate: the node is called through
     # engine/guard.py. Decided here, once, so plain nodes take the direct path.
@@ -285,5 +289,11 @@ def _node_plan(
         on_error=spec.on_error,
         compensate=spec.compensate,
         metadata=spec.metadata,
+        approval=spec.approval,
+        error_handler=spec.error_handler,
+        handler_takes_error=(
+            spec.error_handler is not None
+            and len(inspect.signature(spec.error_handler).parameters) >= 2
+        ),
         **links,
     )
