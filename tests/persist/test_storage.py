@@ -190,8 +190,8 @@ def test_filters_that_can_never_match_are_recognised() -> None:
 
 def test_a_malformed_state_blob_is_corrupt() -> None:
     codec, data = SERDE.dumps([99, [], {}, {}])
-    with pytest.raises(CheckpointCorruptError):
-        decode_state(SERDE, codec, data, thread_id="t")
+    with pytest.raises(CheckpointCorruptError, match="thread 't': checkpoint 'c1' has a malformed"):
+        decode_state(SERDE, codec, data, thread_id="t", checkpoint_id="c1")
 
 
 @settings(max_examples=60, deadline=None)

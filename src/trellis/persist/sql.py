@@ -289,7 +289,7 @@ class SqlDialect:
         return build_tuple(serde, thread_id, ns, row, blobs, pending)
 
     def _blobs_stmt(self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow) -> Stmt:
-        state = decode_state(serde, row.codec, row.state, thread_id=thread_id)
+        state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
         # For each wanted (channel, version): its row ``a``, then every row ``b``
         # on a's anchor up to a (a's chain, plus rows of other forks to skip).
         head = "a.tid = ? AND a.channel = w.key AND a.version = w.value"
@@ -472,7 +472,9 @@ class SqlDialect:
             (rows,) = yield Batch([Stmt(self.q(sql), (thread_id, ns, checkpoint.parent_id))])
             if not rows:
                 return {}
-            state = decode_state(serde, rows[0][0], rows[0][1], thread_id=thread_id)
+            codec, blob = rows[0]
+            parent_id = checkpoint.parent_id
+            state = decode_state(serde, codec, blob, thread_id=thread_id, checkpoint_id=parent_id)
             parent_versions, known = state.versions, {}
         wanted = appended_bases(checkpoint, parent_versions)
         out = {k: known[k] for k, v in wanted.items() if k in known and known[k].version == v}
@@ -680,7 +682,8 @@ class SqlDialect:
             if tid not in maps or cid in doomed[tid]:
                 continue
             try:
-                maps[tid].append(decode_state(serde, codec, state, thread_id=thread_id).versions)
+                decoded = decode_state(serde, codec, state, thread_id=thread_id, checkpoint_id=cid)
+                maps[tid].append(decoded.versions)
             except CheckpointCorruptError:
                 unreadable.add(tid)  # cannot tell what it needs: keep every blob
         bases: dict[int, dict[tuple[str, str], str | None]] = {tid: {} for tid in doomed}

@@ -425,7 +425,9 @@ class DecodedState:
     pending: dict[str, Any]
 
 
-def decode_state(serde: Serde, codec: str, data: bytes, *, thread_id: str) -> DecodedState:
+def decode_state(
+    serde: Serde, codec: str, data: bytes, *, thread_id: str, checkpoint_id: str | None = None
+) -> DecodedState:
     """Decode a checkpoint's state blob; a malformed one raises CheckpointCorruptError."""
     raw = serde.loads(codec, bytes(data), key="pending", thread_id=thread_id)
     try:
@@ -447,7 +449,7 @@ def decode_state(serde: Serde, codec: str, data: bytes, *, thread_id: str) -> De
                 valued[k] = version
     except (ValueError, TypeError, LookupError, AttributeError) as exc:
         raise CheckpointCorruptError(
-            f"thread {thread_id!r}: malformed checkpoint state: {exc}",
+            f"thread {thread_id!r}: checkpoint {checkpoint_id!r} has a malformed state: {exc}",
             thread_id=thread_id,
             key="pending",
         ) from None
@@ -532,7 +534,7 @@ def build_tuple(
     writes: tuple[PendingWrite, ...],
 ) -> CheckpointTuple:
     """Assemble a read checkpoint from its record, its chain rows and its writes."""
-    state = decode_state(serde, row.codec, row.state, thread_id=thread_id)
+    state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
     by_channel: dict[str, dict[str, BlobRow]] = {}
     for b in blobs:
         by_channel.setdefault(b.channel, {})[b.version] = b
