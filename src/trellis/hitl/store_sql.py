@@ -163,9 +163,7 @@ class SqlApprovalStore:
             )
             if cur.rowcount == 1 and r.decision is not None:
                 self._audit(cur, r.decision, r.decision.resolution)
-        stored = self.get(r.id)
-        assert stored is not None
-        return stored
+            return self._read(cur, r.id)  # in the same transaction: no second round trip
 
     def decide(self, decision: Decision, *, now: float) -> ApprovalRequest:
         timeout = decision.status == TIMED_OUT
@@ -187,9 +185,7 @@ class SqlApprovalStore:
                 )
                 raise _refusal(decision, cur.fetchall(), now)
             self._audit(cur, decision, won[0][0] if timeout else decision.resolution)
-        stored = self.get(decision.request_id)
-        assert stored is not None
-        return stored
+            return self._read(cur, decision.request_id)
 
     def _audit(self, cur: Cursor, decision: Decision, resolution: str | None) -> None:
         codec = data = None
@@ -211,6 +207,11 @@ class SqlApprovalStore:
     def get(self, request_id: str) -> ApprovalRequest | None:
         rows = self._rows(f"{_JOINED} WHERE r.id = ?", (request_id,))
         return self._joined(rows[0]) if rows else None
+
+    def _read(self, cur: Cursor, request_id: str) -> ApprovalRequest:
+        """A request just written, read back on the writing transaction's cursor."""
+        cur.execute(self._q(f"{_JOINED} WHERE r.id = ?"), (request_id,))
+        return self._joined(cur.fetchall()[0])
 
     def pending(
         self,
