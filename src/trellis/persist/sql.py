@@ -573,9 +573,10 @@ class SqlDialect:
     def _delete_plan(self, thread_id: str) -> Plan[None]:
         yield Batch(self._delete_thread_stmts(thread_id), final=True)
 
-    def _delete_thread_stmts(self, thread_id: str) -> list[Stmt]:
+    def _delete_thread_stmts(self, thread_id: str, *, locked: bool = False) -> list[Stmt]:
         # Locked first, so a concurrent put waits and then finds no head to move.
-        lock = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
+        lock_sql = None if locked else self.lock_thread
+        lock = [Stmt(self.q(lock_sql), (thread_id,))] if lock_sql else []
         tids = f"(SELECT tid FROM {self.threads} WHERE thread_id = ?)"
         return lock + [
             Stmt(self.q(f"DELETE FROM {table} WHERE tid IN {tids}"), (thread_id,))
@@ -636,7 +637,8 @@ class SqlDialect:
             created is not None and created < cutoff and not waiting
             for _, _, created, waiting in heads
         ):
-            yield Batch(self._delete_thread_stmts(thread_id), final=True)
+            # prune_thread_plan took the thread's lock in its first batch
+            yield Batch(self._delete_thread_stmts(thread_id, locked=True), final=True)
             return len(everything)
         by_tid: dict[int, list[tuple[str, float]]] = {}
         for tid, cid, created in everything:
