@@ -128,7 +128,7 @@ class Serializer:
         return self._seal(blob)
 
     def _seal(self, blob: bytes) -> tuple[str, bytes]:
-        blob += _CRC.pack(zlib.crc32(blob))
+        blob = seal(blob)
         if len(blob) >= self._threshold:
             packed = zlib.compress(blob, _ZLIB_LEVEL)
             if len(packed) < len(blob):

@@ -367,7 +367,7 @@ def encode_put(
     values, versions, me = checkpoint.values, checkpoint.versions, checkpoint.id
     if not values.keys() <= versions.keys():
         k = next(k for k in values if k not in versions)
-        raise InvalidUpdateError(f"checkpoint {me}: channel {k!r} has a value but no version")
+        raise InvalidUpdateError(f"checkpoint {me!r}: channel {k!r} has a value but no version")
     meta = encode_metadata(metadata)
     blobs = [
         _encode_channel(serde, checkpoint, k, bases.get(k))
@@ -476,7 +476,7 @@ def reconstruct(
         row = rows.get(row.base_version or "")
     if row is None or row.kind != FULL:
         raise CheckpointCorruptError(
-            f"thread {thread_id!r}: channel {channel!r} at version {version}: "
+            f"thread {thread_id!r}: channel {channel!r} at version {version!r}: "
             f"{'the delta chain is broken' if deltas else 'the blob is missing'}",
             thread_id=thread_id,
             key=channel,
@@ -484,7 +484,6 @@ def reconstruct(
     value = serde.loads(row.codec, row.data, key=channel, thread_id=thread_id)
     if not deltas:
         return value
-    items: list[Any] = list(value) if isinstance(value, (list, tuple)) else []
     if not isinstance(value, (list, tuple)):
         raise CheckpointCorruptError(
             f"thread {thread_id!r}: channel {channel!r}: a delta chain starts from a "
@@ -492,6 +491,7 @@ def reconstruct(
             thread_id=thread_id,
             key=channel,
         )
+    items: list[Any] = list(value)
     deltas.reverse()
     loads_many = getattr(serde, "loads_many", None)
     if loads_many is not None:
