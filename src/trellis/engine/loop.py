@@ -486,7 +486,7 @@ class RunLoop:
 
     def _check_conflicts(self, tasks: list[Task]) -> None:
         reducers = self.plan.reducers
-        writers: dict[str, str] = {}
+        writers: dict[str, Task] = {}
         for task in tasks:
             if not task.update:
                 continue
@@ -494,14 +494,14 @@ class RunLoop:
                 if key in reducers:
                     continue
                 other = writers.get(key)
-                me = task.name if task.path[0] == PULL else f"{task.name} (Send #{task.path[1]})"
                 if other is not None:
                     raise InvalidUpdateError(
-                        f"state key {key!r} was written by both {other!r} and {me!r} in "
-                        "the same step, and it keeps only one value. Give it a reducer, e.g. "
-                        f"Annotated[list, operator.add], or write it from one node only"
+                        f"state key {key!r} was written by both {_writer(other)!r} and "
+                        f"{_writer(task)!r} in the same step, and it keeps only one value. "
+                        "Give it a reducer, e.g. Annotated[list, operator.add], or write it "
+                        "from one node only"
                     )
-                writers[key] = me
+                writers[key] = task
 
     def _track(self, update: Mapping[str, Any]) -> None:
         values, reducers, updated = self.values, self.plan.reducers, self.updated
@@ -557,3 +557,8 @@ def _hits(breakpoints: frozenset[str], names: list[str], sends: list[Send]) -> b
         or any(n in breakpoints for n in names)
         or any(s.node in breakpoints for s in sends)
     )
+
+
+def _writer(task: Task) -> str:
+    """How a conflict error names a task: its node, and which Send it came from."""
+    return task.name if task.path[0] == PULL else f"{task.name} (Send #{task.path[1]})"
