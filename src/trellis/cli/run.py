@@ -118,7 +118,7 @@ def run_command(
             outcome = _execute(graph, request.input, config, err, notes, retry)
             print_json(out, outcome.values or {})
             if thread_id is not None:
-                _report_pause(err, graph, config, outcome, target, db)
+                _report_pause(err, graph, config, outcome, thread_id, retry, db)
         finally:
             if saver is not None:
                 saver.close()
@@ -241,13 +241,13 @@ def _report_pause(
     graph: CompiledStateGraph,
     config: RunnableConfig,
     outcome: _Outcome,
-    target: str,
+    thread_id: str,
+    again: str,
     db: Path | None,
 ) -> None:
-    """Say why the run stopped early, if it did, and the command that goes on."""
+    """Say why the run stopped early, if it did, and the command that goes on
+    (``again``: the command that continues the thread)."""
     snapshot = graph.get_state(config)
-    thread_id = str((config.get("configurable") or {}).get("thread_id"))
-    again = _command(["trellis", "run", target, "--thread", thread_id], db)
     if outcome.interrupts:
         owner = {i.id: t.name for t in snapshot.tasks for i in t.interrupts}
         n = len(outcome.interrupts)
