@@ -297,26 +297,6 @@ class Checkpointer(Protocol):
     async def adelete_thread(self, thread_id: str) -> None: ...
 
 
-class _PutsMany(Protocol):
-    def put_many(
-        self,
-        thread_id: str,
-        puts: Sequence[Put],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-    ) -> None: ...
-
-    async def aput_many(
-        self,
-        thread_id: str,
-        puts: Sequence[Put],
-        *,
-        expected_head: str | None,
-        checkpoint_ns: str = "",
-    ) -> None: ...
-
-
 class PutAsPutMany:
     """``put``/``aput`` as a ``put_many``/``aput_many`` of one checkpoint, so a saver
     writes its put logic once, in the batch form.
@@ -325,7 +305,7 @@ class PutAsPutMany:
     """
 
     def put(
-        self: _PutsMany,
+        self: Checkpointer,
         thread_id: str,
         checkpoint: Checkpoint,
         metadata: Mapping[str, Any],
@@ -342,7 +322,7 @@ class PutAsPutMany:
         )
 
     async def aput(
-        self: _PutsMany,
+        self: Checkpointer,
         thread_id: str,
         checkpoint: Checkpoint,
         metadata: Mapping[str, Any],
