@@ -22,6 +22,7 @@ from trellis.errors import (
     SerializationError,
 )
 from trellis.persist.base import PendingWrite, Put
+from trellis.persist.storage import SKIP_SPAN
 
 
 @dataclasses.dataclass
@@ -84,6 +85,53 @@ def test_two_forks_of_one_parent_read_back_their_own_items(saver: Any) -> None:
         h.check(saver.get_tuple(h.thread_id, cid), cid)
     last_b = saver.get_tuple(h.thread_id).checkpoint.values["log"]
     assert last_b[-6:] == [f"b-{i}" for i in range(6)] and "a-0" not in last_b
+
+
+def test_forks_across_skip_links_read_back_their_own_items(backend: Any) -> None:
+    """Appends past two skip boundaries, a fork in the middle of a span that then
+    crosses one, and a fresh saver (nothing cached) continuing a chain."""
+    saver = backend.make()
+    h = History(saver)
+    ids = [h.put(append={"log": [f"a{i}"]}, set={"i": i}) for i in range(2 * SKIP_SPAN + 5)]
+    mid = ids[SKIP_SPAN // 2]
+    fork = [
+        h.put(parent=mid if i == 0 else True, append={"log": [f"b{i}"]}) for i in range(SKIP_SPAN)
+    ]
+    h.saver = saver = backend.make(fresh=True) if backend.kind != "memory" else saver
+    more = [h.put(append={"log": [f"c{i}"]}) for i in range(3)]
+    for cid in ids[::5] + ids[-3:] + fork + more:
+        h.check(saver.get_tuple(h.thread_id, cid), cid)
+    assert saver.get_tuple(h.thread_id).checkpoint.values["log"][-4:] == ["b31", "c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_chain_written_before_item_counts_continues_with_a_snapshot(backend: Any) -> None:
+    h = History(backend.make())
+    for i in range(5):
+        h.put(append={"log": [i]})
+    backend.execute("UPDATE trellis_blobs SET items = NULL")  # as schema versions before
+    h.saver = backend.make()  # a cold cache: the chain state is read from the rows
+    first, second = h.put(append={"log": [5]}), h.put(append={"log": [6]})
+    kinds = backend.execute(
+        "SELECT version, kind FROM trellis_blobs WHERE version IN (?, ?)", (first, second)
+    )
+    assert sorted(kinds) == sorted([(first, "full"), (second, "delta")])
+    h.check(h.saver.get_tuple(h.thread_id))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_delta_links_that_loop_are_corrupt_not_a_hang(backend: Any) -> None:
+    h = History(backend.make())
+    h.put(append={"log": ["a"]})
+    h.put(append={"log": ["b"]})
+    h.put(append={"log": ["c"]})
+    backend.execute("UPDATE trellis_blobs SET base_version = version, kind = 'delta'")
+    with pytest.raises(CheckpointCorruptError, match="'log'"):
+        h.saver.get_tuple(h.thread_id)
 
 
 def test_a_channel_replaced_after_appends_reads_the_replacement(saver: Any) -> None:
@@ -265,7 +313,7 @@ async def test_aput_many_matches_put_many(saver: Any) -> None:
 def test_a_delta_whose_base_was_pruned_meanwhile_is_refused(backend: Any) -> None:
     saver = backend.make()
     h = History(saver)
-    h.put(append={"log": ["x" * 200]})  # a big anchor, so the next append is a delta
+    h.put(append={"log": ["x" * 200]})  # the anchor: the next append is a delta on it
     head = h.head
     # Another process prunes the base away between this saver's read and its write.
     backend.execute("DELETE FROM trellis_blobs WHERE version = ?", (head,))

@@ -73,6 +73,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_threads(db: Path) -> None:
         before = saver.threads()
     with sqlite3.connect(db) as conn:  # back to what version 1 left
         conn.execute("CREATE INDEX trellis_threads_by_time ON trellis_threads (updated_at)")
+        conn.execute("ALTER TABLE trellis_blobs DROP COLUMN items")
         conn.execute("DELETE FROM trellis_schema_version WHERE version > 1")
     with SqliteSaver.from_path(db) as again:
         assert again.threads() == before
@@ -104,7 +105,7 @@ def _statements(saver: SqliteSaver) -> list[str]:
 def test_each_put_is_exactly_one_transaction(db: Path, cold: bool) -> None:
     saver = SqliteSaver.from_path(db)
     h = History(saver)
-    h.put(append={"log": ["big" * 300]})  # a large anchor: the next appends are deltas
+    h.put(append={"log": ["big" * 300]})  # the anchor: the next appends are deltas
     for i in range(5):
         h.put(append={"log": [i]}, set={"n": i})
     if cold:

@@ -1,4 +1,4 @@
-"""The backend-independent storage model: deltas, compaction, reconstruction, retention."""
+"""The backend-independent storage model: deltas, skip links, reconstruction, retention."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from trellis.persist.serde import Serializer
 from trellis.persist.storage import (
     DELTA,
     FULL,
-    MAX_DELTAS,
+    SKIP_LEVELS,
+    SKIP_SPAN,
     BlobRow,
     ChainState,
     canonical_json,
+    chain_state,
     decode_state,
     encode_filter,
     encode_metadata,
@@ -34,33 +36,39 @@ from trellis.persist.storage import (
 SERDE = Serializer()
 
 
-def _chain(sizes: list[int]) -> list[str]:
-    """Kinds written for a channel appended ``sizes`` bytes at a time."""
-    base: ChainState | None = None
-    kinds = []
-    for i, size in enumerate(sizes):
-        cid = f"{i:032x}"
-        nxt = base.extend(cid, size) if base is not None else None
-        if nxt is None:
-            value_bytes = (base.anchor_bytes + base.delta_bytes + size) if base else size
-            nxt = ChainState(cid, cid, value_bytes, 0, 0)
-            kinds.append(FULL)
-        else:
-            kinds.append(DELTA)
-        base = nxt
-    return kinds
+def _links(steps: int) -> dict[int, int]:
+    """Chain position -> the position its blob links to, over ``steps`` appends."""
+    state = ChainState.start("0", 0, 0)
+    positions = {"0": 0}
+    links = {}
+    for p in range(1, steps + 1):
+        level, (link, _, _) = state.link()
+        links[p] = positions[link]
+        positions[str(p)] = p
+        state = state.advance(str(p), level, p, p)
+    return links
 
 
-def test_compaction_is_geometric_in_the_value_size() -> None:
-    kinds = _chain([100] * 64)
-    fulls = [i for i, k in enumerate(kinds) if k == FULL]
-    assert fulls == [0, 2, 6, 14, 30, 62]  # each anchor at least doubles the last
+def test_skip_links_span_one_position_or_a_power_of_the_span() -> None:
+    links = _links(3 * SKIP_SPAN**2)
+    for p, to in links.items():
+        level = next((j for j in range(SKIP_LEVELS, 0, -1) if p % SKIP_SPAN**j == 0), 0)
+        assert p - to == SKIP_SPAN**level
 
 
-def test_compaction_bounds_the_chain_length() -> None:
-    base = ChainState("a", "a", 10**9, MAX_DELTAS - 1, 0)
-    assert base.extend("b", 1) is not None
-    assert base.extend("b", 1).extend("c", 1) is None  # type: ignore[union-attr]
+def _hops(links: dict[int, int], p: int) -> int:
+    hops = 0
+    while p:
+        p, hops = links[p], hops + 1
+    return hops
+
+
+def test_reading_any_position_follows_a_bounded_number_of_links() -> None:
+    steps = 2 * SKIP_SPAN**2 + 100
+    links = _links(steps)
+    bound = (SKIP_SPAN - 1) * SKIP_LEVELS + steps // SKIP_SPAN**SKIP_LEVELS
+    assert max(_hops(links, p) for p in range(1, steps + 1)) <= bound
+    assert _hops(links, 1000) == 31 + 8  # 1000 = 31 * 32 + 8
 
 
 def _checkpoint(parent: Checkpoint | None, **appends: list[Any]) -> Checkpoint:
@@ -82,7 +90,52 @@ def test_encode_put_writes_deltas_only_on_a_known_base() -> None:
     (blob,) = enc2.blobs
     assert (blob.kind, blob.base_version, blob.anchor_version) == (DELTA, first.id, first.id)
     assert SERDE.loads(blob.codec, blob.data) == ["b"]
+    assert (blob.deltas, blob.items) == (1, 2)
     assert encode_put(SERDE, second, {}, bases={}).blobs[0].kind == FULL
+
+
+def test_a_skip_delta_repeats_the_items_since_the_blob_it_links_to() -> None:
+    head = _checkpoint(None, log=[0])
+    chains = encode_put(SERDE, head, {}, bases={}).chains
+    blobs = []
+    for i in range(1, SKIP_SPAN + 1):
+        head = _checkpoint(head, log=[i])
+        enc = encode_put(SERDE, head, {}, bases=chains)
+        chains, blobs = enc.chains, blobs + enc.blobs
+    skip = blobs[-1]
+    assert skip.base_version == blobs[0].anchor_version  # back to the anchor
+    assert SERDE.loads(skip.codec, skip.data) == list(range(1, SKIP_SPAN + 1))
+    rows = {b.version: b for b in blobs}
+    assert reconstruct(SERDE, "log", skip.version, rows | _anchor(blobs[0]), thread_id="t") == (
+        list(range(SKIP_SPAN + 1))
+    )
+
+
+def _anchor(first_delta: BlobRow) -> dict[str, BlobRow]:
+    codec, data = SERDE.dumps([0])
+    anchor = first_delta.anchor_version or ""
+    return {anchor: BlobRow("log", anchor, FULL, None, None, 0, 0, 0, codec, data, 1)}
+
+
+def test_a_value_that_does_not_match_its_chain_gets_a_snapshot() -> None:
+    first = _checkpoint(None, log=["a"])
+    chains = encode_put(SERDE, first, {}, bases={}).chains
+    second = _checkpoint(first, log=["b"])
+    second.values["log"] = ["b"]  # not the parent's items plus the appended ones
+    assert encode_put(SERDE, second, {}, bases=chains).blobs[0].kind == FULL
+
+
+def test_chain_state_from_a_path_of_rows() -> None:
+    def row(version: str, kind: str, position: int, items: int | None) -> BlobRow:
+        return BlobRow("log", version, kind, None, None, position, 0, items or 0, "", b"", items)
+
+    path = [row("v70", DELTA, 70, 70), row("v64", DELTA, 64, 64), row("v32", DELTA, 32, 32)]
+    state = chain_state([*path, row("v0", FULL, 0, 0)])
+    assert state is not None
+    assert (state.version, state.position, state.items, state.anchor) == ("v70", 70, 70, "v0")
+    assert [m[0] for m in state.marks] == ["v64", "v0"]
+    assert chain_state([*path, row("v0", FULL, 0, None)]) is None  # written before items
+    assert chain_state(path) is None  # no anchor: a broken chain
 
 
 def test_a_value_needs_a_version_and_versions_may_lack_values() -> None:
@@ -99,7 +152,7 @@ def _rows(*specs: tuple[str, str, str | None, list[Any]]) -> dict[str, BlobRow]:
     out = {}
     for version, kind, base, items in specs:
         codec, data = SERDE.dumps(items)
-        out[version] = BlobRow("log", version, kind, base, None, 0, 0, 0, codec, data)
+        out[version] = BlobRow("log", version, kind, base, None, 0, 0, 0, codec, data, None)
     return out
 
 
@@ -210,6 +263,27 @@ def test_append_loops_store_linear_bytes(sizes: list[int], rnd: Any) -> None:
     ns = saver._data[("t", "")]
     stored = sum(len(b.data) for b in ns.blobs.values())
     assert stored <= 3 * appended + 64
+    assert saver.get_tuple("t").checkpoint.values["log"] == head.values["log"]  # type: ignore[union-attr]
+
+
+def test_a_long_append_loop_stays_linear_and_reads_few_rows() -> None:
+    """Past the point where the old compaction rewrote the whole value every 256
+    steps (quadratic growth): 3000 steps still store < 3x, and reading the head
+    touches a bounded number of rows."""
+    saver = MemorySaver(serde=Serializer(compress_threshold=1 << 30))
+    head: Checkpoint | None = None
+    appended = 0
+    for i in range(3000):
+        item = i.to_bytes(4, "big") * 8
+        ck = _checkpoint(head, log=[item])
+        saver.put("t", ck, {}, expected_head=head.id if head else None)
+        appended += len(SERDE.dumps([item])[1])
+        head = ck
+    ns = saver._data[("t", "")]
+    assert sum(len(b.data) for b in ns.blobs.values()) <= 3 * appended
+    assert head is not None
+    rows = saver._chain_rows(ns, {"log": head.id})
+    assert len(rows) <= (SKIP_SPAN - 1) * SKIP_LEVELS + 3000 // SKIP_SPAN**SKIP_LEVELS + 1
     assert saver.get_tuple("t").checkpoint.values["log"] == head.values["log"]  # type: ignore[union-attr]
 
 

@@ -61,6 +61,8 @@ class _Namespace:
     versions: dict[str, Mapping[str, str]] = field(default_factory=dict)
     blobs: dict[tuple[str, str], BlobRow] = field(default_factory=dict)
     writes: dict[str, dict[tuple[str, int], WriteRow]] = field(default_factory=dict)
+    chains: dict[tuple[str, str], ChainState] = field(default_factory=dict)
+    """The chain state at each list blob: what a delta on top of it links to."""
 
 
 class MemorySaver(SaverBase):
@@ -186,6 +188,8 @@ class MemorySaver(SaverBase):
                 ns.versions[ck.id] = dict(ck.versions)
                 for b in enc.blobs:
                     ns.blobs[(b.channel, b.version)] = b
+                for k, chain in enc.chains.items():
+                    ns.chains[(k, chain.version)] = chain
                 if enc.writes:
                     self._store_writes(ns, ck.id, enc.writes)
 
@@ -206,9 +210,9 @@ class MemorySaver(SaverBase):
             if known is not None and known.version == v:
                 out[k] = known
                 continue
-            row = ns.blobs.get((k, v)) if ns is not None else None
-            if row is not None:
-                out[k] = ChainState.of(row)
+            chain = ns.chains.get((k, v)) if ns is not None else None
+            if chain is not None:
+                out[k] = chain
         return out
 
     @staticmethod
@@ -346,6 +350,7 @@ class MemorySaver(SaverBase):
         bases = {key: row.base_version for key, row in ns.blobs.items()}
         keep = needed_blobs(ns.versions.values(), bases)
         ns.blobs = {key: row for key, row in ns.blobs.items() if key in keep}
+        ns.chains = {key: chain for key, chain in ns.chains.items() if key in keep}
         return len(doomed)
 
 

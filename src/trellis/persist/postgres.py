@@ -43,7 +43,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_put``: the head moved (or a base was pruned)."""
 # not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
@@ -114,11 +114,17 @@ def _migrations(s: str) -> dict[int, list[str]]:
         2: [f"DROP INDEX IF EXISTS {s}.trellis_threads_by_time"],
         # A put as one statement: sent alone, with no BEGIN and COMMIT around it,
         # it costs one client-server exchange instead of five in a pipeline.
-        3: [_put_function(s)],
+        3: [_put_function(s, items=False)],
+        # Skip-linked delta chains need each value's length (NULL in older rows,
+        # whose chains get a fresh snapshot on their next append).
+        4: [
+            f"ALTER TABLE {s}.trellis_blobs ADD COLUMN IF NOT EXISTS items bigint",
+            _put_function(s),
+        ],
     }
 
 
-def _put_function(s: str) -> str:
+def _put_function(s: str, *, items: bool = True) -> str:
     """``trellis_put``: what SqlDialect.put_stmts does, as one server-side call.
 
     Rows travel as one JSON document (``c``heckpoints, ``b``lobs, ``w``rites: one
@@ -126,8 +132,10 @@ def _put_function(s: str) -> str:
     length: two parameters instead of thirty arrays, which psycopg adapts slowly.
     The head compare-and-set comes first, so the thread row stays locked for the
     checks after it; a moved head or a pruned base raises the conflict SQLSTATE, a
-    duplicate id a unique violation.
+    duplicate id a unique violation. ``items``: the blobs have an ``items`` column
+    (schema version 4 on).
     """
+    items_column, items_value = (", items", ", (b->>11)::bigint") if items else ("", "")
     return f"""CREATE OR REPLACE FUNCTION {s}.trellis_put(
             p_thread text, p_ns text, p_expected text, p_head text, p_now double precision,
             p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea
@@ -161,9 +169,10 @@ def _put_function(s: str) -> str:
                 c->>5, substring(p_data FROM (c->>7)::int + 1 FOR (c->>8)::int), c->>6
             FROM jsonb_array_elements(p_rows->'c') c;
             INSERT INTO {s}.trellis_blobs (tid, channel, version, kind, base_version,
-                anchor_version, deltas, delta_bytes, value_bytes, codec, data)
+                anchor_version, deltas, delta_bytes, value_bytes, codec, data{items_column})
             SELECT v_tid, b->>0, b->>1, b->>2, b->>3, b->>4, (b->>5)::int, (b->>6)::bigint,
                 (b->>7)::bigint, b->>8, substring(p_data FROM (b->>9)::int + 1 FOR (b->>10)::int)
+                {items_value}
             FROM jsonb_array_elements(p_rows->'b') b;
             -- One row at a time: ordinary writes are kept if present, special ones
             -- replaced, and a later row of the same key wins (as executemany did).
@@ -232,7 +241,7 @@ class PostgresDialect(SqlDialect):
             ],
             "b": [
                 [b.channel, b.version, b.kind, b.base_version, b.anchor_version, b.deltas,
-                 b.delta_bytes, b.value_bytes, b.codec, *at(b.data)]
+                 b.delta_bytes, b.value_bytes, b.codec, *at(b.data), b.items]
                 for b in rows.blobs
             ],
             "w": [

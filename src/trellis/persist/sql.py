@@ -16,7 +16,7 @@ Tables (names prefixed by the dialect)::
     trellis_threads      tid, thread_id, checkpoint_ns, head_id, updated_at
     trellis_checkpoints  tid, id, parent_id, step, created_at, metadata, codec, state, fingerprint
     trellis_blobs        tid, channel, version, kind, base_version, anchor_version,
-                         deltas, delta_bytes, value_bytes, codec, data
+                         deltas, delta_bytes, value_bytes, codec, data, items
     trellis_writes       tid, checkpoint_id, task_id, idx, task_name, channel, codec, data
 """
 
@@ -39,6 +39,7 @@ from trellis.errors import (
 from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, Put, ThreadInfo
 from trellis.persist.storage import (
     INTERRUPT,
+    MAX_LINKS,
     BlobRow,
     ChainState,
     CheckpointRow,
@@ -47,6 +48,7 @@ from trellis.persist.storage import (
     WriteRow,
     appended_bases,
     build_tuple,
+    chain_state,
     decode_state,
     decode_writes,
     encode_filter,
@@ -189,8 +191,19 @@ _GETTERS = {
 
 
 _COLS = "c.id, c.parent_id, c.step, c.created_at, c.metadata, c.codec, c.state, c.fingerprint"
-# Reads fetch only what reconstruction needs: chains can be hundreds of rows.
-_BLOB_COLS = "b.channel, b.version, b.kind, b.base_version, b.codec, b.data"
+# Reads fetch only what reconstruction needs: a chain is tens of rows.
+_BLOB_COLS = ("channel", "version", "kind", "base_version", "codec", "data")
+# What a chain state is worked out from (chain_state), for a put on a cold cache.
+_LINK_COLS = (
+    "channel",
+    "version",
+    "kind",
+    "base_version",
+    "anchor_version",
+    "deltas",
+    "value_bytes",
+    "items",
+)
 _LIST_CHUNK = 32
 _NEVER = 2**62
 
@@ -290,20 +303,24 @@ class SqlDialect:
 
     def _blobs_stmt(self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow) -> Stmt:
         state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
-        # For each wanted (channel, version): its row ``a``, then every row ``b``
-        # on a's anchor up to a (a's chain, plus rows of other forks to skip).
-        head = "a.tid = ? AND a.channel = w.key AND a.version = w.value"
-        chain = (
-            "b.tid = a.tid AND b.channel = a.channel "
-            "AND b.version BETWEEN coalesce(a.anchor_version, a.version) AND a.version "
-            "AND (b.version = coalesce(a.anchor_version, a.version) "
-            "OR b.anchor_version = a.anchor_version)"
+        return Stmt(self.chain_walk(_BLOB_COLS), (json.dumps(state.valued), tid))
+
+    def chain_walk(self, columns: Sequence[str], tid: str = "?") -> str:
+        """``columns`` of the blobs a read of each wanted ``(channel, version)`` (a
+        JSON object parameter, then ``tid``'s) needs: its row, then the rows its base
+        links lead through down to the full snapshot, newest first per channel."""
+        seed = f"b.tid = {tid} AND b.channel = w.key AND b.version = w.value"
+        step = "b.tid = c.tid AND b.channel = c.channel AND b.version = c.base_version"
+        names = ", ".join(columns)
+        picked = ", ".join(f"b.{c}" for c in columns)
+        walk = (
+            f"WITH RECURSIVE c (tid, depth, {names}) AS ("
+            f"SELECT b.tid, 0, {picked} FROM {self.want} {self.lookup('b', self.blobs, seed)} "
+            f"UNION ALL SELECT b.tid, c.depth + 1, {picked} "
+            f"FROM c {self.lookup('b', self.blobs, step)} WHERE c.depth < {MAX_LINKS}) "
+            f"SELECT {names} FROM c ORDER BY channel, depth"
         )
-        sql = (
-            f"SELECT {_BLOB_COLS} FROM {self.want} "
-            f"{self.lookup('a', self.blobs, head)} {self.lookup('b', self.blobs, chain)}"
-        )
-        return Stmt(self.q(sql), (json.dumps(state.valued), tid))
+        return self.q(walk)
 
     def _blobs(
         self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow, *, final: bool
@@ -480,14 +497,16 @@ class SqlDialect:
         out = {k: known[k] for k, v in wanted.items() if k in known and known[k].version == v}
         missing = {k: v for k, v in wanted.items() if k not in out}
         if missing:
-            on = f"a.tid = {self.tid} AND a.channel = w.key AND a.version = w.value"
-            sql = (
-                "SELECT a.channel, a.version, coalesce(a.anchor_version, a.version), a.deltas, "
-                f"a.delta_bytes, a.value_bytes FROM {self.want} {self.lookup('a', self.blobs, on)}"
-            )
-            (rows,) = yield Batch([Stmt(self.q(sql), (json.dumps(missing), thread_id, ns))])
-            for k, version, anchor, deltas, delta_bytes, size in rows:
-                out[k] = ChainState(version, anchor, size - delta_bytes, deltas, delta_bytes)
+            sql = self.chain_walk(_LINK_COLS, self.tid)
+            (rows,) = yield Batch([Stmt(sql, (json.dumps(missing), thread_id, ns))])
+            paths: dict[str, list[BlobRow]] = {}
+            for k, version, kind, base, anchor, deltas, size, items in rows:
+                row = BlobRow(k, version, kind, base, anchor, deltas, 0, size, "", b"", items)
+                paths.setdefault(k, []).append(row)
+            for k, path in paths.items():
+                chain = chain_state(path)
+                if chain is not None:
+                    out[k] = chain
         return out
 
     def _write_stmts(

@@ -20,7 +20,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE trellis_threads (
@@ -72,6 +72,9 @@ _MIGRATIONS: Final[dict[int, list[str]]] = {
     # Nothing reads threads by time through an index (listing sorts, pruning scans),
     # and keeping it cost a page write on every put.
     2: ["DROP INDEX IF EXISTS trellis_threads_by_time"],
+    # Skip-linked delta chains need each value's length (None in older rows,
+    # whose chains get a fresh snapshot on their next append).
+    3: ["ALTER TABLE trellis_blobs ADD COLUMN items INTEGER"],
 }
 _SYNC_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 

@@ -7,14 +7,16 @@ bookkeeping) and one *blob* per channel it wrote. A blob is keyed by
 so blobs are immutable and unique across forks.
 
 A channel that only grew by appending (``Checkpoint.appends``) is stored as a
-``delta`` blob holding just the appended items, linked to the previous version
-(``base_version``) and to the ``full`` snapshot its chain starts from
-(``anchor_version``). Compaction writes a ``full`` blob instead once the deltas
-since the anchor outweigh the anchor, or the chain grows past
-:data:`MAX_DELTAS`. Anchors therefore at least double in size until the chain
-cap binds, so an append loop stores ~3x the final value's bytes up to
-``MAX_DELTAS`` x 2 steps (then one snapshot per ``MAX_DELTAS`` steps), and a read
-touches at most :data:`MAX_DELTAS` rows per channel.
+``delta`` blob linked to an earlier blob of its chain (``base_version``) and
+holding the items appended since that one; the chain starts from a ``full``
+snapshot (``anchor_version``). Compaction is periodic but never rewrites the
+whole value (which made storage grow with the square of the history): every
+:data:`SKIP_SPAN`-th delta compacts the span before it, holding its items and
+linking ``SKIP_SPAN`` positions back, and every ``SKIP_SPAN**2``-th compacts
+``SKIP_SPAN**2`` (a skip list). Every item is therefore stored at most
+``1 +`` :data:`SKIP_LEVELS` times however long the loop runs, and a read of any
+version follows at most ``(SKIP_SPAN - 1) * SKIP_LEVELS`` links plus one per
+``SKIP_SPAN**SKIP_LEVELS`` positions (39 rows at step 1000).
 
 >>> put = encode_put(Serializer(), checkpoint, {"source": "loop"}, bases={})
 >>> [b.kind for b in put.blobs]
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from trellis.errors import (
@@ -40,7 +42,9 @@ __all__ = [
     "FULL",
     "DELTA",
     "INTERRUPT",
-    "MAX_DELTAS",
+    "MAX_LINKS",
+    "SKIP_LEVELS",
+    "SKIP_SPAN",
     "BlobRow",
     "ChainState",
     "CheckpointRow",
@@ -50,6 +54,7 @@ __all__ = [
     "WriteRow",
     "build_tuple",
     "canonical_json",
+    "chain_state",
     "decode_state",
     "encode_filter",
     "encode_metadata",
@@ -65,14 +70,20 @@ __all__ = [
 
 FULL: Final = "full"
 DELTA: Final = "delta"
-MAX_DELTAS: Final = 256
-"""Longest delta chain behind one channel value (bounds the rows a read touches:
-reading the state of a 1000-step append loop fetched ~500 rows at 512, ~1.2 ms)."""
+SKIP_SPAN: Final = 32
+"""Positions a first-level skip link spans (the second level spans its square)."""
+SKIP_LEVELS: Final = 2
+"""Levels of skip links: each stores every item once more, so storage stays within
+``1 + SKIP_LEVELS`` times the appended bytes."""
+MAX_LINKS: Final = 100_000
+"""Links a chain read follows at most: far beyond any real chain, it stops a read
+of a tampered database whose links loop."""
 INTERRUPT: Final = "__interrupt__"
 """Pending-write channel of a run waiting for a human: such threads are never pruned."""
 _STATE_FORMAT: Final = 1
 # Entries of Checkpoint.pending that the engine fills with names and counts only.
 _BUILTIN_PENDING: Final = frozenset({"nodes", "barriers", "visits", "deferred", "compensable"})
+_SPANS: Final = tuple(SKIP_SPAN ** (level + 1) for level in range(SKIP_LEVELS))
 
 
 class Serde(Protocol):
@@ -85,38 +96,65 @@ class Serde(Protocol):
     ) -> Any: ...
 
 
+Mark = tuple[str, int, int]
+"""A blob a skip link can point to: ``(version, items, size)`` of the value there."""
+
+
 @dataclass(slots=True)  # not frozen: built on every put, and frozen init costs 4x
 class ChainState:
-    """Where a stored channel value stands: what a next delta would extend.
+    """Where a stored channel value stands: what the next delta links to.
 
-    Sizes are of the *uncompressed* encoding (``anchor_bytes`` is estimated for a
-    compressed anchor), so compaction stays geometric in the value's real size
-    even when the serializer compresses snapshots well.
+    ``position`` counts deltas since the ``anchor`` (0: the anchor itself);
+    ``items`` is the value's length there and ``size`` its estimated encoded
+    bytes; ``marks[j]`` is the latest blob of the chain (up to this one) at a
+    position that is a multiple of ``SKIP_SPAN ** (j + 1)``.
     """
 
     version: str
     anchor: str
-    anchor_bytes: int
-    deltas: int
-    delta_bytes: int
-
-    def extend(self, version: str, size: int) -> ChainState | None:
-        """The state after appending a ``size``-byte delta, or None if compaction is due."""
-        deltas, total = self.deltas + 1, self.delta_bytes + size
-        if total > self.anchor_bytes or deltas > MAX_DELTAS:
-            return None
-        return ChainState(version, self.anchor, self.anchor_bytes, deltas, total)
+    position: int
+    items: int
+    size: int
+    marks: tuple[Mark, ...]
 
     @classmethod
-    def of(cls, row: BlobRow) -> ChainState:
-        """The chain state a stored blob row ends."""
-        return cls(
-            row.version,
-            row.anchor_version or row.version,
-            row.value_bytes - row.delta_bytes,
-            row.deltas,
-            row.delta_bytes,
-        )
+    def start(cls, version: str, items: int, size: int) -> ChainState:
+        """The state of a full snapshot: a chain of its own."""
+        return cls(version, version, 0, items, size, ((version, items, size),) * SKIP_LEVELS)
+
+    def link(self) -> tuple[int, Mark]:
+        """The skip level of the next position, and the blob its delta links to."""
+        nxt = self.position + 1
+        level = 0
+        while level < SKIP_LEVELS and nxt % _SPANS[level] == 0:
+            level += 1
+        if level == 0:
+            return 0, (self.version, self.items, self.size)
+        return level, self.marks[level - 1]
+
+    def advance(self, version: str, level: int, items: int, size: int) -> ChainState:
+        """The state after a delta at the next position, with skip level ``level``."""
+        mark = (version, items, size)
+        marks = (mark,) * level + self.marks[level:] if level else self.marks
+        return ChainState(version, self.anchor, self.position + 1, items, size, marks)
+
+
+def chain_state(path: Sequence[BlobRow]) -> ChainState | None:
+    """The chain state at ``path[0]``, from the rows its links lead through (newest
+    first, ending at the full anchor); None when it cannot be known (a chain written
+    before item counts were stored, or a broken one): the next put writes a snapshot.
+    """
+    if not path or path[-1].kind != FULL or any(r.items is None for r in path):
+        return None
+    head = path[0]
+    marks = []
+    for span in _SPANS:
+        row = next(r for r in path if r.deltas % span == 0)  # the anchor is at 0
+        marks.append((row.version, row.items or 0, row.value_bytes))
+    anchor = path[-1].version
+    return ChainState(
+        head.version, anchor, head.deltas, head.items or 0, head.value_bytes, tuple(marks)
+    )
 
 
 @dataclass(slots=True)  # not frozen: a chain read builds hundreds, and frozen init is 6x slower
@@ -124,8 +162,9 @@ class BlobRow:
     """One stored channel value: a ``full`` snapshot or a ``delta`` of appended items.
 
     ``anchor_version`` is None for a full blob (it is its own anchor);
-    ``deltas``/``delta_bytes`` count the chain since the anchor, this row included;
-    ``value_bytes`` estimates the uncompressed size of the whole value.
+    ``deltas`` is the chain position (deltas since the anchor); ``delta_bytes`` is
+    the size of this row's items and ``value_bytes`` estimates the whole value's;
+    ``items`` is the value's length (None in rows written before it was stored).
     """
 
     channel: str
@@ -138,6 +177,7 @@ class BlobRow:
     value_bytes: int
     codec: str
     data: bytes
+    items: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +213,8 @@ class EncodedPut:
     row: CheckpointRow
     blobs: list[BlobRow]
     writes: list[WriteRow]
-
-    @property
-    def chains(self) -> dict[str, ChainState]:
-        """Chain state of every channel this checkpoint wrote (for the next put)."""
-        return {b.channel: ChainState.of(b) for b in self.blobs}
+    chains: dict[str, ChainState] = field(default_factory=dict)
+    """Chain state of every list channel this checkpoint wrote (for the next put)."""
 
 
 # One encoder, built once: json.dumps with these options would build a new one per call.
@@ -369,11 +406,14 @@ def encode_put(
         k = next(k for k in values if k not in versions)
         raise InvalidUpdateError(f"checkpoint {me!r}: channel {k!r} has a value but no version")
     meta = encode_metadata(metadata)
-    blobs = [
-        _encode_channel(serde, checkpoint, k, bases.get(k))
-        for k, version in versions.items()
-        if version == me and k in values
-    ]
+    blobs = []
+    chains = {}
+    for k, version in versions.items():
+        if version == me and k in values:
+            blob, chain = _encode_channel(serde, checkpoint, k, bases.get(k))
+            blobs.append(blob)
+            if chain is not None:
+                chains[k] = chain
     if checkpoint.pending.keys() <= _BUILTIN_PENDING:
         dumps = getattr(serde, "dumps_builtin", serde.dumps)
     else:  # the input or Sends wait in it: user values, to be checked in full
@@ -383,25 +423,34 @@ def encode_put(
     row = CheckpointRow(
         me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
     )
-    return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [])
+    return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [], chains)
 
 
 def _encode_channel(
     serde: Serde, checkpoint: Checkpoint, k: str, base: ChainState | None
-) -> BlobRow:
-    """A delta of the items appended to channel ``k`` if its chain can take one,
-    else a full snapshot."""
-    me = checkpoint.id
-    size = 0  # estimated uncompressed size of the whole value, from its chain
+) -> tuple[BlobRow, ChainState | None]:
+    """A delta of the items appended to channel ``k`` since the blob its skip link
+    points to, if its chain is known; else a full snapshot. Also the chain state
+    after it (None for a value that is not a list)."""
+    me, value = checkpoint.id, checkpoint.values[k]
     if base is not None and k in checkpoint.appends:
-        codec, data = serde.dumps(list(checkpoint.appends[k]), key=k)
-        size = base.anchor_bytes + base.delta_bytes + len(data)
-        nxt = base.extend(me, len(data))
-        if nxt is not None:
-            anchor, n, total = nxt.anchor, nxt.deltas, nxt.delta_bytes
-            return BlobRow(k, me, DELTA, base.version, anchor, n, total, size, codec, data)
-    codec, data = serde.dumps(checkpoint.values[k], key=k)
-    return BlobRow(k, me, FULL, None, None, 0, 0, max(size, len(data)), codec, data)
+        appended = checkpoint.appends[k]
+        items = base.items + len(appended)
+        if isinstance(value, (list, tuple)) and len(value) == items:
+            level, (link, link_items, link_size) = base.link()
+            part = list(appended) if level == 0 else list(value[link_items:])
+            codec, data = serde.dumps(part, key=k)
+            size = link_size + len(data)
+            row = BlobRow(
+                k, me, DELTA, link, base.anchor, base.position + 1, len(data), size,
+                codec, data, items,
+            )  # fmt: skip
+            return row, base.advance(me, level, items, size)
+    codec, data = serde.dumps(value, key=k)
+    if isinstance(value, (list, tuple)):
+        row = BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data, len(value))
+        return row, ChainState.start(me, len(value), len(data))
+    return BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data), None
 
 
 def _encode_state(checkpoint: Checkpoint) -> list[Any]:
