@@ -1,7 +1,8 @@
 """Import direction and module size, checked on the source with ast (nothing is imported).
 
 Rules (DESIGN.md section 7):
-- trellis.errors and trellis.types are leaves: they import nothing from trellis.
+- trellis.errors, trellis.types and trellis.jsonable are leaves: they import nothing
+  from trellis.
 - trellis.graph imports only errors, types and graph. The one exception: the
   function-level import of trellis.engine inside ``StateGraph.compile`` (any function
   named ``compile``).
@@ -116,7 +117,7 @@ def test_the_ast_scan_sees_imports() -> None:
     assert any(i.module == "trellis.engine.loop" and i.target == "trellis.errors" for i in IMPORTS)
 
 
-@pytest.mark.parametrize("leaf", ["errors", "types"])
+@pytest.mark.parametrize("leaf", ["errors", "types", "jsonable"])
 def test_leaves_import_nothing_from_trellis(leaf: str) -> None:
     assert violations({leaf}, set()) == []
 

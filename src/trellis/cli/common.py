@@ -6,14 +6,9 @@ notes and errors go to stderr.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime as dt
-import enum
 import json
 import traceback as tb
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from trellis.jsonable import to_jsonable
 
 if TYPE_CHECKING:
     from trellis.persist.sqlite import SqliteSaver
@@ -34,7 +31,6 @@ __all__ = [
     "parse_json",
     "print_json",
     "reported_errors",
-    "to_jsonable",
 ]
 
 DEFAULT_DB = Path(".trellis") / "trellis.db"
@@ -112,40 +108,6 @@ def parse_json(text: str, option: str) -> Any:
             f"{option} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
             f"{text!r:.80}"
         ) from None
-
-
-def to_jsonable(value: Any) -> Any:
-    """A JSON-ready copy of a state value: dataclasses, models, sets, dates and the like.
-
-    >>> to_jsonable({"when": datetime.date(2025, 1, 2), "tags": {"a"}})
-    {'when': '2025-01-02', 'tags': ['a']}
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        items = [to_jsonable(v) for v in value]
-        try:
-            return sorted(items)
-        except TypeError:
-            return items
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):  # a pydantic model; pydantic is optional, so duck-typed
-        return to_jsonable(dump(mode="json"))
-    return repr(value)
 
 
 def print_json(console: Console, value: Any) -> None:

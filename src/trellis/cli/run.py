@@ -30,12 +30,12 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
-    to_jsonable,
     with_checkpointer,
 )
 from trellis.cli.loader import load_graph
 from trellis.cli.progress import NodeTracker, View, open_view
 from trellis.engine.compiled import CompiledStateGraph
+from trellis.jsonable import to_jsonable
 from trellis.persist.sqlite import SqliteSaver
 from trellis.types import Command, Interrupt, RunnableConfig
 

@@ -47,9 +47,9 @@ from trellis.hitl.records import (
     ApprovalRequest,
     Decision,
     Risk,
-    to_jsonable,
 )
 from trellis.hitl.store import ApprovalStore, store_for
+from trellis.jsonable import to_jsonable
 from trellis.observe.events import EventKind
 from trellis.types import END
 

@@ -11,14 +11,11 @@ store (memory, SQLite, PostgreSQL) keeps exactly these fields.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import enum
 import json
-import math
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from trellis.jsonable import to_jsonable
 
 __all__ = [
     "APPROVED",
@@ -35,7 +32,6 @@ __all__ = [
     "Risk",
     "from_json",
     "to_json",
-    "to_jsonable",
 ]
 
 Risk = Literal["low", "medium", "high"]
@@ -131,43 +127,6 @@ class ApprovalRequest:
         out["state_keys"] = list(self.state_keys)
         out["decision"] = dataclasses.asdict(self.decision) if self.decision else None
         return to_jsonable(out)  # type: ignore[no-any-return]
-
-
-def to_jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-friendly copy of ``value``, for display: never fails.
-
-    Dataclasses and pydantic models become dicts, datetimes ISO strings, sets
-    and tuples lists; anything else unknown becomes its ``repr``.
-    """
-    if depth > 32:
-        return repr(value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [to_jsonable(v, depth + 1) for v in items]
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (uuid.UUID, dt.timedelta)):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value, depth + 1)
-    if isinstance(value, bytes):
-        return value.hex()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return to_jsonable(fields, depth + 1)
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return to_jsonable(dump(), depth + 1)
-        except Exception:  # a broken model still gets shown, as its repr
-            return repr(value)
-    return repr(value)
 
 
 def to_json(value: Any) -> str:
