@@ -323,6 +323,20 @@ def test_a_delta_whose_base_was_pruned_meanwhile_is_refused(backend: Any) -> Non
     assert backend.execute("SELECT head_id FROM trellis_threads") == [(head,)]
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_put_many_checks_every_stored_blob_its_deltas_link_to(backend: Any) -> None:
+    h = History(backend.make())
+    ids = [h.put(append={"log": [i]}) for i in range(2 * SKIP_SPAN - 1)]  # positions 0..62
+    # Position 63 links to 62 (the head), 64 skips back to 32: two stored blobs of
+    # one channel. Another process prunes the first away before the write.
+    backend.execute("DELETE FROM trellis_blobs WHERE version = ?", (ids[-1],))
+    with pytest.raises(ConcurrentUpdateError, match="pruned meanwhile"):
+        h.put_many({"append": {"log": ["a"]}}, {"append": {"log": ["b"]}})
+    assert backend.execute("SELECT head_id FROM trellis_threads") == [(ids[-1],)]
+
+
 def test_put_writes_is_idempotent_and_ordered(saver: Any) -> None:
     h = History(saver)
     cid = h.put(set={"n": 1})

@@ -174,6 +174,9 @@ def test_reconstruct_fails_closed_on_a_broken_chain() -> None:
     assert info.value.thread_id == "t9" and info.value.key == "log"
     with pytest.raises(CheckpointCorruptError, match="missing"):
         reconstruct(SERDE, "log", "v7", rows, thread_id="t9")
+    looped = _rows(("v2", DELTA, "v3", [2]), ("v3", DELTA, "v2", [3]))
+    with pytest.raises(CheckpointCorruptError, match="broken"):
+        reconstruct(SERDE, "log", "v3", looped, thread_id="t9")
 
 
 def test_needed_blobs_keep_whole_chains() -> None:

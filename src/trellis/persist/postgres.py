@@ -114,7 +114,7 @@ def _migrations(s: str) -> dict[int, list[str]]:
         2: [f"DROP INDEX IF EXISTS {s}.trellis_threads_by_time"],
         # A put as one statement: sent alone, with no BEGIN and COMMIT around it,
         # it costs one client-server exchange instead of five in a pipeline.
-        3: [_put_function(s, items=False)],
+        3: [_put_function(s, version=3)],
         # Skip-linked delta chains need each value's length (NULL in older rows,
         # whose chains get a fresh snapshot on their next append).
         4: [
@@ -124,7 +124,7 @@ def _migrations(s: str) -> dict[int, list[str]]:
     }
 
 
-def _put_function(s: str, *, items: bool = True) -> str:
+def _put_function(s: str, *, version: int = SCHEMA_VERSION) -> str:
     """``trellis_put``: what SqlDialect.put_stmts does, as one server-side call.
 
     Rows travel as one JSON document (``c``heckpoints, ``b``lobs, ``w``rites: one
@@ -132,10 +132,16 @@ def _put_function(s: str, *, items: bool = True) -> str:
     length: two parameters instead of thirty arrays, which psycopg adapts slowly.
     The head compare-and-set comes first, so the thread row stays locked for the
     checks after it; a moved head or a pruned base raises the conflict SQLSTATE, a
-    duplicate id a unique violation. ``items``: the blobs have an ``items`` column
-    (schema version 4 on).
+    duplicate id a unique violation. ``version``: the schema version it is for (from
+    4 on, blobs have an ``items`` column and ``p_required`` is an array of
+    ``[channel, version]`` pairs rather than an object).
     """
-    items_column, items_value = (", items", ", (b->>11)::bigint") if items else ("", "")
+    items_column, items_value = (", items", ", (b->>11)::bigint") if version >= 4 else ("", "")
+    required = (
+        "SELECT r->>0 AS key, r->>1 AS value FROM jsonb_array_elements(p_required) r"
+        if version >= 4
+        else "SELECT * FROM jsonb_each_text(p_required)"
+    )
     return f"""CREATE OR REPLACE FUNCTION {s}.trellis_put(
             p_thread text, p_ns text, p_expected text, p_head text, p_now double precision,
             p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea
@@ -157,7 +163,7 @@ def _put_function(s: str, *, items: bool = True) -> str:
                 RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_moved;
             END IF;
             IF p_required IS NOT NULL AND EXISTS (
-                SELECT 1 FROM jsonb_each_text(p_required) r
+                SELECT 1 FROM ({required}) r
                 WHERE NOT EXISTS (SELECT 1 FROM {s}.trellis_blobs b
                     WHERE b.tid = v_tid AND b.channel = r.key AND b.version = r.value)
             ) THEN
@@ -193,6 +199,7 @@ class PostgresDialect(SqlDialect):
     """PostgreSQL spelling of the shared queries, in one schema."""
 
     want = "jsonb_each_text(?::jsonb) w"
+    pairs = "(SELECT r->>0 AS key, r->>1 AS value FROM jsonb_array_elements(?::jsonb) r) w"
     json_param = "?::jsonb"
     atomic_put = True
 
@@ -256,7 +263,7 @@ class PostgresDialect(SqlDialect):
             rows.head,
             rows.now,
             rows.moved,
-            json.dumps(rows.required) if rows.required else None,
+            json.dumps(sorted(rows.required)) if rows.required else None,
             rows.pruned,
             json.dumps(doc, ensure_ascii=False, allow_nan=False),
             bytes(data),

@@ -39,7 +39,6 @@ from trellis.errors import (
 from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, Put, ThreadInfo
 from trellis.persist.storage import (
     INTERRUPT,
-    MAX_LINKS,
     BlobRow,
     ChainState,
     CheckpointRow,
@@ -48,6 +47,7 @@ from trellis.persist.storage import (
     WriteRow,
     appended_bases,
     build_tuple,
+    chain_path,
     chain_state,
     decode_state,
     decode_writes,
@@ -138,12 +138,13 @@ class PutRows:
     blobs: list[BlobRow] = field(default_factory=list)
     writes: list[tuple[str, WriteRow]] = field(default_factory=list)
     """(checkpoint id, row) of each pending write."""
-    required: dict[str, str] = field(default_factory=dict)
-    """channel -> the stored version its delta extends, which must still exist."""
+    required: set[tuple[str, str]] = field(default_factory=set)
+    """(channel, version) of each stored blob a delta links to, which must still
+    exist: a put of several checkpoints may link to several of one channel."""
 
     @property
     def pruned(self) -> str:
-        channels = ", ".join(map(repr, sorted(self.required)))
+        channels = ", ".join(map(repr, sorted({channel for channel, _ in self.required})))
         return (
             f"{thread_label(self.thread_id, self.ns)}: the stored values that channel(s) "
             f"{channels} extend were pruned meanwhile"
@@ -215,6 +216,11 @@ class SqlDialect:
 
     want = "json_each(?) w"
     """A relation ``w(key, value)`` over a JSON object parameter."""
+    pairs = (
+        "(SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') AS value "
+        "FROM json_each(?)) w"
+    )
+    """The same over a JSON array of ``[key, value]`` pairs (keys may repeat)."""
     json_param = "?"
     """How a JSON text parameter is written where a JSON column is expected."""
     lock_thread: str | None = None
@@ -259,7 +265,7 @@ class SqlDialect:
 
     def _require_blobs(self, thread_id: str, ns: str, want: str, count: int, message: str) -> Stmt:
         on = f"b.tid = {self.tid} AND b.channel = w.key AND b.version = w.value"
-        sql = f"SELECT count(*) = ? FROM {self.want} {self.lookup('b', self.blobs, on)}"
+        sql = f"SELECT count(*) = ? FROM {self.pairs} {self.lookup('b', self.blobs, on)}"
         return Stmt(self.q(sql), (count, want, thread_id, ns), required=message)
 
     def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
@@ -308,17 +314,22 @@ class SqlDialect:
     def chain_walk(self, columns: Sequence[str], tid: str = "?") -> str:
         """``columns`` of the blobs a read of each wanted ``(channel, version)`` (a
         JSON object parameter, then ``tid``'s) needs: its row, then the rows its base
-        links lead through down to the full snapshot, newest first per channel."""
+        links lead through down to the full snapshot, in no particular order.
+
+        The walk carries keys only and keeps distinct rows (``UNION``): links that
+        loop (a tampered database) end the walk instead of repeating it, and each
+        blob's bytes are read once.
+        """
         seed = f"b.tid = {tid} AND b.channel = w.key AND b.version = w.value"
         step = "b.tid = c.tid AND b.channel = c.channel AND b.version = c.base_version"
-        names = ", ".join(columns)
-        picked = ", ".join(f"b.{c}" for c in columns)
+        found = "b.tid = c.tid AND b.channel = c.channel AND b.version = c.version"
+        keys = "b.tid, b.channel, b.version, b.base_version"
         walk = (
-            f"WITH RECURSIVE c (tid, depth, {names}) AS ("
-            f"SELECT b.tid, 0, {picked} FROM {self.want} {self.lookup('b', self.blobs, seed)} "
-            f"UNION ALL SELECT b.tid, c.depth + 1, {picked} "
-            f"FROM c {self.lookup('b', self.blobs, step)} WHERE c.depth < {MAX_LINKS}) "
-            f"SELECT {names} FROM c ORDER BY channel, depth"
+            "WITH RECURSIVE c (tid, channel, version, base_version) AS ("
+            f"SELECT {keys} FROM {self.want} {self.lookup('b', self.blobs, seed)} "
+            f"UNION SELECT {keys} FROM c {self.lookup('b', self.blobs, step)}) "
+            f"SELECT {', '.join(f'b.{c}' for c in columns)} "
+            f"FROM c {self.lookup('b', self.blobs, found)}"
         )
         return self.q(walk)
 
@@ -411,7 +422,7 @@ class SqlDialect:
             for b in enc.blobs:
                 rows.blobs.append(b)
                 if b.base_version is not None and b.base_version not in ours:
-                    rows.required[b.channel] = b.base_version
+                    rows.required.add((b.channel, b.base_version))
             rows.writes += [(ck.id, w) for w in enc.writes]
             all_bases.update(bases)
             chains.update(enc.chains)
@@ -429,7 +440,7 @@ class SqlDialect:
         if rows.required:
             # The bases were read before this transaction; a concurrent prune may
             # have removed them since.
-            want = json.dumps(rows.required)
+            want = json.dumps(sorted(rows.required))
             stmts.append(self._require_blobs(thread_id, ns, want, len(rows.required), rows.pruned))
         insert = self._insert(self.checkpoints, CheckpointRow)
         stmts += [Stmt(insert, (*tid, *_values(row))) for row in rows.checkpoints]
@@ -499,12 +510,12 @@ class SqlDialect:
         if missing:
             sql = self.chain_walk(_LINK_COLS, self.tid)
             (rows,) = yield Batch([Stmt(sql, (json.dumps(missing), thread_id, ns))])
-            paths: dict[str, list[BlobRow]] = {}
+            found: dict[str, dict[str, BlobRow]] = {}
             for k, version, kind, base, anchor, deltas, size, items in rows:
                 row = BlobRow(k, version, kind, base, anchor, deltas, 0, size, "", b"", items)
-                paths.setdefault(k, []).append(row)
-            for k, path in paths.items():
-                chain = chain_state(path)
+                found.setdefault(k, {})[version] = row
+            for k, version in missing.items():
+                chain = chain_state(chain_path(found.get(k, {}), version))
                 if chain is not None:
                     out[k] = chain
         return out

@@ -16,7 +16,7 @@ linking ``SKIP_SPAN`` positions back, and every ``SKIP_SPAN**2``-th compacts
 ``SKIP_SPAN**2`` (a skip list). Every item is therefore stored at most
 ``1 +`` :data:`SKIP_LEVELS` times however long the loop runs, and a read of any
 version follows at most ``(SKIP_SPAN - 1) * SKIP_LEVELS`` links plus one per
-``SKIP_SPAN**SKIP_LEVELS`` positions (39 rows at step 1000).
+``SKIP_SPAN**SKIP_LEVELS`` positions (39 links, 40 rows, at step 1000).
 
 >>> put = encode_put(Serializer(), checkpoint, {"source": "loop"}, bases={})
 >>> [b.kind for b in put.blobs]
@@ -42,7 +42,6 @@ __all__ = [
     "FULL",
     "DELTA",
     "INTERRUPT",
-    "MAX_LINKS",
     "SKIP_LEVELS",
     "SKIP_SPAN",
     "BlobRow",
@@ -54,6 +53,7 @@ __all__ = [
     "WriteRow",
     "build_tuple",
     "canonical_json",
+    "chain_path",
     "chain_state",
     "decode_state",
     "encode_filter",
@@ -75,9 +75,6 @@ SKIP_SPAN: Final = 32
 SKIP_LEVELS: Final = 2
 """Levels of skip links: each stores every item once more, so storage stays within
 ``1 + SKIP_LEVELS`` times the appended bytes."""
-MAX_LINKS: Final = 100_000
-"""Links a chain read follows at most: far beyond any real chain, it stops a read
-of a tampered database whose links loop."""
 INTERRUPT: Final = "__interrupt__"
 """Pending-write channel of a run waiting for a human: such threads are never pruned."""
 _STATE_FORMAT: Final = 1
@@ -137,6 +134,22 @@ class ChainState:
         mark = (version, items, size)
         marks = (mark,) * level + self.marks[level:] if level else self.marks
         return ChainState(version, self.anchor, self.position + 1, items, size, marks)
+
+
+def chain_path(rows: Mapping[str, BlobRow], version: str) -> list[BlobRow]:
+    """The rows of ``rows`` (by version) that the links from ``version`` lead
+    through, newest first: down to a full snapshot, or as far as they go (a link
+    to a missing row, or back into the path, ends it)."""
+    path: list[BlobRow] = []
+    seen: set[str] = set()
+    row = rows.get(version)
+    while row is not None and row.version not in seen:
+        path.append(row)
+        if row.kind != DELTA or row.base_version is None:
+            break
+        seen.add(row.version)
+        row = rows.get(row.base_version)
+    return path
 
 
 def chain_state(path: Sequence[BlobRow]) -> ChainState | None:
@@ -518,18 +531,16 @@ def reconstruct(
     ``rows`` may hold rows of other forks sharing the anchor: only the
     ``base_version`` links back from ``version`` are followed.
     """
-    deltas: list[BlobRow] = []
-    row = rows.get(version)
-    while row is not None and row.kind == DELTA and len(deltas) <= len(rows):
-        deltas.append(row)
-        row = rows.get(row.base_version or "")
+    path = chain_path(rows, version)
+    row = path[-1] if path else None
     if row is None or row.kind != FULL:
         raise CheckpointCorruptError(
             f"thread {thread_id!r}: channel {channel!r} at version {version!r}: "
-            f"{'the delta chain is broken' if deltas else 'the blob is missing'}",
+            f"{'the delta chain is broken' if path else 'the blob is missing'}",
             thread_id=thread_id,
             key=channel,
         )
+    deltas = path[:-1]
     value = serde.loads(row.codec, row.data, key=channel, thread_id=thread_id)
     if not deltas:
         return value
