@@ -220,6 +220,24 @@ def test_append_loops_store_linear_bytes_on_disk(
     saver.close()
 
 
+def test_a_loop_past_two_skip_levels_stays_linear_on_disk(tmp_path: Path) -> None:
+    """2100 appends cross the 32- and 1024-position skip links twice: the blobs
+    hold under 3x the appended bytes (the old full-snapshot compaction stored
+    5.3x here, a ratio that grew with the loop's length)."""
+    serde = Serializer(compress_threshold=1 << 30)
+    saver = SqliteSaver.from_path(tmp_path / "long.db", serde=serde)
+    h = History(saver)
+    appended = 0
+    for i in range(2100):
+        item = i.to_bytes(4, "big") * 25
+        h.put(append={"log": [item]})
+        appended += len(serde.dumps([item])[1])
+    (stored,) = saver._conn.execute("SELECT sum(length(data)) FROM trellis_blobs").fetchone()
+    assert stored < 3 * appended
+    h.check(SqliteSaver.from_path(tmp_path / "long.db", serde=serde).get_tuple(h.thread_id))
+    saver.close()
+
+
 @pytest.mark.parametrize("level", ["NORMAL", "FULL"])
 async def test_async_calls_from_many_tasks(db: Path, level: str) -> None:
     """NORMAL runs them inline; FULL (an fsync per commit) in worker threads."""
