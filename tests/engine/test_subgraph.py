@@ -164,3 +164,72 @@ def test_stream_with_subgraphs_and_several_modes_names_the_mode_too() -> None:
     outer = [(mode, chunk) for ns, mode, chunk in items if not ns]
     assert ("updates", {"say": {"answer": "x!"}}) in inner
     assert outer[-1][0] == "values" and outer[-1][1]["answer"] == "x!"
+
+
+class Logged(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def _paused_parent(saver: Any, **breakpoints: Any) -> Any:
+    """pre -> sub (a -> b, with ``breakpoints``) -> post, the sub inheriting ``saver``."""
+    child = StateGraph(Logged)
+    child.add_node("a", lambda s: {"log": ["a"]})
+    child.add_node("b", lambda s: {"log": ["b"]})
+    child.add_edge(START, "a")
+    child.add_edge("a", "b")
+    builder = StateGraph(Logged)
+    builder.add_node("pre", lambda s: {"log": ["pre"]})
+    builder.add_node("sub", child.compile(**breakpoints))
+    builder.add_node("post", lambda s: {"log": ["post"]})
+    builder.add_edge(START, "pre")
+    builder.add_edge("pre", "sub")
+    builder.add_edge("sub", "post")
+    return builder.compile(checkpointer=saver)
+
+
+# LangGraph's result for this program: the child starts from the parent's log and
+# its whole log is added to the parent's (so "pre" twice).
+_FINISHED = ["pre", "pre", "a", "b", "post"]
+
+
+def test_a_subgraph_breakpoint_pauses_the_parent_until_it_continues() -> None:
+    graph = _paused_parent(MemorySaver(), interrupt_before=["b"])
+    config = {"configurable": {"thread_id": "sub-breakpoint"}}
+    first = graph.invoke({"log": []}, config)
+    assert first["log"] == ["pre"]  # as LangGraph: the parent waits in "sub"
+    (stop,) = first["__interrupt__"]  # unlike LangGraph, which reports none
+    assert stop.value == {"breakpoint": True, "subgraph": "sub", "next": ["b"]}
+    assert graph.get_state(config).next == ("sub",)
+    assert graph.invoke(None, config)["log"] == _FINISHED
+
+
+def test_a_subgraph_breakpoint_continues_on_a_resume_value_too() -> None:
+    graph = _paused_parent(MemorySaver(), interrupt_after=["a"])
+    config = {"configurable": {"thread_id": "sub-breakpoint-after"}}
+    assert graph.invoke({"log": []}, config)["__interrupt__"]
+    assert graph.invoke(Command(resume="go on"), config)["log"] == _FINISHED
+
+
+def test_a_subgraph_breakpoint_survives_a_restart(tmp_path: Any) -> None:
+    from trellis.persist.sqlite import SqliteSaver
+
+    config = {"configurable": {"thread_id": "sub-breakpoint-restart"}}
+    with SqliteSaver.from_path(tmp_path / "t.db") as saver:
+        assert _paused_parent(saver, interrupt_before=["b"]).invoke({"log": []}, config)
+    with SqliteSaver.from_path(tmp_path / "t.db") as saver:
+        graph = _paused_parent(saver, interrupt_before=["b"])  # a new process, say
+        assert graph.get_state(config).next == ("sub",)
+        assert graph.invoke(None, config)["log"] == _FINISHED
+
+
+def test_a_subgraph_breakpoint_pauses_async_and_streamed_runs() -> None:
+    graph = _paused_parent(MemorySaver(), interrupt_before=["b"])
+    config = {"configurable": {"thread_id": "sub-breakpoint-async"}}
+    first = asyncio.run(graph.ainvoke({"log": []}, config))
+    assert first["log"] == ["pre"] and first["__interrupt__"]
+    assert asyncio.run(graph.ainvoke(None, config))["log"] == _FINISHED
+    config = {"configurable": {"thread_id": "sub-breakpoint-stream"}}
+    chunks = list(graph.stream({"log": []}, config, stream_mode="updates", subgraphs=True))
+    assert chunks[-1][1]["__interrupt__"] and graph.get_state(config).next == ("sub",)
+    list(graph.stream(None, config, stream_mode="updates", subgraphs=True))
+    assert graph.get_state(config).values["log"] == _FINISHED

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from trellis.errors import GraphVersionError
 from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, new_checkpoint_id
@@ -157,9 +157,13 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
         loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
 
 
+BREAKPOINT_TASK: Final = "__breakpoint__"
+"""The task id of :func:`breakpoint_marker`'s write."""
+
+
 def breakpoint_marker() -> PendingWrite:
     """A pending interrupt owned by no task: the thread is paused at a breakpoint."""
-    return PendingWrite("__breakpoint__", "__breakpoint__", _SPECIAL_IDX[INTERRUPT], INTERRUPT, [])
+    return PendingWrite(BREAKPOINT_TASK, BREAKPOINT_TASK, _SPECIAL_IDX[INTERRUPT], INTERRUPT, [])
 
 
 def pending_writes(tasks: list[Task]) -> list[PendingWrite]:

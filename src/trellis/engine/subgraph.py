@@ -8,7 +8,10 @@ the parent: that command becomes the subgraph node's own return value.
 A subgraph compiled without a checkpointer inherits its parent's: its own
 checkpoints live in the parent's thread under the namespace ``node:task_id``,
 so an ``interrupt()`` inside it suspends the parent task, and resuming the
-parent resumes the subgraph where it stopped.
+parent resumes the subgraph where it stopped. Its breakpoints
+(``interrupt_before``/``interrupt_after``) suspend the parent task the same
+way; unlike LangGraph, which reports no interrupt for them, the parent reports
+one whose value names the subgraph and the nodes it stopped at.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
-from trellis.types import Command, RunnableConfig
+from trellis.engine.durable import BREAKPOINT_TASK
+from trellis.types import Command, Interrupt, RunnableConfig
 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
@@ -69,11 +73,12 @@ class SubgraphNode:
         saved = parent.saver.get_tuple(
             parent.thread_id, checkpoint_ns=configurable["checkpoint_ns"]
         )
-        pending = saved is not None and any(
-            w.channel == "__interrupt__" for w in saved.pending_writes
-        )
-        if pending:  # resuming the parent task: hand its newest answer to the subgraph
-            value = Command(resume=task.resume[-1]) if task.resume else None
+        if saved is not None:
+            waiting = {w.task_id for w in saved.pending_writes if w.channel == "__interrupt__"}
+            if waiting - {BREAKPOINT_TASK}:  # resuming: hand the newest answer down
+                value = Command(resume=task.resume[-1]) if task.resume else None
+            elif waiting:  # it stopped at a breakpoint: carry on from there
+                value = None
         return graph, value, cfg
 
     def _bound(self, saver: Any) -> CompiledStateGraph:
@@ -81,7 +86,13 @@ class SubgraphNode:
         if found is None:
             from trellis.engine.compiled import CompiledStateGraph
 
-            found = CompiledStateGraph(self.graph.builder, checkpointer=saver, **self.graph.options)
+            found = CompiledStateGraph(
+                self.graph.builder,
+                checkpointer=saver,
+                interrupt_before=self.graph.interrupt_before,
+                interrupt_after=self.graph.interrupt_after,
+                **self.graph.options,
+            )
             self._durable[id(saver)] = found
         return found
 
@@ -90,26 +101,53 @@ class SubgraphNode:
         task = CURRENT_TASK.get()
         try:
             if task is None or not task.loop.subgraphs:
-                return _bubble(graph.invoke(value, cfg))
-            collect = _Collector(task, self.name)
-            for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
-                collect(item)
-            return _bubble(collect.output)
+                output = _bubble(graph.invoke(value, cfg))
+            else:
+                collect = _Collector(task, self.name)
+                for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
+                    collect(item)
+                output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
+        if graph is not self.graph and _has_breakpoints(graph):
+            saved = graph.checkpointer.get_tuple(
+                cfg["configurable"]["thread_id"], checkpoint_ns=cfg["configurable"]["checkpoint_ns"]
+            )
+            self._stop_if_paused(saved)
+        return output
 
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
         graph, value, cfg = self._call(state, config)
         task = CURRENT_TASK.get()
         try:
             if task is None or not task.loop.subgraphs:
-                return _bubble(await graph.ainvoke(value, cfg))
-            collect = _Collector(task, self.name)
-            async for item in graph.astream(value, cfg, stream_mode=collect.modes, subgraphs=True):
-                collect(item)
-            return _bubble(collect.output)
+                output = _bubble(await graph.ainvoke(value, cfg))
+            else:
+                collect = _Collector(task, self.name)
+                async for item in graph.astream(
+                    value, cfg, stream_mode=collect.modes, subgraphs=True
+                ):
+                    collect(item)
+                output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
+        if graph is not self.graph and _has_breakpoints(graph):
+            saved = await graph.checkpointer.aget_tuple(
+                cfg["configurable"]["thread_id"], checkpoint_ns=cfg["configurable"]["checkpoint_ns"]
+            )
+            self._stop_if_paused(saved)
+        return output
+
+    def _stop_if_paused(self, saved: Any) -> None:
+        """A subgraph that stopped at one of its breakpoints suspends the parent task."""
+        if saved is None or not any(w.task_id == BREAKPOINT_TASK for w in saved.pending_writes):
+            return
+        from trellis.engine.interrupts import GraphInterrupt, interrupt_id
+
+        task = CURRENT_TASK.get()
+        stopped = list(saved.checkpoint.pending.get("nodes", ()))
+        value = {"breakpoint": True, "subgraph": self.name, "next": stopped}
+        raise GraphInterrupt(Interrupt(value, interrupt_id(task.id if task else "", -1)))
 
 
 class _Collector:
@@ -130,6 +168,10 @@ class _Collector:
             if self.task.nested is None:
                 self.task.nested = []
             self.task.nested.append(((self.prefix, *namespace), mode, chunk))
+
+
+def _has_breakpoints(graph: CompiledStateGraph) -> bool:
+    return bool(graph.interrupt_before or graph.interrupt_after)
 
 
 def _bubble(output: Any) -> Any:
