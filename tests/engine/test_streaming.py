@@ -288,3 +288,59 @@ def test_debug_stream_with_a_checkpointer_has_checkpoint_events() -> None:
         "task_result",
         "checkpoint",
     ]
+
+
+# -- a step that stops on interrupts ---------------------------------------------
+
+
+def _sibling_and_question() -> Any:
+    """START -> (a, ask) in parallel; ask streams a chunk, then interrupts."""
+    from trellis import interrupt
+
+    def ask(state: S) -> dict[str, Any]:
+        get_stream_writer()("thinking")
+        return {"log": [f"ask:{interrupt('ok?')}"]}
+
+    builder = StateGraph(S)
+    builder.add_node("a", log("a"))
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "ask")
+    return builder.compile(checkpointer=MemorySaver())
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_step_that_stops_on_an_interrupt_streams_what_ran_first(use_async: bool) -> None:
+    """As LangGraph, which streams live: the finished sibling's update and the
+    interrupted node's custom chunk come before the interrupt, not only on resume."""
+    graph = _sibling_and_question()
+    config = {"configurable": {"thread_id": f"stop-{use_async}"}}
+    modes = ["updates", "custom"]
+    if use_async:
+        chunks = asyncio.run(collect(graph.astream({"log": []}, config, stream_mode=modes)))
+    else:
+        chunks = list(graph.stream({"log": []}, config, stream_mode=modes))
+    assert chunks[:2] == [("updates", {"a": {"log": ["a"]}}), ("custom", "thinking")]
+    assert [mode for mode, _ in chunks] == ["updates", "custom", "updates"]
+    assert "__interrupt__" in chunks[-1][1]
+    assert graph.get_state(config).values["log"] == []  # the step itself did not commit
+
+
+def test_a_subgraph_that_interrupts_streams_its_chunks_first() -> None:
+    from trellis import interrupt
+
+    child = StateGraph(S)
+    child.add_node("inner", log("inner"))
+    child.add_node("ask", lambda s: {"a": interrupt("ok?")})
+    child.add_edge(START, "inner")
+    child.add_edge("inner", "ask")
+    builder = StateGraph(S)
+    builder.add_node("sub", child.compile())
+    builder.add_edge(START, "sub")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "sub-stop"}}
+    chunks = list(graph.stream({"log": []}, config, stream_mode="updates", subgraphs=True))
+    namespaces = [ns[0].split(":")[0] if ns else "" for ns, _ in chunks]
+    assert namespaces == ["sub", "sub", ""]  # the child's update and stop, then the parent's
+    assert chunks[0][1] == {"inner": {"log": ["inner"]}}
+    assert "__interrupt__" in chunks[1][1] and "__interrupt__" in chunks[2][1]

@@ -352,7 +352,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             loop.suspend(tasks)
             perform(loop)
             if modes:
-                yield from interrupt_chunks(loop)
+                yield from interrupt_chunks(loop, todo)
             return
         loop.commit(tasks)
         if loop.effects:
@@ -558,7 +558,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             loop.suspend(tasks)
             await aperform(loop)
             if modes:
-                for chunk in interrupt_chunks(loop):
+                for chunk in interrupt_chunks(loop, todo):
                     yield chunk
             return
         loop.commit(tasks)

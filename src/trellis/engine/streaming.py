@@ -23,6 +23,15 @@ NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(
 
 def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
     """Stream output for the step just committed, in the requested modes."""
+    yield from _task_chunks(loop, tasks, stopped=False)
+    if loop.wrote and "values" in loop.modes:
+        yield "values", loop.values_chunk()
+
+
+def _task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[tuple[str, Any]]:
+    """Each task's subgraph chunks, custom writes, debug result and update. In a
+    ``stopped`` step (on interrupts), a task that did not finish shows only what
+    it streamed before it stopped."""
     modes = loop.modes
     custom = "custom" in modes
     updates = "updates" in modes
@@ -35,12 +44,12 @@ def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
         if custom:
             for chunk in task.custom or ():
                 yield "custom", chunk
+        if stopped and (not task.done or task.interrupts):
+            continue
         if debug:
             yield "debug", _debug_result(task)
         if updates:
             yield "updates", {task.name: task.update}
-    if loop.wrote and "values" in modes:
-        yield "values", loop.values_chunk()
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -75,8 +84,12 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         )
 
 
-def interrupt_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
-    """What LangGraph streams when a run stops on interrupts (or a breakpoint: none)."""
+def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[tuple[str, Any]]:
+    """What LangGraph streams when a run stops on interrupts (or a breakpoint: none),
+    after what the tasks that ran in the stopped step (``ran``) produced: LangGraph
+    streams that live, so it is shown even though the step does not commit."""
+    if ran:
+        yield from _task_chunks(loop, ran, stopped=True)
     chunk = {"__interrupt__": tuple(loop.interrupts)}
     if "updates" in loop.modes:
         yield "updates", chunk
