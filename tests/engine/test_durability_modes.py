@@ -298,7 +298,11 @@ def test_a_finished_sibling_keeps_its_write_and_is_not_run_again(
     tasks = {t.name: t for t in graph.get_state(cfg).tasks}
     assert tasks["one"].error is None
     assert tasks["two"].error == {"type": "ConnectionError", "message": "two is down"}
-    assert graph.get_state(cfg).values["trail"] == []
+    # As LangGraph 1.2: the latest state shows the finished sibling's write; the
+    # checkpoint itself (read by id) is the record of the step as it began.
+    latest = graph.get_state(cfg)
+    assert latest.values["trail"] == ["one"] and latest.next == ("two",)
+    assert graph.get_state(latest.config).values["trail"] == []
 
     with pytest.raises(ConnectionError):
         graph.invoke(None, cfg, durability=mode)

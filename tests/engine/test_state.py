@@ -510,3 +510,30 @@ async def test_two_runs_racing_on_one_thread_one_fails_nothing_overwritten() -> 
     results = [o for o in outcomes if isinstance(o, dict)]
     assert len(errors) == 1 and len(results) == 1, outcomes
     assert graph.get_state(config).values == results[0]
+
+
+def test_live_state_and_records_of_a_step_that_stopped_on_an_interrupt() -> None:
+    """As LangGraph 1.2: the latest state (and the run's result) shows what the
+    finished sibling wrote and lists only what is still to run; the same
+    checkpoint read by id, or in the history, is the record of the step."""
+    from trellis import interrupt
+
+    class Log(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Log)
+    builder.add_node("ok", lambda s: {"log": ["ok"]})
+    builder.add_node("ask", lambda s: {"log": [f"ask:{interrupt('q')}"]})
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "ask")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "live"}}
+    result = graph.invoke({"log": []}, config)
+    assert result["log"] == ["ok"] and [i.value for i in result["__interrupt__"]] == ["q"]
+    latest = graph.get_state(config)
+    assert (latest.values, latest.next) == ({"log": ["ok"]}, ("ask",))
+    assert [i.value for i in latest.interrupts] == ["q"]
+    record = graph.get_state(latest.config)
+    assert (record.values, sorted(record.next)) == ({"log": []}, ["ask", "ok"])
+    assert next(iter(graph.get_state_history(config))).next == record.next
+    assert graph.invoke(Command(resume="y"), config)["log"] == ["ask:y", "ok"]

@@ -323,7 +323,8 @@ def test_a_step_that_stops_on_an_interrupt_streams_what_ran_first(use_async: boo
     assert chunks[:2] == [("updates", {"a": {"log": ["a"]}}), ("custom", "thinking")]
     assert [mode for mode, _ in chunks] == ["updates", "custom", "updates"]
     assert "__interrupt__" in chunks[-1][1]
-    assert graph.get_state(config).values["log"] == []  # the step itself did not commit
+    latest = graph.get_state(config)  # the sibling's write shows; "ask" is still to run
+    assert latest.values["log"] == ["a"] and latest.next == ("ask",)
 
 
 def test_a_subgraph_that_interrupts_streams_its_chunks_first() -> None:
@@ -344,3 +345,19 @@ def test_a_subgraph_that_interrupts_streams_its_chunks_first() -> None:
     assert namespaces == ["sub", "sub", ""]  # the child's update and stop, then the parent's
     assert chunks[0][1] == {"inner": {"log": ["inner"]}}
     assert "__interrupt__" in chunks[1][1] and "__interrupt__" in chunks[2][1]
+
+
+def test_each_task_that_stops_streams_its_own_interrupt_chunk() -> None:
+    from trellis import interrupt
+
+    builder = StateGraph(S)
+    builder.add_node("x", lambda s: {"log": [interrupt("qx")]})
+    builder.add_node("y", lambda s: {"log": [interrupt("qy")]})
+    builder.add_edge(START, "x")
+    builder.add_edge(START, "y")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "two-stops"}}
+    chunks = list(graph.stream({"log": []}, config, stream_mode=["updates", "values"]))
+    stops = [[i.value for i in c["__interrupt__"]] for m, c in chunks if m == "updates"]
+    assert stops == [["qx"], ["qy"]]  # as LangGraph: one chunk per task, not one for all
+    assert [m for m, _ in chunks] == ["values", "updates", "values", "updates", "values"]

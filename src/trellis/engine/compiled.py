@@ -407,14 +407,17 @@ class CompiledStateGraph:
         """
         thread_id, checkpoint_id = state.thread_of(self, config)
         return state.snapshot(
-            self, self.checkpointer.get_tuple(thread_id, checkpoint_id), thread_id
+            self,
+            self.checkpointer.get_tuple(thread_id, checkpoint_id),
+            thread_id,
+            live=checkpoint_id is None,
         )
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
         """The async twin of ``get_state``."""
         thread_id, checkpoint_id = state.thread_of(self, config)
         saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id)
-        return state.snapshot(self, saved, thread_id)
+        return state.snapshot(self, saved, thread_id, live=checkpoint_id is None)
 
     def get_state_history(
         self,
@@ -439,7 +442,7 @@ class CompiledStateGraph:
         loop = state.update_loop(self, config, saved, head, values, as_node)
         drivers.perform(loop)
         return state.snapshot(
-            self, self.checkpointer.get_tuple(where[0], loop.head), where[0]
+            self, self.checkpointer.get_tuple(where[0], loop.head), where[0], live=False
         ).config
 
     async def aupdate_state(

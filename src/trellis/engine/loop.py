@@ -56,6 +56,7 @@ class RunLoop:
         "first_step",
         "head",
         "interrupts",
+        "live_values",
         "modes",
         "next_nodes",
         "next_sends",
@@ -124,6 +125,7 @@ class RunLoop:
         self.wrote_any = False
         self.status = "running"
         self.interrupts: list[Any] = _NO_LIST  # replaced (never appended to) on suspend
+        self.live_values: dict[str, Any] | None = None  # set when a step stops on interrupts
         # Persistence: the saver, where this run writes, and change tracking so a
         # checkpoint stores only what changed (and only what was appended).
         self.saver = saver
@@ -427,10 +429,20 @@ class RunLoop:
             self.status = "interrupt_after"
 
     def suspend(self, tasks: list[Task]) -> None:
-        """Some tasks called ``interrupt()``: keep the step's results pending."""
+        """Some tasks called ``interrupt()``: keep the step's results pending.
+
+        What the run returns and streams last shows the finished tasks' writes
+        applied, as LangGraph's does (and ``get_state`` then): they are saved as
+        pending writes, not in a checkpoint, so only this view of them changes.
+        """
         self.status = "interrupted"
         self.interrupts = [i for t in tasks for i in t.interrupts]
         self._keep_pending(tasks)
+        finished = [t.update for t in tasks if t.done and not t.interrupts and t.update]
+        if finished:
+            values = self.live_values = dict(self.values)
+            for update in finished:
+                self.apply(values, update)
 
     def fail(self, tasks: list[Task]) -> None:
         """A task failed for good: keep what the others finished, for a resume."""
@@ -529,7 +541,7 @@ class RunLoop:
     # -- reading ------------------------------------------------------------
 
     def output(self) -> dict[str, Any]:
-        values = self.values
+        values = self.values if self.live_values is None else self.live_values
         out = {k: values[k] for k in self.plan.output_keys if k in values}
         if self.interrupts:
             out["__interrupt__"] = list(self.interrupts)
@@ -541,10 +553,10 @@ class RunLoop:
             return None
         return self.output()
 
-    def values_chunk(self) -> dict[str, Any]:
-        """The whole state, in schema order (``stream_mode="values"`` is not
-        filtered by the output schema, as in LangGraph)."""
-        values = self.values
+    def values_chunk(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole state (or ``values``), in schema order (``stream_mode="values"``
+        is not filtered by the output schema, as in LangGraph)."""
+        values = self.values if values is None else values
         return {k: values[k] for k in self.plan.channels if k in values}
 
 

@@ -46,9 +46,16 @@ def _config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
 
 
 def snapshot(
-    graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str
+    graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str, *, live: bool
 ) -> StateSnapshot:
-    """A ``StateSnapshot`` of ``saved`` (an empty one for an unknown thread)."""
+    """A ``StateSnapshot`` of ``saved`` (an empty one for an unknown thread).
+
+    As LangGraph: a ``live`` snapshot (the thread's latest state) shows where the
+    run stands, with the writes of tasks that finished in a step that did not
+    commit (it stopped on an interrupt or an error) applied to ``values`` and left
+    out of ``next``; otherwise (a past checkpoint, the history) it is a record of
+    the step: values as it began, every task in ``next``, every interrupt raised.
+    """
     if saved is None:
         return StateSnapshot(
             values={}, next=(), config=_config(thread_id, None), metadata=None,
@@ -74,26 +81,29 @@ def snapshot(
     tasks: list[StateTask] = []
     interrupts: list[Interrupt] = []
     still_to_run: list[str] = []
+    values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
     for name, path in names:
         node = graph.plan.nodes.get(name, graph.plan.start)
         task = Task(loop, node, None, checkpoint.step + 1, path)
         writes = by_task.get(task.id, {})
-        found = () if writes.get(DONE) else tuple(writes.get(INTERRUPT, ()))
+        done = bool(writes.get(DONE))
+        found = () if done and live else tuple(writes.get(INTERRUPT, ()))
         interrupts.extend(found)
         error = writes.get(ERROR)
         result = None
-        if writes.get(DONE):  # finished in a step that did not commit: not "next"
+        if done:  # finished in a step that did not commit
             result = {k: v for k, v in writes.items() if not k.startswith("__")}
-        else:
+            if live:
+                loop.apply(values, result)
+        if not (done and live):
             still_to_run.append(name)
         tasks.append(
             StateTask(
                 id=task.id, name=name, path=path, error=error, interrupts=found, result=result
             )
         )
-    values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
     return StateSnapshot(
-        values=values,
+        values={k: values[k] for k in graph.plan.channels if k in values},
         next=tuple(still_to_run),
         config=_config(thread_id, checkpoint.id),
         metadata=dict(saved.metadata),
@@ -112,7 +122,7 @@ def history(
     if isinstance(before, Mapping):
         before = (before.get("configurable") or {}).get("checkpoint_id")
     for saved in graph.checkpointer.list(thread_id, before=before, **kwargs):
-        yield snapshot(graph, saved, thread_id)
+        yield snapshot(graph, saved, thread_id, live=False)
 
 
 def update_loop(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import Task
-from trellis.types import START
+from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
@@ -85,16 +85,28 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
 
 
 def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[tuple[str, Any]]:
-    """What LangGraph streams when a run stops on interrupts (or a breakpoint: none),
-    after what the tasks that ran in the stopped step (``ran``) produced: LangGraph
-    streams that live, so it is shown even though the step does not commit."""
+    """What LangGraph streams when a run stops on interrupts (or a breakpoint: none).
+
+    First what the tasks that ran in the stopped step (``ran``) produced, which
+    LangGraph streams live; then one ``__interrupt__`` chunk per task that stopped,
+    as each does in LangGraph; then, if finished tasks wrote, the state with their
+    writes (the run's result)."""
+    groups: list[tuple[Interrupt, ...]] = []
     if ran:
         yield from _task_chunks(loop, ran, stopped=True)
-    chunk = {"__interrupt__": tuple(loop.interrupts)}
-    if "updates" in loop.modes:
-        yield "updates", chunk
-    if "values" in loop.modes and loop.interrupts:
-        yield "values", {**loop.values_chunk(), **chunk}
+        groups = [tuple(t.interrupts) for t in ran if t.interrupts]
+    shown = {id(i) for group in groups for i in group}
+    rest = tuple(i for i in loop.interrupts if id(i) not in shown)  # from an earlier run
+    if rest or not groups:
+        groups.append(rest)
+    for group in groups:
+        chunk = {"__interrupt__": group}
+        if "updates" in loop.modes:
+            yield "updates", chunk
+        if "values" in loop.modes and group:
+            yield "values", {**loop.values_chunk(), **chunk}
+    if "values" in loop.modes and loop.live_values is not None:
+        yield "values", loop.values_chunk(loop.live_values)
 
 
 def _now() -> str:
