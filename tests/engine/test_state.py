@@ -163,11 +163,18 @@ def test_forking_from_an_old_checkpoint_leaves_the_old_branch_intact() -> None:
     old_ids = {h.config["configurable"]["checkpoint_id"]: h.values for h in before}
     kept = {h.config["configurable"]["checkpoint_id"]: h.values for h in after}
     assert all(kept.get(cid) == values for cid, values in old_ids.items())
-    assert len(after) == len(before) + 2
-    # the new branch hangs off the fork point
+    # As LangGraph 1.2: a "fork" copy of the old checkpoint (one step later) starts
+    # the branch, then the replayed steps b and c.
+    assert len(after) == len(before) + 3
     head = graph.get_state(config)
-    fork_child = graph.get_state(head.parent_config or {})
-    assert fork_child.parent_config == before_b.config
+    c_step = graph.get_state(head.parent_config or {})
+    fork = graph.get_state(c_step.parent_config or {})
+    assert (fork.metadata["source"], fork.metadata["step"]) == (
+        "fork",
+        before_b.metadata["step"] + 1,
+    )
+    assert (fork.values, fork.next) == (before_b.values, ("b",))
+    assert fork.parent_config == before_b.config
 
 
 def test_fork_with_new_values_via_update_state() -> None:
@@ -537,3 +544,42 @@ def test_live_state_and_records_of_a_step_that_stopped_on_an_interrupt() -> None
     assert (record.values, sorted(record.next)) == ({"log": []}, ["ask", "ok"])
     assert next(iter(graph.get_state_history(config))).next == record.next
     assert graph.invoke(Command(resume="y"), config)["log"] == ["ask:y", "ok"]
+
+
+def test_time_travel_reruns_the_whole_step_and_asks_again() -> None:
+    """A run from a past checkpoint re-runs that step's tasks, parallel ones too
+    (not the writes recorded for them the first time), and an interrupt it meets
+    waits on the new branch, so a plain resume of the thread answers it there."""
+    from trellis import interrupt
+
+    class Log(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    calls: Counter[str] = Counter()
+
+    def node(name: str) -> Any:
+        def run(state: Log) -> dict[str, Any]:
+            calls[name] += 1
+            answer = interrupt(f"{name}?") if name == "y" else ""
+            return {"log": [name + answer]}
+
+        return run
+
+    builder = StateGraph(Log)
+    for name in ("a", "x", "y", "z"):
+        builder.add_node(name, node(name))
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "x")
+    builder.add_edge("a", "y")
+    builder.add_edge(["x", "y"], "z")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"log": []}, config)
+    assert graph.invoke(Command(resume="1"), config)["log"] == ["a", "x", "y1", "z"]
+    before_xy = next(h for h in graph.get_state_history(config) if set(h.next) == {"x", "y"})
+    calls.clear()
+    paused = graph.invoke(None, before_xy.config)
+    assert [i.value for i in paused["__interrupt__"]] == ["y?"]  # asked again, not "1"
+    assert calls == Counter({"x": 1, "y": 1})
+    assert graph.get_state(config).metadata["source"] == "fork"  # the branch's head
+    assert graph.invoke(Command(resume="2"), config)["log"] == ["a", "x", "y2", "z"]

@@ -407,3 +407,19 @@ async def test_async_graphs_and_the_async_queue(backend: Backend) -> None:
     await ReviewQueue(saver, graph=app).aedit(request_id(out), {"amount": 4}, reviewer="x")
     assert runs == [4]
     assert (await app.aget_state(cfg("t1"))).values["amount"] == 5
+
+
+def test_time_travel_to_before_an_approved_gate_asks_for_a_new_approval(
+    backend: Backend,
+) -> None:
+    """A replayed branch is a new run of the gated node: the old decision approved
+    the old branch only (it used to be reused)."""
+    g = Graph(backend.saver())
+    queue = ReviewQueue(g.saver, graph=g.app)
+    queue.approve(request_id(g.start("t1")), reviewer="alice")
+    before_act = next(h for h in g.app.get_state_history(cfg("t1")) if h.next == ("act",))
+    again = g.app.invoke(None, before_act.config)
+    fresh = request_id(again)
+    assert queue.get(fresh).status == PENDING and len(g.runs) == 1
+    queue.approve(fresh, reviewer="bob")
+    assert len(g.runs) == 2 and g.values("t1")["log"] == ["prepare", "act", "after"]

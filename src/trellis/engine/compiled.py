@@ -160,8 +160,11 @@ class CompiledStateGraph:
                     f"thread {loop.thread_id!r} has nothing to resume; pass an input to start a run"
                 )
             restore(loop, saved, continue_run=True)
-            loop.saved_writes = saved.pending_writes
             loop.resuming = True
+            if input is None and head is not None and head.checkpoint.id != saved.checkpoint.id:
+                loop.fork()  # time travel: the step runs again, on a branch of its own
+                return
+            loop.saved_writes = saved.pending_writes
             if resume:
                 loop.resume = input.resume
                 if not any(w.channel == "__interrupt__" for w in saved.pending_writes):

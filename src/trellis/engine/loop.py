@@ -428,6 +428,17 @@ class RunLoop:
         ):
             self.status = "interrupt_after"
 
+    def fork(self) -> None:
+        """Start a branch from the restored past checkpoint, as LangGraph's time
+        travel does: a copy of it (metadata ``source="fork"``, one step later) is
+        saved first, and the step runs again on it, without the writes, errors or
+        interrupt answers recorded for it before. So whatever the step writes or
+        asks belongs to the branch, even if it stops before it commits."""
+        self.step += 1
+        self.restored_step = self.step
+        self.first_step = self.step + 1
+        self._effect(record(self, "fork"))
+
     def suspend(self, tasks: list[Task]) -> None:
         """Some tasks called ``interrupt()``: keep the step's results pending.
 
