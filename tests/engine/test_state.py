@@ -583,3 +583,76 @@ def test_time_travel_reruns_the_whole_step_and_asks_again() -> None:
     assert calls == Counter({"x": 1, "y": 1})
     assert graph.get_state(config).metadata["source"] == "fork"  # the branch's head
     assert graph.invoke(Command(resume="2"), config)["log"] == ["a", "x", "y2", "z"]
+
+
+def _routed(saver: Any) -> Any:
+    """n0 routes to "big" when a > 5, else to "ask", which waits on interrupt()."""
+    from trellis import interrupt
+
+    class Routed(TypedDict, total=False):
+        a: int
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Routed)
+    builder.add_node("n0", lambda s: {"log": ["n0"]})
+    builder.add_node("ask", lambda s: {"log": [f"ask:{interrupt('ok?')}"]})
+    builder.add_node("big", lambda s: {"log": ["big"]})
+    builder.add_edge(START, "n0")
+    builder.add_conditional_edges("n0", lambda s: "big" if s["a"] > 5 else "ask", ["big", "ask"])
+    return builder.compile(checkpointer=saver)
+
+
+def test_update_state_without_as_node_counts_as_the_last_node_as_langgraph() -> None:
+    """The update is written as by n0, the node whose step made the checkpoint, so
+    n0's router sees it: the run goes to "big" and the question is dropped."""
+    graph = _routed(MemorySaver())
+    config = thread()
+    graph.invoke({"a": 1}, config)
+    assert graph.get_state(config).next == ("ask",)
+    graph.update_state(config, {"a": 10})
+    state = graph.get_state(config)
+    assert (state.next, state.interrupts) == (("big",), ())
+    assert graph.invoke(None, config) == {"a": 10, "log": ["n0", "big"]}
+
+
+def test_update_state_keeps_a_question_whose_node_is_routed_to_again() -> None:
+    graph = _routed(MemorySaver())
+    config = thread()
+    graph.invoke({"a": 1}, config)
+    graph.update_state(config, {"a": 2})  # n0's router still picks "ask"
+    assert [i.value for i in graph.get_state(config).interrupts] == ["ok?"]
+    assert graph.invoke(Command(resume="y"), config)["log"] == ["n0", "ask:y"]
+
+
+def test_update_state_on_the_input_checkpoint_or_as_start_runs_the_first_node() -> None:
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    first = list(graph.get_state_history(config))[-1]
+    assert first.next == ("__start__",)
+    forked = graph.update_state(first.config, {"a": "u"})
+    assert graph.get_state(forked).next == ("a",)
+    assert graph.invoke(None, forked)["log"] == ["a", "b", "c"]
+    graph.update_state(config, {"a": "again"}, as_node=START)
+    assert graph.get_state(config).next == ("a",)
+
+
+def test_update_state_after_a_parallel_step_changes_the_state_only() -> None:
+    """No single node made the checkpoint (LangGraph calls this ambiguous and asks
+    for as_node): the update leaves what runs next as it was."""
+
+    class Log(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Log)
+    for name in ("x", "y", "z"):
+        builder.add_node(name, lambda s, name=name: {"log": [name]})
+    builder.add_edge(START, "x")
+    builder.add_edge(START, "y")
+    builder.add_edge(["x", "y"], "z")
+    graph = builder.compile(checkpointer=MemorySaver(), interrupt_before=["z"])
+    config = thread()
+    graph.invoke({"log": []}, config)
+    graph.update_state(config, {"log": ["edited"]})
+    assert graph.get_state(config).next == ("z",)
+    assert graph.invoke(None, config)["log"] == ["x", "y", "edited", "z"]

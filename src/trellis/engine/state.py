@@ -11,12 +11,12 @@ from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
-from trellis.types import END, Interrupt, RunnableConfig, StateSnapshot, StateTask
+from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, StateTask
 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
 
-__all__ = ["snapshot", "update_loop"]
+__all__ = ["snapshot", "update_loop", "writer_of", "wrote_by_one_step"]
 
 
 def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
@@ -125,6 +125,32 @@ def history(
         yield snapshot(graph, saved, thread_id, live=False)
 
 
+def wrote_by_one_step(saved: CheckpointTuple | None) -> bool:
+    """Whether ``saved`` was made by a step of the graph (not an update, a fork or
+    the input), so the node that wrote it can be looked up in its parent."""
+    return (
+        saved is not None
+        and saved.checkpoint.parent_id is not None
+        and saved.metadata.get("source") == "loop"
+    )
+
+
+def writer_of(saved: CheckpointTuple | None, parent: CheckpointTuple | None) -> str | None:
+    """The node an ``update_state`` without ``as_node`` counts as, as LangGraph
+    infers it: the one node whose step went from ``parent`` to ``saved``
+    (``START`` for the step that applied the input, or when ``saved`` still holds
+    an input to apply); None when no single node made it."""
+    if saved is not None and "start" in (saved.checkpoint.pending or {}):
+        return START
+    if parent is None:
+        return None
+    pending = parent.checkpoint.pending or {}
+    if "start" in pending:
+        return START
+    names = {*pending.get("nodes", ()), *(s.node for s in pending.get("sends", ()))}
+    return names.pop() if len(names) == 1 else None
+
+
 def update_loop(
     graph: CompiledStateGraph,
     config: RunnableConfig | None,
@@ -132,11 +158,15 @@ def update_loop(
     head: CheckpointTuple | None,
     values: Any,
     as_node: str | None,
+    inferred: str | None = None,
 ) -> RunLoop:
     """A loop holding the state after ``values`` is applied as if ``as_node`` wrote it.
 
-    Without ``as_node`` the update changes the state only; what runs next stays
-    as it was. With it, ``as_node``'s edges decide what runs next.
+    With ``as_node``, its edges decide what runs next. Without it, as LangGraph,
+    the update counts as written by the node whose step made the checkpoint
+    (``inferred``), whose edges decide; a node that was waiting in ``interrupt()``
+    and is scheduled again keeps waiting. When no single node made it (a parallel
+    step, an update, the input), the update changes the state only.
     """
     thread_id, checkpoint_id = thread_of(graph, config)
     if checkpoint_id and saved is None:
@@ -148,17 +178,19 @@ def update_loop(
         restore(loop, saved, continue_run=True)
         loop.start_task = None
     loop.expected_head = head.checkpoint.id if head is not None else None
-    if as_node is not None and as_node != END and as_node not in graph.plan.nodes:
+    known = as_node in graph.plan.nodes or as_node in (START, END)
+    if as_node is not None and not known:
         raise InvalidUpdateError(f"update_state(as_node={as_node!r}): the graph has no such node")
-    node = graph.plan.nodes.get(as_node or "", graph.plan.start)
+    routed = as_node if as_node is not None else inferred
+    node = graph.plan.nodes.get(routed or "", graph.plan.start)
     task = Task(loop, node, None, loop.step, (PULL, node.name))
     if values is not None:
         task.accept(values)
-    if as_node is None or as_node == END:
+    if routed is None or routed == END:
         task.goto = []
         if task.update:
             loop._track(task.update)
-        if as_node == END:
+        if routed == END:
             loop.next_nodes, loop.next_sends = [], []
     else:
         loop.next_nodes, loop.next_sends = [], []
@@ -169,21 +201,29 @@ def update_loop(
         loop.commit([task], save=False)  # the update is recorded below
     loop.step += 1
     new_id = new_checkpoint_id()
-    carried = _carry_interrupts(saved, new_id) if as_node is None and saved is not None else []
+    carried: list[PendingWrite] = []
+    if as_node is None and saved is not None:
+        still = None if routed is None else set(loop.next_nodes)
+        carried = _carry_interrupts(saved, new_id, still)
     loop._effect(record(loop, "update", carried, checkpoint_id=new_id))
     return loop
 
 
-def _carry_interrupts(saved: CheckpointTuple, new_id: str) -> list[PendingWrite]:
-    """An edit made while nodes wait in ``interrupt()`` keeps them waiting.
+def _carry_interrupts(
+    saved: CheckpointTuple, new_id: str, still: set[str] | None
+) -> list[PendingWrite]:
+    """An edit made while nodes wait in ``interrupt()`` keeps them waiting: all of
+    them (``still`` None: what runs next is unchanged), or those of the nodes in
+    ``still``, which are scheduled again.
 
     The same tasks are scheduled at the new checkpoint, under new ids (ids derive
     from the checkpoint), so their pending interrupts move to those ids.
     """
     checkpoint = saved.checkpoint
     pending = checkpoint.pending or {}
-    paths = [(n, (PULL, n)) for n in pending.get("nodes", ())]
-    paths += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
+    paths = [(n, (PULL, n)) for n in pending.get("nodes", ()) if still is None or n in still]
+    if still is None:
+        paths += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
     moved = {
         task_id(checkpoint.id, checkpoint.step + 1, name, path): task_id(
             new_id, checkpoint.step + 2, name, path
