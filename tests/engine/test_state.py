@@ -656,3 +656,44 @@ def test_update_state_after_a_parallel_step_changes_the_state_only() -> None:
     graph.update_state(config, {"log": ["edited"]})
     assert graph.get_state(config).next == ("z",)
     assert graph.invoke(None, config)["log"] == ["x", "y", "edited", "z"]
+
+
+def test_a_step_whose_writes_conflict_has_no_latest_state_as_langgraph() -> None:
+    """Two nodes of one step wrote a key that keeps one value: the run fails, and
+    the latest state (which would show those writes) raises the same error."""
+
+    class One(TypedDict, total=False):
+        v: str
+
+    builder = StateGraph(One)
+    builder.add_node("x", lambda s: {"v": "x"})
+    builder.add_node("y", lambda s: {"v": "y"})
+    builder.add_edge(START, "x")
+    builder.add_edge(START, "y")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(InvalidUpdateError, match="'v'"):
+        graph.invoke({"v": "in"}, config)
+    with pytest.raises(InvalidUpdateError, match="'v'"):
+        graph.get_state(config)
+    past = next(iter(graph.get_state_history(config)))  # the record still reads
+    assert past.values == {"v": "in"} and sorted(past.next) == ["x", "y"]
+
+
+def test_snapshots_list_a_steps_sends_before_its_nodes_as_langgraph() -> None:
+    from trellis import Send, interrupt
+
+    class Fan(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Fan)
+    builder.add_node("fan", lambda s: {"log": ["fan"]})
+    builder.add_node("w", lambda s: {"log": [f"w{s['log'][-1]}"]})
+    builder.add_node("ask", lambda s: {"log": [interrupt("q")]})
+    builder.add_edge(START, "fan")
+    builder.add_conditional_edges("fan", lambda s: [Send("w", {"log": ["1"]}), "ask"], ["w", "ask"])
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"log": []}, config)
+    record = graph.get_state(graph.get_state(config).config)
+    assert [t.name for t in record.tasks] == ["w", "ask"] and record.next == ("w", "ask")

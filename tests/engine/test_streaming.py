@@ -361,3 +361,22 @@ def test_each_task_that_stops_streams_its_own_interrupt_chunk() -> None:
     stops = [[i.value for i in c["__interrupt__"]] for m, c in chunks if m == "updates"]
     assert stops == [["qx"], ["qy"]]  # as LangGraph: one chunk per task, not one for all
     assert [m for m, _ in chunks] == ["values", "updates", "values", "updates", "values"]
+
+
+def test_updates_stream_before_a_conflict_is_raised() -> None:
+    from trellis.errors import InvalidUpdateError
+
+    class One(TypedDict, total=False):
+        v: str
+
+    builder = StateGraph(One)
+    builder.add_node("x", lambda s: {"v": "x"})
+    builder.add_node("y", lambda s: {"v": "y"})
+    builder.add_edge(START, "x")
+    builder.add_edge(START, "y")
+    graph = builder.compile()
+    chunks: list[Any] = []
+    with pytest.raises(InvalidUpdateError):
+        for chunk in graph.stream({"v": "in"}, stream_mode="updates"):
+            chunks.append(chunk)
+    assert chunks == [{"x": {"v": "x"}}, {"y": {"v": "y"}}]  # as LangGraph, then the error

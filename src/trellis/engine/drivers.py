@@ -27,10 +27,16 @@ from trellis.engine.guard import (
 )
 from trellis.engine.interrupts import GraphInterrupt
 from trellis.engine.loop import RunLoop
-from trellis.engine.streaming import checkpoint_chunks, debug_start, interrupt_chunks, step_chunks
+from trellis.engine.streaming import (
+    checkpoint_chunks,
+    debug_start,
+    interrupt_chunks,
+    step_chunks,
+    unmerged_chunks,
+)
 from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
-from trellis.errors import TrellisError
+from trellis.errors import InvalidUpdateError, TrellisError
 from trellis.persist.base import Put
 from trellis.types import START
 
@@ -354,7 +360,12 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             if modes:
                 yield from interrupt_chunks(loop, todo)
             return
-        loop.commit(tasks)
+        try:
+            loop.commit(tasks)
+        except InvalidUpdateError:
+            if modes:  # LangGraph streamed each task's update before it merged them
+                yield from unmerged_chunks(loop, todo)
+            raise
         if loop.effects:
             perform(loop)
         if modes:
@@ -561,7 +572,13 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 for chunk in interrupt_chunks(loop, todo):
                     yield chunk
             return
-        loop.commit(tasks)
+        try:
+            loop.commit(tasks)
+        except InvalidUpdateError:
+            if modes:  # LangGraph streamed each task's update before it merged them
+                for chunk in unmerged_chunks(loop, todo):
+                    yield chunk
+            raise
         if loop.effects:
             await aperform(loop)
         if modes:

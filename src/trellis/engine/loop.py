@@ -364,7 +364,7 @@ class RunLoop:
         """
         values = self.values
         if len(tasks) > 1:
-            self._check_conflicts(tasks)
+            self.check_conflicts(tasks)
         track = self.track
         self.wrote = False
         for task in tasks:
@@ -447,7 +447,9 @@ class RunLoop:
         pending writes, not in a checkpoint, so only this view of them changes.
         """
         self.status = "interrupted"
-        self.interrupts = [i for t in tasks for i in t.interrupts]
+        # Sends' tasks first, as LangGraph lists a step's tasks.
+        ordered = sorted(tasks, key=lambda t: t.path[0] != PUSH)
+        self.interrupts = [i for t in ordered for i in t.interrupts]
         self._keep_pending(tasks)
         finished = [t.update for t in tasks if t.done and not t.interrupts and t.update]
         if finished:
@@ -507,7 +509,7 @@ class RunLoop:
             },
         )
 
-    def _check_conflicts(self, tasks: list[Task]) -> None:
+    def check_conflicts(self, tasks: list[Task]) -> None:
         reducers = self.plan.reducers
         writers: dict[str, Task] = {}
         for task in tasks:

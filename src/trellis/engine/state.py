@@ -69,8 +69,11 @@ def snapshot(
         bool(pending.get("sends")),
         pending.get("deferred", ()),
     )
-    names: list[tuple[str, tuple[str, Any]]] = [(n, (PULL, n)) for n in nodes]
-    names += [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
+    # Sends' tasks first, then nodes, as LangGraph lists a step's tasks.
+    names: list[tuple[str, tuple[str, Any]]] = [
+        (s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))
+    ]
+    names += [(n, (PULL, n)) for n in nodes]
     if "start" in pending:
         names = [("__start__", (PULL, "__start__"))]
     loop = RunLoop(graph.plan, _config(thread_id, checkpoint.id), recursion_limit=1)
@@ -82,6 +85,7 @@ def snapshot(
     interrupts: list[Interrupt] = []
     still_to_run: list[str] = []
     values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
+    finished: list[Task] = []
     for name, path in names:
         node = graph.plan.nodes.get(name, graph.plan.start)
         task = Task(loop, node, None, checkpoint.step + 1, path)
@@ -94,7 +98,8 @@ def snapshot(
         if done:  # finished in a step that did not commit
             result = {k: v for k, v in writes.items() if not k.startswith("__")}
             if live:
-                loop.apply(values, result)
+                task.update = result
+                finished.append(task)
         if not (done and live):
             still_to_run.append(name)
         tasks.append(
@@ -102,6 +107,10 @@ def snapshot(
                 id=task.id, name=name, path=path, error=error, interrupts=found, result=result
             )
         )
+    finished.sort(key=lambda t: t.path[0] != PULL)  # in the order a commit merges them
+    loop.check_conflicts(finished)  # as LangGraph: a step that cannot commit has no state
+    for task in finished:
+        loop.apply(values, task.update or {})
     return StateSnapshot(
         values={k: values[k] for k in graph.plan.channels if k in values},
         next=tuple(still_to_run),

@@ -10,13 +10,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.task import Task
+from trellis.engine.task import PUSH, Task
 from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
 
-__all__ = ["checkpoint_chunks", "debug_start", "interrupt_chunks", "step_chunks"]
+__all__ = [
+    "checkpoint_chunks",
+    "debug_start",
+    "interrupt_chunks",
+    "step_chunks",
+    "unmerged_chunks",
+]
 
 NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
 
@@ -50,6 +56,11 @@ def _task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator
             yield "debug", _debug_result(task)
         if updates:
             yield "updates", {task.name: task.update}
+
+
+def unmerged_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
+    """What a step whose updates conflict streams before its error is raised."""
+    yield from _task_chunks(loop, tasks, stopped=True)
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -94,7 +105,8 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
     groups: list[tuple[Interrupt, ...]] = []
     if ran:
         yield from _task_chunks(loop, ran, stopped=True)
-        groups = [tuple(t.interrupts) for t in ran if t.interrupts]
+        # Sends' tasks first, as LangGraph lists a step's tasks.
+        groups = [tuple(t.interrupts) for t in _sends_first(ran) if t.interrupts]
     shown = {id(i) for group in groups for i in group}
     rest = tuple(i for i in loop.interrupts if id(i) not in shown)  # from an earlier run
     if rest or not groups:
@@ -107,6 +119,10 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
             yield "values", {**loop.values_chunk(), **chunk}
     if "values" in loop.modes and loop.live_values is not None:
         yield "values", loop.values_chunk(loop.live_values)
+
+
+def _sends_first(tasks: list[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda t: t.path[0] != PUSH)
 
 
 def _now() -> str:
