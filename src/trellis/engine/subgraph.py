@@ -145,7 +145,7 @@ class SubgraphNode:
         from trellis.engine.interrupts import GraphInterrupt, interrupt_id
 
         task = CURRENT_TASK.get()
-        stopped = list(saved.checkpoint.pending.get("nodes", ()))
+        stopped = list((saved.checkpoint.pending or {}).get("nodes", ()))
         value = {"breakpoint": True, "subgraph": self.name, "next": stopped}
         raise GraphInterrupt(Interrupt(value, interrupt_id(task.id if task else "", -1)))
 
