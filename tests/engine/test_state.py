@@ -697,3 +697,47 @@ def test_snapshots_list_a_steps_sends_before_its_nodes_as_langgraph() -> None:
     graph.invoke({"log": []}, config)
     record = graph.get_state(graph.get_state(config).config)
     assert [t.name for t in record.tasks] == ["w", "ask"] and record.next == ("w", "ask")
+
+
+def test_update_state_as_a_pending_node_keeps_a_met_joins_target() -> None:
+    """a and b met the join into c; updating as d (pending too) keeps c scheduled and
+    adds what d leads to, as LangGraph does."""
+
+    class Log(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Log)
+    for name in "abcde":
+        builder.add_node(name, lambda s, name=name: {"log": [name]})
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    builder.add_edge(["a", "b"], "c")
+    builder.add_edge("a", "d")
+    builder.add_edge("d", "e")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"log": []}, config)
+    past = next(h for h in graph.get_state_history(config) if set(h.next) == {"c", "d"})
+    updated = graph.update_state(past.config, {"log": ["U"]}, as_node="d")
+    assert sorted(graph.get_state(updated).next) == ["c", "e"]
+    assert graph.invoke(None, updated)["log"] == ["a", "b", "U", "c", "e"]
+
+
+def test_a_step_that_interrupts_with_conflicting_finished_writes_fails_at_once() -> None:
+    from trellis import interrupt
+
+    class One(TypedDict, total=False):
+        v: str
+
+    builder = StateGraph(One)
+    builder.add_node("x", lambda s: {"v": "x"})
+    builder.add_node("y", lambda s: {"v": "y"})
+    builder.add_node("ask", lambda s: {"v": interrupt("q")})
+    for name in ("x", "y", "ask"):
+        builder.add_edge(START, name)
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(InvalidUpdateError, match="'v'"):  # as LangGraph, not on resume
+        graph.invoke({"v": "in"}, config)
+    record = graph.get_state(graph.get_state_history(config).__next__().config)
+    assert [i.value for i in record.interrupts] == ["q"]  # what ran is kept all the same

@@ -355,8 +355,10 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if obs is not None:
             obs.step_end(loop, todo, None)
         if any(t.interrupts for t in todo):
-            loop.suspend(tasks)
-            perform(loop)
+            try:
+                loop.suspend(tasks)
+            finally:  # what the step kept is saved even if its writes conflict
+                perform(loop)
             if modes:
                 yield from interrupt_chunks(loop, todo)
             return
@@ -566,8 +568,10 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if obs is not None:
             obs.step_end(loop, todo, None)
         if any(t.interrupts for t in todo):
-            loop.suspend(tasks)
-            await aperform(loop)
+            try:
+                loop.suspend(tasks)
+            finally:  # what the step kept is saved even if its writes conflict
+                await aperform(loop)
             if modes:
                 for chunk in interrupt_chunks(loop, todo):
                     yield chunk
@@ -640,8 +644,10 @@ async def arun(loop: RunLoop) -> None:
             await aperform(loop)
             raise
         if any(t.interrupts for t in todo):
-            loop.suspend(tasks)
-            await aperform(loop)
+            try:
+                loop.suspend(tasks)
+            finally:  # what the step kept is saved even if its writes conflict
+                await aperform(loop)
             return
         loop.commit(tasks)
         if loop.effects:

@@ -437,6 +437,9 @@ class RunLoop:
         self.step += 1
         self.restored_step = self.step
         self.first_step = self.step + 1
+        if self.start_task is not None:  # a fork of an input checkpoint: the input, later
+            start = self.start_task
+            self.start_task = Task(self, start.node, start.input, self.step + 1, start.path)
         self._effect(record(self, "fork"))
 
     def suspend(self, tasks: list[Task]) -> None:
@@ -445,17 +448,20 @@ class RunLoop:
         What the run returns and streams last shows the finished tasks' writes
         applied, as LangGraph's does (and ``get_state`` then): they are saved as
         pending writes, not in a checkpoint, so only this view of them changes.
+        Finished writes that conflict raise ``InvalidUpdateError`` now, as in
+        LangGraph, after the effects that save them are queued.
         """
         self.status = "interrupted"
         # Sends' tasks first, as LangGraph lists a step's tasks.
         ordered = sorted(tasks, key=lambda t: t.path[0] != PUSH)
         self.interrupts = [i for t in ordered for i in t.interrupts]
         self._keep_pending(tasks)
-        finished = [t.update for t in tasks if t.done and not t.interrupts and t.update]
+        finished = [t for t in tasks if t.done and not t.interrupts and t.update]
         if finished:
+            self.check_conflicts(finished)
             values = self.live_values = dict(self.values)
-            for update in finished:
-                self.apply(values, update)
+            for task in finished:
+                self.apply(values, task.update or {})
 
     def fail(self, tasks: list[Task]) -> None:
         """A task failed for good: keep what the others finished, for a resume."""

@@ -202,12 +202,18 @@ def update_loop(
         if routed == END:
             loop.next_nodes, loop.next_sends = [], []
     else:
+        # As LangGraph, whose update is a step of its own: what ran before it
+        # scheduled is dropped, except a join's target (its barrier was met and
+        # stays met until the target runs); then what the node leads to.
+        joined = {j.target for n in graph.plan.nodes.values() for j in n.joins}
+        kept = [n for n in loop.next_nodes if n != routed and n in joined]
         loop.next_nodes, loop.next_sends = [], []
         # As if the node had just run: its routers see the update and pick what is next.
         for branch in node.branches:
             args, kwargs = task.router_args(branch)
             task.route(branch, branch.router(*args, **kwargs))
         loop.commit([task], save=False)  # the update is recorded below
+        loop.next_nodes = kept + [n for n in loop.next_nodes if n not in kept]
     loop.step += 1
     new_id = new_checkpoint_id()
     carried: list[PendingWrite] = []
