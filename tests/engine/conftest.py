@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from typing_extensions import TypedDict
 
 from trellis.persist.memory import MemorySaver
 from trellis.persist.sqlite import SqliteSaver
@@ -232,3 +233,22 @@ def scenarios() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class OneKey(TypedDict, total=False):
+    v: str
+
+
+def two_writers_of_one_key(*, asking: bool = False, checkpointer: Any = None) -> Any:
+    """START -> x and y in parallel, both writing ``v``, which has no reducer (and,
+    ``asking``, a third node that waits on ``interrupt("q")`` and writes ``v`` too)."""
+    from trellis import START, StateGraph, interrupt
+
+    builder = StateGraph(OneKey)
+    builder.add_node("x", lambda s: {"v": "x"})
+    builder.add_node("y", lambda s: {"v": "y"})
+    if asking:
+        builder.add_node("ask", lambda s: {"v": interrupt("q")})
+    for name in ("x", "y", "ask") if asking else ("x", "y"):
+        builder.add_edge(START, name)
+    return builder.compile(checkpointer=checkpointer)

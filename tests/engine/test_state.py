@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import pytest
+from tests.engine.conftest import two_writers_of_one_key
 from typing_extensions import TypedDict
 
 from trellis import END, START, Command, StateGraph
@@ -662,15 +663,7 @@ def test_a_step_whose_writes_conflict_has_no_latest_state_as_langgraph() -> None
     """Two nodes of one step wrote a key that keeps one value: the run fails, and
     the latest state (which would show those writes) raises the same error."""
 
-    class One(TypedDict, total=False):
-        v: str
-
-    builder = StateGraph(One)
-    builder.add_node("x", lambda s: {"v": "x"})
-    builder.add_node("y", lambda s: {"v": "y"})
-    builder.add_edge(START, "x")
-    builder.add_edge(START, "y")
-    graph = builder.compile(checkpointer=MemorySaver())
+    graph = two_writers_of_one_key(checkpointer=MemorySaver())
     config = thread()
     with pytest.raises(InvalidUpdateError, match="'v'"):
         graph.invoke({"v": "in"}, config)
@@ -724,18 +717,7 @@ def test_update_state_as_a_pending_node_keeps_a_met_joins_target() -> None:
 
 
 def test_a_step_that_interrupts_with_conflicting_finished_writes_fails_at_once() -> None:
-    from trellis import interrupt
-
-    class One(TypedDict, total=False):
-        v: str
-
-    builder = StateGraph(One)
-    builder.add_node("x", lambda s: {"v": "x"})
-    builder.add_node("y", lambda s: {"v": "y"})
-    builder.add_node("ask", lambda s: {"v": interrupt("q")})
-    for name in ("x", "y", "ask"):
-        builder.add_edge(START, name)
-    graph = builder.compile(checkpointer=MemorySaver())
+    graph = two_writers_of_one_key(asking=True, checkpointer=MemorySaver())
     config = thread()
     with pytest.raises(InvalidUpdateError, match="'v'"):  # as LangGraph, not on resume
         graph.invoke({"v": "in"}, config)

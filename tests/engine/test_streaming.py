@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import pytest
+from tests.engine.conftest import two_writers_of_one_key
 from typing_extensions import TypedDict
 
 from trellis import END, START, Send, StateGraph, get_stream_writer
@@ -366,15 +367,7 @@ def test_each_task_that_stops_streams_its_own_interrupt_chunk() -> None:
 def test_updates_stream_before_a_conflict_is_raised() -> None:
     from trellis.errors import InvalidUpdateError
 
-    class One(TypedDict, total=False):
-        v: str
-
-    builder = StateGraph(One)
-    builder.add_node("x", lambda s: {"v": "x"})
-    builder.add_node("y", lambda s: {"v": "y"})
-    builder.add_edge(START, "x")
-    builder.add_edge(START, "y")
-    graph = builder.compile()
+    graph = two_writers_of_one_key()
     chunks: list[Any] = []
     with pytest.raises(InvalidUpdateError):
         for chunk in graph.stream({"v": "in"}, stream_mode="updates"):
