@@ -583,3 +583,30 @@ def test_the_input_is_durable_before_a_router_on_start_runs(tmp_path: Any) -> No
     graph.invoke({"trail": [], "total": 0}, config())
     assert stored_first == [1]  # the input checkpoint, committed before the router ran
     saver.close()
+
+
+def test_every_task_of_a_failing_step_runs_and_only_the_failed_one_reruns() -> None:
+    """More parallel tasks than workers, the first failing at once: the others all
+    run anyway (LangGraph starts them all), are kept, and a resume re-runs only it."""
+    from trellis import Send
+
+    ran: Counter[int] = Counter()
+    broken = [True]
+
+    def work(state: dict[str, Any]) -> dict[str, Any]:
+        ran[state["i"]] += 1
+        if state["i"] == 0 and broken[0]:
+            raise ConnectionError("task 0 is down")
+        return {"trail": [str(state["i"])]}
+
+    builder = StateGraph(S)
+    builder.add_node("work", work)
+    builder.add_conditional_edges(START, lambda s: [Send("work", {"i": i}) for i in range(40)])
+    graph = builder.compile(checkpointer=MemorySaver())
+    cfg = config()
+    with pytest.raises(ConnectionError):
+        graph.invoke({"trail": []}, cfg)
+    assert sorted(ran) == list(range(40)) and set(ran.values()) == {1}
+    broken[0] = False
+    assert len(graph.invoke(None, cfg)["trail"]) == 40
+    assert ran[0] == 2 and all(ran[i] == 1 for i in range(1, 40))

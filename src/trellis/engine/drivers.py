@@ -156,8 +156,10 @@ def run_tasks(tasks: list[Task]) -> None:
     """Run a step's tasks; several at once share the thread pool.
 
     Rather than one pool job per task (a submit costs more than a small node),
-    a few workers — the calling thread among them — drain a shared queue. After
-    the first failure no new task starts; tasks already running finish.
+    a few workers — the calling thread among them — drain a shared queue. A
+    failure does not stop the others: every task of the step runs, as under
+    LangGraph (which starts them all at once), so which ones finished — and are
+    kept, not re-run on resume — does not depend on thread timing.
     """
     if not tasks:
         return
@@ -172,7 +174,7 @@ def run_tasks(tasks: list[Task]) -> None:
     keep = _keeper(tasks[0].loop)
 
     def drain() -> None:
-        while not failures:
+        while True:
             try:
                 task = queue.popleft()
             except IndexError:
