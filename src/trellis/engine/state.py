@@ -171,11 +171,12 @@ def update_loop(
 ) -> RunLoop:
     """A loop holding the state after ``values`` is applied as if ``as_node`` wrote it.
 
-    With ``as_node``, its edges decide what runs next. Without it, as LangGraph,
-    the update counts as written by the node whose step made the checkpoint
-    (``inferred``), whose edges decide; a node that was waiting in ``interrupt()``
-    and is scheduled again keeps waiting. When no single node made it (a parallel
-    step, an update, the input), the update changes the state only.
+    With ``as_node``, its edges decide what runs next (with any target of a join
+    that was already met). Without it, as LangGraph, the update counts as written
+    by the node whose step made the checkpoint (``inferred``), whose edges decide;
+    a node that was waiting in ``interrupt()`` and is scheduled again keeps
+    waiting. When no single node made it (a parallel step, an update, the input),
+    the update changes the state only.
     """
     thread_id, checkpoint_id = thread_of(graph, config)
     if checkpoint_id and saved is None:
