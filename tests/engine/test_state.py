@@ -721,5 +721,5 @@ def test_a_step_that_interrupts_with_conflicting_finished_writes_fails_at_once()
     config = thread()
     with pytest.raises(InvalidUpdateError, match="'v'"):  # as LangGraph, not on resume
         graph.invoke({"v": "in"}, config)
-    record = graph.get_state(graph.get_state_history(config).__next__().config)
+    record = graph.get_state(next(iter(graph.get_state_history(config))).config)
     assert [i.value for i in record.interrupts] == ["q"]  # what ran is kept all the same
