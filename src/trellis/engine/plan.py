@@ -119,6 +119,8 @@ class GraphPlan:
     schemas: tuple[Any, ...] = ()
     compensating: bool = False
     """Some node has a ``compensate`` action (else commit skips that bookkeeping)."""
+    join_targets: frozenset[str] = frozenset()
+    """Nodes that ``add_edge([a, b], c)`` runs once all its sources have finished."""
 
     def upcoming(self, names: Iterable[str], sends: bool, deferred: Iterable[str]) -> list[str]:
         """The nodes the next step runs, of the triggered ``names``: the eager ones;
@@ -234,6 +236,7 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         append_channels=append_channels,
         fingerprint=_fingerprint(builder),
         compensating=any(n.compensate is not None for n in nodes.values()),
+        join_targets=frozenset(j.target for j in joins),
         schemas=schemas,
     )
 

@@ -206,7 +206,7 @@ def update_loop(
         # As LangGraph, whose update is a step of its own: what ran before it
         # scheduled is dropped, except a join's target (its barrier was met and
         # stays met until the target runs); then what the node leads to.
-        joined = {j.target for n in graph.plan.nodes.values() for j in n.joins}
+        joined = graph.plan.join_targets
         kept = [n for n in loop.next_nodes if n != routed and n in joined]
         loop.next_nodes, loop.next_sends = [], []
         # As if the node had just run: its routers see the update and pick what is next.
