@@ -17,7 +17,7 @@ from operator import is_
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import Effect, breakpoint_marker, pending_writes, record, restore_tasks
-from trellis.engine.task import PULL, PUSH, Task
+from trellis.engine.task import PULL, PUSH, Task, sends_first
 from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
 from trellis.persist.base import new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
@@ -452,9 +452,7 @@ class RunLoop:
         LangGraph, after the effects that save them are queued.
         """
         self.status = "interrupted"
-        # Sends' tasks first, as LangGraph lists a step's tasks.
-        ordered = sorted(tasks, key=lambda t: t.path[0] != PUSH)
-        self.interrupts = [i for t in ordered for i in t.interrupts]
+        self.interrupts = [i for t in sends_first(tasks) for i in t.interrupts]
         self._keep_pending(tasks)
         finished = [t for t in tasks if t.done and not t.interrupts and t.update]
         if finished:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.task import PUSH, Task
+from trellis.engine.task import Task, sends_first
 from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
     groups: list[tuple[Interrupt, ...]] = []
     if ran:
         yield from _task_chunks(loop, ran, stopped=True)
-        # Sends' tasks first, as LangGraph lists a step's tasks.
-        groups = [tuple(t.interrupts) for t in _sends_first(ran) if t.interrupts]
+        groups = [tuple(t.interrupts) for t in sends_first(ran) if t.interrupts]
     shown = {id(i) for group in groups for i in group}
     rest = tuple(i for i in loop.interrupts if id(i) not in shown)  # from an earlier run
     if rest or not groups:
@@ -119,10 +118,6 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
             yield "values", {**loop.values_chunk(), **chunk}
     if "values" in loop.modes and loop.live_values is not None:
         yield "values", loop.values_chunk(loop.live_values)
-
-
-def _sends_first(tasks: list[Task]) -> list[Task]:
-    return sorted(tasks, key=lambda t: t.path[0] != PUSH)
 
 
 def _now() -> str:

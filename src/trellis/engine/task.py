@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.plan import BranchPlan, NodePlan
 
-__all__ = ["Task", "task_id"]
+__all__ = ["Task", "sends_first", "task_id"]
 
 
 def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, Any]) -> str:
@@ -29,6 +29,11 @@ def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, An
 
 PULL = "__pregel_pull"
 PUSH = "__pregel_push"
+
+
+def sends_first(tasks: list[Task]) -> list[Task]:
+    """A step's tasks in the order LangGraph lists them: its ``Send``s, then its nodes."""
+    return sorted(tasks, key=lambda t: t.path[0] != PUSH)
 
 
 class Task:
