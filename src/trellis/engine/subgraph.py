@@ -41,12 +41,13 @@ class ParentCommand(Exception):
 class SubgraphNode:
     """Calls a compiled graph as a node, sync or async."""
 
-    __slots__ = ("_durable", "graph", "name")
+    __slots__ = ("_breakpoints", "_durable", "graph", "name")
 
     def __init__(self, graph: CompiledStateGraph, name: str) -> None:
         self.graph = graph
         self.name = name
         self._durable: dict[int, CompiledStateGraph] = {}
+        self._breakpoints = bool(graph.interrupt_before or graph.interrupt_after)
 
     def _input(self, state: Any) -> Any:
         if not isinstance(state, Mapping):
@@ -109,11 +110,9 @@ class SubgraphNode:
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
-        if graph is not self.graph and _has_breakpoints(graph):
-            saved = graph.checkpointer.get_tuple(
-                cfg["configurable"]["thread_id"], checkpoint_ns=cfg["configurable"]["checkpoint_ns"]
-            )
-            self._stop_if_paused(saved)
+        where = self._pausable(graph, cfg)
+        if where is not None:
+            self._stop_if_paused(graph.checkpointer.get_tuple(where[0], checkpoint_ns=where[1]))
         return output
 
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
@@ -131,12 +130,19 @@ class SubgraphNode:
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
-        if graph is not self.graph and _has_breakpoints(graph):
-            saved = await graph.checkpointer.aget_tuple(
-                cfg["configurable"]["thread_id"], checkpoint_ns=cfg["configurable"]["checkpoint_ns"]
-            )
+        where = self._pausable(graph, cfg)
+        if where is not None:
+            saved = await graph.checkpointer.aget_tuple(where[0], checkpoint_ns=where[1])
             self._stop_if_paused(saved)
         return output
+
+    def _pausable(self, graph: CompiledStateGraph, cfg: RunnableConfig) -> tuple[str, str] | None:
+        """(thread, namespace) where a run of the subgraph on the parent's saver may
+        have stopped at one of its breakpoints; None when it has none to stop at."""
+        if graph is self.graph or not self._breakpoints:
+            return None
+        configurable = cfg["configurable"]
+        return configurable["thread_id"], configurable["checkpoint_ns"]
 
     def _stop_if_paused(self, saved: Any) -> None:
         """A subgraph that stopped at one of its breakpoints suspends the parent task."""
@@ -168,10 +174,6 @@ class _Collector:
             if self.task.nested is None:
                 self.task.nested = []
             self.task.nested.append(((self.prefix, *namespace), mode, chunk))
-
-
-def _has_breakpoints(graph: CompiledStateGraph) -> bool:
-    return bool(graph.interrupt_before or graph.interrupt_after)
 
 
 def _bubble(output: Any) -> Any:
