@@ -412,7 +412,6 @@ class SqlDialect:
         # as the cache knows them, updated by each put.
         head = cache.get(thread_id, ns, expected_head) if expected_head is not None else None
         chains: dict[str, ChainState] = dict(head[1]) if head is not None else {}
-        all_bases: dict[str, ChainState] = {}
         parent: Mapping[str, str] | None = None
         for put in puts:
             ck = put.checkpoint
@@ -424,11 +423,10 @@ class SqlDialect:
                 if b.base_version is not None and b.base_version not in ours:
                     rows.required.add((b.channel, b.base_version))
             rows.writes += [(ck.id, w) for w in enc.writes]
-            all_bases.update(bases)
             chains.update(enc.chains)
             parent = ck.versions
         yield Batch(self.put_stmts(rows), final=True, atomic=self.atomic_put)
-        cache.store(thread_id, ns, last.id, last.versions, chains, all_bases)
+        cache.store(thread_id, ns, last.id, last.versions, chains)
 
     def put_stmts(self, rows: PutRows) -> list[Stmt]:
         """The statements of one put: the head compare-and-set first, so every
@@ -782,13 +780,11 @@ class ChainCache:
         checkpoint_id: str,
         versions: Mapping[str, str],
         chains: Mapping[str, ChainState],
-        parent_chains: Mapping[str, ChainState],
     ) -> None:
         key = (thread_id, ns)
         with self._lock:
             old = self._entries.pop(key, None)
             merged = dict(old.chains) if old is not None else {}
-            merged.update(parent_chains)
             merged.update(chains)
             # Keep only states that are still the channel's current version.
             kept = {k: c for k, c in merged.items() if versions.get(k) == c.version}
