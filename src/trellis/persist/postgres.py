@@ -199,8 +199,6 @@ class PostgresDialect(SqlDialect):
     """PostgreSQL spelling of the shared queries, in one schema."""
 
     want = "jsonb_each_text(?::jsonb) w"
-    pairs = "(SELECT r->>0 AS key, r->>1 AS value FROM jsonb_array_elements(?::jsonb) r) w"
-    json_param = "?::jsonb"
     atomic_put = True
 
     def __init__(self, schema: str) -> None:

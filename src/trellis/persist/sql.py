@@ -221,8 +221,6 @@ class SqlDialect:
         "FROM json_each(?)) w"
     )
     """The same over a JSON array of ``[key, value]`` pairs (keys may repeat)."""
-    json_param = "?"
-    """How a JSON text parameter is written where a JSON column is expected."""
     lock_thread: str | None = None
     """Locks a thread's rows for a prune (unneeded where a write transaction locks all)."""
     atomic_put = False
@@ -461,7 +459,7 @@ class SqlDialect:
         sql = self._inserts.get(key)
         if sql is None:  # built once: every put needs two or three of these
             names = [*extra, *(f.name for f in fields(row))]
-            marks = ", ".join(self.json_param if n == "metadata" else "?" for n in names)
+            marks = ", ".join("?" for _ in names)
             columns = ", ".join(names)
             sql = f"INSERT INTO {table} (tid, {columns}) VALUES ({self.tid}, {marks}){suffix}"
             sql = self._inserts[key] = self.q(sql)
