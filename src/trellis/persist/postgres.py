@@ -112,11 +112,13 @@ def _migrations(s: str) -> dict[int, list[str]]:
         # Nothing reads threads by time through an index, and with it every head
         # move was a non-HOT update writing an entry into each index of the table.
         2: [f"DROP INDEX IF EXISTS {s}.trellis_threads_by_time"],
-        # A put as one statement: sent alone, with no BEGIN and COMMIT around it,
-        # it costs one client-server exchange instead of five in a pipeline.
-        3: [_put_function(s, version=3)],
+        # Version 3 created trellis_put; version 4 replaces it, and every pending
+        # migration runs in one transaction, so only the newest definition is kept.
+        3: [],
         # Skip-linked delta chains need each value's length (NULL in older rows,
-        # whose chains get a fresh snapshot on their next append).
+        # whose chains get a fresh snapshot on their next append). A put is one
+        # statement: sent alone, with no BEGIN and COMMIT around it, it costs one
+        # client-server exchange instead of five in a pipeline.
         4: [
             f"ALTER TABLE {s}.trellis_blobs ADD COLUMN IF NOT EXISTS items bigint",
             _put_function(s),
@@ -124,7 +126,7 @@ def _migrations(s: str) -> dict[int, list[str]]:
     }
 
 
-def _put_function(s: str, *, version: int = SCHEMA_VERSION) -> str:
+def _put_function(s: str) -> str:
     """``trellis_put``: what SqlDialect.put_stmts does, as one server-side call.
 
     Rows travel as one JSON document (``c``heckpoints, ``b``lobs, ``w``rites: one
@@ -132,16 +134,9 @@ def _put_function(s: str, *, version: int = SCHEMA_VERSION) -> str:
     length: two parameters instead of thirty arrays, which psycopg adapts slowly.
     The head compare-and-set comes first, so the thread row stays locked for the
     checks after it; a moved head or a pruned base raises the conflict SQLSTATE, a
-    duplicate id a unique violation. ``version``: the schema version it is for (from
-    4 on, blobs have an ``items`` column and ``p_required`` is an array of
-    ``[channel, version]`` pairs rather than an object).
+    duplicate id a unique violation. ``p_required`` is an array of ``[channel,
+    version]`` pairs: the stored blobs the new deltas link to.
     """
-    items_column, items_value = (", items", ", (b->>11)::bigint") if version >= 4 else ("", "")
-    required = (
-        "SELECT r->>0 AS key, r->>1 AS value FROM jsonb_array_elements(p_required) r"
-        if version >= 4
-        else "SELECT * FROM jsonb_each_text(p_required)"
-    )
     return f"""CREATE OR REPLACE FUNCTION {s}.trellis_put(
             p_thread text, p_ns text, p_expected text, p_head text, p_now double precision,
             p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea
@@ -163,9 +158,9 @@ def _put_function(s: str, *, version: int = SCHEMA_VERSION) -> str:
                 RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_moved;
             END IF;
             IF p_required IS NOT NULL AND EXISTS (
-                SELECT 1 FROM ({required}) r
+                SELECT 1 FROM jsonb_array_elements(p_required) r
                 WHERE NOT EXISTS (SELECT 1 FROM {s}.trellis_blobs b
-                    WHERE b.tid = v_tid AND b.channel = r.key AND b.version = r.value)
+                    WHERE b.tid = v_tid AND b.channel = r->>0 AND b.version = r->>1)
             ) THEN
                 RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_pruned;
             END IF;
@@ -175,10 +170,10 @@ def _put_function(s: str, *, version: int = SCHEMA_VERSION) -> str:
                 c->>5, substring(p_data FROM (c->>7)::int + 1 FOR (c->>8)::int), c->>6
             FROM jsonb_array_elements(p_rows->'c') c;
             INSERT INTO {s}.trellis_blobs (tid, channel, version, kind, base_version,
-                anchor_version, deltas, delta_bytes, value_bytes, codec, data{items_column})
+                anchor_version, deltas, delta_bytes, value_bytes, codec, data, items)
             SELECT v_tid, b->>0, b->>1, b->>2, b->>3, b->>4, (b->>5)::int, (b->>6)::bigint,
-                (b->>7)::bigint, b->>8, substring(p_data FROM (b->>9)::int + 1 FOR (b->>10)::int)
-                {items_value}
+                (b->>7)::bigint, b->>8, substring(p_data FROM (b->>9)::int + 1 FOR (b->>10)::int),
+                (b->>11)::bigint
             FROM jsonb_array_elements(p_rows->'b') b;
             -- One row at a time: ordinary writes are kept if present, special ones
             -- replaced, and a later row of the same key wins (as executemany did).
