@@ -190,6 +190,10 @@ def _put_function(s: str) -> str:
         END $$"""
 
 
+# Built once: json.dumps with options builds a new encoder on every put.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 class PostgresDialect(SqlDialect):
     """PostgreSQL spelling of the shared queries, in one schema."""
 
@@ -256,9 +260,9 @@ class PostgresDialect(SqlDialect):
             rows.head,
             rows.now,
             rows.moved,
-            json.dumps(sorted(rows.required)) if rows.required else None,
-            rows.pruned,
-            json.dumps(doc, ensure_ascii=False, allow_nan=False),
+            _JSON.encode(sorted(rows.required)) if rows.required else None,
+            rows.pruned if rows.required else None,  # read only when a base is required
+            _JSON.encode(doc),
             bytes(data),
         )
         return [Stmt(self._put_call, params)]
