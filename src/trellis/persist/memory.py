@@ -37,6 +37,7 @@ from trellis.persist.storage import (
     build_tuple,
     check_prune_args,
     decode_writes,
+    duplicate_checkpoint,
     encode_filter,
     encode_put,
     encode_writes,
@@ -170,7 +171,7 @@ class MemorySaver(SaverBase):
                     i and any(p.checkpoint.id == ck.id for p in puts[:i])
                 ):
                     raise ConcurrentUpdateError(
-                        f"thread {thread_id!r} already has checkpoint {ck.id!r}"
+                        duplicate_checkpoint(thread_id, checkpoint_ns, [ck.id])
                     )
                 bases = self._bases(ns, ck, parent, chains)
                 enc = encode_put(self.serde, ck, put.metadata, bases=bases, writes=put.writes)

@@ -51,6 +51,7 @@ from trellis.persist.storage import (
     chain_state,
     decode_state,
     decode_writes,
+    duplicate_checkpoint,
     encode_filter,
     encode_put,
     encode_writes,
@@ -565,8 +566,8 @@ class SqlDialect:
         plan = self.put_plan(serde, cache, thread_id, ns, puts, expected_head)
 
         def duplicate() -> ConcurrentUpdateError:  # built only when it happens
-            ids = ", ".join(repr(put.checkpoint.id) for put in puts)
-            return ConcurrentUpdateError(f"thread {thread_id!r} already has checkpoint {ids}")
+            ids = [put.checkpoint.id for put in puts]
+            return ConcurrentUpdateError(duplicate_checkpoint(thread_id, ns, ids))
 
         try:
             yield Txn(plan, write=True, integrity=duplicate)

@@ -56,6 +56,7 @@ __all__ = [
     "chain_path",
     "chain_state",
     "decode_state",
+    "duplicate_checkpoint",
     "encode_filter",
     "encode_metadata",
     "encode_put",
@@ -253,6 +254,19 @@ def thread_label(thread_id: str, ns: str = "") -> str:
 def no_checkpoint(thread_id: str, ns: str, checkpoint_id: str | None) -> str:
     """The message of CheckpointNotFoundError, the same on every backend."""
     return f"{thread_label(thread_id, ns)} has no checkpoint {checkpoint_id!r}"
+
+
+def duplicate_checkpoint(thread_id: str, ns: str, ids: Sequence[str]) -> str:
+    """The message of the ConcurrentUpdateError of a put whose checkpoint id (one of
+    ``ids``, when the database only says that one collided) is taken.
+
+    >>> duplicate_checkpoint("t1", "", ["c9"])
+    "thread 't1' already has checkpoint 'c9'"
+    """
+    if len(ids) == 1:
+        return f"{thread_label(thread_id, ns)} already has checkpoint {ids[0]!r}"
+    listed = ", ".join(map(repr, ids))
+    return f"{thread_label(thread_id, ns)} already has one of checkpoints {listed}"
 
 
 def head_moved(thread_id: str, ns: str, expected_head: str | None) -> str:
@@ -546,8 +560,8 @@ def reconstruct(
         return value
     if not isinstance(value, (list, tuple)):
         raise CheckpointCorruptError(
-            f"thread {thread_id!r}: channel {channel!r}: a delta chain starts from a "
-            f"{type(value).__name__}, not a list",
+            f"thread {thread_id!r}: channel {channel!r} at version {version!r}: its delta "
+            f"chain starts from a {type(value).__name__} (version {row.version!r}), not a list",
             thread_id=thread_id,
             key=channel,
         )
@@ -558,10 +572,11 @@ def reconstruct(
         parts = loads_many([(d.codec, d.data) for d in deltas], key=channel, thread_id=thread_id)
     else:
         parts = [serde.loads(d.codec, d.data, key=channel, thread_id=thread_id) for d in deltas]
-    for part in parts:
+    for delta, part in zip(deltas, parts, strict=True):
         if not isinstance(part, list):
             raise CheckpointCorruptError(
-                f"thread {thread_id!r}: channel {channel!r}: a delta is not a list",
+                f"thread {thread_id!r}: channel {channel!r} at version {version!r}: the delta "
+                f"of version {delta.version!r} is a {type(part).__name__}, not a list",
                 thread_id=thread_id,
                 key=channel,
             )
