@@ -177,8 +177,7 @@ class MemorySaver(SaverBase):
                 enc = encode_put(self.serde, ck, put.metadata, bases=bases, writes=put.writes)
                 encoded.append(enc)
                 parent = ck.versions
-                if len(puts) > 1:
-                    chains = {**chains, **enc.chains}
+                chains.update(enc.chains)
             if ns is None:
                 first = puts[0].checkpoint
                 ns = self._data[key] = _Namespace(first.id, first.created_at)

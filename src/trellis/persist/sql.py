@@ -201,7 +201,6 @@ _LINK_COLS = (
     "version",
     "kind",
     "base_version",
-    "anchor_version",
     "deltas",
     "value_bytes",
     "items",
@@ -508,8 +507,8 @@ class SqlDialect:
             sql = self.chain_walk(_LINK_COLS, self.tid)
             (rows,) = yield Batch([Stmt(sql, (json.dumps(missing), thread_id, ns))])
             found: dict[str, dict[str, BlobRow]] = {}
-            for k, version, kind, base, anchor, deltas, size, items in rows:
-                row = BlobRow(k, version, kind, base, anchor, deltas, 0, size, "", b"", items)
+            for k, version, kind, base, deltas, size, items in rows:
+                row = BlobRow(k, version, kind, base, None, deltas, 0, size, "", b"", items)
                 found.setdefault(k, {})[version] = row
             for k, version in missing.items():
                 chain = chain_state(chain_path(found.get(k, {}), version))

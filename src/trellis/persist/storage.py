@@ -465,8 +465,7 @@ def _encode_channel(
         items = base.items + len(appended)
         if isinstance(value, (list, tuple)) and len(value) == items:
             level, (link, link_items, link_size) = base.link()
-            part = list(appended) if level == 0 else list(value[link_items:])
-            codec, data = serde.dumps(part, key=k)
+            codec, data = serde.dumps(list(value[link_items:]), key=k)  # since the link
             size = link_size + len(data)
             row = BlobRow(
                 k, me, DELTA, link, base.anchor, base.position + 1, len(data), size,
