@@ -456,10 +456,7 @@ class RunLoop:
         self._keep_pending(tasks)
         finished = [t for t in tasks if t.done and not t.interrupts and t.update]
         if finished:
-            self.check_conflicts(finished)
-            values = self.live_values = dict(self.values)
-            for task in finished:
-                self.apply(values, task.update or {})
+            self.live_values = self.merged(self.values, finished)
 
     def fail(self, tasks: list[Task]) -> None:
         """A task failed for good: keep what the others finished, for a resume."""
@@ -512,6 +509,15 @@ class RunLoop:
                 "checkpoint_ns": self.checkpoint_ns,
             },
         )
+
+    def merged(self, values: Mapping[str, Any], finished: list[Task]) -> dict[str, Any]:
+        """A copy of ``values`` with the updates of ``finished`` tasks (in commit order)
+        applied, as a step that commits would; conflicting writes raise."""
+        self.check_conflicts(finished)
+        out = dict(values)
+        for task in finished:
+            self.apply(out, task.update or {})
+        return out
 
     def check_conflicts(self, tasks: list[Task]) -> None:
         reducers = self.plan.reducers

@@ -84,7 +84,6 @@ def snapshot(
     tasks: list[StateTask] = []
     interrupts: list[Interrupt] = []
     still_to_run: list[str] = []
-    values = {k: checkpoint.values[k] for k in graph.plan.channels if k in checkpoint.values}
     finished: list[Task] = []
     for name, path in names:
         node = graph.plan.nodes.get(name, graph.plan.start)
@@ -108,9 +107,11 @@ def snapshot(
             )
         )
     finished.sort(key=lambda t: t.path[0] != PULL)  # in the order a commit merges them
-    loop.check_conflicts(finished)  # as LangGraph: a step that cannot commit has no state
-    for task in finished:
-        loop.apply(values, task.update or {})
+    try:  # as LangGraph: a step that cannot commit has no latest state
+        values = loop.merged(checkpoint.values, finished)
+    except InvalidUpdateError as exc:
+        exc.add_note(f"reading thread {thread_id!r} at checkpoint {checkpoint.id!r}")
+        raise
     return StateSnapshot(
         values={k: values[k] for k in graph.plan.channels if k in values},
         next=tuple(still_to_run),
