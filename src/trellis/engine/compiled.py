@@ -442,15 +442,11 @@ class CompiledStateGraph:
         """
         where = state.thread_of(self, config)
         saved, head = self._load((*where, ""))
-        parent = None
-        if as_node is None and state.wrote_by_one_step(saved):
-            parent = self.checkpointer.get_tuple(where[0], saved.checkpoint.parent_id)
-        inferred = state.writer_of(saved, parent) if as_node is None else None
-        loop = state.update_loop(self, config, saved, head, values, as_node, inferred)
+        writer = state.writer_step(saved, as_node)
+        parent = self.checkpointer.get_tuple(where[0], writer) if writer else None
+        loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         drivers.perform(loop)
-        return state.snapshot(
-            self, self.checkpointer.get_tuple(where[0], loop.head), where[0], live=False
-        ).config
+        return state._config(where[0], loop.head)
 
     async def aupdate_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None
@@ -458,11 +454,9 @@ class CompiledStateGraph:
         """The async twin of ``update_state``."""
         where = state.thread_of(self, config)
         saved, head = await self._aload((*where, ""))
-        parent = None
-        if as_node is None and state.wrote_by_one_step(saved):
-            parent = await self.checkpointer.aget_tuple(where[0], saved.checkpoint.parent_id)
-        inferred = state.writer_of(saved, parent) if as_node is None else None
-        loop = state.update_loop(self, config, saved, head, values, as_node, inferred)
+        writer = state.writer_step(saved, as_node)
+        parent = await self.checkpointer.aget_tuple(where[0], writer) if writer else None
+        loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         await drivers.aperform(loop)
         return state._config(where[0], loop.head)
 

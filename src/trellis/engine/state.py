@@ -16,7 +16,7 @@ from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
 
-__all__ = ["snapshot", "update_loop", "writer_of", "wrote_by_one_step"]
+__all__ = ["snapshot", "update_loop", "writer_step"]
 
 
 def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
@@ -135,17 +135,16 @@ def history(
         yield snapshot(graph, saved, thread_id, live=False)
 
 
-def wrote_by_one_step(saved: CheckpointTuple | None) -> bool:
-    """Whether ``saved`` was made by a step of the graph (not an update, a fork or
-    the input), so the node that wrote it can be looked up in its parent."""
-    return (
-        saved is not None
-        and saved.checkpoint.parent_id is not None
-        and saved.metadata.get("source") == "loop"
-    )
+def writer_step(saved: CheckpointTuple | None, as_node: str | None) -> str | None:
+    """The checkpoint to read to infer ``as_node`` for an update of ``saved``: its
+    parent, when a step of the graph made it (not an update, a fork or the input)
+    and no ``as_node`` was given; else None."""
+    if as_node is not None or saved is None or saved.metadata.get("source") != "loop":
+        return None
+    return saved.checkpoint.parent_id
 
 
-def writer_of(saved: CheckpointTuple | None, parent: CheckpointTuple | None) -> str | None:
+def _writer_of(saved: CheckpointTuple | None, parent: CheckpointTuple | None) -> str | None:
     """The node an ``update_state`` without ``as_node`` counts as, as LangGraph
     infers it: the one node whose step went from ``parent`` to ``saved``
     (``START`` for the step that applied the input, or when ``saved`` still holds
@@ -168,13 +167,14 @@ def update_loop(
     head: CheckpointTuple | None,
     values: Any,
     as_node: str | None,
-    inferred: str | None = None,
+    parent: CheckpointTuple | None = None,
 ) -> RunLoop:
     """A loop holding the state after ``values`` is applied as if ``as_node`` wrote it.
 
     With ``as_node``, its edges decide what runs next (with any target of a join
     that was already met). Without it, as LangGraph, the update counts as written
-    by the node whose step made the checkpoint (``inferred``), whose edges decide;
+    by the node whose step made the checkpoint (from ``parent``, the checkpoint
+    :func:`writer_step` names), whose edges decide;
     a node that was waiting in ``interrupt()`` and is scheduled again keeps
     waiting. When no single node made it (a parallel step, an update, the input),
     the update changes the state only.
@@ -192,7 +192,7 @@ def update_loop(
     known = as_node in graph.plan.nodes or as_node in (START, END)
     if as_node is not None and not known:
         raise InvalidUpdateError(f"update_state(as_node={as_node!r}): the graph has no such node")
-    routed = as_node if as_node is not None else inferred
+    routed = as_node if as_node is not None else _writer_of(saved, parent)
     node = graph.plan.nodes.get(routed or "", graph.plan.start)
     task = Task(loop, node, None, loop.step, (PULL, node.name))
     if values is not None:
