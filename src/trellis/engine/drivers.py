@@ -32,7 +32,7 @@ from trellis.engine.streaming import (
     debug_start,
     interrupt_chunks,
     step_chunks,
-    unmerged_chunks,
+    task_chunks,
 )
 from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
@@ -368,7 +368,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             loop.commit(tasks)
         except InvalidUpdateError:
             if modes:  # LangGraph streamed each task's update before it merged them
-                yield from unmerged_chunks(loop, todo)
+                yield from task_chunks(loop, todo, stopped=True)
             raise
         if loop.effects:
             perform(loop)
@@ -582,7 +582,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             loop.commit(tasks)
         except InvalidUpdateError:
             if modes:  # LangGraph streamed each task's update before it merged them
-                for chunk in unmerged_chunks(loop, todo):
+                for chunk in task_chunks(loop, todo, stopped=True):
                     yield chunk
             raise
         if loop.effects:

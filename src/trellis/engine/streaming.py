@@ -21,7 +21,7 @@ __all__ = [
     "debug_start",
     "interrupt_chunks",
     "step_chunks",
-    "unmerged_chunks",
+    "task_chunks",
 ]
 
 NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
@@ -29,15 +29,15 @@ NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(
 
 def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
     """Stream output for the step just committed, in the requested modes."""
-    yield from _task_chunks(loop, tasks, stopped=False)
+    yield from task_chunks(loop, tasks, stopped=False)
     if loop.wrote and "values" in loop.modes:
         yield "values", loop.values_chunk()
 
 
-def _task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[tuple[str, Any]]:
+def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[tuple[str, Any]]:
     """Each task's subgraph chunks, custom writes, debug result and update. In a
-    ``stopped`` step (on interrupts), a task that did not finish shows only what
-    it streamed before it stopped."""
+    ``stopped`` step (on interrupts, or whose writes conflict), a task that did not
+    finish shows only what it streamed before it stopped."""
     modes = loop.modes
     custom = "custom" in modes
     updates = "updates" in modes
@@ -56,11 +56,6 @@ def _task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator
             yield "debug", _debug_result(task)
         if updates:
             yield "updates", {task.name: task.update}
-
-
-def unmerged_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
-    """What a step whose updates conflict streams before its error is raised."""
-    yield from _task_chunks(loop, tasks, stopped=True)
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -104,7 +99,7 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
     writes (the run's result)."""
     groups: list[tuple[Interrupt, ...]] = []
     if ran:
-        yield from _task_chunks(loop, ran, stopped=True)
+        yield from task_chunks(loop, ran, stopped=True)
         groups = [tuple(t.interrupts) for t in sends_first(ran) if t.interrupts]
     shown = {id(i) for group in groups for i in group}
     rest = tuple(i for i in loop.interrupts if id(i) not in shown)  # from an earlier run
