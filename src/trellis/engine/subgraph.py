@@ -153,7 +153,8 @@ class SubgraphNode:
         task = CURRENT_TASK.get()
         stopped = list((saved.checkpoint.pending or {}).get("nodes", ()))
         value = {"breakpoint": True, "subgraph": self.name, "next": stopped}
-        raise GraphInterrupt(Interrupt(value, interrupt_id(task.id if task else "", -1)))
+        assert task is not None  # only a parent's task runs a subgraph on its saver
+        raise GraphInterrupt(Interrupt(value, interrupt_id(task.id, -1)))
 
 
 class _Collector:
