@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from trellis.observe.events import (
@@ -51,11 +50,11 @@ _COUNTERS = [f"{n:08x}" for n in range(_NCOUNTERS)]
 _OUTCOMES = frozenset({_TASK_END, _TASK_ERROR})
 
 
-def _kinds_of(sink: Any, kind: EventKind) -> Collection[EventKind]:
-    """The kinds ``sink`` declared it wants (``kinds``); every kind if it declared none.
-    An empty declaration means none at all."""
+def _wants(sink: Any, kind: EventKind) -> bool:
+    """Whether ``sink`` takes ``kind``: it is among the ``kinds`` the sink declared,
+    or the sink declared none (an empty declaration means none at all)."""
     kinds = getattr(sink, "kinds", None)
-    return (kind,) if kinds is None else kinds
+    return kinds is None or kind in kinds
 
 
 class Routes:
@@ -76,7 +75,7 @@ class Routes:
             kind: tuple(
                 s
                 for s in sinks
-                if kind in _kinds_of(s, kind) and not (kind in _OUTCOMES and s in self.collectors)
+                if _wants(s, kind) and not (kind in _OUTCOMES and s in self.collectors)
             )
             for kind in EventKind
         }
@@ -167,25 +166,36 @@ class RunObserver:
         self.to_task_error = targets[_TASK_ERROR]
         self.to_step_end = targets[_STEP_END]
 
-    def _emit(self, event: Event) -> None:
-        for target in self.targets[event.kind]:
-            try:
-                target(event)
-            except Exception:  # a broken sink must never break the run
-                _sink_failed(target)
-
-    def _event(self, kind: EventKind, span: str, parent: str | None, **fields: Any) -> Event:
-        return Event(
+    def _send(
+        self,
+        kind: EventKind,
+        span: str,
+        parent: str | None,
+        *,
+        ts: float | None = None,
+        **fields: Any,
+    ) -> None:
+        """Build and deliver an event off the hot path (``ts``: its time, when the
+        clock was already read); a kind no sink wants is not even built."""
+        targets = self.targets[kind]
+        if not targets:
+            return
+        event = Event(
             kind,
             self.trace_id,
             span,
             parent,
-            _perf() + self.offset,
+            _perf() + self.offset if ts is None else ts,
             thread_id=self.thread_id,
             run_id=self.run_id,
             graph=self.graph,
             **fields,
         )
+        for target in targets:
+            try:
+                target(event)
+            except Exception:  # a broken sink must never break the run
+                _sink_failed(target)
 
     def drain(self) -> list[Event]:
         if not self.buffer:
@@ -198,11 +208,7 @@ class RunObserver:
 
     def run_start(self) -> None:
         started = self.run_started = _perf()
-        self._emit(
-            _new(Event, (EventKind.RUN_START, self.trace_id, self.run_span, self.parent_span,
-                         started + self.offset, None, self.thread_id, self.run_id, self.graph,
-                         None, None, None, None, None, None, None, NO_DATA))
-        )  # fmt: skip
+        self._send(EventKind.RUN_START, self.run_span, self.parent_span, ts=started + self.offset)
 
     def run_end(
         self, loop: RunLoop, error: BaseException | None = None, *, cancelled: bool = False
@@ -216,15 +222,15 @@ class RunObserver:
         else:
             status = _OK
         ended = _perf()
-        etype = emsg = None
-        if error is not None:
-            etype, emsg = type(error).__name__, error_message(error)
-        self._emit(
-            _new(Event, (EventKind.RUN_END, self.trace_id, self.run_span, self.parent_span,
-                         ended + self.offset, ended - self.run_started, self.thread_id,
-                         self.run_id, self.graph, None, None, None, None, status, etype, emsg,
-                         NO_DATA))
-        )  # fmt: skip
+        self._send(
+            EventKind.RUN_END,
+            self.run_span,
+            self.parent_span,
+            ts=ended + self.offset,
+            duration=ended - self.run_started,
+            status=status,
+            **_error_fields(error),
+        )
         if self.log is not None and self.kept:
             kept = list(self.kept)
             self.kept.clear()
@@ -237,7 +243,7 @@ class RunObserver:
 
     # The hot path of an observed run. Events are built as plain tuples (Event is
     # a NamedTuple; tuple.__new__ skips its Python-level __new__) from locals, and
-    # delivered by inlined loops rather than through ``_emit``.
+    # delivered by inlined loops rather than through ``_send``.
 
     def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
         started = self.step_started = _perf()
@@ -325,34 +331,28 @@ class RunObserver:
 
         An interrupted task gets its ``interrupt`` event first.
         """
-        kind, etype, emsg = _TASK_END, None, None
+        where = {
+            "step": task.step,
+            "node": task.name,
+            "task_id": task.id if self.keyed else None,
+            "attempt": task.attempt,
+        }
+        kind = _TASK_END
         if task.interrupts:
-            self._emit(
-                _new(
-                    Event,
-                    (EventKind.INTERRUPT, self.trace_id, span, self.step_span, now, None,
-                     self.thread_id, self.run_id, self.graph, task.step, task.name,
-                     task.id if self.keyed else None, task.attempt, None, None, None,
-                     {"interrupts": [i.id for i in task.interrupts]}),
-                )
+            self._send(
+                EventKind.INTERRUPT, span, self.step_span, ts=now, **where,
+                data={"interrupts": [i.id for i in task.interrupts]},
             )  # fmt: skip
             status = _INTERRUPTED
         elif task.error is not None:
             kind = _TASK_ERROR
             status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
-            etype, emsg = type(task.error).__name__, error_message(task.error)
         else:  # never finished: a sibling failed first
             status = Outcome.CANCELLED
-        if self.targets[kind]:
-            self._emit(
-                _new(
-                    Event,
-                    (kind, self.trace_id, span, self.step_span, now, task.duration,
-                     self.thread_id, self.run_id, self.graph, task.step, task.name,
-                     task.id if self.keyed else None, task.attempt, status, etype, emsg,
-                     NO_DATA),
-                )
-            )  # fmt: skip
+        self._send(
+            kind, span, self.step_span, ts=now, duration=task.duration, status=status, **where,
+            **_error_fields(task.error),
+        )  # fmt: skip
         return status
 
     def retry(self, task: Task, delay: float, error: BaseException | None) -> None:
@@ -365,40 +365,34 @@ class RunObserver:
         self._task_event(kind, task, status=status, data=dict(data or {}))
 
     def _task_event(self, kind: EventKind, task: Task, **fields: Any) -> None:
-        self._emit(
-            self._event(
-                kind,
-                task.span or self.step_span,
-                self.step_span,
-                step=task.step,
-                node=task.name,
-                task_id=task.id,
-                attempt=task.attempt,
-                **fields,
-            )
+        self._send(
+            kind,
+            task.span or self.step_span,
+            self.step_span,
+            step=task.step,
+            node=task.name,
+            task_id=task.id,
+            attempt=task.attempt,
+            **fields,
         )
 
     def checkpoint_saved(self, checkpoint_id: str, step: int) -> None:
-        self._emit(
-            self._event(
-                EventKind.CHECKPOINT_SAVED,
-                self.step_span or self.run_span,
-                self.run_span,
-                step=step,
-                data={"checkpoint_id": checkpoint_id},
-            )
+        self._send(
+            EventKind.CHECKPOINT_SAVED,
+            self.step_span or self.run_span,
+            self.run_span,
+            step=step,
+            data={"checkpoint_id": checkpoint_id},
         )
 
     def compensation(self, node: str, outcome: Any) -> None:
-        self._emit(
-            self._event(
-                EventKind.COMPENSATION,
-                self.run_span,
-                self.parent_span,
-                node=node,
-                status=Outcome.OK if outcome == "ok" else Outcome.ERROR,
-                data={} if outcome == "ok" else {"error": str(outcome)},
-            )
+        self._send(
+            EventKind.COMPENSATION,
+            self.run_span,
+            self.parent_span,
+            node=node,
+            status=Outcome.OK if outcome == "ok" else Outcome.ERROR,
+            data={} if outcome == "ok" else {"error": str(outcome)},
         )
 
 
