@@ -14,7 +14,7 @@ from typing import Any
 
 from trellis.errors import ApprovalError
 from trellis.hitl.store_sql import Cursor, SqlApprovalStore
-from trellis.persist.base import SCHEMA_NAME
+from trellis.persist.base import checked_schema
 from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
@@ -40,9 +40,7 @@ class PostgresApprovalStore(SqlApprovalStore):
         schema: str = "public",
         max_size: int = 4,
     ) -> None:
-        if not SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
-        self.schema = schema
+        self.schema = checked_schema(schema)
         try:
             from psycopg_pool import AsyncConnectionPool, ConnectionPool
         except ImportError as exc:  # pragma: no cover - the postgres extra is missing

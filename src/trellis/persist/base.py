@@ -27,12 +27,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 
-from trellis.errors import InvalidUpdateError
+from trellis.errors import InvalidConfigError, InvalidUpdateError
 
 __all__ = [
     "Database",
     "Checkpoint",
     "attach_sidecar",
+    "checked_schema",
     "thread_deleted",
     "CheckpointTuple",
     "Checkpointer",
@@ -466,6 +467,21 @@ class Database:
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # \Z: "$" allows a final newline
 """A PostgreSQL schema Trellis writes into: lowercase, so quoted and unquoted
 spellings agree, and safe to put in SQL text."""
+
+
+def checked_schema(schema: str) -> str:
+    """``schema`` if it is a :data:`SCHEMA_NAME`, else InvalidConfigError naming it
+    (it becomes part of SQL text: no quotes, no tricks).
+
+    >>> checked_schema("billing")
+    'billing'
+    """
+    if not SCHEMA_NAME.match(schema):
+        raise InvalidConfigError(
+            f"schema name {schema!r} must be a lowercase identifier "
+            "(letters, digits and '_', at most 63)"
+        )
+    return schema
 
 
 # Stores that keep per-thread rows next to a saver's checkpoints (approval

@@ -23,8 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from trellis.errors import InvalidConfigError
-from trellis.persist.base import SCHEMA_NAME, Database, attach_sidecar
+from trellis.persist.base import Database, attach_sidecar, checked_schema
 
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
 
@@ -179,12 +178,8 @@ def open_event_log(url: str, *, schema: str = "public") -> EventLog:
 
 def _open(db: Database) -> EventLog:
     if db.kind == "postgres":
-        if not SCHEMA_NAME.match(db.schema):  # it becomes part of the SQL: no quotes, no tricks
-            raise InvalidConfigError(
-                f"schema name {db.schema!r} must be a lowercase identifier "
-                "(letters, digits and '_', at most 63)"
-            )
-        return _postgres_log(db.target, f'"{db.schema}".trellis_events', dict(db.connect_kwargs))
+        table = f'"{checked_schema(db.schema)}".trellis_events'
+        return _postgres_log(db.target, table, dict(db.connect_kwargs))
     path = db.target
 
     def connect() -> sqlite3.Connection:

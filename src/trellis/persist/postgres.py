@@ -27,11 +27,11 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import (
-    SCHEMA_NAME,
     CheckpointTuple,
     Database,
     PendingWrite,
     Put,
+    checked_schema,
     thread_deleted,
 )
 from trellis.persist.serde import Serializer
@@ -326,8 +326,7 @@ class PostgresSaver(SqlSaverMethods):
         timeout: float = 30.0,
         pool_size: int | None = None,
     ) -> None:
-        if not SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must be a lowercase identifier, got {schema!r}")
+        checked_schema(schema)
         check_prune_args(ttl, keep_last)
         self.serde: Any = serde if serde is not None else Serializer()
         self.ttl, self.keep_last, self._clock = ttl, keep_last, clock
