@@ -172,7 +172,7 @@ class Tally:
         """Count one completed attempt: the same as ``record_task`` for this node."""
         pending = self.pending
         pending.append((duration, outcome))
-        if len(pending) >= _FOLD_AT:
+        if len(pending) >= self.fold_at:
             self.fold()
 
     def fold(self) -> None:
