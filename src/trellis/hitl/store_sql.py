@@ -48,6 +48,7 @@ _JOINED: Final = (
     "FROM trellis_approval_requests r "
     "LEFT JOIN trellis_approval_decisions d ON d.request_id = r.id"
 )
+_BY_ID: Final = f"{_JOINED} WHERE r.id = ?"
 _ORDER: Final = " ORDER BY deadline, created_at, id"
 
 
@@ -205,12 +206,12 @@ class SqlApprovalStore:
     # -- reading ---------------------------------------------------------------
 
     def get(self, request_id: str) -> ApprovalRequest | None:
-        rows = self._rows(f"{_JOINED} WHERE r.id = ?", (request_id,))
+        rows = self._rows(_BY_ID, (request_id,))
         return self._joined(rows[0]) if rows else None
 
     def _read(self, cur: Cursor, request_id: str) -> ApprovalRequest:
         """A request just written, read back on the writing transaction's cursor."""
-        cur.execute(self._q(f"{_JOINED} WHERE r.id = ?"), (request_id,))
+        cur.execute(self._q(_BY_ID), (request_id,))
         return self._joined(cur.fetchall()[0])
 
     def pending(
