@@ -31,7 +31,6 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
-    with_checkpointer,
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
@@ -84,7 +83,7 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     saver = None
     if app.checkpointer is None:
         saver = _saver(where)
-        app = with_checkpointer(app, saver)
+        app = app.with_checkpointer(saver)
     try:
         yield ReviewQueue(app.checkpointer, graph=app)
     finally:

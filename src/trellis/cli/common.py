@@ -119,19 +119,6 @@ def print_json(console: Console, value: Any) -> None:
         console.file.write(text + "\n")
 
 
-def with_checkpointer(graph: Any, saver: Any, **options: Any) -> Any:
-    """``graph`` compiled again over ``saver``, keeping its breakpoints, name,
-    debug flag and compile options (``options`` add to them)."""
-    return graph.builder.compile(
-        checkpointer=saver,
-        interrupt_before=graph.interrupt_before,
-        interrupt_after=graph.interrupt_after,
-        name=graph.name,
-        debug=graph.debug,
-        **{**options, **graph.options},
-    )
-
-
 def open_saver(db: Path | None, *, must_exist: bool, graph: str | None = None) -> SqliteSaver:
     """The SQLite checkpointer at ``db`` (default ``.trellis/trellis.db``).
 

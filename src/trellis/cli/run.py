@@ -30,7 +30,6 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
-    with_checkpointer,
 )
 from trellis.cli.loader import load_graph
 from trellis.cli.progress import NodeTracker, View, open_view
@@ -157,7 +156,7 @@ def _with_checkpointer(
     saver = open_saver(db, must_exist=False)
     try:
         # trace=True keeps a run history for `trellis trace` (unless the graph says otherwise)
-        durable = with_checkpointer(graph, saver, trace=True)
+        durable = graph.with_checkpointer(saver, trace=True)
     except BaseException:
         saver.close()
         raise

@@ -97,6 +97,22 @@ class CompiledStateGraph:
     def __repr__(self) -> str:
         return f"<CompiledStateGraph {self.name!r} nodes={list(self.plan.nodes)}>"
 
+    def with_checkpointer(self, saver: Any, **options: Any) -> CompiledStateGraph:
+        """This graph compiled again over ``saver``, keeping its breakpoints, name,
+        debug flag and compile options (``options`` add to them).
+
+        >>> durable = graph.with_checkpointer(SqliteSaver.from_path("runs.db"))
+        """
+        return CompiledStateGraph(
+            self.builder,
+            checkpointer=saver,
+            interrupt_before=self.interrupt_before,
+            interrupt_after=self.interrupt_after,
+            name=self.name,
+            debug=self.debug,
+            **{**options, **self.options},
+        )
+
     @property
     def nodes(self) -> dict[str, Any]:
         return dict(self.builder.nodes)

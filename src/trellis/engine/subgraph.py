@@ -85,16 +85,7 @@ class SubgraphNode:
     def _bound(self, saver: Any) -> CompiledStateGraph:
         found = self._durable.get(id(saver))
         if found is None:
-            from trellis.engine.compiled import CompiledStateGraph
-
-            found = CompiledStateGraph(
-                self.graph.builder,
-                checkpointer=saver,
-                interrupt_before=self.graph.interrupt_before,
-                interrupt_after=self.graph.interrupt_after,
-                **self.graph.options,
-            )
-            self._durable[id(saver)] = found
+            found = self._durable[id(saver)] = self.graph.with_checkpointer(saver)
         return found
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
