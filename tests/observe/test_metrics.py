@@ -5,6 +5,7 @@ import operator
 import random
 import threading
 import tracemalloc
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
@@ -42,6 +43,15 @@ def _run_with_one_retry(metrics: MetricsCollector, graph: str = "review") -> Non
     run.step_end(step)
     run.run_end(Outcome.OK)
 
+
+
+def _in_threads(work: Callable[[], None], n: int) -> None:
+    """Run ``work`` in ``n`` threads at once and wait for them all."""
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 def test_counts_follow_the_documented_rules() -> None:
     metrics = MetricsCollector()
@@ -109,11 +119,7 @@ def test_concurrent_recording_loses_no_counts() -> None:
                 Event(EventKind.TASK_END, "a" * 32, "b" * 16, graph="g", node="n", duration=i / 1e4)
             )
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     node = metrics.snapshot()["graphs"]["g"]["nodes"]["n"]
     assert node["calls"] == node["successes"] == node["latency"]["count"] == 16_000
 
@@ -198,11 +204,7 @@ def test_concurrent_tallies_lose_no_counts() -> None:
             if i % 500 == 0:
                 metrics.snapshot()  # folds while the others keep adding
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     node = metrics.snapshot()["graphs"]["g"]["nodes"]["n"]
     assert node["calls"] == node["successes"] == node["latency"]["count"] == 16_000
 
