@@ -44,7 +44,6 @@ def _run_with_one_retry(metrics: MetricsCollector, graph: str = "review") -> Non
     run.run_end(Outcome.OK)
 
 
-
 def _in_threads(work: Callable[[], None], n: int) -> None:
     """Run ``work`` in ``n`` threads at once and wait for them all."""
     threads = [threading.Thread(target=work) for _ in range(n)]
@@ -52,6 +51,7 @@ def _in_threads(work: Callable[[], None], n: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
 
 def test_counts_follow_the_documented_rules() -> None:
     metrics = MetricsCollector()
