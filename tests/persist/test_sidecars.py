@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typing_extensions import TypedDict
 
 from trellis import START, Approval, ReviewQueue, SqliteSaver, StateGraph
@@ -56,3 +57,38 @@ def test_an_in_memory_sqlite_saver_keeps_its_sidecars_in_memory() -> None:
     saver = SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
     assert saver.database is None
     assert isinstance(event_log_for(saver), MemoryEventLog)
+
+
+@pytest.mark.postgres
+def test_postgres_sidecars_connect_as_the_saver_does(pg_url: str, pg_schema: str) -> None:
+    """Connection arguments given to the saver's pool (here the database name, left
+    out of the conninfo) reach the approval and run-history stores: their rows land
+    in the saver's database, not in a default one."""
+    psycopg = pytest.importorskip("psycopg")
+    psycopg_pool = pytest.importorskip("psycopg_pool")
+    from trellis.persist.postgres import PostgresSaver
+
+    parts = psycopg.conninfo.conninfo_to_dict(pg_url)
+    dbname = parts.pop("dbname")
+    kwargs = {"dbname": dbname, "autocommit": True}
+    pool = psycopg_pool.ConnectionPool(
+        psycopg.conninfo.make_conninfo(**parts), kwargs=kwargs, open=True
+    )
+    try:
+        saver = PostgresSaver(pool, schema=pg_schema)
+        builder = StateGraph(S)
+        builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
+        builder.add_edge(START, "delete")
+        graph = builder.compile(checkpointer=saver, trace=True)
+        graph.invoke({"n": 0}, {"configurable": {"thread_id": "t1"}})
+        with psycopg.connect(pg_url) as conn:
+            requests = conn.execute(
+                f'SELECT thread_id FROM "{pg_schema}".trellis_approval_requests'
+            ).fetchall()
+            events = conn.execute(
+                f'SELECT count(*) FROM "{pg_schema}".trellis_events WHERE thread_id = %s', ("t1",)
+            ).fetchone()
+        assert requests == [("t1",)]
+        assert events is not None and events[0] > 0
+    finally:
+        pool.close()

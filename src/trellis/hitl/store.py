@@ -131,7 +131,9 @@ def _open(db: Database | None, serde: Any = None) -> ApprovalStore:
         return SqliteApprovalStore(db.target, serde=serde)
     from trellis.hitl.store_postgres import PostgresApprovalStore
 
-    return PostgresApprovalStore(db.target, serde=serde, schema=db.schema)
+    return PostgresApprovalStore(
+        db.target, serde=serde, schema=db.schema, connect_kwargs=db.connect_kwargs
+    )
 
 
 class _SaverSerde:

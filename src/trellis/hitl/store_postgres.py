@@ -8,7 +8,7 @@ re-reads the row, finds it decided and changes nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,9 +23,10 @@ __all__ = ["PostgresApprovalStore"]
 class PostgresApprovalStore(SqlApprovalStore):
     """The review queue's tables on a PostgreSQL server.
 
-    Give a ``conninfo`` (the store opens a small pool of its own) or a
-    ``psycopg_pool.ConnectionPool`` to share. Tables go in ``schema`` (a
-    PostgresSaver's store uses the saver's schema).
+    Give a ``conninfo`` (the store opens a small pool of its own, passing
+    ``connect_kwargs`` to each connection as psycopg's ``connect`` takes them)
+    or a ``psycopg_pool.ConnectionPool`` to share. Tables go in ``schema`` (a
+    PostgresSaver's store uses the saver's schema and connection arguments).
 
     >>> store = PostgresApprovalStore("postgresql://app@db/prod")
     >>> store.pending(node=["refund"])
@@ -39,6 +40,7 @@ class PostgresApprovalStore(SqlApprovalStore):
         serde: Any = None,
         schema: str = "public",
         max_size: int = 4,
+        connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.schema = checked_schema(schema)
         try:
@@ -50,13 +52,12 @@ class PostgresApprovalStore(SqlApprovalStore):
         if pool is not None and self._owned:
             # A sync store cannot borrow async connections, and its search_path is its own.
             conninfo = str(pool.conninfo)
+            connect_kwargs = {**(pool.kwargs or {}), **(connect_kwargs or {})}
         if self._owned:
             if not conninfo:
                 raise ValueError("PostgresApprovalStore needs a conninfo or a pool")
             try:
-                kwargs: dict[str, Any] = {"autocommit": True}
-                if schema != "public":
-                    kwargs["options"] = f"-c search_path={schema}"
+                kwargs = _connection_kwargs(connect_kwargs or {}, schema)
                 pool = ConnectionPool(
                     conninfo, min_size=1, max_size=max_size, open=True,
                     kwargs=kwargs, name="trellis-approvals",
@@ -104,3 +105,14 @@ class PostgresApprovalStore(SqlApprovalStore):
         """Close the store's own pool (a shared pool is left to its owner)."""
         if self._owned:
             self._pool.close()
+
+
+def _connection_kwargs(given: Mapping[str, Any], schema: str) -> dict[str, Any]:
+    """The caller's connection arguments, with what the store relies on forced:
+    autocommit (it opens its own transactions) and, outside ``public``, its schema
+    first on the search path (after any ``options`` the caller set)."""
+    kwargs = {k: v for k, v in given.items() if k != "row_factory"}
+    kwargs["autocommit"] = True
+    if schema != "public":
+        kwargs["options"] = f"{kwargs.get('options', '')} -c search_path={schema}".strip()
+    return kwargs
