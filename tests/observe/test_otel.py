@@ -274,3 +274,44 @@ async def test_concurrent_runs_in_one_caller_span_keep_their_own_spans(
     assert len(work) == 2, "the quicker run must not end the slower run's task span"
     assert all(s.parent is not None for s in work)
     assert max(s.end_time - s.start_time for s in work) >= 0.1 * 1e9
+
+
+def test_a_late_event_goes_to_its_own_run_not_to_another_in_the_same_trace(
+    otel: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Two runs joined one caller span, so they share its trace id. An event whose
+    own span and parent already ended lands on its run's latest open span, and is
+    dropped once its run has no span open, never on the other run's spans."""
+    provider, exporter = otel
+    observer = OtelObserver(provider)
+    with provider.get_tracer("app").start_as_current_span("request"):
+        slow = RunEvents(observer, graph="slow", run_id="r-slow")
+        quick = RunEvents(observer, graph="quick", run_id="r-quick")
+    assert slow.trace_id == quick.trace_id
+    slow.run_start()
+    slow_task = slow.task_start(slow.step_start(0), "wait")
+    quick.run_start()
+    quick_step = quick.step_start(0)
+    quick_task = quick.task_start(quick_step, "call")
+    quick.task_error(quick_task, RuntimeError("boom"))
+    quick.step_end(quick_step, Outcome.ERROR)
+    quick.retry(quick_task, 0.5)  # its task and step are closed; its run is open
+    quick.run_end(Outcome.ERROR)
+    quick.retry(quick_task, 1.0)  # nothing of its run is open any more
+    slow.task_end(slow_task)
+    slow.run_end()
+    retries = {
+        (s.name, (s.attributes or {})["trellis.graph"]): [
+            (e.attributes or {})["trellis.delay"] for e in s.events if e.name == "retry"
+        ]
+        for s in exporter.get_finished_spans()
+        if s.name != "request"
+    }
+    assert retries == {
+        ("run slow", "slow"): [],
+        ("step 0", "slow"): [],
+        ("wait", "slow"): [],
+        ("run quick", "quick"): [0.5],
+        ("step 0", "quick"): [],
+        ("call", "quick"): [],
+    }

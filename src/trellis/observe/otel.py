@@ -106,8 +106,8 @@ class OtelObserver:
         self._status, self._error_code = trace.Status, trace.StatusCode.ERROR
         self._tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
         self._lock = threading.Lock()
-        # Trellis span id -> (OpenTelemetry span, parent span id, trace id, start ns).
-        self._open: dict[str, tuple[Any, str | None, str, int]] = {}
+        # Trellis span id -> (OpenTelemetry span, parent span id, run id, start ns).
+        self._open: dict[str, tuple[Any, str | None, str | None, int]] = {}
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
@@ -165,7 +165,7 @@ class OtelObserver:
             start_time=start,
         )
         with self._lock:
-            self._open[event.span_id] = (span, event.parent_span_id, event.trace_id, start)
+            self._open[event.span_id] = (span, event.parent_span_id, event.run_id, start)
 
     def _finish(self, event: Event) -> None:
         with self._lock:
@@ -216,7 +216,7 @@ class OtelObserver:
         # share its trace id, and their spans must stay open.
         with self._lock:
             family = {event.span_id}
-            orphans: list[tuple[str, tuple[Any, str | None, str, int]]] = []
+            orphans: list[tuple[str, tuple[Any, str | None, str | None, int]]] = []
             grew = True
             while grew:
                 grew = False
@@ -234,13 +234,14 @@ class OtelObserver:
     def _instant(self, event: Event) -> None:
         with self._lock:
             # The span may have ended already (a retry comes after its task_error):
-            # then the event goes to its parent, else to the run's latest open span.
+            # then the event goes to its parent, else to its run's latest open span.
             entry = self._open.get(event.span_id)
             if entry is None and event.parent_span_id:
                 entry = self._open.get(event.parent_span_id)
-            if entry is None:
+            if entry is None and event.run_id is not None:
+                # Not by trace id: concurrent runs that joined one caller span share it.
                 entry = next(
-                    (e for e in reversed(self._open.values()) if e[2] == event.trace_id),
+                    (e for e in reversed(self._open.values()) if e[2] == event.run_id),
                     None,
                 )
         if entry is None:
