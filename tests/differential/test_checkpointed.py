@@ -17,7 +17,7 @@ only right after a step of one node and with no interrupt pending; resuming with
 pending, subgraphs and failing tasks are not generated. Also kept out, though not listed there
 yet: the states and chunks around an ``InvalidUpdateError`` (both engines must raise it, but
 only LangGraph's ``get_state`` raises it again after a resumed task conflicts with a finished
-sibling); the ``__metadata__`` LangGraph adds to updates it re-streams on resume;
+sibling);
 ``StateTask.result`` (Trellis fills it only for steps of several tasks); ``update_state``
 without ``as_node`` after a ``Send`` task (LangGraph credits the node before it). Seeds that
 meet any other difference are listed in ``UNLISTED``; of seeds 25-199, 5 graphs (58, pinned
@@ -176,7 +176,7 @@ def _asked(interrupts: Any) -> list[str]:
 def _chunk(chunk: Any) -> Any:
     if isinstance(chunk, tuple):
         return (chunk[0], _chunk(chunk[1]))
-    out = {k: v for k, v in chunk.items() if k != "__metadata__"}  # see module docstring
+    out = dict(chunk)
     if "__interrupt__" in out:
         out["__interrupt__"] = _asked(out["__interrupt__"])
     return out

@@ -364,6 +364,30 @@ def test_updates_stream_around_an_interrupt_and_its_resume() -> None:
     ]
 
 
+def test_a_resumed_step_marks_the_updates_it_replays_as_cached() -> None:
+    """A sibling that finished before the interrupt is not run again; its update is
+    streamed again with LangGraph's ``"__metadata__": {"cached": True}``."""
+    calls: Counter[str] = Counter()
+
+    def counted(state: S) -> dict[str, Any]:
+        calls["a"] += 1
+        return {"log": ["a"]}
+
+    graph = build(
+        {"a": counted, "ask": asker(Counter(), "ask", "q"), "post": log("post")},
+        [(START, "a"), (START, "ask"), ("ask", "post")],
+    )
+    config = thread()
+    first = list(graph.stream({"a": "x"}, config, stream_mode="updates"))
+    assert first[0] == {"a": {"log": ["a"]}}
+    assert list(graph.stream(Command(resume="r"), config, stream_mode="updates")) == [
+        {"a": {"log": ["a"]}, "__metadata__": {"cached": True}},
+        {"ask": {"answers": ["r"], "log": ["ask"]}},
+        {"post": {"log": ["post"]}},
+    ]
+    assert calls["a"] == 1
+
+
 def test_values_stream_ends_with_the_interrupt() -> None:
     chunks = list(_pre_ask_post().stream({"a": "x"}, thread(), stream_mode="values"))
     assert [i.value for i in chunks[-1]["__interrupt__"]] == ["q"]

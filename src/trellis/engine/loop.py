@@ -67,6 +67,7 @@ class RunLoop:
         "resume",
         "resuming",
         "resuming_tasks",
+        "replayed",
         "restored_step",
         "saved_writes",
         "run_id",
@@ -156,6 +157,9 @@ class RunLoop:
         )
         self.resuming = False
         self.resuming_tasks = False
+        # Ids of the tasks a resumed step took as finished from their saved writes
+        # (task ids are unique to a step, so this never needs clearing).
+        self.replayed: frozenset[str] = _NONE
         self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
@@ -303,6 +307,7 @@ class RunLoop:
         writes, self.saved_writes = self.saved_writes or (), None
         pending = restore_tasks(tasks, writes)
         self.resuming_tasks = True
+        self.replayed = frozenset(t.id for t in tasks if t.done)
         if self.resume is not NO_RESUME:
             assign_resume(tasks, pending, self.resume, thread_id=self.thread_id)
             self.resume = NO_RESUME

@@ -55,7 +55,10 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
         if debug:
             yield "debug", _debug_result(task)
         if updates:
-            yield "updates", {task.name: task.update}
+            if loop.replayed and task.id in loop.replayed:  # as LangGraph marks it
+                yield "updates", {task.name: task.update, "__metadata__": {"cached": True}}
+            else:
+                yield "updates", {task.name: task.update}
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
