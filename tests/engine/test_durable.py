@@ -88,3 +88,43 @@ def test_two_runs_racing_on_one_thread_cannot_both_commit(tmp_path: Path) -> Non
     parents = [h.parent_config["configurable"]["checkpoint_id"] for h in history if h.parent_config]
     assert parents.count(head) == 1, "exactly one run's checkpoints hang off the shared head"
     assert graph.get_state(config).values["log"] == ["step", "again", "step"]
+
+
+class _Routed(TypedDict, total=False):
+    go: str
+    log: Annotated[list[str], operator.add]
+
+
+def _half_join(saver: Any, *, extra: bool = False) -> Any:
+    """START routes to a or b (by ``go``); c waits for both (a join)."""
+    builder = StateGraph(_Routed)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, lambda s, name=name: {"log": [name]})
+    if extra:  # a later version of the graph
+        builder.add_node("audit", lambda s: {"log": ["audit"]})
+        builder.add_edge("c", "audit")
+    builder.add_conditional_edges(START, lambda s: s["go"], ["a", "b"])
+    builder.add_edge(["a", "b"], "c")
+    return builder.compile(checkpointer=saver)
+
+
+def test_a_join_half_met_by_one_run_completes_in_a_later_run(tmp_path: Path) -> None:
+    """As in LangGraph: the join's progress belongs to the thread, not to one run."""
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    graph = _half_join(saver)
+    config = {"configurable": {"thread_id": "t"}}
+    assert graph.invoke({"go": "a"}, config)["log"] == ["a"]
+    assert graph.invoke({"go": "b"}, config)["log"] == ["a", "b", "c"]
+    assert graph.invoke({"go": "b"}, config)["log"] == ["a", "b", "c", "b"]
+    # Another thread starts with nothing met.
+    assert graph.invoke({"go": "b"}, {"configurable": {"thread_id": "u"}})["log"] == ["b"]
+
+
+def test_a_half_met_join_is_not_carried_into_another_version_of_the_graph(
+    tmp_path: Path,
+) -> None:
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    config = {"configurable": {"thread_id": "t"}}
+    assert _half_join(saver).invoke({"go": "a"}, config)["log"] == ["a"]
+    # Join positions are the saving graph's: a changed graph starts them afresh.
+    assert _half_join(saver, extra=True).invoke({"go": "b"}, config)["log"] == ["a", "b"]

@@ -8,6 +8,7 @@ resulting saver calls (``Effect``), sync or async.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -130,6 +131,11 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.head = checkpoint.id
     pending = checkpoint.pending or {}
     if not continue_run:
+        if "barriers" in pending and checkpoint.fingerprint == loop.plan.fingerprint:
+            # As LangGraph's join channels: a join half met by an earlier run of
+            # the thread stays half met, so a new run can complete it. (A join's
+            # index only means that join in the graph that saved it.)
+            loop.barriers = _barriers(pending)
         return
     nodes = list(pending.get("nodes", ()))
     sends = [s for s in pending.get("sends", ()) if isinstance(s, Send)]
@@ -143,7 +149,7 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.next_nodes = nodes
     loop.next_sends = sends
     loop.wrote_any = bool(loop.values)  # a resumed run's result is the state it reaches
-    loop.barriers = {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
+    loop.barriers = _barriers(pending)
     loop.visits = dict(pending.get("visits", {}))
     loop.deferred = set(pending.get("deferred", ()))
     loop.run_id = saved.metadata.get("run_id") or loop.run_id
@@ -155,6 +161,10 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
 
         plan = loop.plan
         loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
+
+
+def _barriers(pending: Mapping[str, Any]) -> dict[int, set[str]]:
+    return {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
 
 
 BREAKPOINT_TASK: Final = "__breakpoint__"

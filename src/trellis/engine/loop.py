@@ -190,7 +190,6 @@ class RunLoop:
         self.next_nodes = _NO_LIST
         self.next_sends = _NO_LIST
         self.deferred = _NONE
-        self.barriers = _NO_BARRIERS
         self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
             self._effect(record(self, "input"))
