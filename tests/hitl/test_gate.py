@@ -6,10 +6,11 @@ import operator
 from typing import Annotated, Any
 
 import pytest
+from pydantic import BaseModel
 from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, StateGraph, interrupt
+from trellis import END, START, Command, RetryPolicy, StateGraph, interrupt
 from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
@@ -319,6 +320,90 @@ def test_resuming_a_thread_with_nothing_pending_is_a_named_error(backend: Backen
     assert len(g.runs) == 1
 
 
+@pytest.mark.parametrize("returns", ["nothing", "its own log", "a bare Command"])
+def test_an_edit_goes_through_the_reducers_whatever_the_node_returns(
+    backend: Backend, returns: str
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def act(state: State) -> Any:
+        seen.append(dict(state))
+        if returns == "its own log":
+            return {"log": ["act"]}
+        return Command() if returns == "a bare Command" else None
+
+    b = StateGraph(State)
+    b.add_node("prepare", lambda s: {"log": ["prepare"]})
+    b.add_node("act", act, approval=Approval(risk="high"))
+    b.add_edge(START, "prepare")
+    b.add_edge("prepare", "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver, graph=app).edit(rid, {"amount": 5, "log": ["edited"]}, reviewer="carol")
+    assert seen == [{"amount": 5, "log": ["prepare", "edited"]}]
+    own = ["act"] if returns == "its own log" else []
+    assert app.get_state(cfg("t1")).values == {"amount": 5, "log": ["prepare", "edited", *own]}
+
+
+class Order(BaseModel):
+    amount: int = 0
+    done: bool = False
+
+
+def test_an_edit_reaches_a_pydantic_node_and_is_checked_against_its_types(
+    backend: Backend,
+) -> None:
+    seen: list[int] = []
+    b = StateGraph(Order)
+    b.add_node("act", lambda s: seen.append(s.amount) or {"done": True}, approval=Approval())
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    queue = ReviewQueue(saver, graph=app)
+    with pytest.raises(InvalidUpdateError, match=f"{rid}.*'act'"):
+        queue.edit(rid, {"amount": "lots"}, reviewer="carol")
+    assert queue.get(rid).status == PENDING and seen == []
+    queue.edit(rid, {"amount": 5}, reviewer="carol")
+    assert seen == [5]
+    assert app.get_state(cfg("t1")).values == {"amount": 5, "done": True}
+
+
+def test_a_bad_edit_stored_without_the_graph_fails_the_run_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    b = StateGraph(Order)
+    b.add_node("act", lambda s: {"done": True}, approval=Approval())
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver).edit(rid, {"amount": "lots"}, reviewer="carol")  # no schema to check
+    with pytest.raises(InvalidUpdateError, match="does not fit"):
+        app.invoke(None, cfg("t1"))
+    assert app.get_state(cfg("t1")).values == {"amount": 1}
+
+
+def test_a_retried_gated_node_asks_its_own_question(backend: Backend) -> None:
+    """The gate's answer is not the node's: a retry policy must not renumber them."""
+    b = StateGraph(State)
+    b.add_node(
+        "act",
+        lambda s: {"amount": interrupt("how much?")},
+        approval=Approval(risk="high"),
+        retry_policy=RetryPolicy(max_attempts=2),
+    )
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver).approve(rid, reviewer="alice")
+    out = app.invoke(None, cfg("t1"))
+    assert [i.value for i in out["__interrupt__"]] == ["how much?"]
+    assert app.invoke(Command(resume=7), cfg("t1"))["amount"] == 7
+
+
 def test_an_interrupt_inside_the_gated_node_resumes_after_the_gate(backend: Backend) -> None:
     asked: list[Any] = []
 
@@ -368,6 +453,17 @@ def test_without_a_checkpointer_a_person_cannot_be_asked() -> None:
         g.app.invoke({"amount": 1})
     auto = Graph(None, Approval(risk="low"), policy=ApprovalPolicy())
     assert auto.app.invoke({"amount": 1, "confidence": 1.0})["amount"] == 10
+
+
+def test_without_a_checkpointer_one_runs_approval_never_opens_another_gate() -> None:
+    """Task ids repeat across checkpoint-less runs; requests must not."""
+    low = Graph(None, Approval(risk="low"), policy=ApprovalPolicy())
+    high = Graph(None, Approval(risk="high"), policy=ApprovalPolicy())
+    assert low.app.invoke({"amount": 1, "confidence": 1.0})["amount"] == 10
+    for graph in (low, high):
+        with pytest.raises(InterruptError, match="checkpointer"):
+            graph.app.invoke({"amount": 1, "confidence": 0.1})
+    assert len(low.runs) == 1 and high.runs == []
 
 
 def test_on_reject_naming_no_node_is_caught_at_compile(backend: Backend) -> None:

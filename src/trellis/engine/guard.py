@@ -47,9 +47,7 @@ def _gate(task: Task) -> bool:
                 f"approval edit for node {task.name!r} names unknown state key(s) "
                 f"{', '.join(map(repr, unknown))}"
             )
-        task.pre_update = dict(update)
-        if isinstance(task.input, dict):
-            task.input = {**task.input, **update}
+        task.pre_update = dict(update)  # the gate has already shown it to the node's input
     if goto is not None:
         task.halt = True
         if goto != END:
@@ -131,11 +129,12 @@ def call_guarded(task: Task) -> Any:
     if not node.policies:
         task.started = time.time()
         return _attempt_sync(task)
+    asked = task.interrupt_count  # the gate's interrupt, if any, is not the node's to ask
 
     def attempt(state: RetryState) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
-        task.interrupt_count = 0  # a retried node asks its interrupts again from the first
+        task.interrupt_count = asked  # a retried node asks its interrupts again from the first
         task.custom = None
         return _attempt_sync(task)
 
@@ -181,11 +180,12 @@ async def acall_guarded(task: Task) -> Any:
     if not node.policies:
         task.started = time.time()
         return await _attempt_async(task)
+    asked = task.interrupt_count
 
     async def attempt(state: RetryState) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
-        task.interrupt_count = 0  # a retried node asks its interrupts again from the first
+        task.interrupt_count = asked  # a retried node asks its interrupts again from the first
         task.custom = None
         return await _attempt_async(task)
 

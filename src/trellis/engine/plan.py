@@ -122,6 +122,19 @@ class GraphPlan:
     join_targets: frozenset[str] = frozenset()
     """Nodes that ``add_edge([a, b], c)`` runs once all its sources have finished."""
 
+    def input_after(
+        self, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any]
+    ) -> Any:
+        """What ``node`` is given when ``update`` is applied to ``values`` first,
+        through the reducers (an approval edit). Raises what the node's input
+        schema raises for a value that does not fit it."""
+        view = dict(values)
+        reducers = self.reducers
+        for key, value in update.items():
+            reducer = reducers.get(key)
+            view[key] = value if reducer is None or key not in view else reducer(view[key], value)
+        return node.make_input(view)
+
     def upcoming(self, names: Iterable[str], sends: bool, deferred: Iterable[str]) -> list[str]:
         """The nodes the next step runs, of the triggered ``names``: the eager ones;
         or, when only deferred nodes are left and no ``Send`` waits, every

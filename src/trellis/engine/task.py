@@ -173,13 +173,15 @@ class Task:
         """Check the node's return value and keep it as this task's update."""
         node = self.node
         if out is None:
+            if self.pre_update:  # the node wrote nothing: the reviewer's edit still stands
+                self._set_update({})
             return
         if node.subgraph is not None and isinstance(out, Mapping):
             # A subgraph's whole output, less the keys this graph does not have.
             writable = self.loop.plan.writable
             out = {k: v for k, v in out.items() if k in writable}
         if type(out) is dict:
-            if out:  # {} is "no update", as None is
+            if out or self.pre_update:  # {} is "no update", as None is
                 self._set_update(out)
             return
         if isinstance(out, Command):
@@ -232,6 +234,8 @@ class Task:
                     )
                 update = converted if converted is not None else dict(update)
             self._set_update(update)
+        elif self.pre_update:
+            self._set_update({})
         nodes = self.loop.plan.nodes
         for target in command.goto_list():
             if isinstance(target, Send):
@@ -248,8 +252,8 @@ class Task:
 
     def _set_update(self, update: dict[str, Any]) -> None:
         if self.pre_update:
-            update = {**self.pre_update, **update}
-            self.pre_update = None
+            edit, self.pre_update = self.pre_update, None
+            update = self._after(edit, update)
         writable = self.loop.plan.writable
         if not update.keys() <= writable:
             unknown = sorted(set(update) - writable)
@@ -274,6 +278,16 @@ class Task:
                     "Commands), and it keeps only one value; give it a reducer"
                 )
         self.update = merged
+
+    def _after(self, edit: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        """One update for a reviewer's ``edit`` followed by the node's own writes: a
+        key with a reducer gets both (the edit first), any other key the node's value."""
+        reducers = self.loop.plan.reducers
+        merged = dict(edit)
+        for key, value in update.items():
+            reducer = reducers.get(key) if key in merged else None
+            merged[key] = value if reducer is None else reducer(merged[key], value)
+        return merged
 
     # -- conditional edges --------------------------------------------------
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.interrupts import interrupt, interrupt_id
+from trellis.engine.task import PULL
 from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
@@ -49,11 +51,13 @@ from trellis.hitl.records import (
     Risk,
 )
 from trellis.hitl.store import ApprovalStore, store_for
+from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.jsonable import to_jsonable
 from trellis.observe.events import EventKind
 from trellis.types import END
 
 if TYPE_CHECKING:
+    from trellis.engine.plan import GraphPlan, NodePlan
     from trellis.engine.task import Task
 
 __all__ = [
@@ -180,9 +184,17 @@ class Approval:
         """Decide whether ``task``'s node runs; may suspend the run (``interrupt``)."""
         loop = task.loop
         policy = policy_of(loop.options)
-        store = policy.store if policy.store is not None else store_for(loop.saver)
         index = task.interrupt_count
-        rid = interrupt_id(task.id, index)
+        if loop.saver is None:
+            # Without checkpoints no run comes back to this gate, and task ids
+            # repeat across runs and graphs: every pass is a request of its own
+            # (one run's auto-approval must never open another run's gate), kept
+            # only in the policy's store if it has one.
+            rid = uuid.uuid4().hex
+            store = policy.store if policy.store is not None else MemoryApprovalStore()
+        else:
+            rid = interrupt_id(task.id, index)
+            store = policy.store if policy.store is not None else store_for(loop.saver)
         now = policy.clock()
         request = store.get(rid)
         if request is None:
@@ -240,13 +252,17 @@ class Approval:
         return summary if isinstance(summary, str) else str(summary(state))
 
     def _outcome(self, task: Task, request: ApprovalRequest, policy: ApprovalPolicy) -> GateOutcome:
-        status = request.status
+        status, rid = request.status, request.id
         decision = request.decision
         if status in (APPROVED, AUTO_APPROVED):
             return _PASS
         if status == EDITED:
             update = decision.update if decision is not None else None
-            return GateOutcome(update=dict(update)) if update else _PASS
+            if not update:
+                return _PASS
+            if task.path[0] == PULL:  # a Send's task keeps the argument it was sent
+                task.input = edited_input(task.loop.plan, task.node, task.loop.values, update, rid)
+            return GateOutcome(update=dict(update))
         if status == REJECTED:
             return _route(task, self.on_reject, policy, REJECTED)
         if status == TIMED_OUT:
@@ -394,6 +410,19 @@ def decision_from_answer(rid: str, answer: Any, now: float) -> Decision:
         "True/False, 'approve'/'reject' or {'action': 'approve'|'reject'|'edit', ...}, "
         "or decide through ReviewQueue"
     )
+
+
+def edited_input(
+    plan: GraphPlan, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any], rid: str
+) -> Any:
+    """The input ``node`` runs with once the edit of request ``rid`` is applied to
+    ``values``; InvalidUpdateError when a value does not fit the node's state type."""
+    try:
+        return plan.input_after(node, values, update)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidUpdateError(
+            f"edit of approval request {rid!r} does not fit the state of node {node.name!r}: {exc}"
+        ) from exc
 
 
 def check_update(update: Mapping[str, Any], state_keys: tuple[str, ...], rid: str) -> None:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from trellis.errors import AlreadyDecidedError, ApprovalNotFoundError
-from trellis.hitl.approval import check_update, timeout_decision
+from trellis.hitl.approval import check_update, edited_input, timeout_decision
 from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
 from trellis.hitl.records import (
     APPROVED,
@@ -159,6 +159,12 @@ class ReviewQueue:
     ) -> Decision:
         request = self.get(request_id)
         check_update(update, request.state_keys, request_id)
+        plan = getattr(self.graph, "plan", None)
+        if plan is not None and request.node in plan.nodes:
+            # With the graph, values are checked against the node's types too,
+            # before anything is stored.
+            values = self.graph.get_state(_config(request)).values
+            edited_input(plan, plan.nodes[request.node], values, update, request_id)
         return Decision(request_id, EDITED, reviewer, notes, self.clock(), update=dict(update))
 
     def expire_due(
@@ -252,7 +258,10 @@ class ReviewQueue:
             self.store.close()
 
 
+def _config(request: ApprovalRequest) -> dict[str, Any]:
+    return {"configurable": {"thread_id": request.thread_id}}
+
+
 def _resume_args(request: ApprovalRequest) -> tuple[Command[Any], dict[str, Any]]:
     payload = {"request_id": request.id, "status": request.status}
-    config = {"configurable": {"thread_id": request.thread_id}}
-    return Command(resume={request.id: payload}), config
+    return Command(resume={request.id: payload}), _config(request)
