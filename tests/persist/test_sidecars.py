@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import START, Approval, ReviewQueue, SqliteSaver, StateGraph
+from trellis import START, Approval, ApprovalPolicy, ReviewQueue, SqliteSaver, StateGraph
+from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.persist.events import MemoryEventLog, event_log_for, open_event_log
 
 
@@ -92,3 +93,57 @@ def test_postgres_sidecars_connect_as_the_saver_does(pg_url: str, pg_schema: str
         assert events is not None and events[0] > 0
     finally:
         pool.close()
+
+
+def _second_saver(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    """Two savers over one database: the second has never opened a sidecar store."""
+    if kind == "sqlite":
+        return SqliteSaver.from_path(tmp_path / "runs.db"), SqliteSaver.from_path(
+            tmp_path / "runs.db"
+        )
+    from trellis.persist.postgres import PostgresSaver
+
+    url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+    return (
+        PostgresSaver.from_conn_string(url, schema=schema, pool_size=1),
+        PostgresSaver.from_conn_string(url, schema=schema, pool_size=1),
+    )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_saver_that_never_opened_the_sidecars_still_deletes_their_rows(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An admin process deleting a thread has no review queue or event log open."""
+    runner, admin = _second_saver(kind, tmp_path, request)
+    builder = StateGraph(S)
+    builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
+    builder.add_edge(START, "delete")
+    graph = builder.compile(checkpointer=runner, trace=True)
+    graph.invoke({"n": 0}, {"configurable": {"thread_id": "gone"}})
+    admin.delete_thread("gone")
+    assert ReviewQueue(runner).pending() == []
+    assert ReviewQueue(runner).history("gone") == []
+    assert event_log_for(runner).list("gone") == []
+    runner.close()
+    admin.close()
+
+
+def test_deleting_a_thread_deletes_its_requests_in_the_policys_own_store(
+    tmp_path: Path,
+) -> None:
+    store = MemoryApprovalStore()
+    builder = StateGraph(S)
+    builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
+    builder.add_edge(START, "delete")
+    graph = builder.compile(
+        checkpointer=SqliteSaver.from_path(tmp_path / "runs.db"),
+        approval_policy=ApprovalPolicy(store=store),
+    )
+    graph.invoke({"n": 0}, {"configurable": {"thread_id": "t"}})
+    queue = ReviewQueue(graph=graph)  # finds the requests where the graph keeps them
+    (request,) = queue.pending()
+    queue.approve(request.id, reviewer="alice")
+    assert graph.get_state({"configurable": {"thread_id": "t"}}).values == {"n": 1}
+    graph.delete_thread("t")
+    assert store.history("t") == []

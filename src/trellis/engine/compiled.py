@@ -483,6 +483,10 @@ class CompiledStateGraph:
                 f"cannot delete thread {thread_id!r}: graph {self.name!r} has no checkpointer"
             )
         self.checkpointer.delete_thread(thread_id)
+        policy = self.options.get("approval_policy")
+        store = getattr(policy, "store", None)
+        if store is not None:  # requests kept away from the checkpoints go too
+            store.forget_thread(thread_id)
 
     def compensate(self, config: RunnableConfig) -> saga.CompensationReport:
         """Undo the thread's completed side effects, newest first (saga rollback).

@@ -42,7 +42,9 @@ class ReviewQueue:
     ``ReviewQueue(saver)`` reads and decides; ``ReviewQueue(saver, graph=app)``
     (or just ``graph=app``, using its checkpointer) also resumes each run as
     soon as its request is decided. ``store=`` uses an ``ApprovalStore``
-    directly; ``clock`` is what "now" means (deadlines, ``older_than``).
+    directly (by default the graph's ``ApprovalPolicy(store=...)``, else the
+    one beside the checkpoints); ``clock`` is what "now" means (deadlines,
+    ``older_than``).
 
     With a graph, the decision is stored first and the run resumed after; if
     the resumed run raises, the decision stands and the error propagates (the
@@ -62,6 +64,8 @@ class ReviewQueue:
     ) -> None:
         if checkpointer is None and graph is not None:
             checkpointer = graph.checkpointer
+        if store is None and graph is not None:  # where the graph's gates keep requests
+            store = getattr(graph.options.get("approval_policy"), "store", None)
         if store is None:
             if checkpointer is None:
                 raise ValueError("ReviewQueue needs a checkpointer, a graph with one, or a store")

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
-from trellis.persist.base import Database, attach_sidecar
+from trellis.persist.base import Database, attach_sidecar, register_sidecar_kind
 
 __all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
 
@@ -111,6 +111,9 @@ def store_for(saver: Any) -> ApprovalStore:
             if found is not saver:  # the store's connections live as long as the saver
                 weakref.finalize(saver, found.close)
         return found
+
+
+register_sidecar_kind(store_for)  # a deleted thread's requests go, wherever it is deleted
 
 
 def _build(saver: Any) -> ApprovalStore:

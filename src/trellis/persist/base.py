@@ -33,6 +33,7 @@ __all__ = [
     "Database",
     "Checkpoint",
     "attach_sidecar",
+    "register_sidecar_kind",
     "checked_schema",
     "thread_deleted",
     "CheckpointTuple",
@@ -498,8 +499,27 @@ def attach_sidecar(saver: Any, forget_thread: Callable[[str], None]) -> None:
         _sidecars.setdefault(saver, []).append(forget_thread)
 
 
+_sidecar_kinds: list[Callable[[Any], object]] = []
+
+
+def register_sidecar_kind(open_for: Callable[[Any], object]) -> None:
+    """Have ``open_for(saver)`` run before any saver deletes a thread.
+
+    A store kind opens (and so attaches) its store for the saver there: rows it
+    keeps for the thread go too, even in a process that never opened that
+    store before (an admin script deleting threads).
+    """
+    with _sidecars_lock:
+        if open_for not in _sidecar_kinds:
+            _sidecar_kinds.append(open_for)
+
+
 def thread_deleted(saver: Any, thread_id: str) -> None:
     """Savers call this after deleting ``thread_id``; its sidecars forget it too."""
+    with _sidecars_lock:
+        kinds = list(_sidecar_kinds)
+    for open_for in kinds:
+        open_for(saver)
     with _sidecars_lock:
         listeners = list(_sidecars.get(saver, ()))
     for forget in listeners:

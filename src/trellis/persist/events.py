@@ -16,6 +16,7 @@ JSON dicts) in the saver's own database, in a table of its own, so
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from trellis.persist.base import Database, attach_sidecar, checked_schema
+from trellis.persist.base import Database, attach_sidecar, checked_schema, register_sidecar_kind
 
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
 
@@ -164,6 +165,14 @@ def event_log_for(saver: Any) -> EventLog:
                 weakref.finalize(saver, found.close)
             attach_sidecar(saver, found.forget)  # deleting a thread deletes its events
         return found
+
+
+def _open_for_deletes(saver: Any) -> None:
+    with contextlib.suppress(TypeError):  # a saver that cannot be weakly referenced
+        event_log_for(saver)
+
+
+register_sidecar_kind(_open_for_deletes)
 
 
 def _build(saver: Any) -> EventLog:
