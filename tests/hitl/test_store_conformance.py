@@ -191,6 +191,7 @@ def test_pending_is_ordered_by_deadline_and_filtered(make_store: MakeStore) -> N
 
     assert ids() == ["first", "soon-a", "soon-b", "late", "never"]
     assert ids(limit=2) == ["first", "soon-a"]
+    assert ids(limit=0) == []
     assert ids(risk=["low", "medium"]) == ["soon-a", "late"]
     assert ids(node=["refund"]) == ["soon-b"]
     assert ids(node=[]) == []

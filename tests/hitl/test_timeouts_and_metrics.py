@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import threading
 from typing import Annotated, Any
@@ -202,3 +203,53 @@ def test_metric_math() -> None:
     rows = [("n", APPROVED, 0.0, 3.0), ("n", APPROVED, 0.0, 1.0), ("n", PENDING, 0.0, None)]
     m = compute_metrics(rows)["n"]
     assert (m.requests, m.pending, m.median_time_to_decision) == (3, 1, 2.0)
+
+
+def _async_graph(saver: Any, clock: Clock, runs: list[str]) -> Any:
+    async def act(state: State) -> dict[str, Any]:
+        runs.append("act")
+        return {"log": ["act"]}
+
+    b = StateGraph(State)
+    b.add_node("act", act, approval=Approval(risk="high", timeout=60, on_timeout="approve"))
+    b.add_edge(START, "act")
+    return b.compile(checkpointer=saver, approval_policy=ApprovalPolicy(clock=clock))
+
+
+async def test_the_async_sweep_resumes_graphs_with_async_nodes(
+    backend: Backend, clock: Clock
+) -> None:
+    runs: list[str] = []
+    app = _async_graph(backend.saver(), clock, runs)
+    await app.ainvoke({"amount": 1}, cfg("t1"))
+    queue = ReviewQueue(graph=app, clock=clock)
+    clock.advance(61)
+    (done,) = await queue.aexpire_due()
+    assert done.status == TIMED_OUT and runs == ["act"]
+    assert (await app.aget_state(cfg("t1"))).values["log"] == ["act"]
+
+
+def test_sync_deciding_and_sweeping_resume_graphs_with_async_nodes(
+    backend: Backend, clock: Clock
+) -> None:
+    """A script or the CLI has no event loop; the queue runs the graph in one of its own."""
+    runs: list[str] = []
+    app = _async_graph(backend.saver(), clock, runs)
+    queue = ReviewQueue(graph=app, clock=clock)
+    for thread in ("t1", "t2"):
+        asyncio.run(app.ainvoke({"amount": 1}, cfg(thread)))
+    first = next(r for r in queue.pending() if r.thread_id == "t1")
+    queue.approve(first.id, reviewer="alice")
+    assert runs == ["act"]
+    clock.advance(61)
+    assert [r.thread_id for r in queue.expire_due()] == ["t2"]
+    assert runs == ["act", "act"]
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True])
+def test_a_page_size_must_be_a_count(backend: Backend, limit: Any) -> None:
+    queue = ReviewQueue(backend.saver())
+    with pytest.raises(ValueError, match="limit"):
+        queue.pending(limit=limit)
+    with pytest.raises(ValueError, match="limit"):
+        queue.expire_due(limit=limit)

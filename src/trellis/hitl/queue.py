@@ -104,7 +104,10 @@ class ReviewQueue:
         >>> queue.pending(risk=["medium", "high"], older_than=600)
         """
         return self.store.pending(
-            risk=names(risk), node=names(node), created_before=self._cutoff(older_than), limit=limit
+            risk=names(risk),
+            node=names(node),
+            created_before=self._cutoff(older_than),
+            limit=_page(limit),
         )
 
     def get(self, request_id: str) -> ApprovalRequest:
@@ -182,24 +185,40 @@ class ReviewQueue:
         when resumed does not stop the sweep: every due request is resolved,
         then the failures are raised together as an ``ExceptionGroup``.
         """
-        now = self.clock() if now is None else now
-        resolved = []
+        resolved = self._expire(now, limit)
         failures: list[Exception] = []
-        for request in self.store.due(now, limit=limit):
-            try:
-                done = self.store.decide(timeout_decision(request.id, now), now=now)
-            except AlreadyDecidedError:
-                continue
-            resolved.append(done)
+        for done in resolved:
             try:
                 self._resume(done)
             except Exception as exc:
-                exc.add_note(
-                    f"resuming thread {done.thread_id!r} after request {done.id!r} timed out"
-                )
-                failures.append(exc)
-        if failures:
-            raise ExceptionGroup(f"{len(failures)} timed-out run(s) failed to resume", failures)
+                failures.append(_resuming_after_timeout(exc, done))
+        _raise_together(failures)
+        return resolved
+
+    async def aexpire_due(
+        self, now: float | None = None, *, limit: int | None = None
+    ) -> list[ApprovalRequest]:
+        """The async twin of ``expire_due`` (resumes with ``graph.ainvoke``)."""
+        resolved = await asyncio.to_thread(self._expire, now, limit)
+        failures: list[Exception] = []
+        for done in resolved:
+            try:
+                if self.graph is not None:
+                    await self.graph.ainvoke(*_resume_args(done))
+            except Exception as exc:
+                failures.append(_resuming_after_timeout(exc, done))
+        _raise_together(failures)
+        return resolved
+
+    def _expire(self, now: float | None, limit: int | None) -> list[ApprovalRequest]:
+        """Resolve what is due (each exactly once); resuming is the caller's."""
+        now = self.clock() if now is None else now
+        resolved = []
+        for request in self.store.due(now, limit=_page(limit)):
+            try:
+                resolved.append(self.store.decide(timeout_decision(request.id, now), now=now))
+            except AlreadyDecidedError:
+                continue
         return resolved
 
     def _decide(self, decision: Decision) -> ApprovalRequest:
@@ -208,8 +227,15 @@ class ReviewQueue:
         return done
 
     def _resume(self, request: ApprovalRequest) -> None:
-        if self.graph is not None:
-            self.graph.invoke(*_resume_args(request))
+        graph = self.graph
+        if graph is None:
+            return
+        if _has_async_nodes(graph):
+            # A graph with async nodes only runs under ainvoke; from sync code
+            # (a script, the CLI) that means an event loop of its own.
+            asyncio.run(graph.ainvoke(*_resume_args(request)))
+        else:
+            graph.invoke(*_resume_args(request))
 
     # -- async twins -------------------------------------------------------------
 
@@ -260,6 +286,30 @@ class ReviewQueue:
         """
         if self._owns_store:
             self.store.close()
+
+
+def _has_async_nodes(graph: Any) -> bool:
+    return any(
+        node.is_async or (node.subgraph is not None and _has_async_nodes(node.subgraph.graph))
+        for node in graph.plan.nodes.values()
+    )
+
+
+def _resuming_after_timeout(exc: Exception, request: ApprovalRequest) -> Exception:
+    exc.add_note(f"resuming thread {request.thread_id!r} after request {request.id!r} timed out")
+    return exc
+
+
+def _raise_together(failures: list[Exception]) -> None:
+    if failures:
+        raise ExceptionGroup(f"{len(failures)} timed-out run(s) failed to resume", failures)
+
+
+def _page(limit: int | None) -> int | None:
+    """``limit`` checked: None (everything) or a count of at least 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or a whole number >= 0, got {limit!r}")
+    return limit
 
 
 def _config(request: ApprovalRequest) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class MemoryApprovalStore:
         created_before: float | None = None,
         limit: int | None = None,
     ) -> list[ApprovalRequest]:
-        out = []
+        out: list[ApprovalRequest] = []
+        if limit is not None and limit <= 0:
+            return out
         with self._lock:
             for _, _, rid in self._queue:
                 r = self._rows[rid].request
