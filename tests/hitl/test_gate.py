@@ -519,3 +519,19 @@ def test_time_travel_to_before_an_approved_gate_asks_for_a_new_approval(
     assert queue.get(fresh).status == PENDING and len(g.runs) == 1
     queue.approve(fresh, reviewer="bob")
     assert len(g.runs) == 2 and g.values("t1")["log"] == ["prepare", "act", "after"]
+
+
+def test_text_the_checkpoints_keep_is_kept_by_every_store(backend: Backend) -> None:
+    """A lone surrogate or a NUL in state or summary must not break the request."""
+    b = StateGraph(State)
+    b.add_node(
+        "act",
+        lambda s: {"log": ["act"]},
+        approval=Approval(summary=lambda s: f"pay {s['status']}\x00"),
+    )
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    request = ReviewQueue(saver).get(request_id(app.invoke({"status": "\ud800 \x00"}, cfg("t1"))))
+    assert request.context["status"] == "\ud800 \x00"
+    assert request.summary == "pay \ufffd \ufffd\ufffd"

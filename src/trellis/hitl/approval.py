@@ -21,6 +21,7 @@ recorded as a decision (exactly once) before it takes effect.
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -249,7 +250,10 @@ class Approval:
         summary = self.summary
         if summary is None:
             return f"{node}: {self.risk}-risk action awaiting approval"
-        return summary if isinstance(summary, str) else str(summary(state))
+        text = summary if isinstance(summary, str) else str(summary(state))
+        # Text for reviewers, kept in a text column: characters no database text
+        # type takes (NUL, lone surrogates) are shown as U+FFFD.
+        return _UNSTORABLE.sub("\ufffd", text)
 
     def _outcome(self, task: Task, request: ApprovalRequest, policy: ApprovalPolicy) -> GateOutcome:
         status, rid = request.status, request.id
@@ -368,6 +372,8 @@ def _route(task: Task, target: str, policy: ApprovalPolicy, status: str) -> Gate
     update = {key: status} if key is not None and key in task.loop.plan.writable else None
     return GateOutcome(update=update, goto=target)
 
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 _YES = frozenset({"approve", "approved", "yes", "y", "ok", "accept", "accepted"})
 _NO = frozenset({"reject", "rejected", "no", "n", "deny", "denied"})

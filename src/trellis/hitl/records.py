@@ -130,8 +130,9 @@ class ApprovalRequest:
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON of ``to_jsonable(value)``."""
-    return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON of ``to_jsonable(value)``, ASCII only: a lone surrogate or a NUL
+    in state (which checkpoints keep) is escaped, so every store can hold it."""
+    return json.dumps(to_jsonable(value), separators=(",", ":"))
 
 
 def from_json(text: str | None) -> Any:
