@@ -311,16 +311,21 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         for chunk in _steps(loop):
             yield chunk
             if obs.buffer:
-                yield from (("events", e) for e in obs.drain())
+                yield from _events(obs)
     except GeneratorExit:  # the caller stopped reading: no more yields allowed
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
         obs.run_end(loop, exc)
-        yield from (("events", e) for e in obs.drain())  # how it failed, then the error
+        yield from _events(obs)  # how it failed, then the error
         raise
     obs.run_end(loop)
-    yield from (("events", e) for e in obs.drain())
+    yield from _events(obs)
+
+
+def _events(obs: Any) -> Iterator[tuple[str, Any]]:
+    """The observer's buffered events, as ``"events"`` chunks."""
+    return (("events", event) for event in obs.drain())
 
 
 def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -346,6 +351,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
         if obs is not None:
             obs.step_start(loop, todo)
+            if obs.buffer:  # streamed "events": out before the step runs, not after
+                yield from _events(obs)
         try:
             run_tasks(todo)
         except StepFailed as failure:
@@ -356,6 +363,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
+            if obs.buffer:
+                yield from _events(obs)
         if any(t.interrupts for t in todo):
             try:
                 loop.suspend(tasks)
@@ -513,19 +522,19 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     try:
         async for chunk in asteps(loop):
             yield chunk
-            for event in obs.drain():
-                yield "events", event
+            for chunk in _events(obs):
+                yield chunk
     except GeneratorExit:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
         obs.run_end(loop, exc)
-        for event in obs.drain():
-            yield "events", event
+        for chunk in _events(obs):
+            yield chunk
         raise
     obs.run_end(loop)
-    for event in obs.drain():
-        yield "events", event
+    for chunk in _events(obs):
+        yield chunk
 
 
 async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
@@ -553,6 +562,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         todo = [t for t in tasks if not t.done] if loop.resuming_tasks else tasks
         if obs is not None:
             obs.step_start(loop, todo)
+            if obs.buffer:  # streamed "events": out before the step runs, not after
+                for chunk in _events(obs):
+                    yield chunk
         try:
             if len(todo) == 1:
                 try:
@@ -569,6 +581,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
+            if obs.buffer:
+                for chunk in _events(obs):
+                    yield chunk
         if any(t.interrupts for t in todo):
             try:
                 loop.suspend(tasks)
