@@ -114,6 +114,18 @@ def test_snapshot_input_and_prefix_give_the_same_text() -> None:
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
 
 
+def test_one_graphs_metrics_render_under_the_name_given() -> None:
+    """``prometheus_text(app.metrics())``: the snapshot of one graph, as the graph gives it."""
+    metrics = _collector()
+    metrics.record_task("review", "call_api", None, Outcome.CANCELLED)
+    one_graph = metrics.snapshot()["graphs"]["review"]
+    assert prometheus_text(one_graph, graph="review") == prometheus_text(metrics)
+    families = parse(prometheus_text(one_graph))
+    node = {"graph": "graph", "node": "call_api"}  # the default label
+    assert _value(families, "trellis_node_cancelled_total", **node) == 1
+    assert _value(families, "trellis_node_failures_total", **node) == 1
+
+
 def test_empty_collector_still_declares_families() -> None:
     families = parse(prometheus_text(MetricsCollector()))
     assert "trellis_node_calls_total" in families

@@ -277,3 +277,15 @@ def test_tree_places_run_level_notes_among_the_steps_by_time() -> None:
     lines = render_tree(events).splitlines()[1:]
     assert [line.split()[1] for line in lines] == ["·", "step", "·", "step"]
     assert "input" in lines[0] and "compensation" in lines[2]
+
+
+def test_a_task_cancelled_with_its_run_is_drawn_as_cancelled() -> None:
+    mem = MemorySink()
+    run = RunEvents(mem, graph="g", join_otel=False)
+    run.run_start()
+    step = run.step_start(0)
+    run.task_end(run.task_start(step, "stuck"), status=Outcome.CANCELLED)
+    run.step_end(step, Outcome.CANCELLED)
+    run.run_end(Outcome.CANCELLED)
+    assert "⊘  stuck" in render_tree(mem.events)
+    assert ".task.cancelled{" in render_html(mem.events)

@@ -5,7 +5,9 @@ Counting rules (what each number means):
 - A node *call* is one completed task: ``task_end`` or ``task_error``.
   ``successes`` are ``task_end`` with status ``ok``; ``failures`` are
   ``task_error`` (a timed-out task is also counted in ``timeouts``);
-  ``interrupts`` are ``task_end`` with status ``interrupted``. A retry policy
+  ``interrupts`` are ``task_end`` with status ``interrupted``; ``cancelled`` are
+  tasks stopped unfinished because a sibling of their step failed (neither a
+  success nor a failure of their own). A retry policy
   retries inside the task, and each retried attempt is a ``retry`` event: so a
   task that fails once and then succeeds counts 1 call, 1 success, 1 retry.
 - ``success_rate`` is ``successes / (successes + failures)``; ``None`` before any.
@@ -31,6 +33,7 @@ DEFAULT_GRAPH = "graph"
 """The graph label used for events that carry no graph name."""
 
 _OK, _INTERRUPTED, _TIMEOUT = Outcome.OK, Outcome.INTERRUPTED, Outcome.TIMEOUT
+_CANCELLED = Outcome.CANCELLED
 _FOLD_AT = 64  # outcomes a node holds back before counting them: bounds the memory
 
 
@@ -50,6 +53,7 @@ class NodeMetrics:
     retries: int = 0
     timeouts: int = 0
     interrupts: int = 0
+    cancelled: int = 0
     latency: DDSketch = field(default_factory=DDSketch)
 
     def record(self, duration: float | None, outcome: str) -> None:
@@ -59,6 +63,8 @@ class NodeMetrics:
             self.successes += 1
         elif outcome == _INTERRUPTED:
             self.interrupts += 1
+        elif outcome == _CANCELLED:
+            self.cancelled += 1
         else:
             self.failures += 1
             if outcome == _TIMEOUT:
@@ -82,8 +88,10 @@ class NodeMetrics:
         self.successes += ok
         if ok != total:
             interrupts = outcomes.count(_INTERRUPTED)
+            cancelled = outcomes.count(_CANCELLED)
             self.interrupts += interrupts
-            self.failures += total - ok - interrupts
+            self.cancelled += cancelled
+            self.failures += total - ok - interrupts - cancelled
             self.timeouts += outcomes.count(_TIMEOUT)
         # The engine's durations are never None nor negative: check that in C, and
         # filter only when needed.
@@ -104,6 +112,7 @@ class NodeMetrics:
             "retries": self.retries,
             "timeouts": self.timeouts,
             "interrupts": self.interrupts,
+            "cancelled": self.cancelled,
             "success_rate": self.success_rate,
             "latency": self.latency.summary(),
         }

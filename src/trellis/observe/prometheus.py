@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.observe.metrics import MetricsCollector
+from trellis.observe.metrics import DEFAULT_GRAPH, MetricsCollector
 
 __all__ = ["CONTENT_TYPE", "prometheus_text"]
 
@@ -27,6 +27,7 @@ _NODE_COUNTERS = (
     ("retries", "node_retries_total", "Task attempts that were retried."),
     ("timeouts", "node_timeouts_total", "Task attempts that exceeded their timeout."),
     ("interrupts", "node_interrupts_total", "Task attempts suspended by an interrupt."),
+    ("cancelled", "node_cancelled_total", "Tasks stopped unfinished when a sibling failed."),
 )
 _GRAPH_COUNTERS = (
     ("runs_started", "graph_runs_started_total", "Runs started."),
@@ -37,17 +38,24 @@ _GRAPH_COUNTERS = (
 
 
 def prometheus_text(
-    source: MetricsCollector | Mapping[str, Any], *, prefix: str = "trellis"
+    source: MetricsCollector | Mapping[str, Any],
+    *,
+    prefix: str = "trellis",
+    graph: str = DEFAULT_GRAPH,
 ) -> str:
-    """The metrics of ``source`` (a collector or its ``snapshot()``) as exposition text.
+    """The metrics of ``source`` as exposition text: a collector, its ``snapshot()``,
+    or one graph's metrics (``graph.metrics()``, labelled ``graph=``).
 
     >>> collector = MetricsCollector()
     >>> collector.record_task("g", "fetch", 0.12, "ok")
     >>> print(prometheus_text(collector).splitlines()[2])
     trellis_node_calls_total{graph="g",node="fetch"} 1
+    >>> text = prometheus_text(app.metrics(), graph="support")  # doctest: +SKIP
     """
     snap = source.snapshot() if isinstance(source, MetricsCollector) else source
     graphs: Mapping[str, Any] = snap.get("graphs", {})
+    if "graphs" not in snap and ("nodes" in snap or "runs_started" in snap):
+        graphs = {graph: snap}  # one graph's snapshot
     out: list[str] = []
 
     nodes = [

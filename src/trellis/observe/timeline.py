@@ -32,7 +32,14 @@ __all__ = [
 _TASK_KINDS = frozenset({EventKind.TASK_START, EventKind.TASK_END, EventKind.TASK_ERROR})
 _STEP_KINDS = frozenset({EventKind.STEP_START, EventKind.STEP_END})
 _RUN_KINDS = frozenset({EventKind.RUN_START, EventKind.RUN_END})
-_MARKS = {"ok": "✓", "error": "✗", "timeout": "✗", "interrupted": "⏸", "running": "…"}
+_MARKS = {
+    "ok": "✓",
+    "error": "✗",
+    "timeout": "✗",
+    "interrupted": "⏸",
+    "cancelled": "⊘",
+    "running": "…",
+}
 
 
 @dataclass(slots=True)
@@ -478,6 +485,7 @@ padding-right:8px;font-size:12px}
 .task{position:absolute;top:1px;height:14px;min-width:2px;border-radius:3px;cursor:default}
 .task.ok{background:#10b981}.task.error,.task.timeout{background:#ef4444}
 .task.interrupted{background:#f59e0b}.task.running{background:#9ca3af}
+.task.cancelled{background:repeating-linear-gradient(45deg,#9ca3af 0 3px,#e5e7eb 3px 6px)}
 .task:hover{outline:2px solid #111827}
 .axis{display:flex;margin-left:220px;font-size:11px;color:#6b7280;justify-content:space-between}
 svg.graph rect{fill:#f3f4f6;stroke:#9ca3af}
