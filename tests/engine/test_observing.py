@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from typing_extensions import TypedDict
 
-from trellis import START, StateGraph
+from trellis import START, MemorySaver, RetryPolicy, SqliteSaver, StateGraph
+from trellis.errors import NodeError
+from trellis.observe import MemorySink
+from trellis.persist.events import event_log_for
 
 
 class S(TypedDict, total=False):
     x: int
+
+
+def _one_node(fn: Any, **options: Any) -> Any:
+    """START -> work (``fn``), compiled with ``options``."""
+    builder = StateGraph(S)
+    builder.add_node("work", fn)
+    builder.add_edge(START, "work")
+    return builder.compile(**options)
 
 
 def _recording_graph(seen: list[str], *, is_async: bool = False) -> Any:
@@ -24,10 +38,7 @@ def _recording_graph(seen: list[str], *, is_async: bool = False) -> Any:
     async def awork(state: S) -> dict[str, int]:
         return work(state)
 
-    builder = StateGraph(S)
-    builder.add_node("work", awork if is_async else work)
-    builder.add_edge(START, "work")
-    return builder.compile()
+    return _one_node(awork if is_async else work)
 
 
 def test_streamed_events_arrive_as_the_run_goes_not_at_its_end() -> None:
@@ -47,3 +58,131 @@ async def test_streamed_events_arrive_as_the_run_goes_in_async_runs_too() -> Non
         seen.append(event.kind.value)
         await asyncio.sleep(0)
     assert seen.index("task_start") < seen.index("node ran") < seen.index("task_end")
+
+
+def _kinds(sink: MemorySink, node: str | None = None) -> list[tuple[str, str | None]]:
+    return [(e.kind.value, e.status) for e in sink.events if node is None or e.node == node]
+
+
+def test_a_timeout_under_a_retry_policy_is_reported_and_counted_as_a_timeout() -> None:
+    builder = StateGraph(S)
+    builder.add_node(
+        "slow",
+        lambda s: time.sleep(0.3),
+        timeout=0.02,
+        retry_policy=RetryPolicy(max_attempts=2, initial_interval=0.01),
+    )
+    builder.add_edge(START, "slow")
+    sink = MemorySink()
+    graph = builder.compile(observers=[sink], metrics=True)
+    with pytest.raises(NodeError):
+        graph.invoke({})
+    assert ("task_error", "timeout") in _kinds(sink, "slow")
+    node = graph.metrics()["nodes"]["slow"]
+    assert (node["failures"], node["timeouts"], node["retries"]) == (1, 1, 1)
+
+
+async def test_a_task_stopped_because_a_sibling_failed_is_not_its_failure() -> None:
+    async def bad(state: S) -> dict[str, int]:
+        raise ValueError("bad input")
+
+    async def slow(state: S) -> dict[str, int]:
+        await asyncio.sleep(1)
+        return {"x": 1}
+
+    builder = StateGraph(S)
+    builder.add_node("bad", bad)
+    builder.add_node("slow", slow)
+    builder.add_edge(START, "bad")
+    builder.add_edge(START, "slow")
+    graph = builder.compile(metrics=True)
+    with pytest.raises(ValueError, match="bad input"):
+        await graph.ainvoke({})
+    slow_metrics = graph.metrics()["nodes"]["slow"]
+    assert (slow_metrics["failures"], slow_metrics["cancelled"]) == (0, 1)
+    assert slow_metrics["success_rate"] is None
+    assert graph.metrics()["nodes"]["bad"]["failures"] == 1
+
+
+@pytest.mark.parametrize("how", ["on_error", "error_handler"])
+def test_a_failure_routed_elsewhere_is_still_reported_as_a_failure(how: str) -> None:
+    def charge(state: S) -> dict[str, int]:
+        raise ConnectionError("card service down")
+
+    builder = StateGraph(S)
+    if how == "on_error":
+        builder.add_node("charge", charge, on_error="review")
+    else:
+        builder.add_node("charge", charge, error_handler=lambda s: {"x": -1})
+        builder.add_edge("charge", "review")
+    builder.add_node("review", lambda s: {"x": 1})
+    builder.add_edge(START, "charge")
+    sink = MemorySink()
+    graph = builder.compile(observers=[sink], metrics=True)
+    assert graph.invoke({})["x"] == (1 if how == "on_error" else -1)  # the route worked
+    (end,) = [e for e in sink.events if e.node == "charge" and e.kind.value.startswith("task_e")]
+    assert (end.kind.value, end.status, end.error_type) == (
+        "task_error",
+        "error",
+        "ConnectionError",
+    )
+    assert graph.metrics()["nodes"]["charge"]["success_rate"] == 0.0
+
+
+def test_compensations_are_events_in_the_stream_the_sinks_and_the_history(
+    tmp_path: Path,
+) -> None:
+    builder = StateGraph(S)
+    builder.add_node("reserve", lambda s: {"x": 1}, compensate=lambda s: None)
+    builder.add_node("charge", lambda s: 1 / 0)
+    builder.add_edge(START, "reserve")
+    builder.add_edge("reserve", "charge")
+    sink = MemorySink()
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    graph = builder.compile(checkpointer=saver, observers=[sink], trace=True)
+    streamed: list[str] = []
+    with pytest.raises(ZeroDivisionError):
+        for event in graph.stream({}, {"configurable": {"thread_id": "t"}}, stream_mode="events"):
+            streamed.append(event.kind.value)
+    assert streamed[-2:] == ["run_end", "compensation"]
+    assert ("compensation", "ok") in _kinds(sink, "reserve")
+    stored = [e["kind"] for e in event_log_for(saver).list("t")]
+    assert stored[-1] == "compensation"
+
+
+CLOSED_AS_CANCELLED = [
+    ("task_end", "cancelled"),
+    ("step_end", "cancelled"),
+    ("run_end", "cancelled"),
+]
+
+
+async def test_a_cancelled_run_closes_its_step_and_task_as_cancelled() -> None:
+    async def forever(state: S) -> dict[str, int]:
+        await asyncio.sleep(5)
+        return {}
+
+    sink = MemorySink()
+    graph = _one_node(forever, observers=[sink])
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(graph.ainvoke({}), 0.1)
+    assert _kinds(sink)[-3:] == CLOSED_AS_CANCELLED
+
+
+def test_a_stream_abandoned_inside_a_step_closes_it() -> None:
+    sink = MemorySink()
+    stream = _one_node(lambda s: {"x": 1}, observers=[sink]).stream({}, stream_mode="events")
+    for event in stream:
+        if event.kind.value == "task_start" and event.node == "work":
+            break
+    stream.close()
+    assert _kinds(sink)[-3:] == CLOSED_AS_CANCELLED
+
+
+def test_no_event_is_its_own_parent() -> None:
+    sink = MemorySink()
+    graph = _one_node(lambda s: {"x": 1}, checkpointer=MemorySaver(), observers=[sink])
+    list(graph.stream({}, {"configurable": {"thread_id": "t"}}, stream_mode="debug"))
+    saves = [e for e in sink.events if e.kind.value == "checkpoint_saved"]
+    assert len(saves) == 3  # the input's, and one after each step
+    assert all(e.span_id != e.parent_span_id for e in sink.events)

@@ -249,7 +249,7 @@ class CompiledStateGraph:
 
         Needs ``compile(metrics=True)``.
 
-        >>> graph.metrics()["nodes"]["fetch"]["p95"]
+        >>> graph.metrics()["nodes"]["fetch"]["latency"]["p95"]
         """
         if self.collector is None:
             raise InvalidConfigError(
@@ -295,6 +295,8 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
         if error is not None:
+            for mode, chunk in _after_the_run(loop):  # the compensations' events
+                yield _shape(mode, chunk, paired, subgraphs)
             raise error  # outside the except: the node's error keeps its own context
 
     def invoke(
@@ -347,6 +349,8 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         if error is not None:
+            for mode, chunk in _after_the_run(loop):
+                yield _shape(mode, chunk, paired, subgraphs)
             raise error
 
     async def ainvoke(
@@ -562,6 +566,12 @@ def _durability(value: Any) -> str:
             f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
         )
     return str(value)
+
+
+def _after_the_run(loop: RunLoop) -> list[tuple[str, Any]]:
+    """Streamed events of what ran after the run had ended (its saga)."""
+    obs = loop.observer
+    return [("events", event) for event in obs.drain()] if obs is not None and obs.buffer else []
 
 
 def _shape(mode: str, chunk: Any, paired: bool, subgraphs: bool) -> Any:

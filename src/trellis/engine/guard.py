@@ -213,6 +213,8 @@ def route_failure(task: Task, exc: BaseException) -> Any:
         return False
     node = task.node
     handler = node.error_handler
+    if handler is not None or node.on_error is not None:
+        task.handled = exc  # observers still see the failure the route hides
     if handler is not None:
         # LangGraph's error_handler: handler(state) or handler(state, error) with
         # error.node and error.error; what it returns replaces the node's result.

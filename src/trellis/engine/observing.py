@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.errors import NodeError
 from trellis.observe.events import (
     NO_DATA,
     Event,
@@ -102,6 +103,7 @@ class RunObserver:
         "kept",
         "log",
         "offset",
+        "open_step",
         "parent_span",
         "run_id",
         "run_span",
@@ -143,6 +145,7 @@ class RunObserver:
         self.run_started = 0.0
         self.step_span = ""
         self.step_started = 0.0
+        self.open_step: list[Task] | None = None  # a step started and not yet ended
         self.keyed = loop.saver is not None  # task ids only mean something with a checkpointer
         # Events kept for stream_mode="events"; the driver drains it after each step.
         self.buffer: list[Event] | None = [] if buffer else None
@@ -213,6 +216,10 @@ class RunObserver:
     def run_end(
         self, loop: RunLoop, error: BaseException | None = None, *, cancelled: bool = False
     ) -> None:
+        # Not an Exception: the caller cancelled the task, pressed Ctrl-C or exited.
+        cancelled = cancelled or (error is not None and not isinstance(error, Exception))
+        if self.open_step is not None:  # stopped inside a step: close its spans
+            self.step_end(loop, self.open_step, error, cancelled=cancelled)
         if cancelled:
             status = Outcome.CANCELLED
         elif error is not None:
@@ -231,6 +238,10 @@ class RunObserver:
             status=status,
             **_error_fields(error),
         )
+        self._flush()
+
+    def _flush(self) -> None:
+        """Store the events kept for the run history (``compile(trace=True)``)."""
         if self.log is not None and self.kept:
             kept = list(self.kept)
             self.kept.clear()
@@ -247,6 +258,7 @@ class RunObserver:
 
     def step_start(self, loop: RunLoop, tasks: list[Task]) -> None:
         started = self.step_started = _perf()
+        self.open_step = tasks
         # Span ids inline rather than by a method: two calls are 5% of an observed step.
         prefix = self.span_prefix
         n = self.spans + 1
@@ -281,8 +293,16 @@ class RunObserver:
                         _sink_failed(target)
         self.spans = n
 
-    def step_end(self, loop: RunLoop, tasks: list[Task], error: BaseException | None) -> None:
+    def step_end(
+        self,
+        loop: RunLoop,
+        tasks: list[Task],
+        error: BaseException | None,
+        *,
+        cancelled: bool = False,
+    ) -> None:
         ended = _perf()
+        self.open_step = None
         now = ended + self.offset
         step_span = self.step_span
         counts = self.counts
@@ -291,7 +311,7 @@ class RunObserver:
             if span is None:
                 continue
             duration = task.duration
-            if task.done and task.error is None and not task.interrupts:
+            if task.done and task.error is None and not task.interrupts and not task.halt:
                 status = _OK
                 targets = self.to_task_end
                 if targets:
@@ -318,7 +338,7 @@ class RunObserver:
             event = _new(Event, (_STEP_END, self.trace_id, step_span, self.run_span, now,
                                  ended - self.step_started, self.thread_id, self.run_id,
                                  self.graph, loop.step, None, None, None,
-                                 Outcome.ERROR if error is not None else _OK, None, None,
+                                 _step_status(error, cancelled), None, None,
                                  NO_DATA))  # fmt: skip
             for target in targets:
                 try:
@@ -338,20 +358,27 @@ class RunObserver:
             "attempt": task.attempt,
         }
         kind = _TASK_END
+        error = task.error
         if task.interrupts:
             self._send(
                 EventKind.INTERRUPT, span, self.step_span, ts=now, **where,
                 data={"interrupts": [i.id for i in task.interrupts]},
             )  # fmt: skip
             status = _INTERRUPTED
-        elif task.error is not None:
+        elif error is None and task.done:
+            # It ran to its end but for its own edges: a gate sent the run elsewhere
+            # (ok), or it raised and on_error / error_handler took over (a failure).
+            error = getattr(task, "handled", None)
+            status = _OK if error is None else _failure_status(error)
+            kind = _TASK_END if error is None else _TASK_ERROR
+        elif error is not None:
             kind = _TASK_ERROR
-            status = Outcome.TIMEOUT if "Timeout" in type(task.error).__name__ else Outcome.ERROR
+            status = _failure_status(error)
         else:  # never finished: a sibling failed first
             status = Outcome.CANCELLED
         self._send(
             kind, span, self.step_span, ts=now, duration=task.duration, status=status, **where,
-            **_error_fields(task.error),
+            **_error_fields(error),
         )  # fmt: skip
         return status
 
@@ -377,23 +404,41 @@ class RunObserver:
         )
 
     def checkpoint_saved(self, checkpoint_id: str, step: int) -> None:
+        # In the step's span, or (the input checkpoint, before any step) the run's.
+        step_span = self.step_span
         self._send(
             EventKind.CHECKPOINT_SAVED,
-            self.step_span or self.run_span,
-            self.run_span,
+            step_span or self.run_span,
+            self.run_span if step_span else self.parent_span,
             step=step,
             data={"checkpoint_id": checkpoint_id},
         )
 
     def compensation(self, node: str, outcome: Any) -> None:
+        """One compensation ran (``outcome``: ``"ok"`` or ``{"error": ...}``). The
+        saga runs after the run has ended, so this goes to the history at once."""
+        error = outcome.get("error") if isinstance(outcome, dict) else None
         self._send(
             EventKind.COMPENSATION,
             self.run_span,
             self.parent_span,
             node=node,
             status=Outcome.OK if outcome == "ok" else Outcome.ERROR,
-            data={} if outcome == "ok" else {"error": str(outcome)},
+            data={} if outcome == "ok" else {"error": str(error or outcome)},
         )
+        self._flush()
+
+
+def _step_status(error: BaseException | None, cancelled: bool) -> str:
+    if cancelled:
+        return Outcome.CANCELLED
+    return _OK if error is None else Outcome.ERROR
+
+
+def _failure_status(error: BaseException) -> str:
+    """``timeout`` for an error that is (or, under a retry policy, wraps) a timeout."""
+    cause = error.error if isinstance(error, NodeError) and error.error is not None else error
+    return Outcome.TIMEOUT if "Timeout" in type(cause).__name__ else Outcome.ERROR
 
 
 def _error_fields(error: BaseException | None) -> dict[str, Any]:

@@ -54,11 +54,17 @@ class Saga:
     entries: list[list[Any]]
     states: list[dict[str, Any]] | None = None
     done: dict[str, Any] = field(default_factory=dict)
+    observer: Any = None  # the failed run's RunObserver, told of each compensation
 
     @classmethod
     def of_run(cls, graph: CompiledStateGraph, loop: RunLoop) -> Saga:
         return cls(
-            graph, loop.thread_id, loop.head, list(loop.compensable), loop.compensable_states
+            graph,
+            loop.thread_id,
+            loop.head,
+            list(loop.compensable),
+            loop.compensable_states,
+            observer=loop.observer,
         )
 
     def _state(self, index: int) -> dict[str, Any]:
@@ -104,6 +110,8 @@ class Saga:
         else:
             outcome = {"error": f"{type(error).__name__}: {error}"}
             report.failed.append({"node": name, "error": outcome["error"]})
+        if self.observer is not None:
+            self.observer.compensation(name, outcome)
         return self._record(index, outcome)
 
     def run(self) -> CompensationReport:

@@ -48,6 +48,7 @@ class Task:
         "error",
         "goto",
         "halt",
+        "handled",
         "input",
         "interrupt_count",
         "interrupts",
@@ -65,6 +66,10 @@ class Task:
         "step",
         "update",
     )
+
+    # Set only when the node raised and on_error or error_handler took over (read
+    # with getattr: most tasks never fail, and every task pays for what __init__ sets).
+    handled: BaseException
 
     def __init__(
         self, loop: RunLoop, node: NodePlan, value: Any, step: int, path: tuple[str, Any]
