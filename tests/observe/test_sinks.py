@@ -107,6 +107,20 @@ def test_read_jsonl_skips_a_torn_last_line_but_not_a_corrupt_middle(tmp_path: Pa
         read_jsonl(path)
 
 
+@pytest.mark.parametrize("torn", ['{"kind": "step_e', '{"kind": "step_end",', '{"kind":'])
+def test_a_sink_reopened_after_a_crash_leaves_the_torn_line_behind(
+    tmp_path: Path, torn: str
+) -> None:
+    path = tmp_path / "events.jsonl"
+    with JsonlSink(path) as sink:
+        sink(_event(EventKind.RUN_START))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(torn)  # the process died in the middle of this write
+    with JsonlSink(path) as sink:  # the restarted process appends
+        sink(_event(EventKind.RUN_END))
+    assert [e.kind for e in read_jsonl(path)] == [EventKind.RUN_START, EventKind.RUN_END]
+
+
 def test_memory_sink_filters_by_kind() -> None:
     mem = MemorySink()
     mem(_event(EventKind.TASK_START))

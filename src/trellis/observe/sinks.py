@@ -43,6 +43,8 @@ class JsonlSink:
         self.flush_each = flush_each
         self._lock = threading.Lock()
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if _ends_mid_line(self.path):  # a process died mid-write: start a fresh line
+            self._file.write("\n")
 
     def __call__(self, event: Event) -> None:
         line = _dumps(event) + "\n"
@@ -84,8 +86,24 @@ class JsonlSink:
         return f"JsonlSink({str(self.path)!r})"
 
 
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _torn(line: str, error: json.JSONDecodeError) -> bool:
+    """Whether ``line`` is the start of a JSON text cut short (it fails only where
+    it ends, or inside a string it never closes), not a corrupt one."""
+    return error.pos >= len(line.rstrip()) or error.msg.startswith("Unterminated string")
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[Event]:
-    """Load the events a :class:`JsonlSink` wrote; a torn last line is skipped.
+    """Load the events a :class:`JsonlSink` wrote. A torn line (a write cut short
+    by a crash) is skipped; any other line that is not an event is an error
+    naming the line.
 
     >>> events = read_jsonl("/tmp/run.jsonl")              # doctest: +SKIP
     """
@@ -97,9 +115,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Event]:
             continue
         try:
             raw = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # A write cut short by a crash.
-                break
+        except json.JSONDecodeError as exc:
+            if _torn(line, exc):
+                continue
             raise ValueError(f"{path}:{number}: not a JSON object") from None
         events.append(Event.from_dict(raw))
     return events
