@@ -200,6 +200,43 @@ def test_a_builder_attribute_is_compiled(tmp_path: Path) -> None:
     assert state_of(result) == {"n": 2}
 
 
+def test_a_graph_with_async_nodes_runs_and_resumes(tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path,
+        "async_graph",
+        """
+        import asyncio
+        from typing import TypedDict
+        from trellis import StateGraph, START, interrupt
+
+        class State(TypedDict, total=False):
+            n: int
+            ok: str
+
+        async def fetch(state):
+            await asyncio.sleep(0.01)
+            return {"n": state["n"] + 1}
+
+        def check(state):
+            return {"ok": interrupt("ship it?")}
+
+        builder = StateGraph(State)
+        builder.add_node("fetch", fetch)
+        builder.add_node("check", check)
+        builder.add_edge(START, "fetch")
+        builder.add_edge("fetch", "check")
+        graph = builder.compile()
+        """,
+    )
+    db = tmp_path / "t.db"
+    first = trellis("run", f"{module}:graph", "--input", '{"n": 1}', "--db", db, "--thread", "a")
+    assert first.exit_code == 0, first.output
+    assert "ship it?" in first.output
+    done = trellis("run", f"{module}:graph", "--resume", '"yes"', "--db", db, "--thread", "a")
+    assert done.exit_code == 0, done.output
+    assert state_of(done) == {"n": 2, "ok": "yes"}
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [

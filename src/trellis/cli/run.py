@@ -10,13 +10,15 @@ be resumed, inspected (``trellis state``/``history``) and continued::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import sys
 import uuid
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -175,7 +177,7 @@ def _execute(
     outcome = _Outcome(None, [])
     with open_view(err, tracker, graph.builder.nodes) as view:
         try:
-            for mode, chunk in graph.stream(value, config, stream_mode=_MODES):
+            for mode, chunk in _stream(graph, value, config):
                 if mode == "debug":
                     line = tracker.feed(chunk)
                     if line is not None:
@@ -196,6 +198,25 @@ def _execute(
     if graph.checkpointer is not None and outcome.values is None:
         outcome.values = graph.get_state(config).values  # a resumed run that wrote nothing
     return outcome
+
+
+def _stream(graph: CompiledStateGraph, value: Any, config: RunnableConfig) -> Iterator[Any]:
+    """``graph.stream`` or, for a graph with async nodes, ``astream`` driven on an
+    event loop of its own, chunk by chunk (the live view updates in between)."""
+    if not graph.needs_async:
+        yield from graph.stream(value, config, stream_mode=_MODES)
+        return
+    chunks = cast(AsyncGenerator[Any, None], graph.astream(value, config, stream_mode=_MODES))
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(anext(chunks))
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(chunks.aclose())
+        loop.close()
 
 
 def _settle_failure(

@@ -97,6 +97,19 @@ class CompiledStateGraph:
     def __repr__(self) -> str:
         return f"<CompiledStateGraph {self.name!r} nodes={list(self.plan.nodes)}>"
 
+    @property
+    def needs_async(self) -> bool:
+        """Whether a node (or a subgraph's) is ``async def``: then the graph runs
+        only under ``ainvoke``/``astream``.
+
+        >>> graph.needs_async
+        False
+        """
+        return any(
+            node.is_async or (node.subgraph is not None and node.subgraph.graph.needs_async)
+            for node in self.plan.nodes.values()
+        )
+
     def with_checkpointer(self, saver: Any, **options: Any) -> CompiledStateGraph:
         """This graph compiled again over ``saver``, keeping its breakpoints, name,
         debug flag and compile options (``options`` add to them).

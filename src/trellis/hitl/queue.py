@@ -230,7 +230,7 @@ class ReviewQueue:
         graph = self.graph
         if graph is None:
             return
-        if _has_async_nodes(graph):
+        if graph.needs_async:
             # A graph with async nodes only runs under ainvoke; from sync code
             # (a script, the CLI) that means an event loop of its own.
             asyncio.run(graph.ainvoke(*_resume_args(request)))
@@ -286,13 +286,6 @@ class ReviewQueue:
         """
         if self._owns_store:
             self.store.close()
-
-
-def _has_async_nodes(graph: Any) -> bool:
-    return any(
-        node.is_async or (node.subgraph is not None and _has_async_nodes(node.subgraph.graph))
-        for node in graph.plan.nodes.values()
-    )
 
 
 def _resuming_after_timeout(exc: Exception, request: ApprovalRequest) -> Exception:
