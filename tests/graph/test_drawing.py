@@ -101,6 +101,17 @@ def test_command_literal_hint_is_drawn_as_dotted_edges() -> None:
     assert "\ta -.-> __end__;\n" in text
 
 
+def test_mermaid_ids_spell_other_characters_as_langgraph_does() -> None:
+    builder = StateGraph(S)
+    builder.add_node("fetch data", lambda s: {})
+    builder.add_node("x.y", lambda s: {})
+    builder.add_edge(START, "fetch data")
+    builder.add_edge("fetch data", "x.y")
+    text = builder.compile().get_graph().draw_mermaid()
+    assert "\tfetch\\20data(fetch data)\n" in text
+    assert "\t__start__ --> fetch\\20data;\n\tfetch\\20data --> x\\2ey;\n" in text
+
+
 def test_mermaid_highlights_executed_nodes() -> None:
     text = _literal_router_graph().get_graph().draw_mermaid(highlight=frozenset({"x"}))
     assert "\tx(x):::executed\n" in text

@@ -5,6 +5,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from typing_extensions import TypedDict
 
 from trellis.observe import (
     Event,
@@ -289,3 +290,31 @@ def test_a_task_cancelled_with_its_run_is_drawn_as_cancelled() -> None:
     run.run_end(Outcome.CANCELLED)
     assert "⊘  stuck" in render_tree(mem.events)
     assert ".task.cancelled{" in render_html(mem.events)
+
+
+class _X(TypedDict, total=False):
+    x: int
+
+
+def test_nodes_whose_names_are_not_identifiers_are_drawn_and_highlighted() -> None:
+    """Mermaid ids spell such names with escapes (as LangGraph does); the page
+    shows the names themselves and marks the ones that ran."""
+    from trellis import START, StateGraph
+
+    builder = StateGraph(_X)
+    for name in ("fetch data", 'a "q" & b'):
+        builder.add_node(name, lambda s: {"x": 1})
+    builder.add_edge(START, "fetch data")
+    builder.add_edge("fetch data", 'a "q" & b')
+    mermaid = builder.compile().get_graph().draw_mermaid()
+    mem = MemorySink()
+    run = RunEvents(mem, graph="g", join_otel=False)
+    run.run_start()
+    run.task_end(run.task_start(run.step_start(0), "fetch data"))
+    run.run_end()
+    page = parse_page(render_html(mem.events, graph_mermaid=mermaid))
+    assert set(page.graph_nodes) == {"__start__", "fetch data", 'a "q" & b', "__end__"}
+    executed = {n for n, cls in page.graph_nodes.items() if "executed" in cls.split()}
+    assert executed == {"__start__", "fetch data", "__end__"}
+    assert ("__start__", "fetch data") in page.edges
+    assert "class __end__,__start__,fetch\\20data executed;" in page.mermaid

@@ -12,7 +12,20 @@ from trellis.types import END, START
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
 
-__all__ = ["DrawableGraph", "Edge"]
+__all__ = ["DrawableGraph", "Edge", "mermaid_id"]
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def mermaid_id(name: str) -> str:
+    """A node name as a Mermaid node id, spelled as LangGraph spells it: letters,
+    digits, ``_`` and ``-`` stay, any other character becomes ``\\`` and its code
+    point in hex (the label shows the name itself).
+
+    >>> mermaid_id("fetch data")
+    'fetch\\20data'
+    """
+    return "".join(c if c in _ID_CHARS else f"\\{ord(c):x}" for c in name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +112,15 @@ class DrawableGraph:
                 lines.append(f"\t{END}([<p>{END}</p>]):::last")
             else:
                 suffix = ":::executed" if name in highlight else ""
-                lines.append(f"\t{name}({name}){suffix}")
+                lines.append(f"\t{mermaid_id(name)}({name}){suffix}")
         for e in self.edges:
+            a, b = mermaid_id(e.source), mermaid_id(e.target)
             if e.conditional and e.label:
-                lines.append(f"\t{e.source} -. &nbsp;{e.label}&nbsp; .-> {e.target};")
+                lines.append(f"\t{a} -. &nbsp;{e.label}&nbsp; .-> {b};")
             elif e.conditional:
-                lines.append(f"\t{e.source} -.-> {e.target};")
+                lines.append(f"\t{a} -.-> {b};")
             else:
-                lines.append(f"\t{e.source} --> {e.target};")
+                lines.append(f"\t{a} --> {b};")
         lines += [
             "\tclassDef default fill:#f2f0ff,line-height:1.2",
             "\tclassDef first fill-opacity:0",

@@ -12,7 +12,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,34 +312,57 @@ def render_json(events: Iterable[Event], *, indent: int | None = 2) -> str:
 
 # --- HTML -----------------------------------------------------------------------
 
-_EDGE_RE = re.compile(
-    r"^\s*([\w.:-]+)\s*(?:-->|==>|-\.->|-\.\s.*?\s\.->|--\s.*?\s-->|---)\s*([\w.:-]+)"
-)
-_NODE_RE = re.compile(r"^\s*([\w.:-]+)\s*[(\[{>]")
+_ID = r"[^\s(\[{>;]+"
+_EDGE_RE = re.compile(rf"^\s*({_ID})\s*(?:-->|==>|-\.->|-\.\s.*?\s\.->|--\s.*?\s-->|---)\s*({_ID})")
+_NODE_RE = re.compile(rf"^\s*({_ID})\s*([(\[{{>].*?)(?::::[\w-]+)?\s*;?\s*$")
 _SKIP_RE = re.compile(r"^\s*(graph\s|flowchart\s|classDef\s|class\s|style\s|%%|subgraph\s|end\s*$)")
+_HEX_ESCAPE = re.compile(r"\\([0-9a-f]+)")
 
 
-def _parse_mermaid(text: str) -> tuple[list[str], list[tuple[str, str]]]:
-    nodes: dict[str, None] = {}
-    edges: list[tuple[str, str]] = []
+def _label(shape: str) -> str:
+    """The text inside a node's shape: ``(fetch data)``, ``([<p>__start__</p>])``."""
+    text = shape.replace("<p>", "").replace("</p>", "")
+    depth = len(text) - len(text.lstrip("([{>"))
+    return text[depth : len(text) - depth] if depth else text
+
+
+def _parse_mermaid(text: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str]]:
+    """Node names, edges between them, and each name's Mermaid id.
+
+    Ids may spell a name with escapes (``fetch\\20data``, as LangGraph and Trellis
+    draw names that are not identifiers): a node's label gives its name back.
+    """
+    ids: dict[str, str] = {}  # mermaid id -> name
+    edges_by_id: list[tuple[str, str]] = []
     lines = text.strip().splitlines()
     if lines and lines[0].strip() == "---":  # YAML front matter (mermaid config)
         closing = next((i for i, ln in enumerate(lines[1:], 1) if ln.strip() == "---"), 0)
         lines = lines[closing + 1 :]
+    order: dict[str, None] = {}
     for line in lines:
         m = _EDGE_RE.match(line)
         if m:
             a, b = m.group(1), m.group(2)
-            nodes.setdefault(a)
-            nodes.setdefault(b)
-            edges.append((a, b))
+            order.setdefault(a)
+            order.setdefault(b)
+            edges_by_id.append((a, b))
             continue
         if not line.strip() or _SKIP_RE.match(line):
             continue
         m = _NODE_RE.match(line)
         if m:
-            nodes.setdefault(m.group(1))
-    return list(nodes), edges
+            order.setdefault(m.group(1))
+            ids[m.group(1)] = _label(m.group(2)) or m.group(1)
+
+    def name(node_id: str) -> str:
+        found = ids.get(node_id)
+        if found is None:  # no node line: undo the escapes as best we can
+            found = _HEX_ESCAPE.sub(lambda e: chr(int(e.group(1), 16)), node_id)
+        return found
+
+    names = {node_id: name(node_id) for node_id in order}
+    edges = [(names[a], names[b]) for a, b in edges_by_id]
+    return list(names.values()), edges, {n: i for i, n in names.items()}
 
 
 def _executed_edges(
@@ -569,10 +592,10 @@ def _gantt(runs: Sequence[RunRow]) -> str:
     return f'<div class="gantt">{"".join(rows)}<div class="axis">{ticks}</div></div>'
 
 
-def _mermaid_with_path(text: str, done: set[str]) -> str:
+def _mermaid_with_path(text: str, done: set[str], mermaid_ids: Mapping[str, str]) -> str:
     if not done:
         return text
-    ids = ",".join(sorted(done))
+    ids = ",".join(sorted(mermaid_ids.get(n, n) for n in done))
     return (
         text.rstrip()
         + "\n\tclassDef executed fill:#d1fae5,stroke:#059669,stroke-width:2px;\n"
@@ -605,8 +628,9 @@ def render_html(
     ordered = list(events)
     runs = build_timeline(ordered)
     graph_nodes, graph_edges = list(nodes), list(edges)
+    mermaid_ids: dict[str, str] = {}
     if graph_mermaid and not graph_nodes and not graph_edges:
-        graph_nodes, graph_edges = _parse_mermaid(graph_mermaid)
+        graph_nodes, graph_edges, mermaid_ids = _parse_mermaid(graph_mermaid)
     for a, b in graph_edges:
         for n in (a, b):
             if n not in graph_nodes:
@@ -672,9 +696,8 @@ def render_html(
         "<th>time</th></tr>" + "".join(table_rows) + "</table>",
     ]
     if graph_mermaid:
-        body.append(
-            f'<pre class="mermaid">{_t(_mermaid_with_path(graph_mermaid, done_in_graph))}</pre>'
-        )
+        drawn = _mermaid_with_path(graph_mermaid, done_in_graph, mermaid_ids)
+        body.append(f'<pre class="mermaid">{_t(drawn)}</pre>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_t(heading)}</title><style>{_CSS}</style></head>\n<body>\n"
