@@ -186,3 +186,15 @@ def test_no_event_is_its_own_parent() -> None:
     saves = [e for e in sink.events if e.kind.value == "checkpoint_saved"]
     assert len(saves) == 3  # the input's, and one after each step
     assert all(e.span_id != e.parent_span_id for e in sink.events)
+
+
+def test_a_subgraph_counts_its_metrics_under_a_durable_parent() -> None:
+    """The parent runs the subgraph over its checkpointer, as a twin of it."""
+    sub = _one_node(lambda s: {"x": 1}, metrics=True)
+    parent = StateGraph(S)
+    parent.add_node("sub", sub)
+    parent.add_edge(START, "sub")
+    durable = parent.compile(checkpointer=MemorySaver())
+    durable.invoke({}, {"configurable": {"thread_id": "t"}})
+    assert sub.metrics()["nodes"]["work"]["calls"] == 1
+    assert sub.with_checkpointer(MemorySaver()).metrics() == sub.metrics()

@@ -116,7 +116,7 @@ class CompiledStateGraph:
 
         >>> durable = graph.with_checkpointer(SqliteSaver.from_path("runs.db"))
         """
-        return CompiledStateGraph(
+        twin = CompiledStateGraph(
             self.builder,
             checkpointer=saver,
             interrupt_before=self.interrupt_before,
@@ -125,6 +125,12 @@ class CompiledStateGraph:
             debug=self.debug,
             **{**options, **self.options},
         )
+        if self.collector is not None and twin.collector is not None:
+            # One graph, one set of numbers: this graph's metrics() counts the runs
+            # of the twin too (a subgraph runs as its twin under a durable parent).
+            twin.sinks = [self.collector if s is twin.collector else s for s in twin.sinks]
+            twin.collector = self.collector
+        return twin
 
     @property
     def nodes(self) -> dict[str, Any]:
