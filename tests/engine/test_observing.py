@@ -198,3 +198,17 @@ def test_a_subgraph_counts_its_metrics_under_a_durable_parent() -> None:
     durable.invoke({}, {"configurable": {"thread_id": "t"}})
     assert sub.metrics()["nodes"]["work"]["calls"] == 1
     assert sub.with_checkpointer(MemorySaver()).metrics() == sub.metrics()
+
+
+def test_a_subgraphs_run_is_a_child_of_the_task_that_ran_it() -> None:
+    sink = MemorySink()
+    sub = _one_node(lambda s: {"x": 1}, observers=[sink], name="sub")
+    parent = StateGraph(S)
+    parent.add_node("call_sub", sub)
+    parent.add_edge(START, "call_sub")
+    parent.compile(observers=[sink], name="parent").invoke({})
+    assert len({e.trace_id for e in sink.events}) == 1
+    runs = {e.graph: e for e in sink.events if e.kind.value == "run_start"}
+    (task,) = [e for e in sink.events if e.kind.value == "task_start" and e.node == "call_sub"]
+    assert runs["sub"].parent_span_id == task.span_id
+    assert runs["parent"].parent_span_id is None

@@ -315,3 +315,29 @@ def test_a_late_event_goes_to_its_own_run_not_to_another_in_the_same_trace(
         ("step 0", "quick"): [],
         ("call", "quick"): [],
     }
+
+
+def test_a_subgraph_run_is_a_span_under_the_parent_task(
+    otel: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    provider, exporter = otel
+    observer = OtelObserver(provider)
+
+    class S(TypedDict, total=False):
+        x: int
+
+    inner = StateGraph(S)
+    inner.add_node("work", lambda s: {"x": 1})
+    inner.add_edge(START, "work")
+    outer = StateGraph(S)
+    outer.add_node("call_sub", inner.compile(observers=[observer], name="sub"))
+    outer.add_edge(START, "call_sub")
+    outer.compile(observers=[observer], name="parent").invoke({})
+    spans = _spans(exporter)
+    assert len({s.context.trace_id for s in exporter.get_finished_spans()}) == 1
+    parent_of_sub = spans["run sub"].parent
+    assert parent_of_sub is not None and parent_of_sub.span_id == spans["call_sub"].context.span_id

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.context import CURRENT_TASK
 from trellis.errors import NodeError
 from trellis.observe.events import (
     NO_DATA,
@@ -126,7 +127,11 @@ class RunObserver:
     def __init__(self, routes: Routes, loop: RunLoop, *, buffer: bool, log: Any = None) -> None:
         from trellis.observe.otel import current_trace_ids
 
-        ids = current_trace_ids()
+        outer = CURRENT_TASK.get()  # set when this run is a subgraph inside a task
+        if outer is not None and outer.span is not None and outer.loop.observer is not None:
+            ids: tuple[str, str] | None = (outer.loop.observer.trace_id, outer.span)
+        else:
+            ids = current_trace_ids()
         self.graph = routes.graph
         self.thread_id = loop.thread_id
         if loop.run_id is None:
