@@ -107,3 +107,35 @@ def test_logging_observer_skips_disabled_levels(trellis_logger: logging.Logger) 
     run.run_start()
     run.task_end(run.task_start(run.step_start(0), "quiet"))
     assert stream.getvalue() == ""
+
+
+def test_json_formatter_spells_nan_and_infinities_as_valid_json() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.trellis.nan")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("odd", extra={"p95": float("nan"), "limits": [float("inf"), 1.5]})
+    finally:
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert (record["p95"], record["limits"]) == ("nan", ["inf", 1.5])
+
+
+@pytest.mark.parametrize(
+    ("status", "level"),
+    [(Outcome.INTERRUPTED, "INFO"), (Outcome.CANCELLED, "WARNING"), (Outcome.ERROR, "WARNING")],
+)
+def test_a_run_waiting_on_a_person_is_no_warning(
+    trellis_logger: logging.Logger, status: str, level: str
+) -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", stream=stream)
+    run = RunEvents(LoggingObserver(), graph="g", join_otel=False)
+    run.run_start()
+    run.run_end(status)
+    (end,) = [line for line in _lines(stream) if line["event"] == "run_end"]
+    assert end["level"] == level

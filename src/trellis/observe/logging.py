@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -54,7 +55,20 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, ensure_ascii=False, default=repr)
+        try:
+            return json.dumps(out, ensure_ascii=False, default=repr, allow_nan=False)
+        except ValueError:  # NaN or an infinity, which JSON cannot spell: as strings
+            return json.dumps(_finite(out), ensure_ascii=False, default=repr)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _TrellisHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -90,6 +104,7 @@ def configure_logging(
     return target
 
 
+_QUIET_ENDS = (None, Outcome.OK, Outcome.INTERRUPTED)  # ends that are no cause for concern
 _LEVELS = {
     EventKind.RUN_START: logging.INFO,
     EventKind.RUN_END: logging.INFO,
@@ -129,7 +144,8 @@ class LoggingObserver:
 
     Task and step events log at DEBUG, runs, interrupts and approvals at INFO,
     failures, retries, compensations and circuit changes at WARNING (a run that
-    ends in error also at WARNING). Records carry the event's fields as extras.
+    ends in error or is cancelled also at WARNING; one waiting on a person stays
+    at INFO). Records carry the event's fields as extras.
 
     >>> configure_logging(level="INFO")                        # doctest: +SKIP
     >>> graph = builder.compile(observers=[LoggingObserver()])  # doctest: +SKIP
@@ -148,7 +164,7 @@ class LoggingObserver:
 
     def __call__(self, event: Event) -> None:
         level = self.levels.get(event.kind, logging.INFO)
-        if event.kind is EventKind.RUN_END and event.status not in (None, Outcome.OK):
+        if event.kind is EventKind.RUN_END and event.status not in _QUIET_ENDS:
             level = max(level, logging.WARNING)
         if not self.logger.isEnabledFor(level):
             return
