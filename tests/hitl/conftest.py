@@ -62,7 +62,7 @@ class Backend:
         if self.kind != "postgres":
             return str(self.path)
         sep = "&" if "?" in self.url else "?"
-        return f"{self.url}{sep}options=-csearch_path%3D{self.schema}"
+        return f"{self.url}{sep}schema={self.schema}"
 
     def store(self) -> ApprovalStore:
         """A new store (own connection) over this backend's database."""

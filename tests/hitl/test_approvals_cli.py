@@ -86,14 +86,47 @@ def test_approve_without_graph_then_the_run_continues(db_backend: Backend) -> No
     assert out["status"] == "deleted"
 
 
-def test_reject_with_graph_resumes_the_run_here(tmp_path: Path) -> None:
-    backend = Backend("sqlite", tmp_path, None)  # type: ignore[arg-type]
-    app, ids = start(backend, "12345")
-    result = approvals("reject", ids["12345"], "--db", backend.db, "--graph", GRAPH)
+def test_reject_with_graph_resumes_the_run_here(db_backend: Backend) -> None:
+    """On PostgreSQL the run is resumed in the schema --db names (?schema=)."""
+    app, ids = start(db_backend, "12345")
+    result = approvals("reject", ids["12345"], "--db", db_backend.db, "--graph", GRAPH)
     assert result.exit_code == 0, result.output
     values = app.get_state({"configurable": {"thread_id": "12345"}}).values
     assert values["status"] == "rejected"
-    backend.close()
+
+
+def test_show_with_the_graph_reads_an_edit_holding_its_types(tmp_path: Path) -> None:
+    module = tmp_path / "typed_gate.py"
+    module.write_text(
+        "from pydantic import BaseModel\n"
+        "from typing_extensions import TypedDict\n"
+        "from trellis import START, StateGraph\n"
+        "from trellis.hitl import Approval\n"
+        "class Address(BaseModel):\n"
+        "    city: str\n"
+        "class State(TypedDict, total=False):\n"
+        "    address: Address\n"
+        "builder = StateGraph(State)\n"
+        "builder.add_node('ship', lambda s: {}, approval=Approval())\n"
+        "builder.add_edge(START, 'ship')\n"
+        "graph = builder.compile()\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    from typed_gate import Address, graph  # type: ignore[import-not-found]
+
+    from trellis import SqliteSaver
+
+    db = tmp_path / "runs.db"
+    saver = SqliteSaver.from_path(db)
+    app = graph.with_checkpointer(saver)
+    out = app.invoke({"address": Address(city="Oslo")}, {"configurable": {"thread_id": "t"}})
+    rid = out["__interrupt__"][0].id
+    ReviewQueue(saver).edit(rid, {"address": Address(city="Bergen")}, reviewer="r")
+    refused = approvals("show", rid, "--db", str(db), "--json")
+    assert refused.exit_code == 1 and "--graph" in refused.output
+    shown = approvals("show", rid, "--db", str(db), "--json", "--graph", "typed_gate:graph")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["decision"]["update"] == {"address": {"city": "Bergen"}}
 
 
 def test_edit_and_bad_input_are_named_errors(db_backend: Backend) -> None:

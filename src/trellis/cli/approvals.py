@@ -48,7 +48,11 @@ approvals_app = typer.Typer(
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="SQLite file or postgresql:// URL [default: .trellis/trellis.db]."),
+    typer.Option(
+        "--db",
+        help="SQLite file or postgresql:// URL, with ?schema=NAME outside 'public' "
+        "[default: .trellis/trellis.db].",
+    ),
 ]
 GraphOption = Annotated[
     str | None,
@@ -95,7 +99,7 @@ def _saver(where: Database) -> Any:
     if where.kind == "postgres":
         from trellis.persist.postgres import PostgresSaver
 
-        return PostgresSaver.from_conn_string(where.target, pool_size=2)
+        return PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
     from trellis.persist.sqlite import SqliteSaver
 
     return SqliteSaver.from_path(where.target)
@@ -169,9 +173,17 @@ def list_command(
 
 
 @approvals_app.command("show")
-def show_command(request_id: IdArgument, db: DbOption = None, as_json: JsonOption = False) -> None:
+def show_command(
+    request_id: IdArgument,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    graph: Annotated[
+        str | None,
+        typer.Option("--graph", help="MODULE:ATTR of the graph, to read edits of its types."),
+    ] = None,
+) -> None:
     """One request: what it asks, its context, and its decision (if any)."""
-    with reported_errors(err_console()), _queue(db) as queue:
+    with reported_errors(err_console()), _queue(db, graph) as queue:
         request = queue.get(request_id)
         if as_json:
             print_json(out_console(), request.as_dict())

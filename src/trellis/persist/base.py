@@ -26,6 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
+from urllib.parse import parse_qsl, urlencode
 
 from trellis.errors import InvalidConfigError, InvalidUpdateError
 
@@ -457,10 +458,22 @@ class Database:
         """The database a user names: a PostgreSQL URL, or a SQLite path (with or
         without ``sqlite:///``).
 
+        A PostgreSQL URL may name the schema itself with ``?schema=NAME`` (taken
+        out of the URL psycopg sees), as a command line's ``--db`` does.
+
         >>> Database.from_url("sqlite:///runs.db")
         Database(kind='sqlite', target='runs.db', schema='public', connect_kwargs={})
+        >>> Database.from_url("postgresql://db/prod?schema=billing").schema
+        'billing'
         """
         if url.startswith(("postgres://", "postgresql://")):
+            base, _, query = url.partition("?")
+            params = parse_qsl(query, keep_blank_values=True)
+            named = [value for key, value in params if key == "schema"]
+            if named:
+                schema = checked_schema(named[-1])
+                rest = urlencode([(k, v) for k, v in params if k != "schema"])
+                url = f"{base}?{rest}" if rest else base
             return cls("postgres", url, schema)
         return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
 
