@@ -130,6 +130,18 @@ def test_an_unreachable_server_names_host_and_port() -> None:
 def test_schema_names_are_identifiers(pg_url: str) -> None:
     with pytest.raises(ValueError):
         PostgresSaver.from_conn_string(pg_url, schema='x"; DROP SCHEMA public; --')
+    with pytest.raises(ValueError):
+        PostgresSaver.from_conn_string(f"{pg_url}?schema=Bad-Name")
+
+
+def test_the_url_may_name_the_schema(pg_url: str, pg_schema: str) -> None:
+    sep = "&" if "?" in pg_url else "?"
+    saver = PostgresSaver.from_conn_string(f"{pg_url}{sep}schema={pg_schema}", pool_size=1)
+    h = History(saver)
+    h.put(append={"log": [1]})
+    assert saver.schema == pg_schema and saver.database.schema == pg_schema
+    assert _sql(pg_url, f'SELECT count(*) FROM "{pg_schema}".trellis_checkpoints') == [(1,)]
+    saver.close()
 
 
 def test_a_warm_put_is_one_statement_in_one_round_trip(

@@ -352,10 +352,13 @@ class PostgresSaver(SqlSaverMethods):
         """A saver owning a pool of up to ``pool_size`` connections to ``url``.
 
         Nothing connects until first use; then an unreachable server raises
-        CheckpointError naming its host and port.
+        CheckpointError naming its host and port. The URL may name the schema
+        (``?schema=billing``) instead of ``schema=``.
 
         >>> saver = PostgresSaver.from_conn_string("postgresql://postgres@localhost/app")
         """
+        where = Database.from_url(url, schema=schema)
+        url, schema = where.target, where.schema
         pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
         )
