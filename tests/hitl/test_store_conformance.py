@@ -329,3 +329,17 @@ def test_pending_matches_a_model_in_sqlite(actions: list[tuple[str, int, int | N
         _check_model(store, actions)
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_store_url_may_name_its_schema(pg_url: str, pg_schema: str) -> None:
+    from trellis.hitl.store_postgres import PostgresApprovalStore
+
+    sep = "&" if "?" in pg_url else "?"
+    store = PostgresApprovalStore(f"{pg_url}{sep}schema={pg_schema}")
+    try:
+        assert store.schema == pg_schema
+        store.create(req("a"))
+        assert [r.id for r in store.pending()] == ["a"]
+    finally:
+        store.close()

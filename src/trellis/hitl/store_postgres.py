@@ -14,7 +14,7 @@ from typing import Any
 
 from trellis.errors import ApprovalError
 from trellis.hitl.store_sql import Cursor, SqlApprovalStore
-from trellis.persist.base import checked_schema
+from trellis.persist.base import Database, checked_schema
 from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
@@ -42,6 +42,9 @@ class PostgresApprovalStore(SqlApprovalStore):
         max_size: int = 4,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        if conninfo and conninfo.startswith(("postgres://", "postgresql://")):
+            where = Database.from_url(conninfo, schema=schema)  # it may say ?schema=
+            conninfo, schema = where.target, where.schema
         self.schema = checked_schema(schema)
         try:
             from psycopg_pool import AsyncConnectionPool, ConnectionPool
