@@ -535,3 +535,27 @@ def test_text_the_checkpoints_keep_is_kept_by_every_store(backend: Backend) -> N
     request = ReviewQueue(saver).get(request_id(app.invoke({"status": "\ud800 \x00"}, cfg("t1"))))
     assert request.context["status"] == "\ud800 \x00"
     assert request.summary == "pay \ufffd \ufffd\ufffd"
+
+
+@pytest.mark.parametrize("with_graph", [True, False])
+def test_a_decision_made_before_update_state_does_not_answer_the_new_request(
+    backend: Backend, with_graph: bool
+) -> None:
+    """The reviewer approved what the request showed (amount 1); once the state
+    says 2, the run waits on a request of its own, with or without the graph."""
+    g = Graph(backend.saver())
+    first = request_id(g.start("t1"))
+    g.app.update_state(cfg("t1"), {"amount": 2})
+    queue = ReviewQueue(g.saver, graph=g.app if with_graph else None)
+    queue.approve(first, reviewer="alice")
+    if not with_graph:
+        g.app.invoke(None, cfg("t1"))
+    assert g.runs == []
+    (waiting,) = queue.pending()
+    assert waiting.id != first and waiting.context["amount"] == 2
+    ReviewQueue(g.saver, graph=g.app).approve(waiting.id, reviewer="bob")
+    assert [r["amount"] for r in g.runs] == [2]
+    assert [(r.status, r.decision and r.decision.reviewer) for r in queue.history("t1")] == [
+        (APPROVED, "alice"),
+        (APPROVED, "bob"),
+    ]

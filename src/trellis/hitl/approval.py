@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.interrupts import interrupt, interrupt_id
+from trellis.engine.interrupts import GraphInterrupt, interrupt, interrupt_id
 from trellis.engine.task import PULL
 from trellis.errors import (
     AlreadyDecidedError,
@@ -55,7 +55,7 @@ from trellis.hitl.store import ApprovalStore, store_for
 from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.jsonable import to_jsonable
 from trellis.observe.events import EventKind
-from trellis.types import END
+from trellis.types import END, Interrupt
 
 if TYPE_CHECKING:
     from trellis.engine.plan import GraphPlan, NodePlan
@@ -205,6 +205,12 @@ class Approval:
             request = _time_out(store, rid, now)
         if request.pending:
             answer = interrupt(request.as_interrupt())  # the run stops here until answered
+            if _for_another_request(answer, rid):
+                # A queue decided the request this task made before update_state
+                # changed what it would run on: that decision stays with what it
+                # showed, and this request waits for a decision of its own.
+                task.resume = list(task.resume or [])[:index]
+                raise GraphInterrupt(Interrupt(value=request.as_interrupt(), id=rid))
             request = _record(store, rid, answer, policy)
         else:
             _take_slot(task, index, request)
@@ -323,6 +329,11 @@ def _record(store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy)
         after = store.get(rid)
         assert after is not None
         return _time_out(store, rid, now) if after.pending else after
+
+
+def _for_another_request(answer: Any, rid: str) -> bool:
+    """Whether ``answer`` is a queue's resume payload for a request other than ``rid``."""
+    return isinstance(answer, Mapping) and answer.get("request_id", rid) != rid
 
 
 def timeout_decision(request_id: str, now: float) -> Decision:
