@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,20 @@ def test_prune_keeps_the_newest_checkpoints(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"removed {before - 2} checkpoint(s)"
     assert len(rows(trellis("history", "c-1", "--db", db))) == 2
     assert state(db, "c-1")["values"]["refund_attempts"] == 2  # the head is intact
+
+
+def test_prune_with_a_ttl_drops_old_run_history_too(tmp_path: Path) -> None:
+    from trellis import SqliteSaver
+    from trellis.persist.events import event_log_for
+
+    db = tmp_path / "t.db"
+    log = event_log_for(SqliteSaver.from_path(db))
+    log.append("t", [{"kind": "run_end", "run_id": "r1", "ts": time.time() - 7200}])
+    log.append("t", [{"kind": "run_end", "run_id": "r2", "ts": time.time()}])
+    result = trellis("prune", "--db", db, "--ttl", "3600")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "removed 0 checkpoint(s) and the history of 1 run(s)"
+    assert log.runs("t") == ["r2"]
 
 
 def test_prune_needs_a_rule(tmp_path: Path) -> None:

@@ -36,6 +36,23 @@ def test_traced_runs_are_kept_per_thread_in_order(saver: Any) -> None:
     assert log.list("nobody") == []
 
 
+def test_retention_drops_whole_runs_that_ended_before_the_cutoff(saver: Any) -> None:
+    """Runs on every backend (the ``saver`` fixture)."""
+    getattr(saver, "setup", lambda: None)()  # the schema the log's table goes in
+    log = event_log_for(saver)
+
+    def run(run_id: str, *stamps: float) -> list[dict[str, Any]]:
+        return [{"kind": "task_end", "run_id": run_id, "ts": ts} for ts in stamps]
+
+    log.append("t1", run("old", 100.0, 110.0) + run("straddles", 150.0, 250.0))
+    log.append("t2", run("old-too", 120.0))
+    log.append("t3", run("new", 300.0))
+    assert log.prune(200.0) == 2
+    assert log.runs("t1") == ["straddles"] and len(log.list("t1")) == 2
+    assert log.list("t2") == [] and log.runs("t3") == ["new"]
+    assert log.prune(200.0) == 0
+
+
 def test_a_schema_name_is_never_spliced_into_sql() -> None:
     with pytest.raises(InvalidConfigError, match="lowercase identifier"):
         open_event_log(

@@ -7,6 +7,7 @@ a machine that does not have the graph's code.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from trellis.cli.common import (
 )
 from trellis.engine.durable import ERROR, INTERRUPT
 from trellis.persist.base import Checkpoint, CheckpointTuple
+from trellis.persist.events import event_log_for
 from trellis.types import START
 
 __all__ = ["history_command", "prune_command", "state_command", "threads_command"]
@@ -139,13 +141,18 @@ def prune_command(
         int | None, typer.Option("--keep-last", min=1, help="Keep each thread's newest N.")
     ] = None,
 ) -> None:
-    """Apply retention: drop old checkpoints (heads and pending interrupts always stay)."""
+    """Apply retention: drop old checkpoints (heads and pending interrupts always stay)
+    and, with --ttl, the run history (``trellis trace``) of runs that ended before."""
     with reported_errors(err_console()):
         if ttl is None and keep_last is None:
             raise CliError("give --ttl SECONDS and/or --keep-last N")
         with open_saver(db, must_exist=True) as saver:
             removed = saver.prune(ttl=ttl, keep_last=keep_last)
-        typer.echo(f"removed {removed} checkpoint(s)")
+            report = f"removed {removed} checkpoint(s)"
+            if ttl is not None:
+                runs = event_log_for(saver).prune(time.time() - ttl)
+                report += f" and the history of {runs} run(s)"
+        typer.echo(report)
 
 
 def _next(cp: Checkpoint) -> list[str]:

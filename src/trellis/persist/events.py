@@ -43,6 +43,11 @@ class EventLog(Protocol):
 
     def forget(self, thread_id: str) -> None: ...
 
+    def prune(self, before: float) -> int:
+        """Delete the runs whose last event is older than ``before`` (epoch
+        seconds), whole, so no timeline is left half; returns how many."""
+        ...
+
 
 class MemoryEventLog:
     """Events of a ``MemorySaver``'s threads, in this process."""
@@ -66,6 +71,23 @@ class MemoryEventLog:
     def forget(self, thread_id: str) -> None:
         with self._lock:
             self._rows.pop(thread_id, None)
+
+    def prune(self, before: float) -> int:
+        removed = 0
+        with self._lock:
+            for thread_id, rows in list(self._rows.items()):
+                last: dict[str, float] = {}
+                for r in rows:
+                    run = r.get("run_id", "")
+                    last[run] = max(last.get(run, 0.0), r.get("ts", 0.0))
+                old = {run for run, ts in last.items() if ts < before}
+                removed += len(old)
+                kept = [r for r in rows if r.get("run_id", "") not in old]
+                if kept:
+                    self._rows[thread_id] = kept
+                else:
+                    del self._rows[thread_id]
+        return removed
 
 
 class SqlEventLog:
@@ -138,6 +160,23 @@ class SqlEventLog:
             conn = self._connection()
             with _transaction(conn):
                 conn.execute(f"DELETE FROM {self._table} WHERE thread_id = {self._p}", (thread_id,))
+
+    def prune(self, before: float) -> int:
+        t = self._table
+        old_runs = (
+            f"SELECT thread_id, run_id FROM {t} GROUP BY thread_id, run_id "
+            f"HAVING MAX(ts) < {self._p}"
+        )
+        with self._lock:
+            conn = self._connection()
+            with _transaction(conn):
+                (count,) = conn.execute(
+                    f"SELECT count(*) FROM ({old_runs}) r", (before,)
+                ).fetchone()
+                conn.execute(
+                    f"DELETE FROM {t} WHERE (thread_id, run_id) IN ({old_runs})", (before,)
+                )
+        return int(count)
 
     def close(self) -> None:
         with self._lock:
