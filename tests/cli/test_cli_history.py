@@ -34,7 +34,7 @@ def rows(result: Result) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("│").split("│")] for line in body]
 
 
-def state(db: Path, thread: str, *extra: str) -> Any:
+def state(db: Path | str, thread: str, *extra: str) -> Any:
     result = trellis("state", thread, "--db", db, *extra)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -180,3 +180,26 @@ def test_state_of_a_thread_holding_dataclasses_needs_and_takes_the_graph(
     typed = runner.invoke(app, ["state", "t", "--db", db, "--graph", "dcgraph:graph"])
     assert typed.exit_code == 0, typed.output
     assert '"name": "box"' in typed.output
+
+
+@pytest.mark.postgres
+def test_every_command_reads_a_postgres_database_named_by_url(pg_url: str, pg_schema: str) -> None:
+    sep = "&" if "?" in pg_url else "?"
+    db = f"{pg_url}{sep}schema={pg_schema}"
+    run = trellis("run", "examples.support:graph", "--thread", "c-1", "--db", db, "--input", REFUND)
+    assert run.exit_code == 0, run.output
+    assert state(db, "c-1")["values"]["refund_attempts"] == 1
+    history = trellis("history", "c-1", "--db", db)
+    assert history.exit_code == 0 and len(rows(history)) >= 3, history.output
+    assert [r[0] for r in rows(trellis("threads", "--db", db))] == ["c-1"]
+    trace = trellis("trace", "c-1", "--db", db, "--json")
+    assert trace.exit_code == 0, trace.output
+    assert '"run_end"' in json.dumps(json.loads(trace.stdout))
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:  # in the schema the URL named, not in public
+        found = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+            (pg_schema, "trellis_checkpoints"),
+        ).fetchone()
+    assert found == (1,)

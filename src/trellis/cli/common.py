@@ -11,16 +11,14 @@ import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from trellis.jsonable import to_jsonable
-
-if TYPE_CHECKING:
-    from trellis.persist.sqlite import SqliteSaver
+from trellis.persist.base import Database
 
 __all__ = [
     "DEFAULT_DB",
@@ -119,23 +117,30 @@ def print_json(console: Console, value: Any) -> None:
         console.file.write(text + "\n")
 
 
-def open_saver(db: Path | None, *, must_exist: bool, graph: str | None = None) -> SqliteSaver:
-    """The SQLite checkpointer at ``db`` (default ``.trellis/trellis.db``).
+def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = None) -> Any:
+    """The checkpointer ``--db`` names: a SQLite file (default ``.trellis/trellis.db``)
+    or a ``postgresql://`` URL (``?schema=NAME`` outside ``public``).
 
     Commands that only read (history, state) refuse to create a new, empty file.
     ``graph`` (MODULE:ATTR) lets the saver decode the classes that graph's state
     schemas name (dataclasses, enums, models): without it only plain values can be
     read, as checkpoints never import classes they name.
     """
-    from trellis.persist.sqlite import SqliteSaver
+    where = Database.from_url(str(db)) if db is not None else None
+    if where is not None and where.kind == "postgres":
+        from trellis.persist.postgres import PostgresSaver
 
-    path = db or DEFAULT_DB
-    if must_exist and not path.exists():
-        raise CliError(
-            f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
-            f"{str(DEFAULT_DB)!r} unless given --db"
-        )
-    saver = SqliteSaver.from_path(path)
+        saver: Any = PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
+    else:
+        from trellis.persist.sqlite import SqliteSaver
+
+        path = Path(where.target) if where is not None else DEFAULT_DB
+        if must_exist and not path.exists():
+            raise CliError(
+                f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
+                f"{str(DEFAULT_DB)!r} unless given --db"
+            )
+        saver = SqliteSaver.from_path(path)
     if graph is not None:
         from trellis.cli.loader import load_graph
 

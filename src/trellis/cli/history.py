@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,9 +30,11 @@ from trellis.types import START
 __all__ = ["history_command", "prune_command", "state_command", "threads_command"]
 
 DbOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--db", dir_okay=False, help="SQLite checkpoint file (default: .trellis/trellis.db)."
+        "--db",
+        help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
+        "[default: .trellis/trellis.db].",
     ),
 ]
 ThreadArgument = Annotated[str, typer.Argument(metavar="THREAD", help="The thread id.")]

@@ -17,7 +17,6 @@ import sys
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
@@ -37,7 +36,6 @@ from trellis.cli.loader import load_graph
 from trellis.cli.progress import NodeTracker, View, open_view
 from trellis.engine.compiled import CompiledStateGraph
 from trellis.jsonable import to_jsonable
-from trellis.persist.sqlite import SqliteSaver
 from trellis.types import Command, Interrupt, RunnableConfig
 
 __all__ = ["run_command"]
@@ -80,9 +78,11 @@ def run_command(
         typer.Option("--thread", "-t", help="Thread id; without --input, continues the thread."),
     ] = None,
     db: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--db", dir_okay=False, help="SQLite checkpoint file (default: .trellis/trellis.db)."
+            "--db",
+            help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
+            "[default: .trellis/trellis.db].",
         ),
     ] = None,
     no_db: Annotated[
@@ -146,9 +146,9 @@ def _request(input_json: str | None, resume_json: str | None, thread: str | None
 
 
 def _with_checkpointer(
-    graph: CompiledStateGraph, db: Path | None, no_db: bool, err: Console
-) -> tuple[CompiledStateGraph, SqliteSaver | None]:
-    """The graph to run, with a SQLite checkpointer unless it has one or --no-db."""
+    graph: CompiledStateGraph, db: str | None, no_db: bool, err: Console
+) -> tuple[CompiledStateGraph, Any]:
+    """The graph to run, with the --db checkpointer unless it has one or --no-db."""
     if graph.checkpointer is not None:
         if db is not None:
             err.print("[yellow]note:[/] the graph has its own checkpointer; --db is ignored")
@@ -249,7 +249,7 @@ def _settle_interrupt(
         view.changed(line)
 
 
-def _command(words: list[str], db: Path | None) -> str:
+def _command(words: list[str], db: str | None) -> str:
     """A shell command line, with ``--db`` when one was given."""
     if db is not None:
         words = [*words, "--db", str(db)]
@@ -263,7 +263,7 @@ def _report_pause(
     outcome: _Outcome,
     thread_id: str,
     again: str,
-    db: Path | None,
+    db: str | None,
 ) -> None:
     """Say why the run stopped early, if it did, and the command that goes on
     (``again``: the command that continues the thread)."""
