@@ -1,11 +1,15 @@
 """Typed run events, their ids, and the fan-out that delivers them to sinks.
 
-Every event of one run shares a ``trace_id``; runs, steps and task attempts each
-own a ``span_id``, and point at their parent through ``parent_span_id``::
+Every event of one run shares a ``trace_id``; runs, steps and tasks each own a
+``span_id``, and point at their parent through ``parent_span_id``::
 
     run span (run_start .. run_end)
     └── step span (step_start .. step_end)
-        └── task span, one per attempt (task_start .. task_end | task_error)
+        └── task span (task_start .. task_end | task_error)
+
+The engine retries a node inside its task span: each failed attempt of a retry
+policy is a ``retry`` event there, and the end event carries the last attempt's
+number (hand-built events, :class:`RunEvents`, may give each attempt a span).
 
 Instant events (retry, interrupt, approval_*, checkpoint_saved, compensation,
 circuit_state) carry the span id of the span they happened in, like OpenTelemetry

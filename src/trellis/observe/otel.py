@@ -6,7 +6,7 @@ inside :class:`OtelObserver` and, only if something else already imported it, by
 
 Span tree: one span per run (a child of the caller's span when the run starts
 inside an active OpenTelemetry context), a child per step, and a child of the step
-per task attempt. Spans start and end at the events' own timestamps. Instant
+per task. Spans start and end at the events' own timestamps. Instant
 events (retry, interrupt, approvals, checkpoints, ...) become span events on the
 innermost span still open. Nesting relies on start events: a span seen only through
 its end event is still recorded, but as a root.
