@@ -212,3 +212,25 @@ def test_a_subgraphs_run_is_a_child_of_the_task_that_ran_it() -> None:
     (task,) = [e for e in sink.events if e.kind.value == "task_start" and e.node == "call_sub"]
     assert runs["sub"].parent_span_id == task.span_id
     assert runs["parent"].parent_span_id is None
+
+
+@pytest.mark.parametrize("stop_at", ["task_end", "step_end", "checkpoint_saved"])
+def test_a_stream_abandoned_after_a_step_ran_keeps_that_step(stop_at: str) -> None:
+    """The events of a step's end come out once the step is committed and saved:
+    a consumer that stops there must not make the step run again."""
+    charged: list[int] = []
+    builder = StateGraph(S)
+    builder.add_node("charge", lambda s: charged.append(1) or {"x": 1})
+    builder.add_node("after", lambda s: {"x": 2})
+    builder.add_edge(START, "charge")
+    builder.add_edge("charge", "after")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    stream = graph.stream({}, config, stream_mode=["events", "updates"])
+    for mode, chunk in stream:
+        if mode == "events" and chunk.kind.value == stop_at and chunk.step == 1:
+            break
+    stream.close()
+    assert graph.get_state(config).next == ("after",)
+    assert graph.invoke(None, config)["x"] == 2
+    assert charged == [1]

@@ -363,8 +363,6 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
-            if obs.buffer:
-                yield from _events(obs)
         if any(t.interrupts for t in todo):
             try:
                 loop.suspend(tasks)
@@ -381,6 +379,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             raise
         if loop.effects:
             perform(loop)
+        if obs is not None and obs.buffer:  # the step's end, once it is committed and saved
+            yield from _events(obs)
         if modes:
             yield from step_chunks(loop, tasks)
             if loop.saved:
@@ -581,9 +581,6 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
-            if obs.buffer:
-                for chunk in _events(obs):
-                    yield chunk
         if any(t.interrupts for t in todo):
             try:
                 loop.suspend(tasks)
@@ -602,6 +599,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             raise
         if loop.effects:
             await aperform(loop)
+        if obs is not None and obs.buffer:  # the step's end, once it is committed and saved
+            for chunk in _events(obs):
+                yield chunk
         if modes:
             for chunk in step_chunks(loop, tasks):
                 yield chunk
