@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, RetryPolicy, StateGraph, interrupt
+from trellis import END, START, Command, RetryPolicy, StateGraph, add_messages, interrupt
 from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
@@ -19,6 +19,7 @@ from trellis.errors import (
     InterruptError,
     InvalidUpdateError,
 )
+from trellis.graph.reducers import REMOVE_ALL_MESSAGES, RemoveMessage
 from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
 from trellis.hitl.records import APPROVED, AUTO_APPROVED, EDITED, PENDING, REJECTED
 
@@ -559,3 +560,31 @@ def test_a_decision_made_before_update_state_does_not_answer_the_new_request(
         (APPROVED, "alice"),
         (APPROVED, "bob"),
     ]
+
+
+class Chat(TypedDict, total=False):
+    messages: Annotated[list[Any], add_messages]
+
+
+@pytest.mark.parametrize(
+    ("removes", "left"),
+    [("m1", [("m2", "edited"), ("m9", "done")]), (REMOVE_ALL_MESSAGES, [("m9", "done")])],
+)
+def test_an_edit_and_the_nodes_message_removals_apply_in_order(
+    backend: Backend, removes: str, left: list[tuple[str, str]]
+) -> None:
+    """The edit rewrites m2; then the node removes a message of the state (or all)."""
+    b = StateGraph(Chat)
+    reply = {"role": "ai", "content": "done", "id": "m9"}
+    b.add_node(
+        "act", lambda s: {"messages": [RemoveMessage(id=removes), reply]}, approval=Approval()
+    )
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    said = [{"role": "user", "content": c, "id": i} for i, c in (("m1", "hi"), ("m2", "x"))]
+    rid = request_id(app.invoke({"messages": said}, cfg("t1")))
+    edit = {"messages": [{"role": "user", "content": "edited", "id": "m2"}]}
+    ReviewQueue(saver, graph=app).edit(rid, edit, reviewer="carol")
+    messages = app.get_state(cfg("t1")).values["messages"]
+    assert [(m["id"], m["content"]) for m in messages] == left

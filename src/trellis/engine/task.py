@@ -286,12 +286,23 @@ class Task:
 
     def _after(self, edit: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         """One update for a reviewer's ``edit`` followed by the node's own writes: a
-        key with a reducer gets both (the edit first), any other key the node's value."""
+        key with a reducer gets both (the edit first), any other key the node's value.
+
+        Two lists are joined rather than reduced into each other, so the reducer
+        later folds the edit and then the node's writes into the state, in order
+        (``add_messages``: a RemoveMessage of the node's names a message of the
+        state, not of the edit).
+        """
         reducers = self.loop.plan.reducers
         merged = dict(edit)
         for key, value in update.items():
             reducer = reducers.get(key) if key in merged else None
-            merged[key] = value if reducer is None else reducer(merged[key], value)
+            if reducer is None:
+                merged[key] = value
+            elif isinstance(merged[key], list) and isinstance(value, list):
+                merged[key] = [*merged[key], *value]
+            else:
+                merged[key] = reducer(merged[key], value)
         return merged
 
     # -- conditional edges --------------------------------------------------
