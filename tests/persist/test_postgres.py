@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tests.persist.conftest import History
 
-from trellis.errors import CheckpointError, SchemaVersionError
+from trellis.errors import CheckpointError, InvalidConfigError, SchemaVersionError
 from trellis.persist.base import PendingWrite
 
 pytestmark = pytest.mark.postgres
@@ -135,13 +135,20 @@ def test_schema_names_are_identifiers(pg_url: str) -> None:
 
 
 def test_the_url_may_name_the_schema(pg_url: str, pg_schema: str) -> None:
+    """``?schema=`` is taken out; the other parameters reach libpq exactly as written."""
     sep = "&" if "?" in pg_url else "?"
-    saver = PostgresSaver.from_conn_string(f"{pg_url}{sep}schema={pg_schema}", pool_size=1)
+    name = f"trellis test {pg_schema}"
+    url = f"{pg_url}{sep}application_name={name.replace(' ', '%20')}&schema={pg_schema}"
+    saver = PostgresSaver.from_conn_string(url, pool_size=1)
     h = History(saver)
     h.put(append={"log": [1]})
     assert saver.schema == pg_schema and saver.database.schema == pg_schema
     assert _sql(pg_url, f'SELECT count(*) FROM "{pg_schema}".trellis_checkpoints') == [(1,)]
+    seen = _sql(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", name)
+    assert seen == [(1,)]  # the pool's connection, named with spaces, not '+'
     saver.close()
+    with pytest.raises(InvalidConfigError, match="schema"):
+        PostgresSaver.from_conn_string(url, schema="other")
 
 
 def test_a_warm_put_is_one_statement_in_one_round_trip(

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote
 
 from trellis.errors import InvalidConfigError, InvalidUpdateError
 
@@ -468,12 +468,22 @@ class Database:
         """
         if url.startswith(("postgres://", "postgresql://")):
             base, _, query = url.partition("?")
-            params = parse_qsl(query, keep_blank_values=True)
-            named = [value for key, value in params if key == "schema"]
+            # The other parameters are passed on as written: re-encoding them would
+            # turn %20 into '+', which libpq does not read as a space.
+            kept, named = [], []
+            for part in query.split("&") if query else []:
+                key, _, value = part.partition("=")
+                if unquote(key) == "schema":
+                    named.append(unquote(value))
+                else:
+                    kept.append(part)
             if named:
+                if schema != "public" and named[-1] != schema:
+                    raise InvalidConfigError(
+                        f"the URL names schema {named[-1]!r} and the caller {schema!r}"
+                    )
                 schema = checked_schema(named[-1])
-                rest = urlencode([(k, v) for k, v in params if k != "schema"])
-                url = f"{base}?{rest}" if rest else base
+                url = f"{base}?{'&'.join(kept)}" if kept else base
             return cls("postgres", url, schema)
         return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
 
