@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,23 +112,13 @@ def _second_saver(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_a_saver_that_never_opened_the_sidecars_still_deletes_their_rows(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """An admin process deleting a thread has no review queue or event log open."""
-    runner, admin = _second_saver(kind, tmp_path, request)
+def _wait_at_gate(saver: Any, thread: str) -> None:
+    """A traced run of a gated node, waiting for its approval on ``thread``."""
     builder = StateGraph(S)
     builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
     builder.add_edge(START, "delete")
-    graph = builder.compile(checkpointer=runner, trace=True)
-    graph.invoke({"n": 0}, {"configurable": {"thread_id": "gone"}})
-    admin.delete_thread("gone")
-    assert ReviewQueue(runner).pending() == []
-    assert ReviewQueue(runner).history("gone") == []
-    assert event_log_for(runner).list("gone") == []
-    runner.close()
-    admin.close()
+    graph = builder.compile(checkpointer=saver, trace=True)
+    graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
 
 
 def test_deleting_a_thread_deletes_its_requests_in_the_policys_own_store(
@@ -147,3 +139,51 @@ def test_deleting_a_thread_deletes_its_requests_in_the_policys_own_store(
     assert graph.get_state({"configurable": {"thread_id": "t"}}).values == {"n": 1}
     graph.delete_thread("t")
     assert store.history("t") == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("deleter", ["another saver", "an admin process"])
+def test_a_saver_that_never_opened_the_sidecars_still_deletes_their_rows(
+    kind: str, deleter: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Whoever deletes the thread (here another saver over the database, or a
+    process that imports nothing but a saver) has no review queue or event log open."""
+    runner, admin = _second_saver(kind, tmp_path, request)
+    _wait_at_gate(runner, "gone")
+    if deleter == "another saver":
+        admin.delete_thread("gone")
+    else:
+        if kind == "sqlite":
+            path = str(tmp_path / "runs.db")
+            opens = f"from trellis import SqliteSaver\ns = SqliteSaver.from_path({path!r})"
+        else:
+            url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+            opens = (
+                "from trellis.persist.postgres import PostgresSaver\n"
+                f"s = PostgresSaver.from_conn_string({url!r}, schema={schema!r})"
+            )
+        script = f"import sys\n{opens}\nassert 'trellis.hitl' not in sys.modules\n"
+        done = subprocess.run(
+            [sys.executable, "-c", script + "s.delete_thread('gone')\n"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    assert ReviewQueue(runner).pending() == []
+    assert ReviewQueue(runner).history("gone") == []
+    assert event_log_for(runner).list("gone") == []
+    runner.close()
+    admin.close()
+
+
+def test_deleting_a_thread_creates_no_sidecar_tables(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    builder = StateGraph(S)
+    builder.add_node("plain", lambda s: {"n": 1})
+    builder.add_edge(START, "plain")
+    saver = SqliteSaver.from_path(path)
+    builder.compile(checkpointer=saver).invoke({"n": 0}, {"configurable": {"thread_id": "t"}})
+    saver.delete_thread("t")
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert not {t for t in tables if t.startswith(("trellis_approval", "trellis_events"))}

@@ -113,7 +113,8 @@ def store_for(saver: Any) -> ApprovalStore:
         return found
 
 
-register_sidecar_kind(store_for)  # a deleted thread's requests go, wherever it is deleted
+# A deleted thread's requests go, whichever process deletes it.
+register_sidecar_kind(store_for, table="trellis_approval_requests", opened=_stores)
 
 
 def _build(saver: Any) -> ApprovalStore:

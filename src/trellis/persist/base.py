@@ -18,15 +18,17 @@ from __future__ import annotations
 import builtins
 import contextlib
 import copy
+import importlib
 import os
 import re
+import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from trellis.errors import InvalidConfigError, InvalidUpdateError
 
@@ -487,6 +489,30 @@ class Database:
             return cls("postgres", url, schema)
         return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
 
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists here (in the schema, on PostgreSQL). Opens
+        a connection of its own and creates nothing, not even the database file.
+
+        >>> Database("sqlite", "runs.db").has_table("trellis_checkpoints")
+        True
+        """
+        if self.kind == "sqlite":
+            if not os.path.exists(self.target):
+                return False
+            lite = sqlite3.connect(f"file:{quote(self.target)}?mode=ro", uri=True)
+            try:
+                sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+                return lite.execute(sql, (name,)).fetchone() is not None
+            finally:
+                lite.close()
+        import psycopg
+
+        extra = {k: v for k, v in self.connect_kwargs.items() if k != "row_factory"}
+        with psycopg.connect(self.target, **{**extra, "autocommit": True}) as conn:
+            found = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".{name}',))
+            row = found.fetchone()
+        return row is not None and row[0] is not None
+
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # \Z: "$" allows a final newline
 """A PostgreSQL schema Trellis writes into: lowercase, so quoted and unquoted
@@ -522,27 +548,52 @@ def attach_sidecar(saver: Any, forget_thread: Callable[[str], None]) -> None:
         _sidecars.setdefault(saver, []).append(forget_thread)
 
 
-_sidecar_kinds: list[Callable[[Any], object]] = []
+@dataclass(frozen=True)
+class _SidecarKind:
+    open_for: Callable[[Any], object]
+    table: str
+    opened: Any  # a mapping of savers to this kind's open stores
 
 
-def register_sidecar_kind(open_for: Callable[[Any], object]) -> None:
-    """Have ``open_for(saver)`` run before any saver deletes a thread.
+_sidecar_kinds: list[_SidecarKind] = []
 
-    A store kind opens (and so attaches) its store for the saver there: rows it
-    keeps for the thread go too, even in a process that never opened that
-    store before (an admin script deleting threads).
+
+def register_sidecar_kind(open_for: Callable[[Any], object], *, table: str, opened: Any) -> None:
+    """Have ``open_for(saver)`` run before a saver deletes a thread, so a store
+    kind attaches its cleanup even in a process that never opened that store
+    (an admin script deleting threads). Skipped when ``opened`` (the kind's map
+    of savers to open stores) already holds the saver, or the saver's database
+    has no ``table``: then there is nothing to delete, and nothing is created.
     """
+    kind = _SidecarKind(open_for, table, opened)
     with _sidecars_lock:
-        if open_for not in _sidecar_kinds:
-            _sidecar_kinds.append(open_for)
+        if kind not in _sidecar_kinds:
+            _sidecar_kinds.append(kind)
+
+
+def _open_sidecar(kind: _SidecarKind, saver: Any) -> None:
+    with contextlib.suppress(TypeError):  # a saver that cannot be weakly referenced
+        if saver in kind.opened:
+            return
+        db = getattr(saver, "database", None)
+        if db is None or db.has_table(kind.table):
+            kind.open_for(saver)
+
+
+# The stores that keep per-thread rows beside the checkpoints; each registers its
+# kind when imported. Named here rather than imported: they sit above this layer,
+# and a process that only deletes threads (an admin script) may never import them.
+_SIDECAR_MODULES = ("trellis.persist.events", "trellis.hitl.store")
 
 
 def thread_deleted(saver: Any, thread_id: str) -> None:
     """Savers call this after deleting ``thread_id``; its sidecars forget it too."""
+    for module in _SIDECAR_MODULES:
+        importlib.import_module(module)
     with _sidecars_lock:
         kinds = list(_sidecar_kinds)
-    for open_for in kinds:
-        open_for(saver)
+    for kind in kinds:
+        _open_sidecar(kind, saver)
     with _sidecars_lock:
         listeners = list(_sidecars.get(saver, ()))
     for forget in listeners:

@@ -16,7 +16,6 @@ JSON dicts) in the saver's own database, in a table of its own, so
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import sqlite3
 import threading
@@ -206,12 +205,7 @@ def event_log_for(saver: Any) -> EventLog:
         return found
 
 
-def _open_for_deletes(saver: Any) -> None:
-    with contextlib.suppress(TypeError):  # a saver that cannot be weakly referenced
-        event_log_for(saver)
-
-
-register_sidecar_kind(_open_for_deletes)
+register_sidecar_kind(event_log_for, table="trellis_events", opened=_logs)
 
 
 def _build(saver: Any) -> EventLog:
