@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -146,3 +147,16 @@ def test_callback_sink_calls_only_for_chosen_kinds() -> None:
     assert len(everything) == 1
     with pytest.raises(ValueError):
         CallbackSink(seen.append, kinds=["no_such_kind"])
+
+
+def test_a_sink_can_write_to_a_pipe(tmp_path: Path) -> None:
+    """Not a seekable file (``/dev/stdout`` piped, a FIFO): nothing to repair, it just writes."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    with JsonlSink(fifo) as sink:
+        sink(_event(EventKind.RUN_START))
+    reader.join(timeout=10)
+    assert json.loads(received[0])["kind"] == "run_start"

@@ -42,8 +42,9 @@ class JsonlSink:
         self.path = Path(path)
         self.flush_each = flush_each
         self._lock = threading.Lock()
+        torn = _ends_mid_line(self.path)  # a process died mid-write: start a fresh line
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        if _ends_mid_line(self.path):  # a process died mid-write: start a fresh line
+        if torn:
             self._file.write("\n")
 
     def __call__(self, event: Event) -> None:
@@ -87,11 +88,18 @@ class JsonlSink:
 
 
 def _ends_mid_line(path: Path) -> bool:
-    with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
+    """Whether the regular file at ``path`` ends inside a line (a pipe, a terminal
+    or a missing file does not)."""
+    try:
+        if not path.is_file():
             return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _torn(line: str, error: json.JSONDecodeError) -> bool:
