@@ -12,7 +12,7 @@ from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
 from trellis import END, START, StateGraph
-from trellis.errors import AlreadyDecidedError
+from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
 from trellis.hitl.metrics import compute_metrics, percentile
 from trellis.hitl.records import APPROVED, PENDING, TIMED_OUT
@@ -253,3 +253,38 @@ def test_a_page_size_must_be_a_count(backend: Backend, limit: Any) -> None:
         queue.pending(limit=limit)
     with pytest.raises(ValueError, match="limit"):
         queue.expire_due(limit=limit)
+
+
+def test_a_sync_queue_resumes_a_graph_whose_router_is_async(backend: Backend) -> None:
+    async def route(state: State) -> str:
+        return "after"
+
+    b = StateGraph(State)
+    b.add_node("act", lambda s: {"log": ["act"]}, approval=Approval(risk="high"))
+    b.add_node("after", lambda s: {"log": ["after"]})
+    b.add_edge(START, "act")
+    b.add_conditional_edges("act", route, ["after"])
+    app = b.compile(checkpointer=backend.saver())
+    assert app.needs_async
+    asyncio.run(app.ainvoke({"amount": 1}, cfg("t1")))
+    queue = ReviewQueue(graph=app)
+    (waiting,) = queue.pending()
+    queue.approve(waiting.id, reviewer="alice")
+    assert app.get_state(cfg("t1")).values["log"] == ["act", "after"]
+
+
+async def test_a_sync_decision_inside_an_event_loop_is_refused_before_it_is_stored(
+    backend: Backend, clock: Clock
+) -> None:
+    """Only aapprove can resume an async graph from async code: approve says so,
+    and stores nothing."""
+    runs: list[str] = []
+    app = _async_graph(backend.saver(), clock, runs)
+    await app.ainvoke({"amount": 1}, cfg("t1"))
+    queue = ReviewQueue(graph=app, clock=clock)
+    (waiting,) = queue.pending()
+    with pytest.raises(ApprovalError, match="aapprove"):
+        queue.approve(waiting.id, reviewer="alice")
+    assert queue.get(waiting.id).status == PENDING
+    await queue.aapprove(waiting.id, reviewer="alice")
+    assert runs == ["act"]

@@ -6,6 +6,7 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -99,14 +100,16 @@ class CompiledStateGraph:
 
     @property
     def needs_async(self) -> bool:
-        """Whether a node (or a subgraph's) is ``async def``: then the graph runs
-        only under ``ainvoke``/``astream``.
+        """Whether a node or router (or a subgraph's) is ``async def``: then the
+        graph runs only under ``ainvoke``/``astream``.
 
         >>> graph.needs_async
         False
         """
         return any(
-            node.is_async or (node.subgraph is not None and node.subgraph.graph.needs_async)
+            node.is_async
+            or any(inspect.iscoroutinefunction(b.router) for b in node.branches)
+            or (node.subgraph is not None and node.subgraph.graph.needs_async)
             for node in self.plan.nodes.values()
         )
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from trellis.errors import AlreadyDecidedError, ApprovalNotFoundError
+from trellis.errors import AlreadyDecidedError, ApprovalError, ApprovalNotFoundError
 from trellis.hitl.approval import check_update, edited_input, timeout_decision
 from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
 from trellis.hitl.records import (
@@ -185,6 +185,7 @@ class ReviewQueue:
         when resumed does not stop the sweep: every due request is resolved,
         then the failures are raised together as an ``ExceptionGroup``.
         """
+        self._check_can_resume("sweep")
         resolved = self._expire(now, limit)
         failures: list[Exception] = []
         for done in resolved:
@@ -222,9 +223,24 @@ class ReviewQueue:
         return resolved
 
     def _decide(self, decision: Decision) -> ApprovalRequest:
+        self._check_can_resume("decide")
         done = self.store.decide(decision, now=decision.decided_at)
         self._resume(done)
         return done
+
+    def _check_can_resume(self, what: str) -> None:
+        """Refuse, before anything is stored, a sync call that could not resume
+        the graph: one with async nodes, called inside a running event loop."""
+        if self.graph is None or not self.graph.needs_async:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop here: _resume runs one of its own
+        raise ApprovalError(
+            f"cannot {what} with a sync ReviewQueue method inside a running event loop: "
+            "the graph has async nodes; await aapprove / areject / aedit / aexpire_due"
+        )
 
     def _resume(self, request: ApprovalRequest) -> None:
         graph = self.graph
