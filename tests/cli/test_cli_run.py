@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +338,51 @@ def test_a_graph_with_its_own_checkpointer_keeps_it(tmp_path: Path) -> None:
     assert state_of(result) == {"n": 2}
     assert "--db is ignored" in result.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_ctrl_c_stops_a_run_cleanly(tmp_path: Path, kind: str) -> None:
+    """Exit code 130 and the node marked stopped, for sync and async graphs alike."""
+    write_module(
+        tmp_path,
+        "slow_graph",
+        f"""
+        import asyncio, time
+        from typing import TypedDict
+        from trellis import StateGraph, START
+
+        class State(TypedDict, total=False):
+            n: int
+
+        {kind} slow(state):
+            {"await asyncio.sleep(60)" if kind == "async def" else "time.sleep(60)"}
+            return {{"n": 1}}
+
+        builder = StateGraph(State)
+        builder.add_node("slow", slow)
+        builder.add_edge(START, "slow")
+        graph = builder.compile()
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
+    command = [sys.executable, "-c", "from trellis.cli.app import main; main()"]
+    command += ["run", "slow_graph:graph", "--input", "{}"]
+    run = subprocess.Popen(
+        [*command, "--no-db"], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "running" not in _peek(run):
+        time.sleep(0.1)
+    time.sleep(0.5)  # inside the node now
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and "RuntimeError" not in err
+
+
+def _peek(process: subprocess.Popen[str]) -> str:
+    """What the process wrote to stderr so far, without blocking (its first line)."""
+    assert process.stderr is not None
+    ready, _, _ = select.select([process.stderr], [], [], 0)
+    return process.stderr.readline() if ready else ""

@@ -11,6 +11,7 @@ be resumed, inspected (``trellis state``/``history``) and continued::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -215,7 +216,15 @@ def _stream(graph: CompiledStateGraph, value: Any, config: RunnableConfig) -> It
             except StopAsyncIteration:
                 return
     finally:
-        loop.run_until_complete(chunks.aclose())
+        # Ctrl-C can land while a step is awaited: cancel it, then close the stream
+        # (which a step still running would refuse).
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        with contextlib.suppress(RuntimeError):
+            loop.run_until_complete(chunks.aclose())
         loop.close()
 
 
