@@ -44,7 +44,9 @@ class EventLog(Protocol):
 
     def prune(self, before: float) -> int:
         """Delete the runs whose last event is older than ``before`` (epoch
-        seconds), whole, so no timeline is left half; returns how many."""
+        seconds), whole, so no timeline is left half; returns how many. Each
+        thread's latest run stays: a run that paused or failed continues under
+        its own id when the thread is resumed."""
         ...
 
 
@@ -74,18 +76,15 @@ class MemoryEventLog:
     def prune(self, before: float) -> int:
         removed = 0
         with self._lock:
-            for thread_id, rows in list(self._rows.items()):
+            for thread_id, rows in self._rows.items():
                 last: dict[str, float] = {}
                 for r in rows:
                     run = r.get("run_id", "")
                     last[run] = max(last.get(run, 0.0), r.get("ts", 0.0))
-                old = {run for run, ts in last.items() if ts < before}
+                latest = rows[-1].get("run_id", "") if rows else None
+                old = {run for run, ts in last.items() if ts < before and run != latest}
                 removed += len(old)
-                kept = [r for r in rows if r.get("run_id", "") not in old]
-                if kept:
-                    self._rows[thread_id] = kept
-                else:
-                    del self._rows[thread_id]
+                self._rows[thread_id] = [r for r in rows if r.get("run_id", "") not in old]
         return removed
 
 
@@ -163,8 +162,9 @@ class SqlEventLog:
     def prune(self, before: float) -> int:
         t = self._table
         old_runs = (
-            f"SELECT thread_id, run_id FROM {t} GROUP BY thread_id, run_id "
-            f"HAVING MAX(ts) < {self._p}"
+            f"SELECT thread_id, run_id FROM {t} r GROUP BY thread_id, run_id "
+            f"HAVING MAX(ts) < {self._p} "
+            f"AND MAX(seq) < (SELECT MAX(seq) FROM {t} l WHERE l.thread_id = r.thread_id)"
         )
         with self._lock:
             conn = self._connection()
