@@ -203,3 +203,28 @@ def test_every_command_reads_a_postgres_database_named_by_url(pg_url: str, pg_sc
             (pg_schema, "trellis_checkpoints"),
         ).fetchone()
     assert found == (1,)
+
+
+@pytest.mark.postgres
+def test_reading_a_postgres_schema_without_checkpoints_is_refused_and_creates_nothing(
+    pg_url: str, pg_schema: str
+) -> None:
+    sep = "&" if "?" in pg_url else "?"
+    result = trellis("threads", "--db", f"{pg_url}{sep}schema={pg_schema}")
+    assert result.exit_code == 1
+    assert f"no Trellis checkpoints in schema '{pg_schema}'" in result.stderr
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        found = conn.execute("SELECT to_regnamespace(%s)", (pg_schema,)).fetchone()
+    assert found == (None,)
+
+
+def test_a_printed_database_url_hides_its_password() -> None:
+    from trellis.cli.common import shown_db
+
+    assert shown_db("postgresql://app:s3cret@db:5432/prod?schema=x") == (
+        "postgresql://app:****@db:5432/prod?schema=x"
+    )
+    assert shown_db("runs.db") == "runs.db"
+    assert shown_db("postgresql://app@db/prod") == "postgresql://app@db/prod"

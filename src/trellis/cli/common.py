@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
@@ -29,6 +30,7 @@ __all__ = [
     "parse_json",
     "print_json",
     "reported_errors",
+    "shown_db",
 ]
 
 DEFAULT_DB = Path(".trellis") / "trellis.db"
@@ -117,6 +119,20 @@ def print_json(console: Console, value: Any) -> None:
         console.file.write(text + "\n")
 
 
+def shown_db(db: str) -> str:
+    """``--db`` as it may be printed: a PostgreSQL URL's password is masked.
+
+    >>> shown_db("postgresql://app:s3cret@db/prod")
+    'postgresql://app:****@db/prod'
+    """
+    parts = urlsplit(db)
+    if parts.scheme not in ("postgres", "postgresql") or parts.password is None:
+        return db
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
 def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = None) -> Any:
     """The checkpointer ``--db`` names: a SQLite file (default ``.trellis/trellis.db``)
     or a ``postgresql://`` URL (``?schema=NAME`` outside ``public``).
@@ -130,6 +146,11 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
     if where is not None and where.kind == "postgres":
         from trellis.persist.postgres import PostgresSaver
 
+        if must_exist and not where.has_table("trellis_checkpoints"):
+            raise CliError(
+                f"no Trellis checkpoints in schema {where.schema!r} of {shown_db(str(db))}; "
+                "check the URL and its ?schema="
+            )
         saver: Any = PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
     else:
         from trellis.persist.sqlite import SqliteSaver

@@ -32,6 +32,7 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
+    shown_db,
 )
 from trellis.cli.loader import load_graph
 from trellis.cli.progress import NodeTracker, View, open_view
@@ -261,7 +262,7 @@ def _settle_interrupt(
 def _command(words: list[str], db: str | None) -> str:
     """A shell command line, with ``--db`` when one was given."""
     if db is not None:
-        words = [*words, "--db", str(db)]
+        words = [*words, "--db", shown_db(db)]
     return shlex.join(words)
 
 
