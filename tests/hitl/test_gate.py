@@ -533,9 +533,16 @@ def test_text_the_checkpoints_keep_is_kept_by_every_store(backend: Backend) -> N
     b.add_edge(START, "act")
     saver = backend.saver()
     app = b.compile(checkpointer=saver)
-    request = ReviewQueue(saver).get(request_id(app.invoke({"status": "\ud800 \x00"}, cfg("t1"))))
+    queue = ReviewQueue(saver)
+    request = queue.get(request_id(app.invoke({"status": "\ud800 \x00"}, cfg("t1"))))
     assert request.context["status"] == "\ud800 \x00"
     assert request.summary == "pay \ufffd \ufffd\ufffd"
+    queue.approve(request.id, reviewer="al\x00ice", notes="seen \ud800")
+    decision = queue.get(request.id).decision
+    assert decision is not None and (decision.reviewer, decision.notes) == (
+        "al\ufffdice",
+        "seen \ufffd",
+    )
 
 
 @pytest.mark.parametrize("with_graph", [True, False])

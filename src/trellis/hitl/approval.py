@@ -21,7 +21,6 @@ recorded as a decision (exactly once) before it takes effect.
 from __future__ import annotations
 
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -50,6 +49,7 @@ from trellis.hitl.records import (
     ApprovalRequest,
     Decision,
     Risk,
+    storable_text,
 )
 from trellis.hitl.store import ApprovalStore, store_for
 from trellis.hitl.store_memory import MemoryApprovalStore
@@ -256,10 +256,7 @@ class Approval:
         summary = self.summary
         if summary is None:
             return f"{node}: {self.risk}-risk action awaiting approval"
-        text = summary if isinstance(summary, str) else str(summary(state))
-        # Text for reviewers, kept in a text column: characters no database text
-        # type takes (NUL, lone surrogates) are shown as U+FFFD.
-        return _UNSTORABLE.sub("\ufffd", text)
+        return storable_text(summary if isinstance(summary, str) else str(summary(state)))
 
     def _outcome(self, task: Task, request: ApprovalRequest, policy: ApprovalPolicy) -> GateOutcome:
         status, rid = request.status, request.id
@@ -383,8 +380,6 @@ def _route(task: Task, target: str, policy: ApprovalPolicy, status: str) -> Gate
     update = {key: status} if key is not None and key in task.loop.plan.writable else None
     return GateOutcome(update=update, goto=target)
 
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 _YES = frozenset({"approve", "approved", "yes", "y", "ok", "accept", "accepted"})
 _NO = frozenset({"reject", "rejected", "no", "n", "deny", "denied"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -31,6 +32,7 @@ __all__ = [
     "Decision",
     "Risk",
     "from_json",
+    "storable_text",
     "to_json",
 ]
 
@@ -67,6 +69,25 @@ class Decision:
     decided_at: float
     update: dict[str, Any] | None = None
     resolution: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("reviewer", "notes"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, storable_text(value))
+
+
+def storable_text(text: str) -> str:
+    """``text`` for a text column: characters no database text type takes (NUL,
+    lone surrogates) are shown as U+FFFD.
+
+    >>> storable_text("ok\x00")
+    'ok\ufffd'
+    """
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
