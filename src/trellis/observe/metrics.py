@@ -2,14 +2,15 @@
 
 Counting rules (what each number means):
 
-- A node *call* is one completed task: ``task_end`` or ``task_error``.
+- A node *call* is one task that ended: ``task_end`` or ``task_error``.
   ``successes`` are ``task_end`` with status ``ok``; ``failures`` are
   ``task_error`` (a timed-out task is also counted in ``timeouts``);
   ``interrupts`` are ``task_end`` with status ``interrupted``; ``cancelled`` are
-  tasks stopped unfinished because a sibling of their step failed (neither a
-  success nor a failure of their own). A retry policy
-  retries inside the task, and each retried attempt is a ``retry`` event: so a
-  task that fails once and then succeeds counts 1 call, 1 success, 1 retry.
+  ``task_end`` with status ``cancelled``: tasks stopped unfinished (a sibling of
+  their step failed, or the caller cancelled the run), neither a success nor a
+  failure of their own. A retry policy retries inside the task, and each
+  retried attempt is a ``retry`` event: so a task that fails once and then
+  succeeds counts 1 call, 1 success, 1 retry.
 - ``success_rate`` is ``successes / (successes + failures)``; ``None`` before any.
 - Latency covers every completed attempt, whatever its outcome.
 - A run ends *finished* (status ``ok``), *interrupted*, or *failed* (anything else).
