@@ -6,7 +6,6 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -106,12 +105,7 @@ class CompiledStateGraph:
         >>> graph.needs_async
         False
         """
-        return any(
-            node.is_async
-            or any(inspect.iscoroutinefunction(b.router) for b in node.branches)
-            or (node.subgraph is not None and node.subgraph.graph.needs_async)
-            for node in self.plan.nodes.values()
-        )
+        return self.plan.needs_async
 
     def with_checkpointer(self, saver: Any, **options: Any) -> CompiledStateGraph:
         """This graph compiled again over ``saver``, keeping its breakpoints, name,

@@ -38,6 +38,7 @@ class BranchPlan:
     fallback: str | None
     takes_state: bool
     injected: tuple[str, ...]
+    is_async: bool
 
 
 @dataclass(slots=True)
@@ -121,6 +122,8 @@ class GraphPlan:
     """Some node has a ``compensate`` action (else commit skips that bookkeeping)."""
     join_targets: frozenset[str] = frozenset()
     """Nodes that ``add_edge([a, b], c)`` runs once all its sources have finished."""
+    needs_async: bool = False
+    """A node or router (or a subgraph's) is async: only ainvoke/astream run it."""
 
     def input_after(
         self, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any]
@@ -159,8 +162,8 @@ def _input_maker(info: SchemaInfo, all_channels: frozenset[str]) -> InputMaker:
 
 
 def _branch_plan(spec: BranchSpec) -> BranchPlan:
-    takes_state, injected, _ = call_shape(spec.router)
-    return BranchPlan(spec.router, spec.path_map, spec.fallback, takes_state, injected)
+    takes_state, injected, is_async = call_shape(spec.router)
+    return BranchPlan(spec.router, spec.path_map, spec.fallback, takes_state, injected, is_async)
 
 
 def _is_append_reducer(reducer: Callable[[Any, Any], Any] | None, channel: Channel) -> bool:
@@ -250,7 +253,16 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         fingerprint=_fingerprint(builder),
         compensating=any(n.compensate is not None for n in nodes.values()),
         join_targets=frozenset(j.target for j in joins),
+        needs_async=any(_needs_async(n) for n in (start, *nodes.values())),
         schemas=schemas,
+    )
+
+
+def _needs_async(node: NodePlan) -> bool:
+    return (
+        node.is_async
+        or any(b.is_async for b in node.branches)
+        or (node.subgraph is not None and node.subgraph.graph.plan.needs_async)
     )
 
 
