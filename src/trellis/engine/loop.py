@@ -12,7 +12,7 @@ the order sent — never completion order — so runs are deterministic.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import is_
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ class RunLoop:
 
     __slots__ = (
         "appends",
+        "apply",
         "barriers",
         "breakpoints",
         "checkpoint_id",
@@ -101,6 +102,8 @@ class RunLoop:
         options: dict[str, Any] | None = None,
     ) -> None:
         self.plan = plan
+        # Folds one task's update into a values dict through the reducers.
+        self.apply: Callable[[dict[str, Any], Mapping[str, Any]], None] = plan.apply
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
         self.context = context
@@ -349,17 +352,6 @@ class RunLoop:
         return node
 
     # -- applying results ---------------------------------------------------
-
-    def apply(self, values: dict[str, Any], update: Mapping[str, Any]) -> None:
-        """Fold one task's update into ``values`` through the reducers."""
-        reducers = self.plan.reducers
-        for key, value in update.items():
-            reducer = reducers.get(key)
-            if reducer is None:
-                values[key] = value
-            else:
-                current = values.get(key, MISSING)
-                values[key] = value if current is MISSING else reducer(current, value)
 
     def commit(self, tasks: list[Task], *, save: bool = True) -> None:
         """Apply the step's updates in task order and schedule the next step.

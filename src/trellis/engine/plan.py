@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["BranchPlan", "GraphPlan", "JoinPlan", "NodePlan", "build_plan"]
 
 InputMaker = Callable[[Mapping[str, Any]], Any]
+_ABSENT: Any = object()
 
 
 @dataclass(slots=True)
@@ -125,6 +126,17 @@ class GraphPlan:
     needs_async: bool = False
     """A node or router (or a subgraph's) is async: only ainvoke/astream run it."""
 
+    def apply(self, values: dict[str, Any], update: Mapping[str, Any]) -> None:
+        """Fold one update into ``values`` through the reducers."""
+        reducers = self.reducers
+        for key, value in update.items():
+            reducer = reducers.get(key)
+            if reducer is None:
+                values[key] = value
+            else:
+                current = values.get(key, _ABSENT)
+                values[key] = value if current is _ABSENT else reducer(current, value)
+
     def input_after(
         self, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any]
     ) -> Any:
@@ -132,10 +144,7 @@ class GraphPlan:
         through the reducers (an approval edit). Raises what the node's input
         schema raises for a value that does not fit it."""
         view = dict(values)
-        reducers = self.reducers
-        for key, value in update.items():
-            reducer = reducers.get(key)
-            view[key] = value if reducer is None or key not in view else reducer(view[key], value)
+        self.apply(view, update)
         return node.make_input(view)
 
     def upcoming(self, names: Iterable[str], sends: bool, deferred: Iterable[str]) -> list[str]:
