@@ -103,6 +103,15 @@ class NodeError(TrellisError, RuntimeError):
         detail = f": {type(error).__name__}: {error}" if error is not None else ""
         super().__init__(f"node {node!r} failed after {attempts} attempt(s){detail}")
 
+    @property
+    def original(self) -> BaseException:
+        """What the node raised (this error itself when it is its own cause, a timeout).
+
+        >>> NodeError("fetch", 3, ConnectionError("down")).original
+        ConnectionError('down')
+        """
+        return self.error if self.error is not None else self
+
 
 class NodeTimeoutError(NodeError):
     """A node attempt ran longer than its ``timeout``."""

@@ -227,7 +227,7 @@ def route_failure(task: Task, exc: BaseException) -> Any:
     target = task.node.on_error
     if target is None:
         return False
-    original = exc.error if isinstance(exc, NodeError) and exc.error is not None else exc
+    original = exc.original if isinstance(exc, NodeError) else exc
     record = {
         "node": task.name,
         "error_type": type(original).__name__,

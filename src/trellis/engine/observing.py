@@ -442,7 +442,7 @@ def _step_status(error: BaseException | None, cancelled: bool) -> str:
 
 def _failure_status(error: BaseException) -> str:
     """``timeout`` for an error that is (or, under a retry policy, wraps) a timeout."""
-    cause = error.error if isinstance(error, NodeError) and error.error is not None else error
+    cause = error.original if isinstance(error, NodeError) else error
     return Outcome.TIMEOUT if "Timeout" in type(cause).__name__ else Outcome.ERROR
 
 
