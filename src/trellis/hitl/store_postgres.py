@@ -14,7 +14,7 @@ from typing import Any
 
 from trellis.errors import ApprovalError
 from trellis.hitl.store_sql import Cursor, SqlApprovalStore
-from trellis.persist.base import Database, checked_schema
+from trellis.persist.base import Database, checked_schema, own_connection_kwargs
 from trellis.persist.serde import Serializer
 
 __all__ = ["PostgresApprovalStore"]
@@ -114,8 +114,7 @@ def _connection_kwargs(given: Mapping[str, Any], schema: str) -> dict[str, Any]:
     """The caller's connection arguments, with what the store relies on forced:
     autocommit (it opens its own transactions) and, outside ``public``, its schema
     first on the search path (after any ``options`` the caller set)."""
-    kwargs = {k: v for k, v in given.items() if k != "row_factory"}
-    kwargs["autocommit"] = True
+    kwargs = own_connection_kwargs(given)
     if schema != "public":
         kwargs["options"] = f"{kwargs.get('options', '')} -c search_path={schema}".strip()
     return kwargs

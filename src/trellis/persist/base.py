@@ -48,6 +48,7 @@ __all__ = [
     "SaverBase",
     "ThreadInfo",
     "new_checkpoint_id",
+    "own_connection_kwargs",
     "validate_filter",
 ]
 
@@ -505,13 +506,29 @@ class Database:
                 return lite.execute(sql, (name,)).fetchone() is not None
             finally:
                 lite.close()
-        import psycopg
-
-        extra = {k: v for k, v in self.connect_kwargs.items() if k != "row_factory"}
-        with psycopg.connect(self.target, **{**extra, "autocommit": True}) as conn:
+        with self.connect_postgres() as conn:
             found = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".{name}',))
             row = found.fetchone()
         return row is not None and row[0] is not None
+
+    def connect_postgres(self) -> Any:
+        """A new psycopg connection to this PostgreSQL database, in autocommit."""
+        import psycopg
+
+        return psycopg.connect(self.target, **own_connection_kwargs(self.connect_kwargs))
+
+
+def own_connection_kwargs(given: Mapping[str, Any]) -> dict[str, Any]:
+    """A caller's psycopg connection arguments for a connection Trellis drives
+    itself: in autocommit (it opens its own transactions) and with psycopg's
+    default rows (Trellis reads tuples, whatever ``row_factory`` the caller likes).
+
+    >>> own_connection_kwargs({"row_factory": dict_row, "application_name": "app"})
+    {'application_name': 'app', 'autocommit': True}
+    """
+    kwargs = {k: v for k, v in given.items() if k != "row_factory"}
+    kwargs["autocommit"] = True
+    return kwargs
 
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")  # \Z: "$" allows a final newline

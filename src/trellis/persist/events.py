@@ -221,7 +221,7 @@ def open_event_log(url: str, *, schema: str = "public") -> EventLog:
 def _open(db: Database) -> EventLog:
     if db.kind == "postgres":
         table = f'"{checked_schema(db.schema)}".trellis_events'
-        return _postgres_log(db.target, table, dict(db.connect_kwargs))
+        return SqlEventLog(db.connect_postgres, table=table, placeholder="%s")
     path = db.target
 
     def connect() -> sqlite3.Connection:
@@ -230,13 +230,3 @@ def _open(db: Database) -> EventLog:
         return conn
 
     return SqlEventLog(connect, table="trellis_events", placeholder="?")
-
-
-def _postgres_log(conninfo: str, table: str, kwargs: dict[str, Any] | None = None) -> EventLog:
-    def connect() -> Any:
-        import psycopg
-
-        extra = {k: v for k, v in (kwargs or {}).items() if k not in ("autocommit", "row_factory")}
-        return psycopg.connect(conninfo, autocommit=True, **extra)
-
-    return SqlEventLog(connect, table=table, placeholder="%s")

@@ -32,6 +32,7 @@ from trellis.persist.base import (
     PendingWrite,
     Put,
     checked_schema,
+    own_connection_kwargs,
     thread_deleted,
 )
 from trellis.persist.serde import Serializer
@@ -375,8 +376,7 @@ class PostgresSaver(SqlSaverMethods):
     # --- connections and setup -----------------------------------------------------
 
     def _connect_kwargs(self) -> dict[str, Any]:
-        extra = {k: v for k, v in self._shared.kwargs.items() if k not in ("row_factory",)}
-        extra["autocommit"] = True
+        extra = own_connection_kwargs(self._shared.kwargs)
         extra.setdefault("connect_timeout", max(1, int(self._timeout)))
         return extra
 
