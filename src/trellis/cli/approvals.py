@@ -27,6 +27,7 @@ from trellis.cli.common import (
     DEFAULT_DB,
     CliError,
     err_console,
+    open_saver,
     out_console,
     parse_json,
     print_json,
@@ -86,23 +87,13 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     app = load_graph(graph)
     saver = None
     if app.checkpointer is None:
-        saver = _saver(where)
+        saver = open_saver(target, must_exist=True)
         app = app.with_checkpointer(saver)
     try:
         yield ReviewQueue(app.checkpointer, graph=app)
     finally:
         if saver is not None:
             saver.close()
-
-
-def _saver(where: Database) -> Any:
-    if where.kind == "postgres":
-        from trellis.persist.postgres import PostgresSaver
-
-        return PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
-    from trellis.persist.sqlite import SqliteSaver
-
-    return SqliteSaver.from_path(where.target)
 
 
 def _reviewer(given: str | None) -> str:
