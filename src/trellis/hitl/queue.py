@@ -204,8 +204,7 @@ class ReviewQueue:
         failures: list[Exception] = []
         for done in resolved:
             try:
-                if self.graph is not None:
-                    await self.graph.ainvoke(*_resume_args(done))
+                await self._aresume(done)
             except Exception as exc:
                 failures.append(_resuming_after_timeout(exc, done))
         _raise_together(failures)
@@ -239,7 +238,8 @@ class ReviewQueue:
             return  # no loop here: _resume runs one of its own
         raise ApprovalError(
             f"cannot {what} with a sync ReviewQueue method inside a running event loop: "
-            "the graph has async nodes; await aapprove / areject / aedit / aexpire_due"
+            f"graph {self.graph.name!r} has async nodes; await aapprove / areject / aedit "
+            "/ aexpire_due"
         )
 
     def _resume(self, request: ApprovalRequest) -> None:
@@ -249,9 +249,13 @@ class ReviewQueue:
         if graph.needs_async:
             # A graph with async nodes only runs under ainvoke; from sync code
             # (a script, the CLI) that means an event loop of its own.
-            asyncio.run(graph.ainvoke(*_resume_args(request)))
+            asyncio.run(self._aresume(request))
         else:
             graph.invoke(*_resume_args(request))
+
+    async def _aresume(self, request: ApprovalRequest) -> None:
+        if self.graph is not None:
+            await self.graph.ainvoke(*_resume_args(request))
 
     # -- async twins -------------------------------------------------------------
 
@@ -281,8 +285,7 @@ class ReviewQueue:
 
     async def _adecide(self, decision: Decision) -> ApprovalRequest:
         done = await asyncio.to_thread(self.store.decide, decision, now=decision.decided_at)
-        if self.graph is not None:
-            await self.graph.ainvoke(*_resume_args(done))
+        await self._aresume(done)
         return done
 
     # -- helpers ---------------------------------------------------------------
