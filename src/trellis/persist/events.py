@@ -133,10 +133,7 @@ class SqlEventLog:
                     f"INSERT INTO {self._table} (thread_id, run_id, seq, ts, kind, event)"
                     f" VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
                 )
-                if hasattr(conn, "executemany"):
-                    conn.executemany(insert, rows)
-                else:
-                    conn.cursor().executemany(insert, rows)
+                _executemany(conn, insert, rows)
 
     def list(self, thread_id: str, run_id: str | None = None) -> list[Row]:
         p = self._p
@@ -160,28 +157,34 @@ class SqlEventLog:
                 conn.execute(f"DELETE FROM {self._table} WHERE thread_id = {self._p}", (thread_id,))
 
     def prune(self, before: float) -> int:
-        t = self._table
+        t, p = self._table, self._p
         old_runs = (
             f"SELECT thread_id, run_id FROM {t} r GROUP BY thread_id, run_id "
-            f"HAVING MAX(ts) < {self._p} "
+            f"HAVING MAX(ts) < {p} "
             f"AND MAX(seq) < (SELECT MAX(seq) FROM {t} l WHERE l.thread_id = r.thread_id)"
         )
         with self._lock:
             conn = self._connection()
             with _transaction(conn):
-                (count,) = conn.execute(
-                    f"SELECT count(*) FROM ({old_runs}) r", (before,)
-                ).fetchone()
-                conn.execute(
-                    f"DELETE FROM {t} WHERE (thread_id, run_id) IN ({old_runs})", (before,)
-                )
-        return int(count)
+                runs = conn.execute(old_runs, (before,)).fetchall()
+                if runs:
+                    delete = f"DELETE FROM {t} WHERE thread_id = {p} AND run_id = {p}"
+                    _executemany(conn, delete, [tuple(run) for run in runs])
+        return len(runs)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _executemany(conn: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    # sqlite3 connections have executemany; psycopg's is on the cursor.
+    if hasattr(conn, "executemany"):
+        conn.executemany(sql, rows)
+    else:
+        conn.cursor().executemany(sql, rows)
 
 
 def _transaction(conn: Any) -> Any:
