@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -31,21 +32,28 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_json_formatter_writes_one_object_per_line_with_extras() -> None:
+@contextmanager
+def _json_logger(name: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of its own writing through JsonFormatter into the stream yielded."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.trellis.json")
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate = False
     try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_json_formatter_writes_one_object_per_line_with_extras() -> None:
+    with _json_logger("test.trellis.json") as (logger, stream):
         logger.warning("slow %s", "node\nwith newline", extra={"node": "fetch", "step": 3})
         try:
             raise ValueError("bad")
         except ValueError:
             logger.exception("failed", extra={"thread_id": "t1"})
-    finally:
-        logger.removeHandler(handler)
     first, second = _lines(stream)
     assert first["level"] == "WARNING" and first["logger"] == "test.trellis.json"
     assert first["message"] == "slow node\nwith newline"
@@ -110,16 +118,8 @@ def test_logging_observer_skips_disabled_levels(trellis_logger: logging.Logger) 
 
 
 def test_json_formatter_spells_nan_and_infinities_as_valid_json() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.trellis.nan")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
+    with _json_logger("test.trellis.nan") as (logger, stream):
         logger.warning("odd", extra={"p95": float("nan"), "limits": [float("inf"), 1.5]})
-    finally:
-        logger.removeHandler(handler)
     (line,) = stream.getvalue().splitlines()
     record = json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert (record["p95"], record["limits"]) == ("nan", ["inf", 1.5])
