@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
-from trellis.persist.base import Database, attach_sidecar, register_sidecar_kind
+from trellis.persist.base import Database, register_sidecar_kind
 
 __all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
 
@@ -107,14 +107,17 @@ def store_for(saver: Any) -> ApprovalStore:
         if found is None:
             found = _build(saver)
             _stores[saver] = found
-            attach_sidecar(saver, found.forget_thread)  # a deleted thread's requests go too
             if found is not saver:  # the store's connections live as long as the saver
                 weakref.finalize(saver, found.close)
         return found
 
 
+def _forget_thread(saver: Any, thread_id: str) -> None:
+    store_for(saver).forget_thread(thread_id)
+
+
 # A deleted thread's requests go, whichever process deletes it.
-register_sidecar_kind(store_for, table="trellis_approval_requests", opened=_stores)
+register_sidecar_kind(_forget_thread, table="trellis_approval_requests", opened=_stores)
 
 
 def _build(saver: Any) -> ApprovalStore:

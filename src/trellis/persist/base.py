@@ -16,7 +16,6 @@ Every saver passes ``tests/persist/test_conformance.py``.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import copy
 import importlib
 import os
@@ -24,7 +23,6 @@ import re
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
@@ -35,7 +33,6 @@ from trellis.errors import InvalidConfigError, InvalidUpdateError
 __all__ = [
     "Database",
     "Checkpoint",
-    "attach_sidecar",
     "register_sidecar_kind",
     "checked_schema",
     "thread_deleted",
@@ -552,49 +549,40 @@ def checked_schema(schema: str) -> str:
 
 
 # Stores that keep per-thread rows next to a saver's checkpoints (approval
-# requests, run events) register here, so deleting a thread from the saver
-# deletes them too, without the savers knowing those stores exist.
-_sidecars: weakref.WeakKeyDictionary[Any, list[Callable[[str], None]]] = weakref.WeakKeyDictionary()
-_sidecars_lock = threading.Lock()
-
-
-def attach_sidecar(saver: Any, forget_thread: Callable[[str], None]) -> None:
-    """Call ``forget_thread(thread_id)`` whenever ``saver`` deletes a thread."""
-    # A saver that cannot be weakly referenced keeps no sidecars (TypeError).
-    with _sidecars_lock, contextlib.suppress(TypeError):
-        _sidecars.setdefault(saver, []).append(forget_thread)
-
-
+# requests, run events) register their kind here, so deleting a thread from a
+# saver deletes those rows too, without the savers knowing the stores exist.
 @dataclass(frozen=True)
 class _SidecarKind:
-    open_for: Callable[[Any], object]
+    forget: Callable[[Any, str], None]
     table: str
-    opened: Any  # a mapping of savers to this kind's open stores
+    opened: Any  # a mapping of savers to this kind's stores open in this process
 
 
 _sidecar_kinds: list[_SidecarKind] = []
+_sidecar_lock = threading.Lock()
 
 
-def register_sidecar_kind(open_for: Callable[[Any], object], *, table: str, opened: Any) -> None:
-    """Have ``open_for(saver)`` run before a saver deletes a thread, so a store
-    kind attaches its cleanup even in a process that never opened that store
-    (an admin script deleting threads). Skipped when ``opened`` (the kind's map
-    of savers to open stores) already holds the saver, or the saver's database
-    has no ``table``: then there is nothing to delete, and nothing is created.
+def register_sidecar_kind(forget: Callable[[Any, str], None], *, table: str, opened: Any) -> None:
+    """Have ``forget(saver, thread_id)`` run whenever a saver deletes a thread, in
+    any process: one that never opened this kind of store (an admin script
+    deleting threads) too. Skipped when the kind keeps nothing for the saver:
+    ``opened`` (the kind's map of savers to open stores) does not hold it and its
+    database has no ``table`` (so a delete never creates one).
     """
-    kind = _SidecarKind(open_for, table, opened)
-    with _sidecars_lock:
+    kind = _SidecarKind(forget, table, opened)
+    with _sidecar_lock:
         if kind not in _sidecar_kinds:
             _sidecar_kinds.append(kind)
 
 
-def _open_sidecar(kind: _SidecarKind, saver: Any) -> None:
-    with contextlib.suppress(TypeError):  # a saver that cannot be weakly referenced
+def _keeps_rows(kind: _SidecarKind, saver: Any) -> bool:
+    try:
         if saver in kind.opened:
-            return
-        db = getattr(saver, "database", None)
-        if db is None or db.has_table(kind.table):
-            kind.open_for(saver)
+            return True
+    except TypeError:  # not weakly referenceable: no store was ever kept for it
+        return False
+    db = getattr(saver, "database", None)
+    return db is not None and db.has_table(kind.table)
 
 
 # The stores that keep per-thread rows beside the checkpoints; each registers its
@@ -607,11 +595,8 @@ def thread_deleted(saver: Any, thread_id: str) -> None:
     """Savers call this after deleting ``thread_id``; its sidecars forget it too."""
     for module in _SIDECAR_MODULES:
         importlib.import_module(module)
-    with _sidecars_lock:
+    with _sidecar_lock:
         kinds = list(_sidecar_kinds)
     for kind in kinds:
-        _open_sidecar(kind, saver)
-    with _sidecars_lock:
-        listeners = list(_sidecars.get(saver, ()))
-    for forget in listeners:
-        forget(thread_id)
+        if _keeps_rows(kind, saver):
+            kind.forget(saver, thread_id)

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from trellis.persist.base import Database, attach_sidecar, checked_schema, register_sidecar_kind
+from trellis.persist.base import Database, checked_schema, register_sidecar_kind
 
 __all__ = ["EventLog", "event_log_for", "open_event_log"]
 
@@ -204,11 +204,15 @@ def event_log_for(saver: Any) -> EventLog:
             found = _logs[saver] = _build(saver)
             if isinstance(found, SqlEventLog):  # its connection goes when the saver goes
                 weakref.finalize(saver, found.close)
-            attach_sidecar(saver, found.forget)  # deleting a thread deletes its events
         return found
 
 
-register_sidecar_kind(event_log_for, table="trellis_events", opened=_logs)
+def _forget_thread(saver: Any, thread_id: str) -> None:
+    event_log_for(saver).forget(thread_id)
+
+
+# A deleted thread's events go, whichever process deletes it.
+register_sidecar_kind(_forget_thread, table="trellis_events", opened=_logs)
 
 
 def _build(saver: Any) -> EventLog:
