@@ -482,7 +482,7 @@ class CompiledStateGraph:
         parent = self.checkpointer.get_tuple(where[0], writer) if writer else None
         loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         drivers.perform(loop)
-        return state._config(where[0], loop.head)
+        return state.checkpoint_config(where[0], loop.head)
 
     async def aupdate_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None
@@ -494,7 +494,7 @@ class CompiledStateGraph:
         parent = await self.checkpointer.aget_tuple(where[0], writer) if writer else None
         loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         await drivers.aperform(loop)
-        return state._config(where[0], loop.head)
+        return state.checkpoint_config(where[0], loop.head)
 
     def delete_thread(self, thread_id: str) -> None:
         """Remove every checkpoint and pending write of ``thread_id``."""
@@ -584,10 +584,10 @@ def _durability(value: Any) -> str:
     return str(value)
 
 
-def _after_the_run(loop: RunLoop) -> list[tuple[str, Any]]:
+def _after_the_run(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """Streamed events of what ran after the run had ended (its saga)."""
     obs = loop.observer
-    return [("events", event) for event in obs.drain()] if obs is not None and obs.buffer else []
+    return drivers.event_chunks(obs) if obs is not None and obs.buffer else iter(())
 
 
 def _shape(mode: str, chunk: Any, paired: bool, subgraphs: bool) -> Any:

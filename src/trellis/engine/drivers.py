@@ -40,7 +40,7 @@ from trellis.errors import InvalidUpdateError, TrellisError
 from trellis.persist.base import Put
 from trellis.types import START
 
-__all__ = ["arun", "arun_steps", "asteps", "run_steps"]
+__all__ = ["arun", "arun_steps", "asteps", "event_chunks", "run_steps"]
 
 _pool: Any = None  # a ThreadPoolExecutor, made on the first parallel step
 _pool_lock = threading.Lock()
@@ -311,19 +311,19 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         for chunk in _steps(loop):
             yield chunk
             if obs.buffer:
-                yield from _events(obs)
+                yield from event_chunks(obs)
     except GeneratorExit:  # the caller stopped reading: no more yields allowed
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
         obs.run_end(loop, exc)
-        yield from _events(obs)  # how it failed, then the error
+        yield from event_chunks(obs)  # how it failed, then the error
         raise
     obs.run_end(loop)
-    yield from _events(obs)
+    yield from event_chunks(obs)
 
 
-def _events(obs: Any) -> Iterator[tuple[str, Any]]:
+def event_chunks(obs: Any) -> Iterator[tuple[str, Any]]:
     """The observer's buffered events, as ``"events"`` chunks."""
     return (("events", event) for event in obs.drain())
 
@@ -352,7 +352,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if obs is not None:
             obs.step_start(loop, todo)
             if obs.buffer:  # streamed "events": out before the step runs, not after
-                yield from _events(obs)
+                yield from event_chunks(obs)
         try:
             run_tasks(todo)
         except StepFailed as failure:
@@ -380,7 +380,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if loop.effects:
             perform(loop)
         if obs is not None and obs.buffer:  # the step's end, once it is committed and saved
-            yield from _events(obs)
+            yield from event_chunks(obs)
         if modes:
             yield from step_chunks(loop, tasks)
             if loop.saved:
@@ -522,18 +522,18 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     try:
         async for chunk in asteps(loop):
             yield chunk
-            for chunk in _events(obs):
+            for chunk in event_chunks(obs):
                 yield chunk
     except GeneratorExit:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
         obs.run_end(loop, exc)
-        for chunk in _events(obs):
+        for chunk in event_chunks(obs):
             yield chunk
         raise
     obs.run_end(loop)
-    for chunk in _events(obs):
+    for chunk in event_chunks(obs):
         yield chunk
 
 
@@ -563,7 +563,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if obs is not None:
             obs.step_start(loop, todo)
             if obs.buffer:  # streamed "events": out before the step runs, not after
-                for chunk in _events(obs):
+                for chunk in event_chunks(obs):
                     yield chunk
         try:
             if len(todo) == 1:
@@ -600,7 +600,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         if loop.effects:
             await aperform(loop)
         if obs is not None and obs.buffer:  # the step's end, once it is committed and saved
-            for chunk in _events(obs):
+            for chunk in event_chunks(obs):
                 yield chunk
         if modes:
             for chunk in step_chunks(loop, tasks):

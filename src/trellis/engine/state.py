@@ -16,7 +16,7 @@ from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
 
-__all__ = ["snapshot", "update_loop", "writer_step"]
+__all__ = ["checkpoint_config", "snapshot", "thread_of", "update_loop", "writer_step"]
 
 
 def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
@@ -35,7 +35,8 @@ def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple
     return str(thread_id), configurable.get("checkpoint_id")
 
 
-def _config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
+def checkpoint_config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
+    """The config that names one checkpoint of a thread (LangGraph's shape)."""
     return {
         "configurable": {
             "thread_id": thread_id,
@@ -58,7 +59,7 @@ def snapshot(
     """
     if saved is None:
         return StateSnapshot(
-            values={}, next=(), config=_config(thread_id, None), metadata=None,
+            values={}, next=(), config=checkpoint_config(thread_id, None), metadata=None,
             created_at=None, parent_config=None, tasks=(), interrupts=(),
         )  # fmt: skip
     checkpoint = saved.checkpoint
@@ -76,7 +77,7 @@ def snapshot(
     names += [(n, (PULL, n)) for n in nodes]
     if "start" in pending:
         names = [("__start__", (PULL, "__start__"))]
-    loop = RunLoop(graph.plan, _config(thread_id, checkpoint.id), recursion_limit=1)
+    loop = RunLoop(graph.plan, checkpoint_config(thread_id, checkpoint.id), recursion_limit=1)
     loop.checkpoint_id = checkpoint.id
     by_task: dict[str, dict[str, Any]] = {}
     for write in saved.pending_writes:
@@ -115,10 +116,12 @@ def snapshot(
     return StateSnapshot(
         values={k: values[k] for k in graph.plan.channels if k in values},
         next=tuple(still_to_run),
-        config=_config(thread_id, checkpoint.id),
+        config=checkpoint_config(thread_id, checkpoint.id),
         metadata=dict(saved.metadata),
         created_at=datetime.fromtimestamp(checkpoint.created_at, UTC).isoformat(),
-        parent_config=_config(thread_id, checkpoint.parent_id) if checkpoint.parent_id else None,
+        parent_config=checkpoint_config(thread_id, checkpoint.parent_id)
+        if checkpoint.parent_id
+        else None,
         tasks=tuple(tasks),
         interrupts=tuple(interrupts),
     )
