@@ -304,13 +304,14 @@ def metrics_command(db: DbOption = None, as_json: JsonOption = False) -> None:
             return
         table = Table(title_justify="left")
         columns = ("node", "requests", "pending", "auto", "approved", "rejected", "edited",
-                   "timed out", "median", "p95")  # fmt: skip
+                   "timed out", "superseded", "median", "p95")  # fmt: skip
         for column in columns:
             table.add_column(column, no_wrap=True)
         for m in found.values():
             table.add_row(
                 escape(m.node), str(m.requests), str(m.pending), str(m.auto_approved),
                 str(m.approved), str(m.rejected), str(m.edited), str(m.timed_out),
+                str(m.superseded),
                 "-" if m.median_time_to_decision is None else _span(m.median_time_to_decision),
                 "-" if m.p95_time_to_decision is None else _span(m.p95_time_to_decision),
             )  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
-from trellis.engine.durable import restore
+from trellis.engine.durable import restore, waiting_on
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.engine.streaming import NESTED
@@ -185,6 +185,7 @@ class CompiledStateGraph:
                 f"thread {loop.thread_id!r} has no checkpoint {checkpoint_id!r}"
             )
         loop.expected_head = head.checkpoint.id if head is not None else None
+        loop.waiting, loop.waiting_at = waiting_on(head), loop.expected_head
         resume = isinstance(input, Command) and input.resume is not None
         if input is None or resume:
             if saved is None:
@@ -277,11 +278,13 @@ class CompiledStateGraph:
 
     def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
         """A run failed for good: roll back completed side effects, then report."""
+        drivers.settle(loop)
         if loop.compensable and not isinstance(failure.error, ParentCommand):
             saga.attach(failure.error, saga.Saga.of_run(self, loop).run())
         return failure.error
 
     async def _afailed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
+        drivers.settle(loop)
         if loop.compensable and not isinstance(failure.error, ParentCommand):
             saga.attach(failure.error, await saga.Saga.of_run(self, loop).arun())
         return failure.error
@@ -482,6 +485,7 @@ class CompiledStateGraph:
         parent = self.checkpointer.get_tuple(where[0], writer) if writer else None
         loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         drivers.perform(loop)
+        drivers.settle(loop)
         return state.checkpoint_config(where[0], loop.head)
 
     async def aupdate_state(
@@ -494,6 +498,7 @@ class CompiledStateGraph:
         parent = await self.checkpointer.aget_tuple(where[0], writer) if writer else None
         loop = state.update_loop(self, config, saved, head, values, as_node, parent)
         await drivers.aperform(loop)
+        drivers.settle(loop)
         return state.checkpoint_config(where[0], loop.head)
 
     def delete_thread(self, thread_id: str) -> None:

@@ -25,7 +25,7 @@ from trellis.engine.guard import (
     finish_handled,
     route_failure,
 )
-from trellis.engine.interrupts import GraphInterrupt
+from trellis.engine.interrupts import GraphInterrupt, abandoned
 from trellis.engine.loop import RunLoop
 from trellis.engine.streaming import (
     checkpoint_chunks,
@@ -368,6 +368,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                 loop.suspend(tasks)
             finally:  # what the step kept is saved even if its writes conflict
                 perform(loop)
+            settle(loop)
             if modes:
                 yield from interrupt_chunks(loop, todo)
             return
@@ -390,6 +391,15 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     loop.finish()
     if loop.effects:
         perform(loop)
+    settle(loop)
+
+
+def settle(loop: RunLoop) -> None:
+    """After the run's last save: report interrupts its new head left unanswered."""
+    if loop.waiting:
+        left = loop.left_behind()
+        if left:
+            abandoned(loop, left)
 
 
 # -- async ------------------------------------------------------------------
@@ -586,6 +596,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 loop.suspend(tasks)
             finally:  # what the step kept is saved even if its writes conflict
                 await aperform(loop)
+            settle(loop)
             if modes:
                 for chunk in interrupt_chunks(loop, todo):
                     yield chunk
@@ -613,6 +624,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     loop.finish()
     if loop.effects:
         await aperform(loop)
+    settle(loop)
 
 
 async def arun(loop: RunLoop) -> None:
@@ -665,6 +677,7 @@ async def arun(loop: RunLoop) -> None:
                 loop.suspend(tasks)
             finally:  # what the step kept is saved even if its writes conflict
                 await aperform(loop)
+            settle(loop)
             return
         loop.commit(tasks)
         if loop.effects:
@@ -674,3 +687,4 @@ async def arun(loop: RunLoop) -> None:
     loop.finish()
     if loop.effects:
         await aperform(loop)
+    settle(loop)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
-__all__ = ["Effect", "pending_writes", "record", "restore", "restore_tasks"]
+__all__ = ["Effect", "pending_writes", "record", "restore", "restore_tasks", "waiting_on"]
 
 # Special pending-write channels. Ordinary state writes use idx >= 0.
 GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
@@ -174,6 +174,18 @@ BREAKPOINT_TASK: Final = "__breakpoint__"
 def breakpoint_marker() -> PendingWrite:
     """A pending interrupt owned by no task: the thread is paused at a breakpoint."""
     return PendingWrite(BREAKPOINT_TASK, BREAKPOINT_TASK, _SPECIAL_IDX[INTERRUPT], INTERRUPT, [])
+
+
+def waiting_on(saved: CheckpointTuple | None) -> tuple[str, ...]:
+    """The ids of the interrupts ``saved`` waits on (none at a breakpoint)."""
+    if saved is None:
+        return ()
+    return tuple(
+        i.id
+        for w in saved.pending_writes
+        if w.channel == INTERRUPT and w.task_id != BREAKPOINT_TASK
+        for i in w.value
+    )
 
 
 def pending_writes(tasks: list[Task]) -> list[PendingWrite]:

@@ -10,7 +10,8 @@ Every interrupt call has its own id, so parallel interrupts resume by id.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import current_task
@@ -18,9 +19,21 @@ from trellis.errors import InterruptError
 from trellis.types import Interrupt
 
 if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
-__all__ = ["GraphInterrupt", "assign_resume", "interrupt", "interrupt_id"]
+__all__ = [
+    "GraphInterrupt",
+    "abandoned",
+    "assign_resume",
+    "interrupt",
+    "interrupt_id",
+    "on_abandoned",
+]
+
+_log = logging.getLogger("trellis")
+AbandonedHook = Callable[["RunLoop", Sequence[str]], None]
+_abandoned_hooks: list[AbandonedHook] = []
 
 
 class GraphInterrupt(BaseException):
@@ -112,3 +125,34 @@ def assign_resume(
 
 def _looks_like_id(key: Any) -> bool:
     return isinstance(key, str) and len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+
+def on_abandoned(hook: AbandonedHook) -> AbandonedHook:
+    """Have ``hook(loop, ids)`` called when a run or ``update_state`` moves a
+    thread's head past interrupts it waited on (new input, an update, a fork)
+    without answering them: whatever was asked there can no longer resume it.
+
+    The approval gates register one (a request for such an interrupt is
+    superseded); the engine itself knows nothing of what an interrupt asked.
+    """
+    if hook not in _abandoned_hooks:
+        _abandoned_hooks.append(hook)
+    return hook
+
+
+def abandoned(loop: RunLoop, ids: Sequence[str]) -> None:
+    """Tell the hooks: the head ``loop`` committed no longer waits on ``ids``.
+
+    Called after the new head is saved. A hook that fails is logged, not
+    raised: the run it reports on has already succeeded.
+    """
+    for hook in list(_abandoned_hooks):
+        try:
+            hook(loop, ids)
+        except Exception:
+            _log.warning(
+                "thread %r: could not mark what interrupts %s waited for as superseded",
+                loop.thread_id,
+                ", ".join(ids),
+                exc_info=True,
+            )

@@ -84,6 +84,8 @@ class RunLoop:
         "values",
         "versions",
         "visits",
+        "waiting",
+        "waiting_at",
         "wrote",
         "wrote_any",
     )
@@ -129,6 +131,10 @@ class RunLoop:
         self.wrote_any = False
         self.status = "running"
         self.interrupts: list[Any] = _NO_LIST  # replaced (never appended to) on suspend
+        # Interrupt ids the thread's head waited on when the run began, and that
+        # head's id (see left_behind).
+        self.waiting: tuple[str, ...] = ()
+        self.waiting_at: str | None = None
         self.live_values: dict[str, Any] | None = None  # set when a step stops on interrupts
         # Persistence: the saver, where this run writes, and change tracking so a
         # checkpoint stores only what changed (and only what was appended).
@@ -459,6 +465,18 @@ class RunLoop:
         self.status = "failed"
         if self.saver is not None:
             self._keep_pending(tasks)
+
+    def left_behind(self) -> list[str]:
+        """Once the run's last save is made: the interrupts the head waited on when
+        the run began that the new head does not (asked once, answered never).
+        Each is reported once."""
+        waiting, self.waiting = self.waiting, ()
+        if self.status == "failed" and self.expected_head == self.waiting_at:
+            # Failed in the step it resumed: the head still waits, and a re-run of
+            # its tasks asks the very same interrupts again.
+            return []
+        still = {i.id for i in self.interrupts} if self.status == "interrupted" else _NONE
+        return [i for i in waiting if i not in still]
 
     def finish(self) -> None:
         """The run stops (done, or at a breakpoint): the one save of ``exit`` mode."""

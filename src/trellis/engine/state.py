@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.durable import DONE, ERROR, INTERRUPT, record, restore
+from trellis.engine.durable import DONE, ERROR, INTERRUPT, record, restore, waiting_on
 from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
@@ -226,6 +226,9 @@ def update_loop(
         still = None if routed is None else set(loop.next_nodes)
         carried = _carry_interrupts(saved, new_id, still)
     loop._effect(record(loop, "update", carried, checkpoint_id=new_id))
+    # What the old head waited on and the new one does not is left behind.
+    carried_ids = {i.id for w in carried if w.channel == INTERRUPT for i in w.value}
+    loop.waiting = tuple(i for i in waiting_on(head) if i not in carried_ids)
     return loop
 
 

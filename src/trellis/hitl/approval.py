@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.interrupts import GraphInterrupt, interrupt, interrupt_id
+from trellis.engine.interrupts import GraphInterrupt, interrupt, interrupt_id, on_abandoned
 from trellis.engine.task import PULL
 from trellis.errors import (
     AlreadyDecidedError,
@@ -45,19 +45,23 @@ from trellis.hitl.records import (
     PENDING,
     REJECTED,
     RISKS,
+    SUPERSEDED,
     TIMED_OUT,
     ApprovalRequest,
     Decision,
     Risk,
     storable_text,
 )
-from trellis.hitl.store import ApprovalStore, store_for
+from trellis.hitl.store import ApprovalStore, existing_store_for, store_for
 from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.jsonable import to_jsonable
 from trellis.observe.events import EventKind
 from trellis.types import END, Interrupt
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from trellis.engine.loop import RunLoop
     from trellis.engine.plan import GraphPlan, NodePlan
     from trellis.engine.task import Task
 
@@ -72,6 +76,7 @@ __all__ = [
 
 POLICY_REVIEWER = "policy"
 CLOCK_REVIEWER = "clock"
+THREAD_REVIEWER = "thread"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +284,13 @@ class Approval:
             if how in ("reject", END):
                 return _route(task, self.on_reject if how == "reject" else END, policy, REJECTED)
             return _route(task, how, policy, TIMED_OUT)
-        raise ApprovalError(f"approval request {request.id!r} has unknown status {status!r}")
+        if status == SUPERSEDED:
+            raise ApprovalError(
+                f"approval request {rid!r} of node {task.name!r} was superseded: thread "
+                f"{request.thread_id!r} moved on without an answer; run it from its latest "
+                "checkpoint (the gate asks anew there)"
+            )
+        raise ApprovalError(f"approval request {rid!r} has unknown status {status!r}")
 
 
 def policy_of(options: Mapping[str, Any]) -> ApprovalPolicy:
@@ -346,6 +357,26 @@ def _time_out(store: ApprovalStore, rid: str, now: float) -> ApprovalRequest:
         found = store.get(rid)
         assert found is not None
         return found
+
+
+@on_abandoned
+def _supersede(loop: RunLoop, interrupt_ids: Sequence[str]) -> None:
+    """The thread's head moved past interrupts it waited on: the requests still
+    pending for them can no longer resume it, so reviewers stop seeing them."""
+    policy = policy_of(loop.options)
+    store = policy.store if policy.store is not None else existing_store_for(loop.saver)
+    if store is None:
+        return
+    now = policy.clock()
+    note = f"thread {loop.thread_id!r} moved on without an answer"
+    for rid in interrupt_ids:
+        request = store.get(rid)
+        if request is None or not request.pending:
+            continue
+        try:
+            store.decide(Decision(rid, SUPERSEDED, THREAD_REVIEWER, note, now), now=now)
+        except AlreadyDecidedError:  # a reviewer or the clock got there first
+            continue
 
 
 def _observe(task: Task, kind: EventKind, request: ApprovalRequest) -> None:

@@ -17,6 +17,7 @@ from trellis.hitl.records import (
     HUMAN,
     PENDING,
     REJECTED,
+    SUPERSEDED,
     TIMED_OUT,
 )
 from trellis.hitl.store import StatRow
@@ -44,6 +45,8 @@ class NodeApprovalMetrics:
     timed_out: int
     median_time_to_decision: float | None
     p95_time_to_decision: float | None
+    superseded: int = 0
+    """Requests the thread moved on from without an answer."""
 
     @property
     def approval_rate(self) -> float | None:
@@ -92,5 +95,6 @@ def compute_metrics(rows: Iterable[StatRow]) -> dict[str, NodeApprovalMetrics]:
             timed_out=per.get(TIMED_OUT, 0),
             median_time_to_decision=_median(times),
             p95_time_to_decision=percentile(times, 95),
+            superseded=per.get(SUPERSEDED, 0),
         )
     return out

@@ -27,6 +27,7 @@ __all__ = [
     "PENDING",
     "REJECTED",
     "RISKS",
+    "SUPERSEDED",
     "TIMED_OUT",
     "ApprovalRequest",
     "Decision",
@@ -45,9 +46,12 @@ REJECTED: Final = "rejected"
 EDITED: Final = "edited"
 TIMED_OUT: Final = "timed_out"
 AUTO_APPROVED: Final = "auto_approved"
+SUPERSEDED: Final = "superseded"
+"""The thread moved on without an answer (new input, ``update_state`` past the
+gate, a fork, or a new request for the same gate): no decision can resume it."""
 HUMAN: Final = frozenset({APPROVED, REJECTED, EDITED})
 """Statuses a person sets through the queue."""
-DECIDED: Final = frozenset({*HUMAN, TIMED_OUT, AUTO_APPROVED})
+DECIDED: Final = frozenset({*HUMAN, TIMED_OUT, AUTO_APPROVED, SUPERSEDED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,20 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
 from trellis.persist.base import Database, register_sidecar_kind
 
-__all__ = ["ApprovalStore", "StatRow", "open_store", "refusal_for", "store_for"]
+__all__ = [
+    "ApprovalStore",
+    "StatRow",
+    "existing_store_for",
+    "open_store",
+    "refusal_for",
+    "store_for",
+]
 
 StatRow = tuple[str, str, float, float | None]
 """``(node, status, created_at, decided_at)``: what metrics are computed from."""
@@ -112,12 +119,29 @@ def store_for(saver: Any) -> ApprovalStore:
         return found
 
 
+def existing_store_for(saver: Any) -> ApprovalStore | None:
+    """``store_for(saver)`` if it may hold requests: opened in this process, or its
+    database has the requests table. None otherwise, and nothing is created."""
+    if saver is None:
+        return None
+    try:
+        if saver in _stores:
+            return _stores[saver]
+    except TypeError:  # not weakly referenceable: never kept
+        pass
+    db = getattr(saver, "database", None)
+    if isinstance(saver, ApprovalStore) or (db is not None and db.has_table(_REQUESTS)):
+        return store_for(saver)
+    return None
+
+
 def _forget_thread(saver: Any, thread_id: str) -> None:
     store_for(saver).forget_thread(thread_id)
 
 
 # A deleted thread's requests go, whichever process deletes it.
-register_sidecar_kind(_forget_thread, table="trellis_approval_requests", opened=_stores)
+_REQUESTS: Final = "trellis_approval_requests"
+register_sidecar_kind(_forget_thread, table=_REQUESTS, opened=_stores)
 
 
 def _build(saver: Any) -> ApprovalStore:

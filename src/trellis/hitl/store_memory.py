@@ -17,6 +17,7 @@ from typing import Any
 from trellis.errors import ApprovalNotFoundError
 from trellis.hitl.records import (
     PENDING,
+    SUPERSEDED,
     TIMED_OUT,
     ApprovalRequest,
     Decision,
@@ -81,7 +82,11 @@ class MemoryApprovalStore:
                 raise ApprovalNotFoundError(f"no approval request {decision.request_id!r}")
             r = row.request
             deadline = math.inf if r.deadline is None else r.deadline
-            in_time = deadline <= now if timeout else deadline > now
+            in_time = (
+                True
+                if decision.status == SUPERSEDED
+                else (deadline <= now if timeout else deadline > now)
+            )
             if r.status != PENDING or not in_time:
                 raise refusal_for(r.id, r.status, deadline, timeout)
             if timeout:

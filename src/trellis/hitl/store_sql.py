@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 from trellis.errors import ApprovalError, ApprovalNotFoundError, SchemaVersionError
 from trellis.hitl.records import (
     PENDING,
+    SUPERSEDED,
     TIMED_OUT,
     ApprovalRequest,
     Decision,
@@ -168,15 +169,25 @@ class SqlApprovalStore:
 
     def decide(self, decision: Decision, *, now: float) -> ApprovalRequest:
         timeout = decision.status == TIMED_OUT
-        # A person may decide before the deadline; the clock only at or after it.
-        deadline_test = "deadline <= ?" if timeout else "deadline > ?"
+        # A person may decide before the deadline; the clock only at or after it;
+        # a thread that moved on supersedes its request whenever it does.
+        params: tuple[Any, ...] = (
+            decision.status,
+            decision.decided_at,
+            decision.request_id,
+            PENDING,
+        )
+        deadline_test = ""
+        if decision.status != SUPERSEDED:
+            deadline_test = " AND deadline <= ?" if timeout else " AND deadline > ?"
+            params += (now,)
         with self._tx(True) as cur:
             cur.execute(
                 self._q(
                     "UPDATE trellis_approval_requests SET status = ?, decided_at = ? "
-                    f"WHERE id = ? AND status = ? AND {deadline_test} RETURNING on_timeout"
+                    f"WHERE id = ? AND status = ?{deadline_test} RETURNING on_timeout"
                 ),
-                (decision.status, decision.decided_at, decision.request_id, PENDING, now),
+                params,
             )
             won = cur.fetchall()
             if not won:
