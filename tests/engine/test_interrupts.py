@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from trellis import END, START, Command, Interrupt, RunnableConfig, Send, StateGraph
 from trellis.engine.interrupts import interrupt
-from trellis.errors import EmptyInputError, InterruptError
+from trellis.errors import EmptyInputError, InterruptError, RoutingError
 from trellis.persist.memory import MemorySaver
 
 
@@ -116,6 +116,25 @@ def test_partial_id_map_answers_one_and_the_other_asks_again_with_the_same_id() 
     final = graph.invoke(Command(resume={pending["R?"]: "r"}), config)
     assert final["answers"] == ["l", "r"]
     assert calls["left"] == 2  # answered once, not re-run after its answer was kept
+
+
+@pytest.mark.filterwarnings("ignore:node\\(s\\) not reachable")
+def test_resume_with_goto_runs_the_targets_beside_the_resumed_node() -> None:
+    """As LangGraph: ``goto`` of a resuming Command joins the resumed step."""
+    calls: Counter[str] = Counter()
+    graph = build(
+        {"ask": asker(calls, "ask", "ok?"), "after": log("after"), "side": log("side")},
+        [(START, "ask"), ("ask", "after")],
+    )
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    out = graph.invoke(Command(resume="yes", goto=["side", Send("side", {"a": "y"})]), config)
+    assert out["log"] == ["ask", "side", "side", "after"]
+    steps = [h.next for h in graph.get_state_history(config)]
+    assert steps[:2] == [(), ("after",)]  # ask and both sides ran in one step
+    graph.invoke({"a": "again"}, config)
+    with pytest.raises(RoutingError, match="nowhere"):
+        graph.invoke(Command(resume="yes", goto="nowhere"), config)
 
 
 def test_bare_resume_with_several_pending_is_an_error() -> None:

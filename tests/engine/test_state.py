@@ -469,6 +469,26 @@ def test_command_as_input_on_a_new_thread_updates_and_goes() -> None:
     assert out == {"a": "cmd", "log": ["x", "y", "y"]}
 
 
+def test_command_as_input_on_a_thread_with_a_checkpoint_does_not_start_over() -> None:
+    """As LangGraph: the update is applied and only the goto runs; START's edges
+    (and its routers) fire for a thread's first input only."""
+    runs: Counter[str] = Counter()
+    builder = StateGraph(S)
+    builder.add_node("x", counting(runs, "x"))
+    builder.add_node("y", counting(runs, "y"))
+    builder.add_conditional_edges(START, lambda s: "x", ["x"])
+    builder.add_edge("x", "y")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"a": "first"}, config)
+    assert graph.invoke(Command(update={"a": "cmd"}, goto="y"), config) == {
+        "a": "cmd",
+        "log": ["x", "y", "y"],
+    }
+    assert graph.invoke(Command(update={"a": "only"}), config)["a"] == "only"
+    assert runs == Counter({"x": 1, "y": 2})
+
+
 def test_run_metadata_is_recorded_and_filterable() -> None:
     graph = abc()
     config = thread()

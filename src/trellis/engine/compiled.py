@@ -207,6 +207,8 @@ class CompiledStateGraph:
                     )
                 if input.update is not None:  # applied before the interrupted nodes re-run
                     loop.apply_input_update(input)
+                if input.goto:
+                    loop.resume_goto = input.goto
             return
         if saved is not None:
             restore(loop, saved, continue_run=False)

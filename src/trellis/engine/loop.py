@@ -66,6 +66,7 @@ class RunLoop:
         "plan",
         "recursion_limit",
         "resume",
+        "resume_goto",
         "resuming",
         "resuming_tasks",
         "replayed",
@@ -172,6 +173,7 @@ class RunLoop:
         self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
+        self.resume_goto: Any = None  # the goto of a Command(resume=..., goto=...)
 
     # -- starting ---------------------------------------------------------
 
@@ -199,7 +201,9 @@ class RunLoop:
         self.next_nodes = _NO_LIST
         self.next_sends = _NO_LIST
         self.deferred = _NONE
-        self.start_task = Task(self, self.plan.start, update, self.step + 1, (PULL, START))
+        continues = isinstance(value, Command) and self.checkpoint_id is not None
+        start = self.plan.command_start if continues else self.plan.start
+        self.start_task = Task(self, start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
             self._effect(record(self, "input"))
 
@@ -322,6 +326,32 @@ class RunLoop:
         else:  # no answer given: interrupted nodes run again and ask again
             for task in tasks:
                 task.interrupts = []
+        if self.resume_goto:
+            self._add_goto(tasks, self.resume_goto)
+            self.resume_goto = None
+
+    def _add_goto(self, tasks: list[Task], goto: Any) -> None:
+        """``Command(resume=..., goto=...)``: as LangGraph, the targets run in the
+        resumed step, beside the nodes it resumes (pull tasks by name, then Sends)."""
+        step = tasks[0].step
+        # Validated and normalized as a node's own Command would be.
+        probe = Task(self, self.plan.command_start, None, step, (PULL, START))
+        probe.accept(Command(goto=goto))
+        pulls = [t for t in tasks if t.path[0] == PULL]
+        pushes = [t for t in tasks if t.path[0] != PULL]
+        running = {t.name for t in pulls}
+        nodes = self.plan.nodes
+        for target in probe.goto:
+            if type(target) is str:
+                if target not in running and target != END:
+                    node = nodes[target]
+                    inputs = node.make_input(self.values)
+                    pulls.append(Task(self, node, inputs, step, node.pull_path))
+                    running.add(target)
+            else:
+                pushes.append(Task(self, nodes[target.node], target.arg, step, (PUSH, len(pushes))))
+        pulls.sort(key=lambda t: t.name)
+        tasks[:] = [*pulls, *pushes]
 
     def saves_writes(self) -> bool:
         """Whether writes made mid-step (finished siblings, retries, ``once``

@@ -11,7 +11,7 @@ import hashlib
 import inspect
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL
@@ -109,6 +109,10 @@ class GraphPlan:
 
     nodes: dict[str, NodePlan]
     start: NodePlan
+    command_start: NodePlan
+    """START without its edges: what a ``Command`` given as the input of a thread
+    that has a checkpoint goes through. As in LangGraph, it applies ``update`` and
+    runs ``goto`` only; the graph does not start over from its entry."""
     channels: dict[str, Channel]
     reducers: dict[str, Callable[[Any, Any], Any]]
     writable: frozenset[str]
@@ -251,6 +255,7 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
     return GraphPlan(
         nodes=nodes,
         start=start,
+        command_start=replace(start, static_next=(), joins=(), branches=()),
         channels=channels,
         reducers=reducers,
         writable=all_channels,
