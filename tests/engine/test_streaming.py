@@ -213,8 +213,17 @@ async def test_astream_with_async_nodes_writes_custom() -> None:
     ]
 
 
-def test_invoke_with_a_stream_mode_returns_its_last_chunk() -> None:
-    assert chain("x", "y").invoke({}, stream_mode="updates") == {"y": {"log": ["y"]}}
+def test_invoke_with_a_stream_mode_returns_every_chunk() -> None:
+    """As LangGraph: only ``"values"`` (the default) returns the final state."""
+    graph = chain("x", "y")
+    assert graph.invoke({}, stream_mode="updates") == [{"x": {"log": ["x"]}}, {"y": {"log": ["y"]}}]
+    both = graph.invoke({}, stream_mode=["updates", "values"])
+    assert both[-1] == ("values", {"log": ["x", "y"]}) and len(both) == 4
+
+
+async def test_ainvoke_with_a_stream_mode_returns_every_chunk() -> None:
+    chunks = await chain("x", "y").ainvoke({}, stream_mode="updates")
+    assert chunks == [{"x": {"log": ["x"]}}, {"y": {"log": ["y"]}}]
 
 
 # -- batch ----------------------------------------------------------------------

@@ -333,11 +333,10 @@ class CompiledStateGraph:
 
         >>> graph.invoke({"n": 1}, {"recursion_limit": 50})
         """
-        if stream_mode != "values":
-            chunks = list(
+        if stream_mode != "values":  # as LangGraph: every chunk, in a list
+            return list(
                 self.stream(input, config, context=context, stream_mode=stream_mode, **kwargs)
             )
-            return chunks[-1] if chunks else None
         loop = self._sync_loop(input, config, context, (), kwargs)
         error = None
         try:
@@ -385,13 +384,12 @@ class CompiledStateGraph:
     ) -> Any:
         """The async twin of ``invoke``."""
         if stream_mode != "values":
-            chunks = [
+            return [
                 c
                 async for c in self.astream(
                     input, config, context=context, stream_mode=stream_mode, **kwargs
                 )
             ]
-            return chunks[-1] if chunks else None
         loop = await self._async_loop(input, config, context, (), kwargs)
         error = None
         try:
