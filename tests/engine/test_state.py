@@ -15,7 +15,7 @@ import pytest
 from tests.engine.conftest import two_writers_of_one_key
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, StateGraph
+from trellis import END, START, Command, StateGraph, interrupt, once
 from trellis.errors import (
     CheckpointNotFoundError,
     ConcurrentUpdateError,
@@ -487,6 +487,27 @@ def test_command_as_input_on_a_thread_with_a_checkpoint_does_not_start_over() ->
     }
     assert graph.invoke(Command(update={"a": "only"}), config)["a"] == "only"
     assert runs == Counter({"x": 1, "y": 2})
+
+
+def test_an_edit_while_a_node_waits_keeps_its_answers_and_once_results() -> None:
+    charges: list[int] = []
+
+    def pay(state: S) -> dict[str, Any]:
+        receipt = once("charge", lambda: charges.append(42) or f"receipt-{len(charges)}")
+        first, second = interrupt("amount?"), interrupt("address?")
+        return {"log": [f"{receipt} {first} {second}"]}
+
+    builder = StateGraph(S)
+    builder.add_node("pay", pay)
+    builder.add_edge(START, "pay")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    graph.invoke(Command(resume="amount-ok"), config)
+    graph.update_state(config, {"a": "edited"})  # the node keeps waiting on "address?"
+    out = graph.invoke(Command(resume="address-ok"), config)
+    assert out["log"] == ["receipt-1 amount-ok address-ok"]
+    assert charges == [42]
 
 
 def test_run_metadata_is_recorded_and_filterable() -> None:

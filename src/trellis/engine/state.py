@@ -6,7 +6,17 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.durable import DONE, ERROR, INTERRUPT, record, restore, waiting_on
+from trellis.engine.durable import (
+    DONE,
+    ERROR,
+    INTERRUPT,
+    ONCE,
+    RESUME,
+    RETRY,
+    record,
+    restore,
+    waiting_on,
+)
 from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
@@ -240,7 +250,9 @@ def _carry_interrupts(
     ``still``, which are scheduled again.
 
     The same tasks are scheduled at the new checkpoint, under new ids (ids derive
-    from the checkpoint), so their pending interrupts move to those ids.
+    from the checkpoint), so what they kept while waiting moves to those ids: the
+    pending interrupts, the answers already given, ``once()`` results and retry
+    counts (else a resume would ask again and repeat a side effect).
     """
     checkpoint = saved.checkpoint
     pending = checkpoint.pending or {}
@@ -256,5 +268,8 @@ def _carry_interrupts(
     return [
         PendingWrite(moved[w.task_id], w.task_name, w.idx, w.channel, w.value)
         for w in saved.pending_writes
-        if w.channel == INTERRUPT and w.task_id in moved
+        if w.channel in _KEPT_WHILE_WAITING and w.task_id in moved
     ]
+
+
+_KEPT_WHILE_WAITING = frozenset({INTERRUPT, RESUME, ONCE, RETRY})
