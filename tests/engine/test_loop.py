@@ -13,7 +13,7 @@ import pytest
 from typing_extensions import TypedDict
 
 from trellis import END, START, Command, Send, StateGraph
-from trellis.errors import GraphRecursionError, RoutingError
+from trellis.errors import GraphRecursionError, InvalidUpdateError, RoutingError
 
 
 class S(TypedDict, total=False):
@@ -375,3 +375,24 @@ def test_list_of_commands_writing_one_reducer_key_keeps_every_write() -> None:
     )
     builder.add_edge(START, "cmd")
     assert builder.compile().invoke({})["log"] == ["c1", "c2"]
+
+
+def test_update_pairs_are_writes_in_order_through_the_reducers() -> None:
+    builder = StateGraph(S)
+    builder.add_node(
+        "cmd", lambda s: Command(update=[("log", ["x"]), ("a", "set"), ("log", ["y"])])
+    )
+    builder.add_edge(START, "cmd")
+    assert builder.compile().invoke({}) == {"a": "set", "log": ["x", "y"]}
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [([("a", "1"), ("a", "2")], "twice in one step"), ([("a", "1", "extra")], "pairs")],
+)
+def test_bad_update_pairs_are_named_errors(update: list[Any], message: str) -> None:
+    builder = StateGraph(S)
+    builder.add_node("cmd", lambda s: Command(update=update))
+    builder.add_edge(START, "cmd")
+    with pytest.raises(InvalidUpdateError, match=message):
+        builder.compile().invoke({})

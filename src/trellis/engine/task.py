@@ -227,10 +227,16 @@ class Task:
 
             raise ParentCommand(command)
         update = command.update
-        if update is not None:
-            if isinstance(update, (list, tuple)):
-                update = dict(update)
-            elif type(update) is not dict:
+        if isinstance(update, (list, tuple)):
+            # Pairs are writes in order: a key given twice goes through its reducer
+            # twice (as LangGraph), rather than the last pair silently winning.
+            pairs = _pairs(self.name, update)
+            for key, value in pairs:
+                self._set_update({key: value})
+            if not pairs:
+                self._set_update({})
+        elif update is not None:
+            if type(update) is not dict:
                 converted = self.node.to_update(update) if self.node.to_update else None
                 if converted is None and not isinstance(update, Mapping):
                     raise InvalidUpdateError(
@@ -280,7 +286,7 @@ class Task:
             else:
                 raise InvalidUpdateError(
                     f"node {self.name!r} wrote state key {key!r} twice in one step (in two "
-                    "Commands), and it keeps only one value; give it a reducer"
+                    "Commands or update pairs), and it keeps only one value; give it a reducer"
                 )
         self.update = merged
 
@@ -372,3 +378,16 @@ def _routing_message(source: str, branch: BranchPlan, value: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _pairs(node: str, update: list[Any] | tuple[Any, ...]) -> list[tuple[str, Any]]:
+    """``Command(update=[(key, value), ...])`` checked: each item one (key, value) pair."""
+    out = []
+    for item in update:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise InvalidUpdateError(
+                f"node {node!r} returned Command(update=[... {_short(item)} ...]); "
+                "a list update must hold (key, value) pairs"
+            )
+        out.append((item[0], item[1]))
+    return out
