@@ -4,6 +4,8 @@ input/output schemas and node-level input schemas."""
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping, MutableSequence, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -11,7 +13,7 @@ import pydantic
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, StateGraph
+from trellis import END, START, StateGraph, add_messages
 from trellis.errors import InvalidUpdateError
 from trellis.graph.schema import schema_info
 
@@ -58,6 +60,22 @@ def test_annotated_without_a_two_argument_callable_is_a_last_value_key() -> None
 def test_reducer_keys_start_from_their_types_zero_value() -> None:
     graph = single(TD, lambda s: {"name": "x"})
     assert graph.invoke({}) == {"name": "x", "items": [], "total": 0, "text": "", "counts": {}}
+
+
+def test_abstract_collection_reducer_keys_start_as_their_concrete_type() -> None:
+    """The LangGraph tutorial state: ``Annotated[Sequence[...], add_messages]``."""
+
+    class Abstract(TypedDict):
+        messages: Annotated[Sequence[Any], add_messages]
+        queue: Annotated[MutableSequence[int], operator.add]
+        seen: Annotated[AbstractSet[str], operator.or_]
+        meta: Annotated[Mapping[str, int], lambda a, b: {**a, **b}]
+
+    builder = StateGraph(Abstract)
+    builder.add_node("agent", lambda s: {"queue": [len(s["messages"])]})
+    builder.add_edge(START, "agent")
+    out = builder.compile().invoke({})
+    assert out == {"messages": [], "queue": [0], "seen": set(), "meta": {}}
 
 
 def test_reducers_fold_updates_across_steps() -> None:

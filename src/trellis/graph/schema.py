@@ -7,6 +7,7 @@ last value written. All of this is decided once, at compile time.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import sys
 import typing
@@ -117,11 +118,24 @@ def _initial_for(base: Any) -> Callable[[], Any] | None:
     origin = get_origin(base) or base
     if origin is typing.Union or origin is Any or not isinstance(origin, type):
         return None
+    # An abstract collection starts as its usual concrete one (as LangGraph):
+    # ``Annotated[Sequence[BaseMessage], add_messages]`` starts as [].
+    origin = _CONCRETE.get(origin, origin)
     try:
         origin()
     except Exception:
         return None
     return typing.cast("Callable[[], Any]", origin)
+
+
+_CONCRETE: dict[Any, type] = {
+    collections.abc.Sequence: list,
+    collections.abc.MutableSequence: list,
+    collections.abc.Set: set,
+    collections.abc.MutableSet: set,
+    collections.abc.Mapping: dict,
+    collections.abc.MutableMapping: dict,
+}
 
 
 def schema_info(schema: Any) -> SchemaInfo:
