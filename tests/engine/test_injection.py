@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 
 from trellis import END, START, RunnableConfig, Runtime, StateGraph
 from trellis.engine.context import get_config
+from trellis.errors import InvalidConfigError
 from trellis.persist.memory import MemorySaver
 
 
@@ -126,11 +127,29 @@ def test_runtime_context_and_execution_info() -> None:
 
 
 def test_runtime_context_is_none_when_not_given_and_dicts_pass_through() -> None:
+    """Without a context_schema, a dict context reaches nodes as it is."""
     seen: list[Any] = []
-    graph = chain(("n", lambda s, runtime: seen.append(runtime.context)))
+    builder = StateGraph(S)
+    builder.add_node("n", lambda s, runtime: seen.append(runtime.context))
+    builder.add_edge(START, "n")
+    graph = builder.compile()
     graph.invoke({})
     graph.invoke({}, context={"user": "bob"})
     assert seen == [None, {"user": "bob"}]
+
+
+def test_a_dict_context_becomes_the_context_schema() -> None:
+    """As LangGraph: with ``context_schema`` a dataclass (or pydantic model), a dict
+    passed as ``context=`` reaches nodes as an instance of it."""
+    seen: list[Any] = []
+    builder = StateGraph(S, context_schema=Ctx)
+    builder.add_node("n", lambda s, runtime: seen.append(runtime.context))
+    builder.add_edge(START, "n")
+    graph = builder.compile()
+    graph.invoke({}, context={"user": "bob"})
+    assert seen == [Ctx(user="bob")]
+    with pytest.raises(InvalidConfigError, match="context does not fit Ctx"):
+        graph.invoke({}, context={"nobody": 1})
 
 
 def test_runtime_task_id_matches_config_task_id_and_thread() -> None:

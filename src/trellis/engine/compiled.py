@@ -6,6 +6,7 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -91,6 +92,8 @@ class CompiledStateGraph:
             self.collector = MetricsCollector()
             self.sinks.append(self.collector)
         self.routes: Any = None  # where events go: set on the first observed run
+        # A dict given as context= becomes this class (as LangGraph's _coerce_context).
+        self.context_class = _context_class(builder.context_schema)
         if checkpointer is not None:
             _allow_schemas(checkpointer, self.plan.schemas, options.get("allowlist", ()))
 
@@ -145,6 +148,8 @@ class CompiledStateGraph:
     ) -> tuple[RunLoop, tuple[str, str | None, str] | None]:
         """A loop for one call, and what must be read from the saver first (if anything)."""
         config = config or {}
+        if type(context) is dict and self.context_class is not None:
+            context = _coerce_context(self.context_class, context)
         limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
         before = kwargs.get("interrupt_before") or self.interrupt_before
         after = kwargs.get("interrupt_after") or self.interrupt_after
@@ -587,6 +592,22 @@ def _durability(value: Any) -> str:
             f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
         )
     return str(value)
+
+
+def _context_class(schema: Any) -> type | None:
+    """The class a dict context is made into: a dataclass or pydantic model schema."""
+    if not isinstance(schema, type):
+        return None
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_validate"):
+        return schema
+    return None
+
+
+def _coerce_context(cls: type, context: dict[str, Any]) -> Any:
+    try:
+        return cls(**context)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidConfigError(f"context does not fit {cls.__name__}: {exc}") from exc
 
 
 def _after_the_run(loop: RunLoop) -> Iterator[tuple[str, Any]]:
