@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from trellis import END, START, Command, Interrupt, RunnableConfig, Send, StateGraph
 from trellis.engine.interrupts import interrupt
-from trellis.errors import EmptyInputError, InterruptError, RoutingError
+from trellis.errors import EmptyInputError, GraphRecursionError, InterruptError, RoutingError
 from trellis.persist.memory import MemorySaver
 
 
@@ -425,6 +425,22 @@ def test_updates_stream_reports_a_breakpoint() -> None:
     graph = _abc(interrupt_before=["b"])
     chunks = list(graph.stream({"a": "x"}, thread(), stream_mode="updates"))
     assert chunks == [{"a": {"log": ["a"]}}, {"__interrupt__": ()}]
+
+
+@pytest.mark.parametrize("options", [{"interrupt_before": ["b"]}, {"interrupt_after": ["a"]}])
+async def test_both_breakpoints_stream_the_pause(options: dict[str, Any]) -> None:
+    graph = _abc(**options)
+    expected = [{"a": {"log": ["a"]}}, {"__interrupt__": ()}]
+    assert list(graph.stream({"a": "x"}, thread(), stream_mode="updates")) == expected
+    chunks = [c async for c in graph.astream({"a": "x"}, thread(), stream_mode="updates")]
+    assert chunks == expected
+
+
+def test_the_recursion_limit_wins_over_a_breakpoint() -> None:
+    """As LangGraph: a run out of steps fails even where a breakpoint would pause it."""
+    graph = _abc(interrupt_before=["c"])
+    with pytest.raises(GraphRecursionError, match="still scheduled: 'c'"):
+        graph.invoke({"a": "x"}, {**thread(), "recursion_limit": 2})
 
 
 def _deferred(**compile_options: Any) -> Any:

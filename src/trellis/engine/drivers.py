@@ -387,6 +387,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             if loop.saved:
                 yield from checkpoint_chunks(loop)
         if loop.status == "interrupt_after":
+            if modes:  # as at interrupt_before: an empty __interrupt__ marks the pause
+                yield from interrupt_chunks(loop)
             break
     loop.finish()
     if loop.effects:
@@ -620,6 +622,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 for chunk in checkpoint_chunks(loop):
                     yield chunk
         if loop.status == "interrupt_after":
+            if modes:
+                for chunk in interrupt_chunks(loop):
+                    yield chunk
             break
     loop.finish()
     if loop.effects:

@@ -257,6 +257,14 @@ class RunLoop:
             return [task]
         names = self.next_nodes
         sends = self.next_sends
+        # Before breakpoints, as LangGraph: a pause must not hide a runaway loop.
+        if self.step + 1 - self.first_step > self.recursion_limit:
+            pending = [*names, *(s.node for s in sends), *sorted(self.deferred)]
+            raise GraphRecursionError(
+                f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
+                f"condition; still scheduled: {', '.join(map(repr, pending)) or 'nothing'}. "
+                "You can increase the limit by setting the `recursion_limit` config key."
+            )
         before = self.breakpoints[0]
         upcoming = self.plan.upcoming
         if (
@@ -267,13 +275,6 @@ class RunLoop:
             self.status = "interrupt_before"
             return []
         self.resuming = False
-        if self.step + 1 - self.first_step > self.recursion_limit:
-            pending = [*names, *(s.node for s in sends), *sorted(self.deferred)]
-            raise GraphRecursionError(
-                f"Recursion limit of {self.recursion_limit} reached without hitting a stop "
-                f"condition; still scheduled: {', '.join(map(repr, pending)) or 'nothing'}. "
-                "You can increase the limit by setting the `recursion_limit` config key."
-            )
         if not names and not sends:
             if not self.deferred:
                 return []
