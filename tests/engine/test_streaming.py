@@ -213,6 +213,37 @@ async def test_astream_with_async_nodes_writes_custom() -> None:
     ]
 
 
+def _failing_step() -> Any:
+    def bad(state: S, writer: Any) -> dict[str, Any]:
+        writer("half done")
+        raise RuntimeError("upstream down")
+
+    builder = StateGraph(S)
+    builder.add_node("good", lambda s: {"log": ["good"]})
+    builder.add_node("bad", bad)
+    builder.add_edge(START, "good")
+    builder.add_edge(START, "bad")
+    return builder.compile()
+
+
+def test_a_failing_step_streams_what_it_produced_before_the_error() -> None:
+    """As LangGraph: the finished sibling's update and the failed node's custom
+    chunks come out, then the error."""
+    seen: list[Any] = []
+    with pytest.raises(RuntimeError, match="upstream down"):
+        for chunk in _failing_step().stream({}, stream_mode=["updates", "custom"]):
+            seen.append(chunk)
+    assert seen == [("custom", "half done"), ("updates", {"good": {"log": ["good"]}})]
+
+
+async def test_a_failing_async_step_streams_the_failed_nodes_custom_chunks() -> None:
+    seen: list[Any] = []
+    with pytest.raises(RuntimeError, match="upstream down"):
+        async for chunk in _failing_step().astream({}, stream_mode="custom"):
+            seen.append(chunk)
+    assert seen == ["half done"]
+
+
 def test_invoke_with_a_stream_mode_returns_every_chunk() -> None:
     """As LangGraph: only ``"values"`` (the default) returns the final state."""
     graph = chain("x", "y")

@@ -360,6 +360,8 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                 obs.step_end(loop, todo, failure.error)
             loop.fail(tasks)
             perform(loop)
+            if modes:  # what the step produced before it failed, as LangGraph streams it
+                yield from task_chunks(loop, todo, stopped=True)
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
@@ -590,6 +592,9 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 obs.step_end(loop, todo, failure.error)
             loop.fail(tasks)
             await aperform(loop)
+            if modes:
+                for chunk in task_chunks(loop, todo, stopped=True):
+                    yield chunk
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
