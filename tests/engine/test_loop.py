@@ -13,7 +13,7 @@ import pytest
 from typing_extensions import TypedDict
 
 from trellis import END, START, Command, Send, StateGraph
-from trellis.errors import GraphRecursionError, InvalidUpdateError, RoutingError
+from trellis.errors import GraphRecursionError, InvalidConfigError, InvalidUpdateError, RoutingError
 
 
 class S(TypedDict, total=False):
@@ -396,3 +396,61 @@ def test_bad_update_pairs_are_named_errors(update: list[Any], message: str) -> N
     builder.add_edge(START, "cmd")
     with pytest.raises(InvalidUpdateError, match=message):
         builder.compile().invoke({})
+
+
+def _fan_out(width: int, peak: list[int]) -> Any:
+    """START -> w0..w{width-1}, each noting how many tasks run at that moment."""
+    lock = threading.Lock()
+    running = [0]
+
+    def make(name: str) -> Any:
+        def node(state: S) -> dict[str, Any]:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+            return {"log": [name]}
+
+        return node
+
+    builder = StateGraph(S)
+    for i in range(width):
+        builder.add_node(f"w{i}", make(f"w{i}"))
+        builder.add_edge(START, f"w{i}")
+    return builder.compile()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_max_concurrency_caps_a_steps_running_tasks(limit: int) -> None:
+    peak = [0]
+    out = _fan_out(6, peak).invoke({}, {"max_concurrency": limit})
+    assert sorted(out["log"]) == [f"w{i}" for i in range(6)]
+    assert 1 <= peak[0] <= limit
+
+
+async def test_max_concurrency_caps_async_runs_too() -> None:
+    import asyncio
+
+    running, peak = [0], [0]
+
+    async def node(state: S) -> dict[str, Any]:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+        return {"log": ["w"]}
+
+    builder = StateGraph(S)
+    for i in range(6):
+        builder.add_node(f"w{i}", node)
+        builder.add_edge(START, f"w{i}")
+    out = await builder.compile().ainvoke({}, {"max_concurrency": 2})
+    assert len(out["log"]) == 6 and peak[0] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_a_bad_max_concurrency_is_a_named_error(bad: Any) -> None:
+    with pytest.raises(InvalidConfigError, match="max_concurrency"):
+        _fan_out(2, [0]).invoke({}, {"max_concurrency": bad})

@@ -196,7 +196,11 @@ def run_tasks(tasks: list[Task]) -> None:
     from concurrent.futures import wait
 
     pool = _executor()
-    helpers = [pool.submit(drain) for _ in range(min(len(tasks) - 1, _WORKERS))]
+    workers = min(len(tasks) - 1, _WORKERS)
+    limit = tasks[0].loop.max_concurrency
+    if limit is not None:  # config max_concurrency counts the calling thread too
+        workers = min(workers, limit - 1)
+    helpers = [pool.submit(drain) for _ in range(workers)]
     drain()
     # Helpers still queued (every worker busy, e.g. in a nested graph's step) are
     # not waited for: the queue is empty, so they would find nothing to do.
@@ -495,7 +499,17 @@ async def arun_tasks(tasks: list[Task]) -> None:
                 checkpoint_ns=loop.checkpoint_ns,
             )
 
-    running = {asyncio.ensure_future(run_and_keep(task)): task for task in tasks}
+    run = run_and_keep
+    limit = loop.max_concurrency
+    if limit is not None and limit < len(tasks):  # config max_concurrency
+        slots = asyncio.Semaphore(limit)
+
+        async def run_in_a_slot(task: Task) -> None:
+            async with slots:
+                await run_and_keep(task)
+
+        run = run_in_a_slot
+    running = {asyncio.ensure_future(run(task)): task for task in tasks}
     done, pending = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
     failures = [f for f in done if not f.cancelled() and f.exception() is not None]
     if not failures:

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import Effect, breakpoint_marker, pending_writes, record, restore_tasks
 from trellis.engine.task import PULL, PUSH, Task, sends_first
-from trellis.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
+from trellis.errors import (
+    EmptyInputError,
+    GraphRecursionError,
+    InvalidConfigError,
+    InvalidUpdateError,
+)
 from trellis.persist.base import new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
@@ -58,6 +63,7 @@ class RunLoop:
         "head",
         "interrupts",
         "live_values",
+        "max_concurrency",
         "modes",
         "next_nodes",
         "next_sends",
@@ -109,6 +115,10 @@ class RunLoop:
         self.apply: Callable[[dict[str, Any], Mapping[str, Any]], None] = plan.apply
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
+        # How many of a step's tasks may run at once (None: all of them).
+        self.max_concurrency: int | None = config.get("max_concurrency")
+        if self.max_concurrency is not None:
+            _check_concurrency(self.max_concurrency)
         self.context = context
         self.recursion_limit = recursion_limit
         self.modes = modes
@@ -642,3 +652,10 @@ def _hits(breakpoints: frozenset[str], names: list[str], sends: list[Send]) -> b
 def _writer(task: Task) -> str:
     """How a conflict error names a task: its node, and which Send it came from."""
     return task.name if task.path[0] == PULL else f"{task.name} (Send #{task.path[1]})"
+
+
+def _check_concurrency(limit: Any) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidConfigError(
+            f"config max_concurrency must be a whole number of at least 1, got {limit!r}"
+        )
