@@ -6,10 +6,12 @@ import asyncio
 import operator
 from typing import Annotated, Any
 
+import pytest
 from typing_extensions import TypedDict
 
 from trellis import END, START, Command, StateGraph
 from trellis.engine.interrupts import interrupt
+from trellis.errors import InvalidConfigError
 from trellis.persist.memory import MemorySaver
 
 
@@ -233,3 +235,38 @@ def test_a_subgraph_breakpoint_pauses_async_and_streamed_runs() -> None:
     assert chunks[-1][1]["__interrupt__"] and graph.get_state(config).next == ("sub",)
     list(graph.stream(None, config, stream_mode="updates", subgraphs=True))
     assert graph.get_state(config).values["log"] == _FINISHED
+
+
+class Log(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def _counting_child(**compile_options: Any) -> Any:
+    child = StateGraph(Log)
+    child.add_node("i", lambda s: {"log": [f"i{len(s['log'])}"]})
+    child.add_edge(START, "i")
+    return child.compile(**compile_options)
+
+
+def test_a_subgraph_compiled_with_checkpointer_true_keeps_its_state_across_runs() -> None:
+    """As LangGraph: the child's own thread carries over between parent runs."""
+    parent = StateGraph(Log)
+    parent.add_node("sub", _counting_child(checkpointer=True))
+    parent.add_edge(START, "sub")
+    graph = parent.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    assert graph.invoke({"log": ["x"]}, config) == {"log": ["x", "x", "i1"]}
+    second = graph.invoke({"log": ["y"]}, config)["log"]
+    # the child saw its old state [x, i1] plus the parent's [x, x, i1, y]
+    assert second == ["x", "x", "i1", "y", "x", "i1", "x", "x", "i1", "y", "i6"]
+
+
+def test_checkpointer_true_needs_a_parent_with_a_checkpointer() -> None:
+    child = _counting_child(checkpointer=True)
+    parent = StateGraph(Log)
+    parent.add_node("sub", child)
+    parent.add_edge(START, "sub")
+    with pytest.raises(InvalidConfigError, match="'sub'.*parent has none"):
+        parent.compile().invoke({"log": []})
+    with pytest.raises(InvalidConfigError, match="checkpointer=True"):
+        child.invoke({"log": []}, {"configurable": {"thread_id": "t"}})

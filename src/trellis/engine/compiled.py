@@ -172,6 +172,12 @@ class CompiledStateGraph:
                 )
             loop.begin(input)
             return loop, None
+        if loop.saver is True:
+            raise InvalidConfigError(
+                f"graph {self.name!r} was compiled with checkpointer=True, which means "
+                "'the parent graph's checkpointer': run it as a subgraph node, or compile "
+                "it with a checkpointer of its own"
+            )
         thread_id = loop.thread_id
         if thread_id is None:
             raise InvalidConfigError(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import BREAKPOINT_TASK
+from trellis.errors import InvalidConfigError
 from trellis.types import Command, Interrupt, RunnableConfig
 
 if TYPE_CHECKING:
@@ -62,13 +63,24 @@ class SubgraphNode:
         task: Task | None = CURRENT_TASK.get()
         parent = task.loop if task is not None else None
         graph = self.graph
-        if graph.checkpointer is not None or parent is None or parent.saver is None:
+        # checkpointer=True (LangGraph's): the parent's saver, under a namespace of
+        # its own that every run of the parent thread shares, so the subgraph's
+        # state carries over from one call to the next.
+        persistent = graph.checkpointer is True
+        if persistent and (parent is None or parent.saver is None):
+            raise InvalidConfigError(
+                f"subgraph node {self.name!r} was compiled with checkpointer=True, which "
+                "keeps its state in the parent graph's checkpointer, but the parent has none"
+            )
+        own_saver = graph.checkpointer is not None and not persistent
+        if own_saver or parent is None or parent.saver is None:
             configurable.pop("checkpoint_ns", None)
             return graph, self._input(state), {**config, "configurable": configurable}
         assert task is not None
         graph = self._bound(parent.saver)
         configurable["thread_id"] = parent.thread_id
-        configurable["checkpoint_ns"] = f"{parent.checkpoint_ns}|{self.name}:{task.id}".lstrip("|")
+        own = self.name if persistent else f"{self.name}:{task.id}"
+        configurable["checkpoint_ns"] = f"{parent.checkpoint_ns}|{own}".lstrip("|")
         cfg: RunnableConfig = {**config, "configurable": configurable}
         value = self._input(state)
         saved = parent.saver.get_tuple(
