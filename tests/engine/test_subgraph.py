@@ -270,3 +270,58 @@ def test_checkpointer_true_needs_a_parent_with_a_checkpointer() -> None:
         parent.compile().invoke({"log": []})
     with pytest.raises(InvalidConfigError, match="checkpointer=True"):
         child.invoke({"log": []}, {"configurable": {"thread_id": "t"}})
+
+
+def _waiting_in_a_subgraph() -> tuple[Any, dict[str, Any]]:
+    """A parent whose subgraph ran ``prep`` and waits in ``ask``."""
+    builder = StateGraph(Parent)
+    builder.add_node(
+        "sub",
+        _child(
+            prep=lambda s: {"inner": "prepped"},
+            ask=lambda s: {"answer": f"{interrupt('ok?')} after {s.get('inner')}"},
+        ),
+    )
+    builder.add_edge(START, "sub")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "waiting"}}
+    graph.invoke({"q": "x"}, config)
+    return graph, config
+
+
+def test_get_state_reads_a_subgraphs_namespace() -> None:
+    graph, config = _waiting_in_a_subgraph()
+    (task,) = graph.get_state(config).tasks
+    assert task.state["configurable"]["checkpoint_ns"].startswith("sub:")
+    inside = graph.get_state(task.state)
+    assert (inside.values["inner"], inside.next) == ("prepped", ("ask",))
+    assert (
+        inside.config["configurable"]["checkpoint_ns"]
+        == task.state["configurable"]["checkpoint_ns"]
+    )
+    (nested,) = graph.get_state(config, subgraphs=True).tasks
+    assert nested.state.values == inside.values and nested.state.next == ("ask",)
+    steps = [h.next for h in graph.get_state_history(task.state)]
+    assert steps[:2] == [("ask",), ("prep",)]
+
+
+async def test_aget_state_reads_a_subgraphs_namespace_too() -> None:
+    graph, config = _waiting_in_a_subgraph()
+    (nested,) = (await graph.aget_state(config, subgraphs=True)).tasks
+    assert nested.state.next == ("ask",)
+    assert (await graph.aget_state(nested.state.config)).values["inner"] == "prepped"
+
+
+def test_update_state_in_a_subgraphs_namespace_reaches_the_subgraph() -> None:
+    graph, config = _waiting_in_a_subgraph()
+    (task,) = graph.get_state(config).tasks
+    graph.update_state(task.state, {"inner": "edited"})
+    assert "answer" not in graph.get_state(config).values  # the parent is untouched
+    assert graph.invoke(Command(resume="yes"), config)["answer"] == "yes after edited"
+
+
+def test_a_namespace_naming_no_subgraph_is_a_named_error() -> None:
+    graph, config = _waiting_in_a_subgraph()
+    bad = {"configurable": {"thread_id": "waiting", "checkpoint_ns": "nope:123"}}
+    with pytest.raises(InvalidConfigError, match="no subgraph node 'nope'"):
+        graph.get_state(bad)

@@ -459,18 +459,38 @@ class CompiledStateGraph:
         ('review',)
         """
         thread_id, checkpoint_id = state.thread_of(self, config)
-        return state.snapshot(
-            self,
-            self.checkpointer.get_tuple(thread_id, checkpoint_id),
-            thread_id,
-            live=checkpoint_id is None,
-        )
+        graph, ns = state.in_namespace(self, config)
+        saved = self.checkpointer.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        snap = state.snapshot(graph, saved, thread_id, live=checkpoint_id is None, ns=ns)
+        if subgraphs:
+            snap = state.with_subgraph_states(snap, self._subgraph_state)
+        return snap
+
+    def _subgraph_state(self, where: RunnableConfig) -> StateSnapshot | None:
+        thread_id = where["configurable"]["thread_id"]
+        ns = where["configurable"]["checkpoint_ns"]
+        if self.checkpointer.get_tuple(thread_id, checkpoint_ns=ns) is None:
+            return None  # the subgraph has not run there yet
+        return self.get_state(where, subgraphs=True)
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
         """The async twin of ``get_state``."""
         thread_id, checkpoint_id = state.thread_of(self, config)
-        saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id)
-        return state.snapshot(self, saved, thread_id, live=checkpoint_id is None)
+        graph, ns = state.in_namespace(self, config)
+        saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        snap = state.snapshot(graph, saved, thread_id, live=checkpoint_id is None, ns=ns)
+        if subgraphs:
+            found: dict[str, StateSnapshot] = {}
+            for task in snap.tasks:
+                if task.state is not None:
+                    where = task.state["configurable"]
+                    child = where["checkpoint_ns"]
+                    if await self.checkpointer.aget_tuple(where["thread_id"], checkpoint_ns=child):
+                        found[child] = await self.aget_state(task.state, subgraphs=True)
+            snap = state.with_subgraph_states(
+                snap, lambda where: found.get(where["configurable"]["checkpoint_ns"])
+            )
+        return snap
 
     def get_state_history(
         self,
@@ -491,26 +511,32 @@ class CompiledStateGraph:
         >>> graph.update_state(config, {"approved": True}, as_node="review")
         """
         where = state.thread_of(self, config)
-        saved, head = self._load((*where, ""))
+        graph, ns = state.in_namespace(self, config)
+        saved, head = self._load((*where, ns))
         writer = state.writer_step(saved, as_node)
-        parent = self.checkpointer.get_tuple(where[0], writer) if writer else None
-        loop = state.update_loop(self, config, saved, head, values, as_node, parent)
+        parent = self.checkpointer.get_tuple(where[0], writer, checkpoint_ns=ns) if writer else None
+        loop = state.update_loop(graph, config, saved, head, values, as_node, parent)
         drivers.perform(loop)
         drivers.settle(loop)
-        return state.checkpoint_config(where[0], loop.head)
+        return state.checkpoint_config(where[0], loop.head, ns)
 
     async def aupdate_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None
     ) -> RunnableConfig:
         """The async twin of ``update_state``."""
         where = state.thread_of(self, config)
-        saved, head = await self._aload((*where, ""))
+        graph, ns = state.in_namespace(self, config)
+        saved, head = await self._aload((*where, ns))
         writer = state.writer_step(saved, as_node)
-        parent = await self.checkpointer.aget_tuple(where[0], writer) if writer else None
-        loop = state.update_loop(self, config, saved, head, values, as_node, parent)
+        parent = (
+            await self.checkpointer.aget_tuple(where[0], writer, checkpoint_ns=ns)
+            if writer
+            else None
+        )
+        loop = state.update_loop(graph, config, saved, head, values, as_node, parent)
         await drivers.aperform(loop)
         drivers.settle(loop)
-        return state.checkpoint_config(where[0], loop.head)
+        return state.checkpoint_config(where[0], loop.head, ns)
 
     def delete_thread(self, thread_id: str) -> None:
         """Remove every checkpoint and pending write of ``thread_id``."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,15 @@ from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
 
-__all__ = ["checkpoint_config", "snapshot", "thread_of", "update_loop", "writer_step"]
+__all__ = [
+    "checkpoint_config",
+    "in_namespace",
+    "snapshot",
+    "thread_of",
+    "update_loop",
+    "with_subgraph_states",
+    "writer_step",
+]
 
 
 def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple[str, str | None]:
@@ -45,19 +54,62 @@ def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple
     return str(thread_id), configurable.get("checkpoint_id")
 
 
-def checkpoint_config(thread_id: str, checkpoint_id: str | None) -> RunnableConfig:
+def checkpoint_config(thread_id: str, checkpoint_id: str | None, ns: str = "") -> RunnableConfig:
     """The config that names one checkpoint of a thread (LangGraph's shape)."""
     return {
         "configurable": {
             "thread_id": thread_id,
-            "checkpoint_ns": "",
+            "checkpoint_ns": ns,
             "checkpoint_id": checkpoint_id,
         }
     }
 
 
+def in_namespace(
+    graph: CompiledStateGraph, config: RunnableConfig | None
+) -> tuple[CompiledStateGraph, str]:
+    """The graph whose checkpoints ``config``'s ``checkpoint_ns`` names, over
+    ``graph``'s checkpointer, and that namespace: ``(graph, "")`` for the thread's
+    own. A subgraph's namespace is ``node:task_id`` (``|``-joined when nested), as
+    ``stream(subgraphs=True)`` and ``StateTask.state`` show it."""
+    ns = ((config or {}).get("configurable") or {}).get("checkpoint_ns") or ""
+    if not ns:
+        return graph, ""
+    current = graph
+    for part in ns.split("|"):
+        name = part.split(":", 1)[0]
+        node = current.plan.nodes.get(name)
+        sub = node.subgraph if node is not None else None
+        if sub is None:
+            raise InvalidConfigError(
+                f"graph {graph.name!r} has no subgraph at checkpoint_ns {ns!r}: "
+                f"{current.name!r} has no subgraph node {name!r}"
+            )
+        if sub.graph.checkpointer not in (None, True):
+            raise InvalidConfigError(
+                f"subgraph node {name!r} has a checkpointer of its own: read its state "
+                "from that graph, not through checkpoint_ns"
+            )
+        current = sub.bound(graph.checkpointer)
+    return current, ns
+
+
+def _subgraph_ns(node: Any, ns: str, task_id: str) -> str | None:
+    """Where a subgraph node's task keeps its checkpoints (None: not a subgraph)."""
+    sub = node.subgraph
+    if sub is None or sub.graph.checkpointer not in (None, True):
+        return None
+    own = node.name if sub.graph.checkpointer is True else f"{node.name}:{task_id}"
+    return f"{ns}|{own}".lstrip("|")
+
+
 def snapshot(
-    graph: CompiledStateGraph, saved: CheckpointTuple | None, thread_id: str, *, live: bool
+    graph: CompiledStateGraph,
+    saved: CheckpointTuple | None,
+    thread_id: str,
+    *,
+    live: bool,
+    ns: str = "",
 ) -> StateSnapshot:
     """A ``StateSnapshot`` of ``saved`` (an empty one for an unknown thread).
 
@@ -69,7 +121,7 @@ def snapshot(
     """
     if saved is None:
         return StateSnapshot(
-            values={}, next=(), config=checkpoint_config(thread_id, None), metadata=None,
+            values={}, next=(), config=checkpoint_config(thread_id, None, ns), metadata=None,
             created_at=None, parent_config=None, tasks=(), interrupts=(),
         )  # fmt: skip
     checkpoint = saved.checkpoint
@@ -112,11 +164,20 @@ def snapshot(
                 finished.append(task)
         if not (done and live):
             still_to_run.append(name)
+        # A subgraph's task points at its checkpoints (get_state(subgraphs=True)
+        # puts the subgraph's own snapshot there), as LangGraph's does.
+        child = _subgraph_ns(node, ns, task.id)
+        where = (
+            None
+            if child is None
+            else {"configurable": {"thread_id": thread_id, "checkpoint_ns": child}}
+        )
         tasks.append(
             StateTask(
-                id=task.id, name=name, path=path, error=error, interrupts=found, result=result
+                id=task.id, name=name, path=path, error=error, interrupts=found, state=where,
+                result=result,
             )
-        )
+        )  # fmt: skip
     finished.sort(key=lambda t: t.path[0] != PULL)  # in the order a commit merges them
     try:  # as LangGraph: a step that cannot commit has no latest state
         values = loop.merged(checkpoint.values, finished)
@@ -126,10 +187,10 @@ def snapshot(
     return StateSnapshot(
         values={k: values[k] for k in graph.plan.channels if k in values},
         next=tuple(still_to_run),
-        config=checkpoint_config(thread_id, checkpoint.id),
+        config=checkpoint_config(thread_id, checkpoint.id, ns),
         metadata=dict(saved.metadata),
         created_at=datetime.fromtimestamp(checkpoint.created_at, UTC).isoformat(),
-        parent_config=checkpoint_config(thread_id, checkpoint.parent_id)
+        parent_config=checkpoint_config(thread_id, checkpoint.parent_id, ns)
         if checkpoint.parent_id
         else None,
         tasks=tuple(tasks),
@@ -137,15 +198,28 @@ def snapshot(
     )
 
 
+def with_subgraph_states(
+    snap: StateSnapshot, child: Callable[[RunnableConfig], StateSnapshot | None]
+) -> StateSnapshot:
+    """``snap`` with each subgraph task's ``state`` config replaced by the snapshot
+    ``child`` reads there (kept as the config where it finds none)."""
+    tasks = []
+    for task in snap.tasks:
+        found = child(task.state) if task.state is not None else None
+        tasks.append(task if found is None else replace(task, state=found))
+    return replace(snap, tasks=tuple(tasks))
+
+
 def history(
     graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
 ) -> Iterator[StateSnapshot]:
     thread_id, _ = thread_of(graph, config)
+    target, ns = in_namespace(graph, config)
     before = kwargs.pop("before", None)
     if isinstance(before, Mapping):
         before = (before.get("configurable") or {}).get("checkpoint_id")
-    for saved in graph.checkpointer.list(thread_id, before=before, **kwargs):
-        yield snapshot(graph, saved, thread_id, live=False)
+    for saved in graph.checkpointer.list(thread_id, checkpoint_ns=ns, before=before, **kwargs):
+        yield snapshot(target, saved, thread_id, live=False, ns=ns)
 
 
 def writer_step(saved: CheckpointTuple | None, as_node: str | None) -> str | None:

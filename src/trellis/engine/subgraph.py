@@ -77,7 +77,7 @@ class SubgraphNode:
             configurable.pop("checkpoint_ns", None)
             return graph, self._input(state), {**config, "configurable": configurable}
         assert task is not None
-        graph = self._bound(parent.saver)
+        graph = self.bound(parent.saver)
         configurable["thread_id"] = parent.thread_id
         own = self.name if persistent else f"{self.name}:{task.id}"
         configurable["checkpoint_ns"] = f"{parent.checkpoint_ns}|{own}".lstrip("|")
@@ -94,7 +94,8 @@ class SubgraphNode:
                 value = None
         return graph, value, cfg
 
-    def _bound(self, saver: Any) -> CompiledStateGraph:
+    def bound(self, saver: Any) -> CompiledStateGraph:
+        """This subgraph over ``saver`` (its parent's), compiled once per saver."""
         found = self._durable.get(id(saver))
         if found is None:
             found = self._durable[id(saver)] = self.graph.with_checkpointer(saver)
