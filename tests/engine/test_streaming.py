@@ -413,3 +413,41 @@ def test_updates_stream_before_a_conflict_is_raised() -> None:
         for chunk in graph.stream({"v": "in"}, stream_mode="updates"):
             chunks.append(chunk)
     assert chunks == [{"x": {"v": "x"}}, {"y": {"v": "y"}}]  # as LangGraph, then the error
+
+
+def test_tasks_and_checkpoints_modes_show_the_debug_chunks_payloads() -> None:
+    """LangGraph's "tasks" and "checkpoints" stream modes: parts of "debug"."""
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: {"log": ["a"]})
+    builder.add_edge(START, "a")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    started, finished = graph.stream({"log": []}, config, stream_mode="tasks")
+    assert (started["name"], started["input"], started["triggers"]) == (
+        "a",
+        {"log": []},
+        ("branch:to:a",),
+    )
+    assert finished == {
+        "id": started["id"],
+        "name": "a",
+        "error": None,
+        "result": {"log": ["a"]},
+        "interrupts": [],
+    }
+
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    chunks = list(graph.stream({"log": ["x"]}, config, stream_mode=["checkpoints", "updates"]))
+    saved = [c for mode, c in chunks if mode == "checkpoints"]
+    assert [c["next"] for c in saved] == [["__start__"], ["a"], []]
+    assert [[t["name"] for t in c["tasks"]] for c in saved] == [["__start__"], ["a"], []]
+    assert saved[1]["tasks"][0]["id"] == graph.get_state(saved[1]["config"]).tasks[0].id
+    assert ("updates", {"a": {"log": ["a"]}}) in chunks
+    assert not any(mode == "debug" for mode, _ in chunks)  # asked for views only
+
+
+async def test_tasks_mode_streams_async_too() -> None:
+    chunks = [c async for c in chain("x", "y").astream({}, stream_mode="tasks")]
+    assert [(c["name"], "result" in c) for c in chunks] == [
+        ("x", False), ("x", True), ("y", False), ("y", True)
+    ]  # fmt: skip

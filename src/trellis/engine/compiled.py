@@ -14,7 +14,7 @@ from trellis.engine import drivers, saga, state
 from trellis.engine.durable import restore, waiting_on
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
-from trellis.engine.streaming import NESTED
+from trellis.engine.streaming import NESTED, aviews, engine_modes, views
 from trellis.engine.subgraph import ParentCommand
 from trellis.errors import (
     CheckpointNotFoundError,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10_007  # LangGraph 1.2's default
-_MODES = frozenset({"values", "updates", "custom", "debug", "events"})
+_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "events"})
 
 
 def _modes(stream_mode: Any) -> tuple[tuple[str, ...], bool]:
@@ -318,11 +318,15 @@ class CompiledStateGraph:
         ``(mode, chunk)`` pairs.
         """
         modes, paired = _modes(stream_mode)
-        loop = self._sync_loop(input, config, context, modes, kwargs)
+        made = engine_modes(modes)
+        loop = self._sync_loop(input, config, context, made, kwargs)
         loop.subgraphs = subgraphs
         error = None
+        chunks = drivers.run_steps(loop)
+        if made is not modes:  # "tasks" / "checkpoints": views of the debug chunks
+            chunks = views(chunks, modes)
         try:
-            for mode, chunk in drivers.run_steps(loop):
+            for mode, chunk in chunks:
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
@@ -371,11 +375,15 @@ class CompiledStateGraph:
     ) -> AsyncIterator[Any]:
         """The async twin of ``stream``."""
         modes, paired = _modes(stream_mode)
-        loop = await self._async_loop(input, config, context, modes, kwargs)
+        made = engine_modes(modes)
+        loop = await self._async_loop(input, config, context, made, kwargs)
         loop.subgraphs = subgraphs
         error = None
+        chunks = drivers.arun_steps(loop)
+        if made is not modes:
+            chunks = aviews(chunks, modes)
         try:
-            async for mode, chunk in drivers.arun_steps(loop):
+            async for mode, chunk in chunks:
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)

@@ -6,25 +6,75 @@ the drivers yield what they produce.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.task import Task, sends_first
+from trellis.engine.task import PULL, PUSH, Task, sends_first, task_id
 from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
 
 __all__ = [
+    "aviews",
     "checkpoint_chunks",
     "debug_start",
+    "engine_modes",
     "interrupt_chunks",
     "step_chunks",
     "task_chunks",
+    "views",
 ]
 
 NESTED = "__nested__"  # a (namespace, mode, chunk) from a subgraph, for stream(subgraphs=True)
+DEBUG_VIEWS = frozenset({"tasks", "checkpoints"})
+"""Stream modes that show part of ``"debug"``: its task and its checkpoint chunks."""
+
+
+def engine_modes(modes: tuple[str, ...]) -> tuple[str, ...]:
+    """The modes a run makes chunks for: ``"debug"`` stands in for its views."""
+    if DEBUG_VIEWS.isdisjoint(modes):
+        return modes
+    made = [m for m in modes if m not in DEBUG_VIEWS]
+    return (*made, "debug") if "debug" not in made else tuple(made)
+
+
+def views(chunks: Iterable[tuple[str, Any]], wanted: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """``chunks`` with each ``"debug"`` chunk shown as the modes ``wanted``:
+    ``"tasks"`` gets task and task-result payloads, ``"checkpoints"`` checkpoint
+    payloads (as LangGraph's), ``"debug"`` the chunk itself."""
+    for mode, chunk in chunks:
+        yield from _view(mode, chunk, wanted)
+
+
+async def aviews(
+    chunks: AsyncIterator[tuple[str, Any]], wanted: tuple[str, ...]
+) -> AsyncIterator[tuple[str, Any]]:
+    """:func:`views` of an async stream."""
+    async for mode, chunk in chunks:
+        for item in _view(mode, chunk, wanted):
+            yield item
+
+
+def _view(mode: str, chunk: Any, wanted: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    namespace = None
+    inner_mode, inner = mode, chunk
+    if mode == NESTED:
+        namespace, inner_mode, inner = chunk
+    if inner_mode != "debug":
+        yield mode, chunk
+        return
+    shown: list[tuple[str, Any]] = []
+    if "debug" in wanted:
+        shown.append(("debug", inner))
+    kind = inner["type"]
+    if kind == "checkpoint" and "checkpoints" in wanted:
+        shown.append(("checkpoints", inner["payload"]))
+    elif kind in ("task", "task_result") and "tasks" in wanted:
+        shown.append(("tasks", inner["payload"]))
+    for view_mode, view in shown:
+        yield (NESTED, (namespace, view_mode, view)) if namespace is not None else (view_mode, view)
 
 
 def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
@@ -87,10 +137,30 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                     },
                     "metadata": dict(effect.kwargs["metadata"]),
                     "next": ["__start__"] if "start" in pending else list(pending.get("nodes", ())),
-                    "tasks": [],
+                    "tasks": _next_tasks(checkpoint),
                 },
             },
         )
+
+
+def _next_tasks(checkpoint: Any) -> list[dict[str, Any]]:
+    """The tasks a checkpoint schedules, as a checkpoint chunk lists them."""
+    pending = checkpoint.pending
+    step = checkpoint.step + 1
+    if "start" in pending:
+        paths: list[tuple[str, tuple[str, Any]]] = [(START, (PULL, START))]
+    else:
+        paths = [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
+        paths += [(n, (PULL, n)) for n in pending.get("nodes", ())]
+    return [
+        {
+            "id": task_id(checkpoint.id, step, name, path),
+            "name": name,
+            "interrupts": (),
+            "state": None,
+        }
+        for name, path in paths
+    ]
 
 
 def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[tuple[str, Any]]:
