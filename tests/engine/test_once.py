@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import operator
+import threading
 import uuid
 import warnings
 from collections import Counter
@@ -87,6 +88,28 @@ def test_retries_do_not_charge_again(saver_factory: Any) -> None:
     assert graph.invoke({"amount": 5}, config())["receipt"] == "receipt-1"
     assert attempts == [1, 2, 3]
     assert payments.charges == [5]
+
+
+def test_a_timed_out_charge_still_running_is_not_made_again_by_the_retry() -> None:
+    """The README's charge pattern (timeout + retries): the first attempt is
+    abandoned while the charge is still in flight; the retries wait for its
+    receipt instead of charging again."""
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow_charge(amount: int) -> str:
+        calls.append(amount)
+        release.wait(5)  # in flight across the first attempts' timeouts
+        return f"receipt-{len(calls)}"
+
+    def pay(state: S) -> dict[str, Any]:
+        return {"receipt": once("charge", slow_charge, state["amount"])}
+
+    policy = RetryPolicy(max_attempts=20, initial_interval=0.01, jitter=False)
+    graph = one_node(pay, retry_policy=policy, timeout=0.05)
+    threading.Timer(0.3, release.set).start()
+    assert graph.invoke({"amount": 5})["receipt"] == "receipt-1"
+    assert calls == [5]
 
 
 def test_retries_do_not_charge_again_without_a_checkpointer() -> None:

@@ -10,16 +10,26 @@ of calling ``fn`` again.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trellis.engine.context import current_task
 from trellis.engine.durable import _SPECIAL_IDX, ONCE
 from trellis.persist.base import PendingWrite
 
+if TYPE_CHECKING:
+    from trellis.engine.task import Task
+
 __all__ = ["aonce", "once"]
 
 T = TypeVar("T")
+
+# Calls in flight, per task object and key. A timed-out attempt is abandoned, not
+# stopped: its thread may still be inside fn when the retry reaches the same
+# once(); the retry must wait for that call's result, not make a second call.
+_in_flight: dict[tuple[Task, str], threading.Event] = {}
+_in_flight_lock = threading.Lock()
 
 
 def _record(key: str, result: Any) -> list[PendingWrite]:
@@ -41,16 +51,29 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     The result must be serializable by the checkpointer.
     """
     task = current_task("once()")
-    if task.once and key in task.once:
-        return task.once[key]  # type: ignore[no-any-return]
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()  # never awaited: close it so no warning outlives the error
-        raise TypeError(
-            f"once({key!r}) in node {task.name!r} got an async function; use `await aonce(...)`"
-        )
-    writes = _record(key, result)
+    while True:
+        if task.once and key in task.once:
+            return task.once[key]  # type: ignore[no-any-return]
+        with _in_flight_lock:
+            running = _in_flight.get((task, key))
+            if running is None:
+                done = _in_flight[task, key] = threading.Event()
+        if running is None:
+            break
+        running.wait()  # then take its result, or call fn if it raised
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it so no warning outlives the error
+            raise TypeError(
+                f"once({key!r}) in node {task.name!r} got an async function; use `await aonce(...)`"
+            )
+        writes = _record(key, result)
+    finally:
+        with _in_flight_lock:
+            del _in_flight[task, key]
+        done.set()
     if writes and task.loop.saves_writes():
         loop = task.loop
         loop.saver.put_writes(
