@@ -610,3 +610,42 @@ def test_every_task_of_a_failing_step_runs_and_only_the_failed_one_reruns() -> N
     broken[0] = False
     assert len(graph.invoke(None, cfg)["trail"]) == 40
     assert ran[0] == 2 and all(ran[i] == 1 for i in range(1, 40))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_task_keeps_its_id_when_resumed_after_a_failure_or_an_interrupt(mode: str) -> None:
+    """runtime.execution_info.task_id is an idempotency key: the attempt that failed
+    (or asked) and the one that resumes it must see the same id, in every mode."""
+    seen: list[str] = []
+    broken = [True]
+
+    def book(state: Any, runtime: Any) -> dict[str, Any]:
+        seen.append(runtime.execution_info.task_id)
+        if broken[0]:
+            raise ConnectionError("the request may have gone through")
+        return {"trail": [interrupt("confirm?")]}
+
+    builder = StateGraph(S)
+    builder.add_node("first", lambda s: {"trail": ["first"]})
+    builder.add_node("book", book)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "book")
+    graph = builder.compile(checkpointer=MemorySaver())
+    cfg = config()
+    with pytest.raises(ConnectionError):
+        graph.invoke({"trail": []}, cfg, durability=mode)
+    broken[0] = False
+    graph.invoke(None, cfg, durability=mode)  # runs book again: it asks
+    graph.invoke(Command(resume="yes"), cfg, durability=mode)
+    assert len(seen) == 3 and len(set(seen)) == 1
+
+
+def test_tasks_of_different_threads_get_different_ids_under_exit() -> None:
+    seen: list[str] = []
+    builder = StateGraph(S)
+    builder.add_node("n", lambda s, runtime: seen.append(runtime.execution_info.task_id))
+    builder.add_edge(START, "n")
+    graph = builder.compile(checkpointer=MemorySaver(), durability="exit")
+    graph.invoke({"trail": []}, config())
+    graph.invoke({"trail": []}, config())
+    assert len(set(seen)) == 2

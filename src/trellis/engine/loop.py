@@ -86,7 +86,9 @@ class RunLoop:
         "step",
         "subgraphs",
         "thread_id",
+        "minted",
         "track",
+        "unsaved",
         "updated",
         "values",
         "versions",
@@ -138,6 +140,11 @@ class RunLoop:
         self.start_task: Task | None = None
         self.run_id: str | None = None
         self.checkpoint_id: str | None = None
+        # durability="exit": the state tasks are planned from has no saved checkpoint
+        # yet (unsaved); the first task id wanted mints one for it (minted: the
+        # checkpoint_id is that unsaved id). See Task.id and _keep_pending.
+        self.unsaved = False
+        self.minted = False
         self.wrote = False
         self.wrote_any = False
         self.status = "running"
@@ -216,6 +223,8 @@ class RunLoop:
         self.start_task = Task(self, start, update, self.step + 1, (PULL, START))
         if self.saver is not None and self.durability != "exit":
             self._effect(record(self, "input"))
+        elif self.saver is not None:
+            self.unsaved = True
 
     def apply_input_update(self, command: Command[Any]) -> None:
         """``Command(resume=..., update=...)``: write ``update`` into the state first."""
@@ -463,6 +472,8 @@ class RunLoop:
                     if self.compensable_states is _NO_LIST:
                         self.compensable_states = []
                     self.compensable_states.append(dict(self.values))
+        if self.durability == "exit" and save and self.saver is not None:
+            self.unsaved, self.minted = True, False
         after = self.breakpoints[1]
         if (
             after
@@ -542,17 +553,19 @@ class RunLoop:
             self._effect(self._writes_effect(pending_writes(tasks)))
             return
         # Nothing was saved during the run: save it now, with this step's tasks still
-        # to run, and key their results by the ids they get when planned from it.
+        # to run, under the id their own ids derive from (minted when the first was
+        # wanted), so a resume plans them with the ids this run's attempts saw.
         self.next_nodes = [t.name for t in tasks if t.path[0] == PULL and t.name != START]
         self.next_sends = [Send(t.name, t.input) for t in tasks if t.path[0] == PUSH]
         if tasks and tasks[0].name == START:
             self.start_task = tasks[0]
-        new_id = new_checkpoint_id()
-        self.checkpoint_id = new_id
-        for task in tasks:
-            task._id = None
+        if not self.minted:
+            self.checkpoint_id = new_checkpoint_id()
+            for task in tasks:
+                task._id = None
+        self.unsaved = self.minted = False
         writes = pending_writes(tasks)
-        self._effect(record(self, "loop", writes, checkpoint_id=new_id))
+        self._effect(record(self, "loop", writes, checkpoint_id=self.checkpoint_id))
 
     def _writes_effect(self, writes: list[Any]) -> Any:
         return Effect(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
+from trellis.persist.base import new_checkpoint_id
 from trellis.types import END, Command, ExecutionInfo, Interrupt, RunnableConfig, Runtime, Send
 
 if TYPE_CHECKING:
@@ -107,7 +108,11 @@ class Task:
     def id(self) -> str:
         """Stable across retries and resumes: derived from where it was planned."""
         if self._id is None:
-            self._id = task_id(self.loop.checkpoint_id, self.step, self.name, self.path)
+            loop = self.loop
+            if loop.unsaved:  # durability="exit": the step's checkpoint gets its id now
+                loop.checkpoint_id = new_checkpoint_id()
+                loop.unsaved, loop.minted = False, True
+            self._id = task_id(loop.checkpoint_id, self.step, self.name, self.path)
         return self._id
 
     # -- calling ----------------------------------------------------------
