@@ -125,16 +125,35 @@ class NodeTimeoutError(NodeError):
 
 
 class CircuitOpenError(TrellisError, RuntimeError):
-    """The circuit breaker guarding a node is open; the node was not called."""
+    """The circuit breaker guarding a node is open; the node was not called.
 
-    def __init__(self, breaker: str, node: str | None = None, retry_after: float = 0.0) -> None:
+    ``trial_in_flight``: the breaker is half open and its trial calls are all
+    taken; ``retry_after`` is then 0, as their outcome, not a time, decides.
+    """
+
+    def __init__(
+        self,
+        breaker: str,
+        node: str | None = None,
+        retry_after: float = 0.0,
+        *,
+        trial_in_flight: bool = False,
+    ) -> None:
         self.breaker = breaker
         self.node = node
         self.retry_after = retry_after
+        self.trial_in_flight = trial_in_flight
         where = f" for node {node!r}" if node else ""
-        super().__init__(
-            f"circuit {breaker!r} is open{where}; next trial in {max(retry_after, 0.0):.3g}s"
-        )
+        if trial_in_flight:
+            message = (
+                f"circuit {breaker!r} is half open{where} and every trial call is taken; "
+                "the trials in flight decide whether it closes"
+            )
+        else:
+            message = (
+                f"circuit {breaker!r} is open{where}; next trial in {max(retry_after, 0.0):.3g}s"
+            )
+        super().__init__(message)
 
 
 class EmptyInputError(TrellisError, ValueError):

@@ -21,7 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typing_extensions import TypedDict
 
-from trellis import END, START, CircuitBreaker, RetryPolicy, StateGraph
+from trellis import (
+    END,
+    START,
+    CircuitBreaker,
+    Command,
+    MemorySaver,
+    RetryPolicy,
+    StateGraph,
+    interrupt,
+)
 from trellis.errors import CircuitOpenError, NodeError, NodeTimeoutError
 from trellis.resilience.circuit import CircuitState
 
@@ -413,6 +422,96 @@ def test_a_failed_trial_call_opens_the_breaker_again() -> None:
     clock.now += 6
     graph.invoke({"n": 1})
     assert breaker.state == CircuitState.CLOSED and len(body.attempts) == 3
+
+
+class TrialCall:
+    """An async node body that hangs (until cancelled) while ``hang`` is set."""
+
+    def __init__(self) -> None:
+        self.hang = True
+        self.running = asyncio.Event()  # set once a hanging call has started
+        self.calls = 0
+
+    async def __call__(self, state: S) -> dict[str, Any]:
+        self.calls += 1
+        if self.hang:
+            self.running.set()
+            await asyncio.Event().wait()
+        return {"n": 2}
+
+
+def half_open_breaker() -> CircuitBreaker:
+    """A breaker that a failed call opened, now past its recovery timeout."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        f"payments-{uuid.uuid4().hex}", failure_threshold=1, recovery_timeout=10.0, clock=clock
+    )
+    with pytest.raises(ConnectionError):
+        graph_of(Flaky(1), circuit=breaker).invoke({"n": 1})
+    assert breaker.state == CircuitState.OPEN
+    clock.now += 10.0
+    return breaker
+
+
+async def test_a_trial_call_cancelled_by_a_failing_sibling_does_not_jam_the_breaker() -> None:
+    breaker, body = half_open_breaker(), TrialCall()
+
+    async def sibling(state: S) -> dict[str, Any]:
+        await body.running.wait()
+        raise ValueError("sibling failed")
+
+    builder = StateGraph(S)
+    builder.add_node("charge", body, circuit=breaker)
+    builder.add_node("sibling", sibling)
+    builder.add_edge(START, "charge")
+    builder.add_edge(START, "sibling")
+    with pytest.raises(ValueError, match="sibling failed"):
+        await builder.compile().ainvoke({"n": 1})
+
+    body.hang = False
+    out = await graph_of(body, circuit=breaker).ainvoke({"n": 1})
+    assert out["n"] == 2, "the cancelled trial gave its slot back: this call was the trial"
+    assert breaker.state == CircuitState.CLOSED and body.calls == 2
+
+
+async def test_a_trial_call_whose_run_the_caller_cancels_does_not_jam_the_breaker() -> None:
+    breaker, body = half_open_breaker(), TrialCall()
+    graph = graph_of(body, circuit=breaker)
+    run = asyncio.ensure_future(graph.ainvoke({"n": 1}))
+    await body.running.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    body.hang = False
+    assert (await graph.ainvoke({"n": 1}))["n"] == 2
+    assert breaker.state == CircuitState.CLOSED
+
+
+def test_a_trial_call_that_interrupts_does_not_jam_the_breaker() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        f"crm-{uuid.uuid4().hex}", failure_threshold=1, recovery_timeout=10.0, clock=clock
+    )
+    down = [True]
+
+    def lookup(state: S) -> dict[str, Any]:
+        if down[0]:
+            raise ConnectionError("crm down")
+        return {"n": 2 if interrupt("is this the customer?") else 0}
+
+    graph = graph_of(lookup, circuit=breaker, compile_options={"checkpointer": MemorySaver()})
+    with pytest.raises(ConnectionError):
+        graph.invoke({"n": 1}, {"configurable": {"thread_id": "first"}})
+    clock.now += 10.0
+    down[0] = False
+    cfg = {"configurable": {"thread_id": "second"}}
+    assert "__interrupt__" in graph.invoke({"n": 1}, cfg)
+    # An interrupt is no verdict on the dependency: the breaker stays half open,
+    # with its trial slot free for the resumed node, whose success closes it.
+    assert breaker.state == CircuitState.HALF_OPEN
+    assert graph.invoke(Command(resume=True), cfg)["n"] == 2
+    assert breaker.state == CircuitState.CLOSED
 
 
 # -- on_error routing --------------------------------------------------------------

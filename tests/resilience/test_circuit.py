@@ -157,6 +157,24 @@ def test_half_open_admits_only_max_calls_until_a_verdict(clock: FakeClock) -> No
     breaker.before_call()  # closed again: no limit
 
 
+def test_a_call_refused_while_the_trial_runs_says_the_circuit_is_half_open(
+    clock: FakeClock,
+) -> None:
+    breaker = make(clock)
+    fail_times(breaker, 3)
+    with pytest.raises(CircuitOpenError) as opened:
+        call(breaker, lambda: 1)
+    assert not opened.value.trial_in_flight
+    assert "is open for node 'charge'; next trial in 10s" in str(opened.value)
+    clock.now = 10.0
+    breaker.before_call("charge")
+    with pytest.raises(CircuitOpenError) as refused:
+        call(breaker, lambda: 1)
+    assert refused.value.trial_in_flight and refused.value.retry_after == 0.0
+    message = str(refused.value)
+    assert "half open for node 'charge'" in message and "next trial" not in message
+
+
 def test_a_cancelled_trial_frees_its_slot(clock: FakeClock) -> None:
     breaker = make(clock)
     fail_times(breaker, 3)

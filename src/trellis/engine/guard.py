@@ -96,6 +96,20 @@ def _leave(task: Task, breaker: Any, permit: Any, exc: BaseException | None) -> 
     _circuit_moved(task, breaker, before)
 
 
+def _release(breaker: Any, permit: Any) -> None:
+    """The call ended with no verdict on the dependency: free its half-open trial slot.
+
+    That is a ``BaseException`` that is not an ``Exception``: ``CancelledError``
+    (a sibling failed, or the caller cancelled the run), ``GraphInterrupt`` (the
+    node called ``interrupt()``), ``KeyboardInterrupt``. An interrupt counts as
+    no verdict rather than a success because the node may ask before it calls
+    the dependency at all; the re-run on resume is the trial. Without the
+    release, a half-open breaker would wait forever on a trial that never answers.
+    """
+    if breaker is not None:
+        breaker.release(permit)
+
+
 def _circuit_moved(task: Task, breaker: Any, before: Any) -> None:
     after = breaker.state
     observer = task.loop.observer
@@ -116,6 +130,9 @@ def _attempt_sync(task: Task) -> Any:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
         _leave(task, breaker, permit, exc)
+        raise
+    except BaseException:
+        _release(breaker, permit)
         raise
     _leave(task, breaker, permit, None)
     return out
@@ -167,6 +184,9 @@ async def _attempt_async(task: Task) -> Any:
             out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
     except Exception as exc:
         _leave(task, breaker, permit, exc)
+        raise
+    except BaseException:
+        _release(breaker, permit)
         raise
     _leave(task, breaker, permit, None)
     return out

@@ -256,7 +256,7 @@ class CircuitBreaker:
                 if self._trials >= self.half_open_max_calls:
                     self._rejected += 1
                     # No time to promise: the trial in flight decides.
-                    raise CircuitOpenError(self.name, node, 0.0)
+                    raise CircuitOpenError(self.name, node, 0.0, trial_in_flight=True)
                 self._trials += 1
             permit = self._epoch
             notify = bool(self._pending)
