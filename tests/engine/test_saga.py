@@ -240,3 +240,73 @@ def test_a_rollback_killed_midway_is_finished_by_compensate_in_a_new_process(
     assert again == {"ok": True, "compensated": [], "failed": []}
     assert crash.count("undo") == 4
     assert Counter(e["node"] for e in crash.events("node")) == {"A": 1, "B": 1, "C": 1, "D": 1}
+
+
+# -- at most once per completed node run, across resumes and new heads -------------------
+
+
+def test_a_resumed_run_that_fails_again_does_not_compensate_again(saver_factory: Any) -> None:
+    book = Book()
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError):
+        graph.invoke({"trail": []}, cfg)
+    assert book.undone() == ["C", "B", "A"]
+
+    with pytest.raises(ValueError) as info:
+        graph.invoke(None, cfg)  # the operator retries the failed run
+    assert info.value.compensation.compensated == []  # type: ignore[attr-defined]
+    assert graph.compensate(cfg).compensated == []
+    assert book.undone() == ["C", "B", "A"]
+
+
+async def test_an_async_resumed_run_that_fails_again_does_not_compensate_again(
+    saver_factory: Any,
+) -> None:
+    book = Book()
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError):
+        await graph.ainvoke({"trail": []}, cfg)
+    with pytest.raises(ValueError) as info:
+        await graph.ainvoke(None, cfg)
+    assert info.value.compensation.compensated == []  # type: ignore[attr-defined]
+    assert (await graph.acompensate(cfg)).compensated == []
+    assert book.undone() == ["C", "B", "A"]
+
+
+def test_a_rollback_is_remembered_after_the_thread_moves_on(saver_factory: Any) -> None:
+    book = Book()
+    book.broken_undo = {"B"}
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, cfg)
+    assert info.value.compensation.compensated == ["C", "A"]  # type: ignore[attr-defined]
+
+    book.broken_node = set()
+    book.broken_undo = set()
+    assert graph.invoke(None, cfg)["trail"] == ["A", "B", "C", "D"]  # a new head
+    # Only the compensation that failed is still to do, from any graph object.
+    fresh = build(book, saver_factory.make())
+    assert fresh.compensate(cfg).compensated == ["B"]
+    assert graph.compensate(cfg).compensated == []
+    assert book.undone() == ["C", "B", "A", "B"]
+
+
+def test_a_fork_from_before_the_failure_compensates_only_what_it_ran_again(
+    saver_factory: Any,
+) -> None:
+    book = Book()
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError):
+        graph.invoke({"trail": []}, cfg)
+    assert book.undone() == ["C", "B", "A"]
+
+    [before_c] = [s.config for s in graph.get_state_history(cfg) if s.next == ("C",)]
+    with pytest.raises(ValueError) as info:
+        graph.invoke(None, before_c)  # time travel: C runs again, D fails again
+    # A and B ran once and were undone once; only C's new run is undone now.
+    assert info.value.compensation.compensated == ["C"]  # type: ignore[attr-defined]
+    assert book.undone() == ["C", "B", "A", "C"]

@@ -11,7 +11,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
-from trellis.engine.durable import restore, waiting_on
+from trellis.engine.durable import (
+    compensations_done,
+    inherit_compensations,
+    restore,
+    waiting_on,
+)
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.engine.streaming import NESTED, aviews, engine_modes, views
@@ -206,6 +211,8 @@ class CompiledStateGraph:
             restore(loop, saved, continue_run=True)
             loop.resuming = True
             if input is None and head is not None and head.checkpoint.id != saved.checkpoint.id:
+                if loop.compensable:
+                    inherit_compensations(loop, head)
                 loop.fork()  # time travel: the step runs again, on a branch of its own
                 return
             loop.saved_writes = saved.pending_writes
@@ -578,11 +585,8 @@ class CompiledStateGraph:
         head = self.checkpointer.get_tuple(thread_id)
         if head is None:
             raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoints")
-        done: dict[str, Any] = {}
-        for write in head.pending_writes:
-            if write.channel == saga.COMPENSATED:
-                done = dict(write.value)
         entries = list(head.checkpoint.pending.get("compensable", ()))
+        done = compensations_done(head)
         return saga.Saga(self, thread_id, head.checkpoint.id, entries, None, done)
 
     def rollback(self, config: RunnableConfig, *, to_node: str) -> RunnableConfig:

@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
-__all__ = ["Effect", "pending_writes", "record", "restore", "restore_tasks", "waiting_on"]
+__all__ = [
+    "Effect",
+    "compensations_done",
+    "inherit_compensations",
+    "pending_writes",
+    "record",
+    "restore",
+    "restore_tasks",
+    "waiting_on",
+]
 
 # Special pending-write channels. Ordinary state writes use idx >= 0.
 GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
@@ -33,6 +42,8 @@ GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
 )
 _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
+# The saga's record of finished compensations, written on the head it ran at.
+COMPENSATED, COMPENSATED_IDX = "__compensated__", -8
 
 
 @dataclass(slots=True)  # not frozen: one per checkpoint, and frozen init costs 2x
@@ -116,6 +127,10 @@ def _pending(loop: RunLoop) -> dict[str, Any]:
         pending["deferred"] = sorted(loop.deferred)
     if loop.compensable:
         pending["compensable"] = [list(entry) for entry in loop.compensable]
+        if loop.compensated:
+            # The saga's record is a write on the head it ran at; carried here, it
+            # survives the head moving on, so no compensation ever runs twice.
+            pending["compensated"] = dict(loop.compensated)
     if loop.start_task is not None:  # the input checkpoint: the input is still to apply
         pending["start"] = loop.start_task.input
     return pending
@@ -154,6 +169,8 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.deferred = set(pending.get("deferred", ()))
     loop.run_id = saved.metadata.get("run_id") or loop.run_id
     loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
+    if loop.compensable:
+        loop.compensated = compensations_done(saved)
     loop.first_step = loop.step + 1
     if "start" in pending:
         from trellis.engine.task import PULL, Task
@@ -161,6 +178,35 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
 
         plan = loop.plan
         loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
+
+
+def compensations_done(saved: CheckpointTuple) -> dict[str, Any]:
+    """How the compensations of ``saved``'s compensable entries went, by entry index
+    (``"ok"`` or the error): those carried from earlier heads, then the saga's
+    record on this one, which is newer."""
+    done: dict[str, Any] = dict((saved.checkpoint.pending or {}).get("compensated", {}))
+    for write in saved.pending_writes:
+        if write.channel == COMPENSATED:
+            done.update(write.value)
+    return done
+
+
+def inherit_compensations(loop: RunLoop, head: CheckpointTuple) -> None:
+    """A fork from an older checkpoint: what the thread's head compensated of the
+    entries the fork shares with it stays compensated.
+
+    Entries name the checkpoint their node committed, so an equal prefix is the
+    same node runs; a node run undone once is never undone again.
+    """
+    shared = len(loop.compensable)
+    entries = (head.checkpoint.pending or {}).get("compensable", ())
+    if [list(entry) for entry in entries[:shared]] != loop.compensable:
+        return  # the head is on another branch
+    done = {**loop.compensated}
+    for index, outcome in compensations_done(head).items():
+        if int(index) < shared and done.get(index) != "ok":
+            done[index] = outcome
+    loop.compensated = done
 
 
 def _barriers(pending: Mapping[str, Any]) -> dict[int, set[str]]:

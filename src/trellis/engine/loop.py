@@ -52,6 +52,7 @@ class RunLoop:
         "checkpoint_ns",
         "compensable",
         "compensable_states",
+        "compensated",
         "config",
         "configurable",
         "context",
@@ -182,6 +183,9 @@ class RunLoop:
         self.compensable_states: list[dict[str, Any]] | None = (
             _NO_LIST if saver is None or durability == "exit" else None
         )
+        # How the compensations of those entries went, by index ("ok" or the error),
+        # as the thread's earlier rollbacks left them.
+        self.compensated: dict[str, Any] = _NO_DICT
         self.resuming = False
         self.resuming_tasks = False
         # Ids of the tasks a resumed step took as finished from their saved writes

@@ -3,9 +3,11 @@
 ``add_node(name, fn, compensate=undo)``: when a run fails for good — or when
 ``graph.compensate(config)`` is called — ``undo(state)`` runs for every node
 that completed, newest first, each with the state as it was after its node.
-Each finished compensation is recorded on the thread's head checkpoint, so a
-rollback that crashed resumes where it stopped and never repeats one that
-finished. A failing compensation is recorded and reported; the rest still run.
+Each finished compensation is recorded on the thread's head checkpoint, and
+every later checkpoint of the run (a resume, an update, a fork) carries that
+record on, so a rollback that crashed resumes where it stopped and no
+compensation that finished ever runs again for the same node run. A failing
+compensation is recorded and reported; the rest still run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.durable import COMPENSATED, COMPENSATED_IDX
 from trellis.persist.base import PendingWrite
 
 if TYPE_CHECKING:
@@ -22,8 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CompensationReport", "Saga"]
 
-COMPENSATED = "__compensated__"
-COMPENSATED_IDX = -8
 _SAGA_TASK = "00000000000000000000000000000000"
 
 
@@ -64,6 +65,7 @@ class Saga:
             loop.head,
             list(loop.compensable),
             loop.compensable_states,
+            dict(loop.compensated),
             observer=loop.observer,
         )
 

@@ -80,7 +80,9 @@ INTERRUPT: Final = "__interrupt__"
 """Pending-write channel of a run waiting for a human: such threads are never pruned."""
 _STATE_FORMAT: Final = 1
 # Entries of Checkpoint.pending that the engine fills with names and counts only.
-_BUILTIN_PENDING: Final = frozenset({"nodes", "barriers", "visits", "deferred", "compensable"})
+_BUILTIN_PENDING: Final = frozenset(
+    {"nodes", "barriers", "visits", "deferred", "compensable", "compensated"}
+)
 _SPANS: Final = tuple(SKIP_SPAN ** (level + 1) for level in range(SKIP_LEVELS))
 
 
