@@ -3,6 +3,7 @@ a crash, newest first, each compensation at most once once it has finished."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import uuid
 from collections import Counter
@@ -310,3 +311,127 @@ def test_a_fork_from_before_the_failure_compensates_only_what_it_ran_again(
     # A and B ran once and were undone once; only C's new run is undone now.
     assert info.value.compensation.compensated == ["C"]  # type: ignore[attr-defined]
     assert book.undone() == ["C", "B", "A", "C"]
+
+
+# -- a node that finished in the step that failed -----------------------------------------
+
+
+def build_fan_out(book: Book, checkpointer: Any = None, sibling: str = "ship") -> Any:
+    """reserve -> (charge || sibling); reserve and charge have compensations, and
+    so does the sibling unless it is "ship"."""
+    builder = StateGraph(S)
+    for name in ("reserve", "charge", sibling):
+        undo = book.undo(name) if name != "ship" else None
+        builder.add_node(name, book.node(name), compensate=undo)
+        if name != "reserve":
+            builder.add_edge("reserve", name)
+            builder.add_edge(name, END)
+    builder.add_edge(START, "reserve")
+    return builder.compile(checkpointer=checkpointer)
+
+
+def test_a_node_that_finished_beside_the_failing_one_is_compensated_unsaved() -> None:
+    book = Book()
+    book.broken_node = {"ship"}
+    with pytest.raises(ValueError, match="ship is broken") as info:
+        build_fan_out(book).invoke({"trail": []})
+    assert info.value.compensation.compensated == ["charge", "reserve"]  # type: ignore[attr-defined]
+    seen = {name: trail for kind, name, trail in book.log if kind == "undo"}
+    assert seen == {"charge": ["reserve", "charge"], "reserve": ["reserve"]}
+
+
+def test_a_node_that_finished_beside_the_failing_one_is_compensated_once(
+    saver_factory: Any,
+) -> None:
+    book = Book()
+    book.broken_node = {"ship"}
+    graph = build_fan_out(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, cfg)
+    assert info.value.compensation.compensated == ["charge", "reserve"]  # type: ignore[attr-defined]
+    seen = {name: trail for kind, name, trail in book.log if kind == "undo"}
+    assert seen == {"charge": ["reserve", "charge"], "reserve": ["reserve"]}
+    assert graph.compensate(cfg).compensated == []
+
+    book.broken_node = set()
+    assert sorted(graph.invoke(None, cfg)["trail"]) == ["charge", "reserve", "ship"]
+    # The resumed step committed charge's run (kept, not run again): still undone once.
+    assert graph.compensate(cfg).compensated == []
+    assert book.undone() == ["charge", "reserve"]
+    assert [name for kind, name, _ in book.log if kind == "do"].count("charge") == 1
+
+
+def test_compensate_finds_a_node_that_finished_beside_the_failing_one(saver_factory: Any) -> None:
+    book = Book()
+    book.broken_node = {"ship"}
+    book.broken_undo = {"charge"}
+    graph = build_fan_out(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, cfg)
+    assert info.value.compensation.failed[0]["node"] == "charge"  # type: ignore[attr-defined]
+
+    book.broken_undo = set()
+    fresh = build_fan_out(book, saver_factory.make())
+    assert fresh.compensate(cfg).compensated == ["charge"]
+    assert book.log[-1] == ("undo", "charge", ["reserve", "charge"])
+    assert fresh.compensate(cfg).compensated == []
+
+
+async def test_an_async_node_that_finished_beside_the_failing_one_is_compensated(
+    saver_factory: Any,
+) -> None:
+    undone: list[tuple[str, list[str]]] = []
+    charged = asyncio.Event()
+
+    def undo(name: str) -> Any:
+        async def fn(state: S) -> None:
+            undone.append((name, list(state["trail"])))
+
+        return fn
+
+    async def reserve(state: S) -> dict[str, Any]:
+        return {"trail": ["reserve"]}
+
+    async def charge(state: S) -> dict[str, Any]:
+        charged.set()
+        return {"trail": ["charge"]}
+
+    async def ship(state: S) -> dict[str, Any]:
+        await charged.wait()  # charge has returned: it sets this on its way out
+        raise ValueError("shipping down")
+
+    builder = StateGraph(S)
+    builder.add_node("reserve", reserve, compensate=undo("reserve"))
+    builder.add_node("charge", charge, compensate=undo("charge"))
+    builder.add_node("ship", ship)
+    builder.add_edge(START, "reserve")
+    builder.add_edge("reserve", "charge")
+    builder.add_edge("reserve", "ship")
+    graph = builder.compile(checkpointer=saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        await graph.ainvoke({"trail": []}, cfg)
+    assert info.value.compensation.compensated == ["charge", "reserve"]  # type: ignore[attr-defined]
+    assert undone == [("charge", ["reserve", "charge"]), ("reserve", ["reserve"])]
+    assert (await graph.acompensate(cfg)).compensated == []
+
+
+def test_a_step_that_commits_on_resume_does_not_undo_its_finished_node_again(
+    saver_factory: Any,
+) -> None:
+    """book_courier runs before charge in the step; it fails, charge finishes. Once
+    resumed, the step commits both: only book_courier's run is still to undo."""
+    book = Book()
+    book.broken_node = {"book_courier"}
+    graph = build_fan_out(book, saver_factory.make(), sibling="book_courier")
+    cfg = config()
+    with pytest.raises(ValueError) as info:
+        graph.invoke({"trail": []}, cfg)
+    assert info.value.compensation.compensated == ["charge", "reserve"]  # type: ignore[attr-defined]
+
+    book.broken_node = set()
+    graph.invoke(None, cfg)
+    assert graph.compensate(cfg).compensated == ["book_courier"]
+    assert book.undone() == ["charge", "reserve", "book_courier"]

@@ -15,6 +15,7 @@ from trellis.engine.durable import (
     compensations_done,
     inherit_compensations,
     restore,
+    unsaved_compensable,
     waiting_on,
 )
 from trellis.engine.loop import RunLoop
@@ -586,6 +587,10 @@ class CompiledStateGraph:
         if head is None:
             raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoints")
         entries = list(head.checkpoint.pending.get("compensable", ()))
+        if head.pending_writes and self.plan.compensating:
+            nodes = self.plan.nodes
+            names = {name for name, node in nodes.items() if node.compensate is not None}
+            entries += unsaved_compensable(head, names)
         done = compensations_done(head)
         return saga.Saga(self, thread_id, head.checkpoint.id, entries, None, done)
 

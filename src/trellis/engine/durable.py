@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Effect",
+    "compensation_key",
     "compensations_done",
     "inherit_compensations",
     "pending_writes",
     "record",
     "restore",
     "restore_tasks",
+    "unsaved_compensable",
     "waiting_on",
 ]
 
@@ -180,10 +182,18 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
         loop.start_task = Task(loop, plan.start, pending["start"], loop.step + 1, (PULL, START))
 
 
+def compensation_key(index: int, entry: list[Any]) -> str:
+    """Where the saga's record keeps how the compensation of ``entry`` went: under
+    the id of the task that ran the node, as the same node run has the same id
+    whether its step failed or committed; entries saved without an id (older
+    checkpoints) under their position."""
+    return str(entry[2]) if len(entry) > 2 else str(index)
+
+
 def compensations_done(saved: CheckpointTuple) -> dict[str, Any]:
-    """How the compensations of ``saved``'s compensable entries went, by entry index
-    (``"ok"`` or the error): those carried from earlier heads, then the saga's
-    record on this one, which is newer."""
+    """How the compensations of ``saved``'s compensable entries went (``"ok"`` or
+    the error), by :func:`compensation_key`: those carried from earlier heads,
+    then the saga's record on this one, which is newer."""
     done: dict[str, Any] = dict((saved.checkpoint.pending or {}).get("compensated", {}))
     for write in saved.pending_writes:
         if write.channel == COMPENSATED:
@@ -193,20 +203,42 @@ def compensations_done(saved: CheckpointTuple) -> dict[str, Any]:
 
 def inherit_compensations(loop: RunLoop, head: CheckpointTuple) -> None:
     """A fork from an older checkpoint: what the thread's head compensated of the
-    entries the fork shares with it stays compensated.
+    node runs the fork shares with it stays compensated, as a node run undone
+    once is never undone again.
 
-    Entries name the checkpoint their node committed, so an equal prefix is the
-    same node runs; a node run undone once is never undone again.
+    Task ids name the checkpoint a task was planned from, so an id the head
+    knows is the same node run. An entry saved without one counts only when
+    the head's entries start with the fork's (then it is the same position).
     """
-    shared = len(loop.compensable)
     entries = (head.checkpoint.pending or {}).get("compensable", ())
-    if [list(entry) for entry in entries[:shared]] != loop.compensable:
-        return  # the head is on another branch
+    same_positions = [list(entry) for entry in entries[: len(loop.compensable)]] == (
+        loop.compensable
+    )
+    theirs = compensations_done(head)
     done = {**loop.compensated}
-    for index, outcome in compensations_done(head).items():
-        if int(index) < shared and done.get(index) != "ok":
-            done[index] = outcome
+    for index, entry in enumerate(loop.compensable):
+        if len(entry) <= 2 and not same_positions:
+            continue
+        key = compensation_key(index, entry)
+        if key in theirs and done.get(key) != "ok":
+            done[key] = theirs[key]
     loop.compensated = done
+
+
+def unsaved_compensable(saved: CheckpointTuple, compensable: set[str]) -> list[list[Any]]:
+    """Entries for the node runs of ``compensable`` nodes that finished in the step
+    ``saved`` still has to commit (it failed, was interrupted, or the process
+    died): ``[node, checkpoint id, task id, its update]``, as the state in the
+    checkpoint does not hold that update yet."""
+    finished: dict[str, list[Any]] = {}
+    for write in saved.pending_writes:
+        if write.channel == DONE and write.task_name in compensable:
+            finished[write.task_id] = [write.task_name, saved.checkpoint.id, write.task_id, {}]
+    for write in sorted(saved.pending_writes, key=lambda w: w.idx):
+        entry = finished.get(write.task_id)
+        if entry is not None and write.idx >= 0 and write.channel not in (GOTO, DONE):
+            entry[3][write.channel] = write.value
+    return list(finished.values())
 
 
 def _barriers(pending: Mapping[str, Any]) -> dict[int, set[str]]:

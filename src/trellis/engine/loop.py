@@ -176,15 +176,15 @@ class RunLoop:
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
-        # Completed nodes that have a compensation: [node, checkpoint id] in order;
-        # without a checkpointer, the state after each is kept in memory instead.
+        # Completed nodes that have a compensation: [node, checkpoint id, task id] in
+        # order; without a checkpointer, the state after each is kept in memory instead.
         self.compensable: list[list[Any]] = _NO_LIST
         # "exit" saves nothing mid-run, so those states live in memory too.
         self.compensable_states: list[dict[str, Any]] | None = (
             _NO_LIST if saver is None or durability == "exit" else None
         )
-        # How the compensations of those entries went, by index ("ok" or the error),
-        # as the thread's earlier rollbacks left them.
+        # How the compensations of those entries went ("ok" or the error), keyed by
+        # durable.compensation_key, as the thread's earlier rollbacks left them.
         self.compensated: dict[str, Any] = _NO_DICT
         self.resuming = False
         self.resuming_tasks = False
@@ -395,6 +395,12 @@ class RunLoop:
             self.compensable = []
         self.compensable.append(entry)
 
+    def _compensable_state(self, state: dict[str, Any]) -> None:
+        states = self.compensable_states
+        if states is None or states is _NO_LIST:
+            states = self.compensable_states = []
+        states.append(state)
+
     def _visit(self, node: NodePlan) -> NodePlan | None:
         if self.visits is _NO_DICT:
             self.visits = {}
@@ -460,22 +466,20 @@ class RunLoop:
                         self.next_sends = []
                     self.next_sends.append(target)
         compensable = (
-            [t.name for t in tasks if t.node.compensate is not None and t.done]
+            [t for t in tasks if t.node.compensate is not None and t.done]
             if self.plan.compensating
             else _NO_LIST
         )
         if save and self.saver is not None and self.durability != "exit":
             new_id = new_checkpoint_id() if compensable else None
-            for name in compensable:
-                self._compensable([name, new_id])
+            for task in compensable:
+                self._compensable([task.name, new_id, task.id])
             self._effect(record(self, "loop", checkpoint_id=new_id))
         elif compensable:
-            for name in compensable:
-                self._compensable([name, None])
+            for task in compensable:
+                self._compensable([task.name, None, task.id])
                 if self.compensable_states is not None:
-                    if self.compensable_states is _NO_LIST:
-                        self.compensable_states = []
-                    self.compensable_states.append(dict(self.values))
+                    self._compensable_state(dict(self.values))
         if self.durability == "exit" and save and self.saver is not None:
             self.unsaved, self.minted = True, False
         after = self.breakpoints[1]
@@ -521,6 +525,30 @@ class RunLoop:
         self.status = "failed"
         if self.saver is not None:
             self._keep_pending(tasks)
+        if self.plan.compensating:
+            self._compensable_unsaved(tasks)
+
+    def _compensable_unsaved(self, tasks: list[Task]) -> None:
+        """The finished tasks of a step that failed did their side effects too, so
+        the rollback undoes them first, each with the state as of its own update.
+
+        Called after the step's last save: these entries live in this loop only.
+        The step's checkpoint lists only what committed; their writes wait on it,
+        where ``graph.compensate`` finds them, and when a resumed step commits
+        them they are entered under the same task ids, which key the saga's
+        record, so none is undone twice.
+        """
+        for task in tasks:
+            if task.node.compensate is None or not task.done:
+                continue
+            update = task.update or _NO_DICT
+            if self.compensable_states is None:
+                self._compensable([task.name, self.checkpoint_id, task.id, update])
+            else:
+                state = dict(self.values)
+                self.apply(state, update)
+                self._compensable([task.name, None, task.id])
+                self._compensable_state(state)
 
     def left_behind(self) -> list[str]:
         """Once the run's last save is made: the interrupts the head waited on when

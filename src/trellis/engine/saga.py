@@ -16,7 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.durable import COMPENSATED, COMPENSATED_IDX
+from trellis.engine.durable import COMPENSATED, COMPENSATED_IDX, compensation_key
 from trellis.persist.base import PendingWrite
 
 if TYPE_CHECKING:
@@ -45,8 +45,11 @@ class CompensationReport:
 class Saga:
     """The rollback of one thread (or of one run without a checkpointer).
 
-    ``entries`` are ``[node, checkpoint_id]`` in completion order; ``states``
-    holds the in-memory state after each entry when there is no checkpointer.
+    ``entries`` are ``[node, checkpoint_id, task_id]`` in completion order, with
+    a fourth item, the node's update, for a node that finished in a step that did
+    not commit (the checkpoint is the state before it); ``states`` holds the
+    in-memory state after each entry when there is no checkpointer. ``done``:
+    how each compensation went, by :func:`~trellis.engine.durable.compensation_key`.
     """
 
     graph: CompiledStateGraph
@@ -74,14 +77,22 @@ class Saga:
             return self.states[index]
         checkpoint_id = self.entries[index][1]
         saved = self.graph.checkpointer.get_tuple(self.thread_id, checkpoint_id)
-        return dict(saved.checkpoint.values) if saved is not None else {}
+        return self._after(index, saved)
 
     async def _astate(self, index: int) -> dict[str, Any]:
         if self.states is not None:
             return self.states[index]
         checkpoint_id = self.entries[index][1]
         saved = await self.graph.checkpointer.aget_tuple(self.thread_id, checkpoint_id)
-        return dict(saved.checkpoint.values) if saved is not None else {}
+        return self._after(index, saved)
+
+    def _after(self, index: int, saved: Any) -> dict[str, Any]:
+        """The state after entry ``index``'s node, from its checkpoint ``saved``."""
+        values = dict(saved.checkpoint.values) if saved is not None else {}
+        entry = self.entries[index]
+        if len(entry) > 3:  # its step did not commit: add the node's own update
+            self.graph.plan.apply(values, entry[3])
+        return values
 
     def _pending(self) -> list[tuple[int, str, Any]]:
         nodes = self.graph.plan.nodes
@@ -91,13 +102,13 @@ class Saga:
             node = nodes.get(name)
             undo = node.compensate if node is not None else None
             # A compensation that failed is tried again next time; one that finished never is.
-            if self.done.get(str(index)) == "ok" or undo is None:
+            if undo is None or self.done.get(compensation_key(index, self.entries[index])) == "ok":
                 continue
             todo.append((index, name, undo))
         return todo
 
     def _record(self, index: int, outcome: Any) -> list[PendingWrite]:
-        self.done[str(index)] = outcome
+        self.done[compensation_key(index, self.entries[index])] = outcome
         if self.graph.checkpointer is None or self.head_id is None:
             return []
         return [PendingWrite(_SAGA_TASK, "__saga__", COMPENSATED_IDX, COMPENSATED, dict(self.done))]
