@@ -32,6 +32,7 @@ from trellis import (
     interrupt,
 )
 from trellis.errors import CircuitOpenError, NodeError, NodeTimeoutError
+from trellis.observe import MemorySink
 from trellis.resilience.circuit import CircuitState
 
 FAST = {"initial_interval": 0.0, "jitter": False}
@@ -512,6 +513,55 @@ def test_a_trial_call_that_interrupts_does_not_jam_the_breaker() -> None:
     assert breaker.state == CircuitState.HALF_OPEN
     assert graph.invoke(Command(resume=True), cfg)["n"] == 2
     assert breaker.state == CircuitState.CLOSED
+
+
+def test_two_tasks_sharing_a_breaker_report_each_of_its_changes_once() -> None:
+    """b's failure is judged first but held until a's has opened the breaker; b's
+    verdict then comes too late to move it. Only a's call changed the state."""
+    b_judged, opened = threading.Event(), threading.Event()
+
+    class DownA(Exception):
+        pass
+
+    class DownB(Exception):
+        pass
+
+    def failure_on(exc: BaseException) -> bool:
+        if isinstance(exc, DownB):
+            b_judged.set()
+            opened.wait(10.0)
+        return True
+
+    breaker = CircuitBreaker(
+        f"shared-{uuid.uuid4().hex}",
+        failure_threshold=1,
+        recovery_timeout=60.0,
+        clock=FakeClock(),
+        failure_on=failure_on,
+    )
+    changes: list[tuple[str, str]] = []
+    breaker.add_listener(lambda name, old, new: (changes.append((old, new)), opened.set()))
+
+    def a(state: S) -> dict[str, Any]:
+        b_judged.wait(10.0)
+        raise DownA("a down")
+
+    def b(state: S) -> dict[str, Any]:
+        raise DownB("b down")
+
+    sink = MemorySink()
+    builder = StateGraph(S)
+    builder.add_node("a", a, circuit=breaker)
+    builder.add_node("b", b, circuit=breaker)
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    with pytest.raises((DownA, DownB)):
+        builder.compile(observers=[sink]).invoke({"n": 1})
+    assert changes == [("closed", "open")]
+    reported = [
+        (e.node, e.data["from"], e.data["to"]) for e in sink.events if e.kind == "circuit_state"
+    ]
+    assert reported == [("a", "closed", "open")]
 
 
 # -- on_error routing --------------------------------------------------------------

@@ -200,6 +200,19 @@ def test_a_late_outcome_from_before_the_opening_is_ignored(clock: FakeClock) -> 
     assert breaker.state is OPEN
 
 
+def test_each_call_is_told_the_changes_it_made(clock: FakeClock) -> None:
+    breaker = make(clock, failure_threshold=2)
+    late = breaker.before_call()
+    assert breaker.record_failure(ConnectionError()) == ()
+    assert breaker.record_failure(ConnectionError()) == ((CLOSED, OPEN),)
+    assert breaker.record_failure(ConnectionError(), late) == ()  # admitted before it opened
+    clock.now = 10.0
+    permit, moved = breaker.admit("charge")
+    assert moved == ((OPEN, HALF_OPEN),)
+    assert breaker.record_success(permit) == ((HALF_OPEN, CLOSED),)
+    assert breaker.record_success() == ()
+
+
 def test_failure_on_decides_what_counts(clock: FakeClock) -> None:
     breaker = make(clock, failure_on=(ConnectionError, TimeoutError))
     for _ in range(5):

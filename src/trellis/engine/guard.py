@@ -77,23 +77,19 @@ def _enter(task: Task, breaker: Any) -> Any:
     """Ask the node's breaker for a permit (raises CircuitOpenError when open)."""
     if breaker is None:
         return None
-    before = breaker.state
-    try:
-        return breaker.before_call(task.name)
-    finally:
-        _circuit_moved(task, breaker, before)
+    permit, moved = breaker.admit(task.name)
+    if moved:
+        _circuit_moved(task, breaker, moved)
+    return permit
 
 
 def _leave(task: Task, breaker: Any, permit: Any, exc: BaseException | None) -> None:
     """Tell the breaker how the call went."""
     if breaker is None:
         return
-    before = breaker.state
-    if exc is None:
-        breaker.record_success(permit)
-    else:
-        breaker.record_failure(exc, permit)
-    _circuit_moved(task, breaker, before)
+    moved = breaker.record_success(permit) if exc is None else breaker.record_failure(exc, permit)
+    if moved:
+        _circuit_moved(task, breaker, moved)
 
 
 def _release(breaker: Any, permit: Any) -> None:
@@ -110,12 +106,15 @@ def _release(breaker: Any, permit: Any) -> None:
         breaker.release(permit)
 
 
-def _circuit_moved(task: Task, breaker: Any, before: Any) -> None:
-    after = breaker.state
+def _circuit_moved(task: Task, breaker: Any, moved: Any) -> None:
+    # The changes this task's call made, as the breaker recorded them: comparing
+    # states before and after would also count (or hide) a sibling's changes.
     observer = task.loop.observer
-    if after != before and observer is not None:
-        data = {"breaker": breaker.name, "from": str(before), "to": str(after)}
-        observer.instant(EventKind.CIRCUIT_STATE, task, status=str(after), data=data)
+    if observer is None:
+        return
+    for old, new in moved:
+        data = {"breaker": breaker.name, "from": str(old), "to": str(new)}
+        observer.instant(EventKind.CIRCUIT_STATE, task, status=str(new), data=data)
 
 
 def _attempt_sync(task: Task) -> Any:

@@ -37,6 +37,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "Listener",
+    "Transition",
     "get_breaker",
     "reset_breakers",
 ]
@@ -54,6 +55,10 @@ class CircuitState(enum.StrEnum):
 
 Listener = Callable[[str, CircuitState, CircuitState], None]
 """``listener(breaker_name, old_state, new_state)``, called after each state change."""
+
+Transition = tuple[CircuitState, CircuitState]
+"""``(old_state, new_state)``: one state change."""
+_NO_MOVES: tuple[Transition, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,17 @@ class CircuitBreaker:
         outcome that arrives after the breaker moved on (a call admitted before it
         opened) does not drive it.
         """
+        return self.admit(node)[0]
+
+    def admit(self, node: str | None = None) -> tuple[int, tuple[Transition, ...]]:
+        """:meth:`before_call`, also returning the state change admitting the call
+        made (open to half open), if any.
+
+        Each change is returned to the one call that made it, so callers that
+        report changes (the engine's run events) report each once, however many
+        calls share the breaker.
+        """
+        moved = _NO_MOVES
         with self._lock:
             now = self._clock()
             if self._state is CircuitState.OPEN:
@@ -251,7 +267,7 @@ class CircuitBreaker:
                 if wait > 0:
                     self._rejected += 1
                     raise CircuitOpenError(self.name, node, wait)
-                self._move(CircuitState.HALF_OPEN)
+                moved = (self._move(CircuitState.HALF_OPEN),)
             if self._state is CircuitState.HALF_OPEN:
                 if self._trials >= self.half_open_max_calls:
                     self._rejected += 1
@@ -262,41 +278,52 @@ class CircuitBreaker:
             notify = bool(self._pending)
         if notify:
             self._dispatch()
-        return permit
+        return permit, moved
 
-    def record_success(self, permit: int | None = None) -> None:
-        """The call succeeded: closes a half-open breaker, resets the failure streak."""
+    def record_success(self, permit: int | None = None) -> tuple[Transition, ...]:
+        """The call succeeded: closes a half-open breaker, resets the failure streak.
+
+        Returns the state change this outcome made, if any (see :meth:`admit`).
+        """
+        moved = _NO_MOVES
         with self._lock:
             self._successes += 1
             if permit is not None and permit != self._epoch:
-                return
+                return moved
             if self._state is CircuitState.HALF_OPEN:
-                self._move(CircuitState.CLOSED)
+                moved = (self._move(CircuitState.CLOSED),)
             elif self._state is CircuitState.CLOSED:
                 self._failures = 0
             notify = bool(self._pending)
         if notify:
             self._dispatch()
+        return moved
 
-    def record_failure(self, exc: BaseException | None = None, permit: int | None = None) -> None:
-        """The call failed with ``exc``; one that ``failure_on`` excludes counts as a success."""
+    def record_failure(
+        self, exc: BaseException | None = None, permit: int | None = None
+    ) -> tuple[Transition, ...]:
+        """The call failed with ``exc``; one that ``failure_on`` excludes counts as a success.
+
+        Returns the state change this outcome made, if any (see :meth:`admit`).
+        """
         failure_on = self._failure_on
         if exc is not None and failure_on is not None and not matches_exception(failure_on, exc):
-            self.record_success(permit)
-            return
+            return self.record_success(permit)
+        moved = _NO_MOVES
         with self._lock:
             if permit is not None and permit != self._epoch:
-                return
+                return moved
             if self._state is CircuitState.HALF_OPEN:
                 self._failures += 1
-                self._move(CircuitState.OPEN)
+                moved = (self._move(CircuitState.OPEN),)
             elif self._state is CircuitState.CLOSED:
                 self._failures += 1
                 if self._failures >= self.failure_threshold:
-                    self._move(CircuitState.OPEN)
+                    moved = (self._move(CircuitState.OPEN),)
             notify = bool(self._pending)
         if notify:
             self._dispatch()
+        return moved
 
     def release(self, permit: int) -> None:
         """The call ended with no verdict (cancelled): free its half-open trial slot."""
@@ -334,7 +361,7 @@ class CircuitBreaker:
         with self._lock:
             self._listeners = tuple(item for item in self._listeners if item != listener)
 
-    def _move(self, new: CircuitState) -> None:
+    def _move(self, new: CircuitState) -> Transition:
         # Caller holds self._lock.
         old, self._state = self._state, new
         self._epoch += 1
@@ -345,6 +372,7 @@ class CircuitBreaker:
             self._opened_at = None
             self._failures = 0
         self._pending.append((old, new))
+        return old, new
 
     def _dispatch(self) -> None:
         # One dispatcher at a time, draining a FIFO: listeners see transitions in
