@@ -520,6 +520,18 @@ def test_run_metadata_is_recorded_and_filterable() -> None:
     assert len(list(graph.get_state_history(config, filter={"user": "bob"}))) == 5
 
 
+def test_configurable_scalars_are_recorded_and_filterable_as_langgraph() -> None:
+    graph = abc()
+    config = thread()
+    run = {"configurable": {**config["configurable"], "user_id": "u7", "tries": 2, "obj": []}}
+    graph.invoke({"a": "x"}, {**run, "metadata": {"user_id": "from-metadata"}})
+    history = list(graph.get_state_history(config))
+    assert all(h.metadata and h.metadata["tries"] == 2 for h in history)
+    assert {h.metadata["user_id"] for h in history if h.metadata} == {"from-metadata"}
+    assert not any("thread_id" in h.metadata or "obj" in h.metadata for h in history if h.metadata)
+    assert len(list(graph.get_state_history(config, filter={"tries": 2}))) == len(history)
+
+
 def test_new_input_on_an_old_checkpoint_forks_from_its_values() -> None:
     graph = abc()
     config = thread()

@@ -83,18 +83,12 @@ def record(
         _pending(loop),
         loop.plan.fingerprint,
     )
+    extra = loop.run_metadata
+    if extra is None:
+        extra = loop.run_metadata = run_metadata(loop.config)
     metadata: dict[str, Any] = {"source": source, "step": loop.step, "parents": {}}
-    caller = loop.config.get("metadata")
-    if caller:
-        # As LangGraph: the caller's metadata, scalars only (they must stay filterable).
-        metadata = {
-            **{
-                k: v
-                for k, v in caller.items()
-                if isinstance(v, (str, int, float, bool)) and not k.startswith("__")
-            },
-            **metadata,
-        }
+    if extra:
+        metadata = {**extra, **metadata}
     metadata["run_id"] = loop.run_id
     effect = Effect(
         "put",
@@ -252,6 +246,27 @@ BREAKPOINT_TASK: Final = "__breakpoint__"
 def breakpoint_marker() -> PendingWrite:
     """A pending interrupt owned by no task: the thread is paused at a breakpoint."""
     return PendingWrite(BREAKPOINT_TASK, BREAKPOINT_TASK, _SPECIAL_IDX[INTERRUPT], INTERRUPT, [])
+
+
+# Config keys that say where a checkpoint is, not what the run is about.
+_NOT_METADATA: Final = frozenset({"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map"})
+
+
+def run_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What every checkpoint of a run records from its config, as LangGraph does:
+    the scalars of ``metadata``, then those of ``configurable`` (a ``user_id``,
+    say) not already there, so history can be filtered by them."""
+    out: dict[str, Any] = {}
+    for source in (config.get("metadata"), config.get("configurable")):
+        for key, value in (source or {}).items():
+            if (
+                key not in out
+                and isinstance(value, (str, int, float, bool))
+                and not key.startswith(("__", "langgraph_"))
+                and key not in _NOT_METADATA
+            ):
+                out[key] = value
+    return out
 
 
 def waiting_on(saved: CheckpointTuple | None) -> tuple[str, ...]:

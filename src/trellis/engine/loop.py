@@ -80,6 +80,7 @@ class RunLoop:
         "restored_step",
         "saved_writes",
         "run_id",
+        "run_metadata",
         "saved",
         "saver",
         "start_task",
@@ -141,6 +142,7 @@ class RunLoop:
         self.start_task: Task | None = None
         self.run_id: str | None = None
         self.checkpoint_id: str | None = None
+        self.run_metadata: dict[str, Any] | None = None  # from the config, on first save
         # durability="exit": the state tasks are planned from has no saved checkpoint
         # yet (unsaved); the first task id wanted mints one for it (minted: the
         # checkpoint_id is that unsaved id). See Task.id and _keep_pending.
