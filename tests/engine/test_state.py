@@ -532,6 +532,19 @@ def test_configurable_scalars_are_recorded_and_filterable_as_langgraph() -> None
     assert len(list(graph.get_state_history(config, filter={"tries": 2}))) == len(history)
 
 
+def test_history_of_a_config_naming_a_checkpoint_lists_that_checkpoint_only() -> None:
+    """As LangGraph's savers list a config with a checkpoint_id."""
+    graph = abc()
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    snaps = list(graph.get_state_history(config))
+    middle = snaps[2]
+    assert [h.config for h in graph.get_state_history(middle.config)] == [middle.config]
+    assert list(graph.get_state_history(middle.config, filter={"source": "input"})) == []
+    assert list(graph.get_state_history(middle.config, before=snaps[3].config)) == []
+    assert graph.rollback(middle.config, to_node="a") == snaps[-2].config  # the whole thread
+
+
 def test_new_input_on_an_old_checkpoint_forks_from_its_values() -> None:
     graph = abc()
     config = thread()

@@ -599,7 +599,9 @@ class CompiledStateGraph:
 
         Invoke with it (``graph.invoke(None, cfg)``) to run again from there.
         """
-        for snap in self.get_state_history(config):
+        configurable = dict(config.get("configurable") or {})
+        configurable.pop("checkpoint_id", None)  # the whole thread, newest first
+        for snap in self.get_state_history({**config, "configurable": configurable}):
             if to_node in snap.next:
                 return snap.config
         thread_id, _ = state.thread_of(self, config)

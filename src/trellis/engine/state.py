@@ -22,6 +22,7 @@ from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
+from trellis.persist.storage import encode_filter, metadata_matches
 from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, StateTask
 
 if TYPE_CHECKING:
@@ -213,13 +214,33 @@ def with_subgraph_states(
 def history(
     graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
 ) -> Iterator[StateSnapshot]:
-    thread_id, _ = thread_of(graph, config)
+    thread_id, checkpoint_id = thread_of(graph, config)
     target, ns = in_namespace(graph, config)
     before = kwargs.pop("before", None)
     if isinstance(before, Mapping):
         before = (before.get("configurable") or {}).get("checkpoint_id")
+    if checkpoint_id is not None:  # as LangGraph: a config naming one checkpoint lists it only
+        saved = graph.checkpointer.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        if saved is not None and _listed(saved, before, **kwargs):
+            yield snapshot(target, saved, thread_id, live=False, ns=ns)
+        return
     for saved in graph.checkpointer.list(thread_id, checkpoint_ns=ns, before=before, **kwargs):
         yield snapshot(target, saved, thread_id, live=False, ns=ns)
+
+
+def _listed(
+    saved: CheckpointTuple,
+    before: str | None,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> bool:
+    """Whether ``list(before=, filter=, limit=)`` would include ``saved``."""
+    if limit is not None and limit <= 0:
+        return False
+    if before is not None and not saved.checkpoint.id < before:
+        return False
+    return not filter or metadata_matches(saved.metadata, encode_filter(filter))
 
 
 def writer_step(saved: CheckpointTuple | None, as_node: str | None) -> str | None:
