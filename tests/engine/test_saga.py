@@ -13,7 +13,7 @@ import pytest
 from typing_extensions import TypedDict
 
 from trellis import END, START, RetryPolicy, StateGraph
-from trellis.errors import NodeError
+from trellis.errors import GraphRecursionError, InvalidUpdateError, NodeError
 
 
 class S(TypedDict, total=False):
@@ -79,6 +79,42 @@ def test_a_failed_run_is_rolled_back_newest_first_without_a_checkpointer() -> No
     assert report.compensated == ["C", "B", "A"] and report.ok
     assert book.undone() == ["C", "B", "A"]
     assert any("Trellis compensated: C, B, A" in note for note in info.value.__notes__)
+
+
+def test_a_run_out_of_steps_is_rolled_back_too(saver_factory: Any) -> None:
+    """The recursion limit fails a run for good, as a node's error does."""
+    book = Book()
+    book.broken_node = set()
+    builder = StateGraph(S)
+    builder.add_node("A", book.node("A"), compensate=book.undo("A"))
+    builder.add_node("think", lambda s: {"trail": ["think"]})
+    builder.add_edge(START, "A")
+    builder.add_edge("A", "think")
+    builder.add_conditional_edges("think", lambda s: "think", ["think"])
+    graph = builder.compile(checkpointer=saver_factory.make())
+    with pytest.raises(GraphRecursionError) as info:
+        graph.invoke({"trail": []}, {**config(), "recursion_limit": 5})
+    assert info.value.compensation.compensated == ["A"]  # type: ignore[attr-defined]
+    assert book.undone() == ["A"]
+
+
+class Totals(S, total=False):
+    total: int
+
+
+async def test_conflicting_writes_roll_the_run_back_async_too() -> None:
+    """Two parallel writes to a last-value key: the engine fails the step's commit."""
+    book = Book()
+    book.broken_node = set()
+    builder = StateGraph(Totals)
+    builder.add_node("A", book.node("A"), compensate=book.undo("A"))
+    builder.add_node("x", lambda s: {"total": 1})
+    builder.add_node("y", lambda s: {"total": 2})
+    for a, b in [(START, "A"), ("A", "x"), ("A", "y")]:
+        builder.add_edge(a, b)
+    with pytest.raises(InvalidUpdateError, match="total"):
+        await builder.compile().ainvoke({"trail": []})
+    assert book.undone() == ["A"]
 
 
 def test_each_compensation_sees_the_state_after_its_own_node(saver_factory: Any) -> None:

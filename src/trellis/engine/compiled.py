@@ -25,8 +25,11 @@ from trellis.engine.subgraph import ParentCommand
 from trellis.errors import (
     CheckpointNotFoundError,
     EmptyInputError,
+    GraphRecursionError,
     InterruptError,
     InvalidConfigError,
+    InvalidUpdateError,
+    RoutingError,
 )
 from trellis.persist.base import CheckpointTuple
 from trellis.types import Command, RunnableConfig, StateSnapshot
@@ -39,6 +42,11 @@ __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10_007  # LangGraph 1.2's default
 _MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "events"})
+
+
+# What the engine itself raises when a run cannot go on (a node's own errors come
+# as StepFailed): a run failing so is rolled back like one whose node failed.
+_ENGINE_FAILURES = (GraphRecursionError, InvalidUpdateError, RoutingError)
 
 
 def _modes(stream_mode: Any) -> tuple[tuple[str, ...], bool]:
@@ -298,17 +306,25 @@ class CompiledStateGraph:
         return metrics
 
     def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
-        """A run failed for good: roll back completed side effects, then report."""
+        """A node failed for good: roll back completed side effects, then report."""
         drivers.settle(loop)
-        if loop.compensable and not isinstance(failure.error, ParentCommand):
-            saga.attach(failure.error, saga.Saga.of_run(self, loop).run())
-        return failure.error
+        return self._rolled_back(loop, failure.error)
+
+    def _rolled_back(self, loop: RunLoop, error: BaseException) -> BaseException:
+        """The run failed for good (a node, or the engine: the recursion limit,
+        conflicting writes): its completed side effects are compensated."""
+        if loop.compensable and not isinstance(error, ParentCommand):
+            saga.attach(error, saga.Saga.of_run(self, loop).run())
+        return error
 
     async def _afailed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
         drivers.settle(loop)
-        if loop.compensable and not isinstance(failure.error, ParentCommand):
-            saga.attach(failure.error, await saga.Saga.of_run(self, loop).arun())
-        return failure.error
+        return await self._arolled_back(loop, failure.error)
+
+    async def _arolled_back(self, loop: RunLoop, error: BaseException) -> BaseException:
+        if loop.compensable and not isinstance(error, ParentCommand):
+            saga.attach(error, await saga.Saga.of_run(self, loop).arun())
+        return error
 
     def stream(
         self,
@@ -338,6 +354,10 @@ class CompiledStateGraph:
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
+        except _ENGINE_FAILURES as exc:
+            if not loop.compensable:
+                raise
+            error = self._rolled_back(loop, exc)
         if error is not None:
             for mode, chunk in _after_the_run(loop):  # the compensations' events
                 yield _shape(mode, chunk, paired, subgraphs)
@@ -367,6 +387,10 @@ class CompiledStateGraph:
                 pass
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
+        except _ENGINE_FAILURES as exc:
+            if not loop.compensable:
+                raise
+            error = self._rolled_back(loop, exc)
         if error is not None:
             raise error  # outside the except: the node's error keeps its own context
         return loop.result()
@@ -395,6 +419,10 @@ class CompiledStateGraph:
                 yield _shape(mode, chunk, paired, subgraphs)
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
+        except _ENGINE_FAILURES as exc:
+            if not loop.compensable:
+                raise
+            error = await self._arolled_back(loop, exc)
         if error is not None:
             for mode, chunk in _after_the_run(loop):
                 yield _shape(mode, chunk, paired, subgraphs)
@@ -427,6 +455,10 @@ class CompiledStateGraph:
                     pass
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
+        except _ENGINE_FAILURES as exc:
+            if not loop.compensable:
+                raise
+            error = await self._arolled_back(loop, exc)
         if error is not None:
             raise error
         return loop.result()
