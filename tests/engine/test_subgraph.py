@@ -325,3 +325,51 @@ def test_a_namespace_naming_no_subgraph_is_a_named_error() -> None:
     bad = {"configurable": {"thread_id": "waiting", "checkpoint_ns": "nope:123"}}
     with pytest.raises(InvalidConfigError, match="no subgraph node 'nope'"):
         graph.get_state(bad)
+
+
+def _asking_child() -> Any:
+    child = StateGraph(Child)
+    child.add_node("ask", lambda s: {"answer": interrupt("approve?")})
+    child.add_edge(START, "ask")
+    return child.compile()
+
+
+def test_a_graph_invoked_inside_a_node_joins_the_parents_run() -> None:
+    """LangGraph's "subgraph called inside a node": its interrupt suspends the
+    calling node, and resuming the parent resumes it."""
+    asking = _asking_child()
+    calls: list[str] = []
+
+    def call(state: Parent) -> dict[str, Any]:
+        calls.append("call")
+        return {"answer": asking.invoke({"q": state["q"]})["answer"]}
+
+    builder = StateGraph(Parent)
+    builder.add_node("call", call)
+    builder.add_edge(START, "call")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "nested"}}
+    first = graph.invoke({"q": "x"}, config)
+    assert [i.value for i in first["__interrupt__"]] == ["approve?"]
+    assert graph.invoke(Command(resume="yes"), config)["answer"] == "yes"
+    assert calls == ["call", "call"]
+
+
+async def test_a_graph_invoked_inside_a_node_streams_with_the_parent() -> None:
+    child = StateGraph(Child)
+    child.add_node("work", lambda s: {"answer": "done"})
+    child.add_edge(START, "work")
+    working = child.compile()
+
+    async def call(state: Parent) -> dict[str, Any]:
+        return {"answer": (await working.ainvoke({"q": "x"}))["answer"]}
+
+    builder = StateGraph(Parent)
+    builder.add_node("call", call)
+    builder.add_edge(START, "call")
+    chunks = [
+        c
+        async for c in builder.compile().astream({"q": "x"}, stream_mode="updates", subgraphs=True)
+    ]
+    assert [(len(ns), list(update)) for ns, update in chunks] == [(1, ["work"]), (0, ["call"])]
+    assert chunks[0][0][0].startswith("call:")
