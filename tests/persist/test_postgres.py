@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from tests.persist.conftest import History
 
-from trellis.errors import CheckpointError, InvalidConfigError, SchemaVersionError
+from trellis.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConcurrentUpdateError,
+    InvalidConfigError,
+    SchemaVersionError,
+)
 from trellis.persist.base import PendingWrite
 
 pytestmark = pytest.mark.postgres
@@ -31,7 +37,8 @@ def make(pg_url: str, pg_schema: str) -> Iterator[Any]:
     made: list[PostgresSaver] = []
 
     def make(**kwargs: Any) -> PostgresSaver:
-        saver = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, pool_size=2, **kwargs)
+        kwargs.setdefault("pool_size", 2)
+        saver = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, **kwargs)
         made.append(saver)
         return saver
 
@@ -242,8 +249,6 @@ async def test_concurrent_async_writers_on_many_threads(make: Any) -> None:
 
 
 def test_prune_and_delete_race_puts_without_damage(make: Any, pg_url: str, pg_schema: str) -> None:
-    from trellis.errors import ConcurrentUpdateError
-
     writer, pruner = make(), make()
     h = History(writer)
     h.put(append={"log": ["x" * 200]})
@@ -288,3 +293,141 @@ def test_prune_and_delete_race_puts_without_damage(make: Any, pg_url: str, pg_sc
 def test_a_schema_name_with_a_trailing_newline_is_refused(pg_url: str) -> None:
     with pytest.raises(ValueError):
         PostgresSaver.from_conn_string(pg_url, schema="billing\n")
+
+
+# psycopg prepares a statement on its sixth use; one queued in a pipeline that the
+# server aborted (a lost race, a write for a missing checkpoint) used to be
+# recorded as prepared anyway, and every later call on that connection failed
+# with 'prepared statement "_pg3_0" does not exist'.
+_ROUNDS = 8
+_ORPHAN = [PendingWrite("t", "n", 0, "c", 1)]
+
+
+def _lose_races(loser: PostgresSaver, h: History) -> None:
+    """``loser`` (on one pooled connection) loses a race to ``h``'s saver and writes
+    for a missing checkpoint, ``_ROUNDS`` times: both are errors it must survive."""
+    for i in range(_ROUNDS):
+        stale, ck = h.head, h.make(append={"log": [f"lost {i}"]})
+        h.put(append={"log": [i]})
+        with pytest.raises(ConcurrentUpdateError):
+            loser.put(h.thread_id, ck, {}, expected_head=stale)
+        with pytest.raises(CheckpointNotFoundError):
+            loser.put_writes(h.thread_id, "no-such-checkpoint", _ORPHAN)
+
+
+async def _alose_races(loser: PostgresSaver, h: History) -> None:
+    for i in range(_ROUNDS):
+        stale, ck = h.head, h.make(append={"log": [f"lost {i}"]})
+        await h.aput(append={"log": [i]})
+        with pytest.raises(ConcurrentUpdateError):
+            await loser.aput(h.thread_id, ck, {}, expected_head=stale)
+        with pytest.raises(CheckpointNotFoundError):
+            await loser.aput_writes(h.thread_id, "no-such-checkpoint", _ORPHAN)
+
+
+def _still_works(loser: PostgresSaver, h: History) -> None:
+    h.check(loser.get_tuple(h.thread_id))
+    assert len(list(loser.list(h.thread_id))) == _ROUNDS + 1
+    h.saver = loser
+    h.put(append={"log": ["after"]}, writes=_ORPHAN)
+    h.check(loser.get_tuple(h.thread_id))
+
+
+def test_lost_races_leave_the_connection_usable(make: Any) -> None:
+    h, loser = History(make()), make(pool_size=1)
+    h.put(append={"log": ["start"]})
+    _lose_races(loser, h)
+    _still_works(loser, h)
+
+
+async def test_lost_races_leave_the_async_connection_usable(make: Any) -> None:
+    winner, loser = make(), make(pool_size=1)
+    h = History(winner)
+    try:
+        await h.aput(append={"log": ["start"]})
+        await _alose_races(loser, h)
+        h.check(await loser.aget_tuple(h.thread_id))
+        h.saver = loser
+        await h.aput(append={"log": ["after"]}, writes=_ORPHAN)
+        h.check(await loser.aget_tuple(h.thread_id))
+    finally:
+        await winner.aclose()
+        await loser.aclose()
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_lost_races_leave_a_callers_pool_usable_and_as_it_was(
+    make: Any, pg_url: str, pg_schema: str, autocommit: bool
+) -> None:
+    pool = psycopg_pool.ConnectionPool(
+        pg_url, min_size=1, max_size=1, open=True, kwargs={"autocommit": autocommit}
+    )
+    try:
+        h, loser = History(make()), PostgresSaver(pool, schema=pg_schema)
+        h.put(append={"log": ["start"]})
+        _lose_races(loser, h)
+        _still_works(loser, h)
+        with pool.connection() as conn:  # the caller's own statements may be prepared
+            assert conn.prepare_threshold == 5
+            for _ in range(_ROUNDS):
+                conn.execute("SELECT 1")
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def unexpected_error(pg_url: str, pg_schema: str) -> Any:
+    """A context in which every read fails with an error Trellis does not expect."""
+
+    @contextlib.contextmanager
+    def moved() -> Iterator[None]:
+        _sql(pg_url, f'ALTER TABLE "{pg_schema}".trellis_writes RENAME TO moved')
+        try:
+            yield
+        finally:
+            _sql(pg_url, f'ALTER TABLE "{pg_schema}".moved RENAME TO trellis_writes')
+
+    return moved
+
+
+def test_a_connection_that_failed_unexpectedly_is_replaced(
+    make: Any, unexpected_error: Any
+) -> None:
+    saver = make(pool_size=1)
+    h = History(saver)
+    h.put(set={"n": 1})
+
+    def backend() -> int:
+        with saver._sync_pool().connection() as conn:
+            return int(conn.info.backend_pid)
+
+    first = backend()
+    with pytest.raises(ConcurrentUpdateError):  # expected: the connection is kept
+        saver.put(h.thread_id, h.make(set={"n": 2}), {}, expected_head=None)
+    assert backend() == first
+    with unexpected_error(), pytest.raises(CheckpointError, match="UndefinedTable"):
+        saver.get_tuple(h.thread_id)
+    h.check(saver.get_tuple(h.thread_id))
+    assert backend() != first
+
+
+async def test_an_async_connection_that_failed_unexpectedly_is_replaced(
+    make: Any, unexpected_error: Any
+) -> None:
+    saver = make(pool_size=1)
+    h = History(saver)
+    try:
+        await h.aput(set={"n": 1})
+        pool = await saver._async_pool()
+
+        async def backend() -> int:
+            async with pool.connection() as conn:
+                return int(conn.info.backend_pid)
+
+        first = await backend()
+        with unexpected_error(), pytest.raises(CheckpointError, match="UndefinedTable"):
+            await saver.aget_tuple(h.thread_id)
+        h.check(await saver.aget_tuple(h.thread_id))
+        assert await backend() != first
+    finally:
+        await saver.aclose()

@@ -12,6 +12,7 @@ import pytest
 from typing_extensions import TypedDict
 
 from trellis import START, Approval, ApprovalPolicy, ReviewQueue, SqliteSaver, StateGraph
+from trellis.hitl.store import store_for
 from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.persist.events import MemoryEventLog, event_log_for, open_event_log
 
@@ -93,6 +94,11 @@ def test_postgres_sidecars_connect_as_the_saver_does(pg_url: str, pg_schema: str
             ).fetchone()
         assert requests == [("t1",)]
         assert events is not None and events[0] > 0
+        # Their own connections, like the saver's, never prepare statements
+        # (persist.base.own_connection_kwargs says why).
+        assert event_log_for(saver)._connection().prepare_threshold is None
+        with store_for(saver)._pool.connection() as conn:
+            assert conn.prepare_threshold is None
     finally:
         pool.close()
 

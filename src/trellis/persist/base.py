@@ -517,14 +517,21 @@ class Database:
 
 def own_connection_kwargs(given: Mapping[str, Any]) -> dict[str, Any]:
     """A caller's psycopg connection arguments for a connection Trellis drives
-    itself: in autocommit (it opens its own transactions) and with psycopg's
-    default rows (Trellis reads tuples, whatever ``row_factory`` the caller likes).
+    itself: in autocommit (it opens its own transactions), with psycopg's default
+    rows (Trellis reads tuples, whatever ``row_factory`` the caller likes) and
+    without automatic prepared statements.
+
+    psycopg prepares a statement on its sixth use; when that use is queued in a
+    pipeline the server aborts (a lost race does that), psycopg (3.3, at least)
+    still records the statement as prepared, and every later use of it on that
+    connection fails with ``prepared statement "_pg3_0" does not exist``.
 
     >>> own_connection_kwargs({"row_factory": dict_row, "application_name": "app"})
-    {'application_name': 'app', 'autocommit': True}
+    {'application_name': 'app', 'autocommit': True, 'prepare_threshold': None}
     """
     kwargs = {k: v for k, v in given.items() if k != "row_factory"}
     kwargs["autocommit"] = True
+    kwargs["prepare_threshold"] = None
     return kwargs
 
 

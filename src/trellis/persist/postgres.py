@@ -361,7 +361,7 @@ class PostgresSaver(SqlSaverMethods):
         where = Database.from_url(url, schema=schema)
         url, schema = where.target, where.schema
         pool: ConnectionPool[Any] = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+            url, min_size=1, max_size=pool_size, open=False, kwargs=own_connection_kwargs({})
         )
         saver = cls(pool, schema=schema, pool_size=pool_size, **kwargs)
         saver._shared.owns_pool = True
@@ -445,7 +445,7 @@ class PostgresSaver(SqlSaverMethods):
                         min_size=1,
                         max_size=self._pool_size,
                         open=False,
-                        kwargs={**sh.kwargs, "autocommit": True},
+                        kwargs=own_connection_kwargs(sh.kwargs),
                     )
                     sh.owns_pool = True
         if sh.pool.closed:
@@ -470,7 +470,7 @@ class PostgresSaver(SqlSaverMethods):
                     min_size=1,
                     max_size=self._pool_size,
                     open=False,
-                    kwargs={**sh.kwargs, "autocommit": True},
+                    kwargs=own_connection_kwargs(sh.kwargs),
                 )
                 sh.owns_apool = True
             if sh.apool.closed:
@@ -512,11 +512,24 @@ class PostgresSaver(SqlSaverMethods):
 
     # --- drivers ---------------------------------------------------------------------
 
+    # A pool the caller passed in hands out connections that may prepare statements
+    # (see own_connection_kwargs): each is borrowed with that turned off, and
+    # handed back as it came. One that failed unexpectedly is closed, so its pool
+    # replaces it rather than lending out a connection in an unknown state.
+
     def _run(self, txn: Txn[T]) -> T:
         self.setup()
         try:
             with self._sync_pool().connection(timeout=self._timeout) as conn:
-                return self._drive(conn, txn.plan, write=txn.write)
+                threshold, conn.prepare_threshold = conn.prepare_threshold, None
+                try:
+                    return self._drive(conn, txn.plan, write=txn.write)
+                except BaseException as exc:
+                    if not _reusable_after(exc, txn):
+                        conn.close()
+                    raise
+                finally:
+                    conn.prepare_threshold = threshold
         except (psycopg.Error, PoolTimeout) as exc:
             raise self._error(exc, txn.integrity) from exc
 
@@ -524,7 +537,15 @@ class PostgresSaver(SqlSaverMethods):
         await self.asetup()
         try:
             async with (await self._async_pool()).connection(timeout=self._timeout) as conn:
-                return await self._adrive(conn, txn.plan, write=txn.write)
+                threshold, conn.prepare_threshold = conn.prepare_threshold, None
+                try:
+                    return await self._adrive(conn, txn.plan, write=txn.write)
+                except BaseException as exc:
+                    if not _reusable_after(exc, txn):
+                        await conn.close()
+                    raise
+                finally:
+                    conn.prepare_threshold = threshold
         except (psycopg.Error, PoolTimeout) as exc:
             raise self._error(exc, txn.integrity) from exc
 
@@ -664,6 +685,21 @@ class PostgresSaver(SqlSaverMethods):
         if policy is None:
             return 0
         return await arun_job(self._sql.prune_job(self.serde, self._cache, policy), self._arun)
+
+
+def _reusable_after(exc: BaseException, txn: Txn[Any]) -> bool:
+    """Whether a connection whose transaction raised ``exc`` may go back to its pool.
+
+    The errors Trellis expects (a lost race, a constraint violation the plan turns
+    into its own error, an error the plan raised between batches) leave it rolled
+    back and idle. After any other error of the server or driver, or an
+    interruption mid-pipeline, what psycopg believes of the session is not to be
+    trusted.
+    """
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        return state == _CONFLICT or (txn.integrity is not None and state in _INTEGRITY)
+    return isinstance(exc, Exception)
 
 
 def _send(conn: psycopg.Connection[Any], stmt: Stmt) -> psycopg.Cursor[Any]:
