@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
 import threading
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.persist.conftest import History
+from typing_extensions import TypedDict
 
+from trellis import START, Command, StateGraph, interrupt
 from trellis.errors import (
     CheckpointCorruptError,
     CheckpointNotFoundError,
@@ -552,12 +555,61 @@ def test_prune_ttl_spares_heads_and_threads_waiting_for_a_human(saver: Any) -> N
         waiting.thread_id, waiting.head, [PendingWrite("t", "ask", -3, "__interrupt__", "ok?")]
     )
     removed = saver.prune(ttl=3600, now=now)
-    assert removed == 3 + 3 + 2  # all of old; fresh's three old ones; waiting's non-heads
+    assert removed == 3 + 2 + 1  # all of old; fresh's and waiting's old ones but the parents
     assert saver.get_tuple(old.thread_id) is None
     fresh.check(saver.get_tuple(fresh.thread_id))
-    assert len(list(saver.list(fresh.thread_id))) == 1
+    assert len(list(saver.list(fresh.thread_id))) == 2
     waiting.check(saver.get_tuple(waiting.thread_id))
     assert saver.get_tuple(waiting.thread_id).pending_writes[0].value == "ok?"
+
+
+@pytest.mark.parametrize("policy", [{"keep_last": 1}, {"ttl": 3600, "now": 10_000.0}])
+def test_prune_keeps_the_parent_of_every_head(saver: Any, policy: dict[str, Any]) -> None:
+    """``update_state`` reads the head's parent to tell which node wrote the head."""
+    root = History(saver)
+    sub = History(saver, root.thread_id, ns="child:1")
+    for h in (root, sub):
+        for i in range(4):
+            h.put(append={"log": [i]}, set={"i": i}, created_at=100.0 + i)
+    root.put(set={"fresh": True})  # the head is new: the thread does not expire whole
+    parents = [h.checkpoints[h.head or ""].parent_id for h in (root, sub)]
+    assert saver.prune(**policy) == 3 + 2
+    for h, parent in zip((root, sub), parents, strict=True):
+        listed = [t.checkpoint.id for t in saver.list(h.thread_id, checkpoint_ns=h.ns)]
+        assert listed == [h.head, parent]
+        h.check(saver.get_tuple(h.thread_id, checkpoint_ns=h.ns))
+        h.check(saver.get_tuple(h.thread_id, parent, checkpoint_ns=h.ns), parent)
+    assert saver.prune(**policy) == 0
+
+
+class _Asking(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+    answer: str
+
+
+def _ask(state: _Asking) -> _Asking:
+    return {"answer": interrupt("ok?"), "log": ["asked"]}
+
+
+@pytest.mark.parametrize("policy", [{"keep_last": 1}, {"ttl": 60, "now": 4e9}])
+def test_update_state_works_on_a_pruned_thread_waiting_in_interrupt(
+    saver: Any, policy: dict[str, Any]
+) -> None:
+    builder = StateGraph(_Asking)
+    builder.add_sequence(
+        [("a", lambda s: {"log": ["a"]}), ("b", lambda s: {"log": ["b"]}), ("ask", _ask)]
+    )
+    builder.add_edge(START, "a")
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+    graph.invoke({"log": []}, config)
+    assert saver.prune(**policy) > 0
+    graph.update_state(config, {"log": ["edited"]})
+    assert graph.get_state(config).next == ("ask",)  # still waiting, as before the prune
+    assert graph.invoke(Command(resume="yes"), config) == {
+        "log": ["a", "b", "edited", "asked"],
+        "answer": "yes",
+    }
 
 
 def test_constructor_retention_settings_are_prune_defaults(backend: Any) -> None:

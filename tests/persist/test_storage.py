@@ -186,11 +186,23 @@ def test_needed_blobs_keep_whole_chains() -> None:
     assert needed_blobs([{"log": "v1"}], bases) == {("log", "v1")}
 
 
-def test_prune_plan_keeps_heads_and_the_newest() -> None:
+def test_prune_plan_keeps_heads_their_parents_and_the_newest() -> None:
     cps = [(f"c{i}", float(i)) for i in range(6)]
-    assert sorted(prune_plan(cps, "c5", cutoff=-math.inf, keep_last=2)) == ["c0", "c1", "c2", "c3"]
-    assert sorted(prune_plan(cps, "c1", cutoff=3.0, keep_last=None)) == ["c0", "c2"]
-    assert prune_plan([("c0", 0.0)], "c0", cutoff=math.inf, keep_last=1) == []
+    assert sorted(prune_plan(cps, "c5", "c4", cutoff=-math.inf, keep_last=2)) == [
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+    ]
+    assert sorted(prune_plan(cps, "c5", "c4", cutoff=-math.inf, keep_last=1)) == [
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+    ]
+    assert sorted(prune_plan(cps, "c1", "c0", cutoff=3.0, keep_last=None)) == ["c2"]
+    assert sorted(prune_plan(cps, "c5", "c1", cutoff=3.0, keep_last=None)) == ["c0", "c2"]
+    assert prune_plan([("c0", 0.0)], "c0", None, cutoff=math.inf, keep_last=1) == []
 
 
 def test_metadata_must_be_storable_json_and_errors_name_the_key() -> None:

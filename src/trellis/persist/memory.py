@@ -307,7 +307,8 @@ class MemorySaver(SaverBase):
         ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
         checkpoints created more than ``ttl`` seconds before ``now``, and whole
         threads whose heads are that old, unless a head waits on an interrupt.
-        Heads, and every blob a kept checkpoint needs, always stay.
+        Heads, their parents (which ``update_state`` reads) and every blob a
+        kept checkpoint needs always stay.
         """
         policy = retention(
             ttl, keep_last, now, defaults=(self.ttl, self.keep_last), clock=self._clock
@@ -340,7 +341,8 @@ class MemorySaver(SaverBase):
     @staticmethod
     def _prune_namespace(ns: _Namespace, cutoff: float, keep_last: int | None) -> int:
         pairs = [(cid, row.created_at) for cid, row in ns.checkpoints.items()]
-        doomed = prune_plan(pairs, ns.head, cutoff=cutoff, keep_last=keep_last)
+        parent = ns.checkpoints[ns.head].parent_id
+        doomed = prune_plan(pairs, ns.head, parent, cutoff=cutoff, keep_last=keep_last)
         if not doomed:
             return 0
         for cid in doomed:

@@ -643,7 +643,7 @@ class SqlDialect:
         """Prune one thread (all its namespaces) in one transaction; count removed."""
         stmts = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
         heads_sql = (
-            "SELECT t.tid, t.head_id, c.created_at, EXISTS (SELECT 1 FROM "
+            "SELECT t.tid, t.head_id, c.created_at, c.parent_id, EXISTS (SELECT 1 FROM "
             f"{self.writes} w WHERE w.tid = t.tid AND w.checkpoint_id = t.head_id "
             f"AND w.channel = ?) FROM {self.threads} t LEFT JOIN {self.checkpoints} c "
             "ON c.tid = t.tid AND c.id = t.head_id WHERE t.thread_id = ?"
@@ -661,7 +661,7 @@ class SqlDialect:
             return 0
         if all(
             created is not None and created < cutoff and not waiting
-            for _, _, created, waiting in heads
+            for _, _, created, _, waiting in heads
         ):
             # prune_thread_plan took the thread's lock in its first batch
             yield Batch(self._delete_thread_stmts(thread_id, locked=True), final=True)
@@ -670,8 +670,10 @@ class SqlDialect:
         for tid, cid, created in everything:
             by_tid.setdefault(tid, []).append((cid, created))
         doomed = {
-            tid: set(prune_plan(by_tid.get(tid, []), head, cutoff=cutoff, keep_last=keep_last))
-            for tid, head, _, _ in heads
+            tid: set(
+                prune_plan(by_tid.get(tid, []), head, parent, cutoff=cutoff, keep_last=keep_last)
+            )
+            for tid, head, _, parent, _ in heads
         }
         doomed = {tid: ids for tid, ids in doomed.items() if ids}
         if not doomed:

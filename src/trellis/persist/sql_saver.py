@@ -108,7 +108,8 @@ class SqlSaverMethods(PutAsPutMany):
         ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
         checkpoints created more than ``ttl`` seconds before ``now``, and whole
         threads whose heads are that old, unless a head waits on an interrupt or
-        a breakpoint. Heads, and every blob a kept checkpoint needs, always stay.
+        a breakpoint. Heads, their parents (which ``update_state`` reads) and
+        every blob a kept checkpoint needs always stay.
         Each thread is pruned in its own transaction.
         """
         policy = retention(

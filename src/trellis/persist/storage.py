@@ -663,19 +663,26 @@ def needed_blobs(
 def prune_plan(
     checkpoints: Iterable[tuple[str, float]],
     head_id: str,
+    head_parent: str | None,
     *,
     cutoff: float,
     keep_last: int | None,
 ) -> list[str]:
     """Ids of one namespace's ``(id, created_at)`` checkpoints that prune removes.
 
-    The head always stays; ``keep_last`` keeps the N newest ids; checkpoints
-    created before ``cutoff`` go.
+    The head and its parent always stay; ``keep_last`` keeps the N newest ids;
+    checkpoints created before ``cutoff`` go.
+
+    The parent stays because ``update_state`` without ``as_node`` reads it to tell
+    which node wrote the head (and so whose edges route the update). It does so
+    for every head a step wrote, whether its run waits in ``interrupt()``, stopped
+    at a breakpoint, failed or finished, so every head keeps its parent: one
+    checkpoint per namespace, whose blobs the head mostly shares.
     """
     ordered = sorted(checkpoints, reverse=True)
     doomed = []
     for rank, (cid, created_at) in enumerate(ordered):
-        if cid == head_id:
+        if cid in (head_id, head_parent):
             continue
         if (keep_last is not None and rank >= keep_last) or created_at < cutoff:
             doomed.append(cid)
