@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,38 @@ def test_deleting_a_thread_deletes_its_approvals_and_events(saver: Any) -> None:
     assert queue.history("gone") == []
     assert event_log_for(saver).list("gone") == []
     assert event_log_for(saver).list("kept") != []
+
+
+@pytest.mark.parametrize("call", ["prune", "aprune"])
+async def test_pruning_a_whole_thread_deletes_its_approvals_and_events(
+    saver: Any, call: str
+) -> None:
+    """Runs on every backend: a thread prune removes whole goes as if deleted."""
+    builder = StateGraph(S)
+    builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
+    builder.add_edge(START, "delete")
+    graph = builder.compile(checkpointer=saver, trace=True)
+    for thread in ("gone", "waiting"):
+        graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+    queue = ReviewQueue(graph=graph)
+    (request,) = [r for r in queue.pending() if r.thread_id == "gone"]
+    queue.approve(request.id, reviewer="alice")  # its run finishes: nothing waits on "gone"
+    log = event_log_for(saver)
+    assert queue.history("gone") != [] and log.list("gone") != []
+    later = time.time() + 3600
+    try:
+        if call == "prune":
+            assert saver.prune(ttl=60, now=later) > 0
+        else:
+            assert await saver.aprune(ttl=60, now=later) > 0
+        assert saver.get_tuple("gone") is None
+        assert queue.history("gone") == []
+        assert log.list("gone") == []
+        assert [r.thread_id for r in queue.pending()] == ["waiting"]  # waiting: never pruned
+        assert log.list("waiting") != []
+    finally:
+        if hasattr(saver, "aclose"):  # an async pool belongs to this test's loop
+            await saver.aclose()
 
 
 def test_approvals_and_history_open_the_database_the_saver_names(tmp_path: Path) -> None:

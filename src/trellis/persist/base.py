@@ -598,12 +598,17 @@ def _keeps_rows(kind: _SidecarKind, saver: Any) -> bool:
 _SIDECAR_MODULES = ("trellis.persist.events", "trellis.hitl.store")
 
 
-def thread_deleted(saver: Any, thread_id: str) -> None:
-    """Savers call this after deleting ``thread_id``; its sidecars forget it too."""
+def thread_deleted(saver: Any, *thread_ids: str) -> None:
+    """Savers call this after deleting threads (``delete_thread``, or a ``prune``
+    that removed whole threads), outside their transaction; the sidecars forget
+    those threads too. Whether a kind keeps rows is asked once for all of them."""
+    if not thread_ids:
+        return
     for module in _SIDECAR_MODULES:
         importlib.import_module(module)
     with _sidecar_lock:
         kinds = list(_sidecar_kinds)
     for kind in kinds:
         if _keeps_rows(kind, saver):
-            kind.forget(saver, thread_id)
+            for thread_id in thread_ids:
+                kind.forget(saver, thread_id)

@@ -306,7 +306,8 @@ class MemorySaver(SaverBase):
 
         ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
         checkpoints created more than ``ttl`` seconds before ``now``, and whole
-        threads whose heads are that old, unless a head waits on an interrupt.
+        threads whose heads are that old, unless a head waits on an interrupt
+        (with their approval requests and run history, as ``delete_thread``).
         Heads, their parents (which ``update_state`` reads) and every blob a
         kept checkpoint needs always stay.
         """
@@ -317,19 +318,22 @@ class MemorySaver(SaverBase):
             return 0
         cutoff, keep_last = policy.cutoff, policy.keep_last
         removed = 0
+        gone = []
         with self._lock:
             by_thread: dict[str, list[tuple[str, str]]] = {}
             for key in self._data:
                 by_thread.setdefault(key[0], []).append(key)
-            for keys in by_thread.values():
+            for thread_id, keys in by_thread.items():
                 spaces = [self._data[k] for k in keys]
                 if all(self._expired(ns, cutoff) for ns in spaces):
                     removed += sum(len(ns.checkpoints) for ns in spaces)
                     for k in keys:
                         del self._data[k]
+                    gone.append(thread_id)
                     continue
                 for ns in spaces:
                     removed += self._prune_namespace(ns, cutoff, keep_last)
+        thread_deleted(self, *gone)
         return removed
 
     @staticmethod

@@ -684,7 +684,11 @@ class PostgresSaver(SqlSaverMethods):
         )
         if policy is None:
             return 0
-        return await arun_job(self._sql.prune_job(self.serde, self._cache, policy), self._arun)
+        job = self._sql.prune_job(self.serde, self._cache, policy)
+        removed, gone = await arun_job(job, self._arun)
+        if gone:
+            await asyncio.to_thread(thread_deleted, self, *gone)
+        return removed
 
 
 def _reusable_after(exc: BaseException, txn: Txn[Any]) -> bool:

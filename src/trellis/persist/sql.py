@@ -622,25 +622,32 @@ class SqlDialect:
         (rows,) = yield Batch([Stmt(self.q(sql), params)], final=True)
         return [ThreadInfo(*r) for r in rows]
 
-    def prune_job(self, serde: Serde, cache: ChainCache, retention: Retention) -> Job[int]:
-        """Prune every thread that may need it, each in its own transaction."""
+    def prune_job(
+        self, serde: Serde, cache: ChainCache, retention: Retention
+    ) -> Job[tuple[int, list[str]]]:
+        """Prune every thread that may need it, each in its own transaction; how many
+        checkpoints went, and which threads went whole (for their sidecars)."""
         sql = (
             f"SELECT t.thread_id FROM {self.threads} t JOIN {self.checkpoints} c "
             "ON c.tid = t.tid GROUP BY t.thread_id HAVING count(*) > ? OR min(c.created_at) < ?"
         )
         keep = _NEVER if retention.keep_last is None else retention.keep_last
         candidates = yield Txn(self._select(sql, (keep, retention.cutoff)))
-        removed = 0
+        removed, gone = 0, []
         for (thread_id,) in candidates:
             plan = self.prune_thread_plan(serde, thread_id, retention.cutoff, retention.keep_last)
-            removed += yield Txn(plan, write=True)
+            count, whole = yield Txn(plan, write=True)
+            removed += count
+            if whole:
+                gone.append(thread_id)
         cache.forget()
-        return removed
+        return removed, gone
 
     def prune_thread_plan(
         self, serde: Serde, thread_id: str, cutoff: float, keep_last: int | None
-    ) -> Plan[int]:
-        """Prune one thread (all its namespaces) in one transaction; count removed."""
+    ) -> Plan[tuple[int, bool]]:
+        """Prune one thread (all its namespaces) in one transaction: how many
+        checkpoints it removed, and whether the whole thread went."""
         stmts = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
         heads_sql = (
             "SELECT t.tid, t.head_id, c.created_at, c.parent_id, EXISTS (SELECT 1 FROM "
@@ -658,14 +665,14 @@ class SqlDialect:
         ]
         *_, heads, everything = yield Batch(stmts)
         if not heads:
-            return 0
+            return 0, False
         if all(
             created is not None and created < cutoff and not waiting
             for _, _, created, _, waiting in heads
         ):
             # prune_thread_plan took the thread's lock in its first batch
             yield Batch(self._delete_thread_stmts(thread_id, locked=True), final=True)
-            return len(everything)
+            return len(everything), True
         by_tid: dict[int, list[tuple[str, float]]] = {}
         for tid, cid, created in everything:
             by_tid.setdefault(tid, []).append((cid, created))
@@ -677,7 +684,7 @@ class SqlDialect:
         }
         doomed = {tid: ids for tid, ids in doomed.items() if ids}
         if not doomed:
-            return 0
+            return 0, False
         garbage = yield from self._garbage(serde, thread_id, doomed)
         ids = [(t, c) for t, cids in doomed.items() for c in cids]
         deletes: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
@@ -689,7 +696,7 @@ class SqlDialect:
             [Stmt(self.q(f"DELETE FROM {t} WHERE {w}"), many=m) for t, w, m in deletes if m],
             final=True,
         )
-        return sum(len(ids) for ids in doomed.values())
+        return sum(len(ids) for ids in doomed.values()), False
 
     def _garbage(
         self, serde: Serde, thread_id: str, doomed: dict[int, set[str]]

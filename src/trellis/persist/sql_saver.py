@@ -108,7 +108,8 @@ class SqlSaverMethods(PutAsPutMany):
         ``keep_last`` keeps each thread's N newest checkpoints; ``ttl`` removes
         checkpoints created more than ``ttl`` seconds before ``now``, and whole
         threads whose heads are that old, unless a head waits on an interrupt or
-        a breakpoint. Heads, their parents (which ``update_state`` reads) and
+        a breakpoint (with their approval requests and run history, as
+        ``delete_thread``). Heads, their parents (which ``update_state`` reads) and
         every blob a kept checkpoint needs always stay.
         Each thread is pruned in its own transaction.
         """
@@ -117,7 +118,9 @@ class SqlSaverMethods(PutAsPutMany):
         )
         if policy is None:
             return 0
-        removed: int = run_job(self._sql.prune_job(self.serde, self._cache, policy), self._run)
+        job = self._sql.prune_job(self.serde, self._cache, policy)
+        removed, gone = run_job(job, self._run)
         if removed:
             self._after_removal()
+        thread_deleted(self, *gone)
         return removed
