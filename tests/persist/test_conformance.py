@@ -413,19 +413,34 @@ def test_list_is_newest_first_with_exclusive_before_and_limit(saver: Any) -> Non
 
 def test_list_filters_on_metadata_values(saver: Any) -> None:
     h = History(saver)
-    a = h.put(set={"n": 1}, metadata={"source": "input", "step": -1, "flag": True})
-    b = h.put(set={"n": 2}, metadata={"source": "loop", "step": 0, "flag": 1, "who": "zoë"})
-    c = h.put(set={"n": 3}, metadata={"source": "loop", "step": 1, "nested": {"k": [1, 2]}})
+    a = h.put(set={"n": 1}, metadata={"source": "input", "step": -1, "flag": True, "score": 1.0})
+    b = h.put(
+        set={"n": 2}, metadata={"source": "loop", "step": 0, "flag": 1, "who": "zoë", "score": 1}
+    )
+    c = h.put(
+        set={"n": 3},
+        metadata={"source": "loop", "step": 1, "nested": {"k": [1, 2.5]}, "big": 10**23},
+    )
 
     def ids(**f: Any) -> list[str]:
         return [t.checkpoint.id for t in saver.list(h.thread_id, filter=f)]
 
     assert ids(source="loop") == [c, b]
     assert ids(source="loop", step=0) == [b]
+    assert ids(source="loop", step=0.0) == [b]
     assert ids(flag=True) == [a]  # true and 1 are different JSON values
     assert ids(flag=1) == [b]
+    assert ids(flag=1.0) == [b]
+    assert ids(score=1) == ids(score=1.0) == [b, a]  # numbers match by value
+    assert ids(score=True) == []
+    assert ids(step=-1.0, score=1) == [a]
     assert ids(who="zoë") == [b]
-    assert ids(nested={"k": [1, 2]}) == [c]
+    assert ids(nested={"k": [1, 2.5]}) == [c]
+    assert ids(nested={"k": [1.0, 2.50]}) == [c]
+    assert ids(nested={"k": [True, 2.5]}) == []
+    assert ids(nested={"k": [1, 2.5, 3]}) == ids(nested={"k": [2.5]}) == []
+    # As jsonb compares them: the decimals written, not the floats (1e23 < 10**23).
+    assert ids(big=1e23) == ids(big=10**23) == [c]
     assert ids(source="nope") == []
     assert ids(missing=None) == []
     assert [
@@ -446,13 +461,25 @@ _BAD_KEY = st.text(min_size=1, max_size=80).filter(
 _GOOD_KEY = st.one_of(
     st.sampled_from(["source", "step", "note"]), st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 )
-_VALUES = st.one_of(
-    st.sampled_from(["loop", "input", 1, 2, True]),
-    st.text(),
-    st.sampled_from(["x') OR '1'='1", '" OR 1=1 --', "$.source", "loop'; DROP TABLE x;--"]),
+_SCALARS = st.one_of(
     st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
     st.none(),
+    st.text(max_size=3),
+)
+_VALUES = st.one_of(
+    st.sampled_from(["loop", "input", 1, 2, True, 1.0, 2.0, -0.0, 0.5, False, 0]),
+    st.sampled_from([1e16, 10**16, 2**53 + 1, float(2**53 + 1), [1, "1"], [1.0, "1"], [True, "1"]]),
+    st.sampled_from([{"k": [1, 2.5]}, {"k": [1.0, 2.50]}, {"k": [True, 2.5]}, {"k": [1, 2]}]),
+    st.text(),
+    st.sampled_from(["x') OR '1'='1", '" OR 1=1 --', "$.source", "loop'; DROP TABLE x;--"]),
+    _SCALARS,
+    st.recursive(
+        _SCALARS,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("kj"), inner),
+        max_leaves=4,
+    ),
 )
 
 
@@ -470,23 +497,50 @@ def test_filter_keys_that_are_not_identifiers_are_rejected(
 @pytest.fixture
 def filter_history(saver: Any) -> History:
     h = History(saver)
-    h.put(set={"n": 1}, metadata={"source": "loop", "step": 1, "note": "x') OR '1'='1"})
-    h.put(set={"n": 2}, metadata={"source": "input", "step": 2})
+    h.put(
+        set={"n": 1},
+        metadata={"source": "loop", "step": 1, "note": "x') OR '1'='1", "flag": True,
+                  "score": 1, "nested": {"k": [1, 2.5]}, "big": 1e16},
+    )  # fmt: skip
+    h.put(
+        set={"n": 2},
+        metadata={"source": "input", "step": 2, "flag": 1, "score": 0.5,
+                  "nested": {"k": [True, 2.5]}, "big": 2**53 + 1, "note": [1.0, "1"]},
+    )  # fmt: skip
+    h.put(
+        set={"n": 3},
+        metadata={"source": "loop", "step": 3.0, "flag": False, "score": -0.0,
+                  "nested": [1, "1"], "big": 10**16},
+    )  # fmt: skip
     return h
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Python's == with JSON's booleans, which are not numbers (the filter rule, on
+    numbers below 10**16, where the decimals floats are written as are exact)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(key=_GOOD_KEY, value=_VALUES)
-def test_filters_never_return_extra_rows(
+@given(key=st.sampled_from(["score", "flag", "nested", "big", "note"]) | _GOOD_KEY, value=_VALUES)
+def test_filters_match_exactly_the_equal_json_values(
     saver: Any, filter_history: History, key: str, value: Any
 ) -> None:
     h = filter_history
     got = [t.checkpoint.id for t in saver.list(h.thread_id, filter={key: value})]
 
     def matches(md: dict[str, Any]) -> bool:
-        return key in md and type(md[key]) is type(value) and md[key] == value
+        return key in md and _same_json(md[key], value)
 
     assert got == [cid for cid in reversed(h.checkpoints) if matches(h.metadata[cid])]
 

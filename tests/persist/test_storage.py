@@ -28,6 +28,10 @@ from trellis.persist.storage import (
     encode_filter,
     encode_metadata,
     encode_put,
+    exact_json,
+    has_number,
+    json_equal,
+    json_text_equal,
     needed_blobs,
     prune_plan,
     reconstruct,
@@ -338,3 +342,32 @@ def test_encoding_a_put_uses_a_serializer_subclass_codec_everywhere() -> None:
     assert all(b.codec.startswith("tagged:") for b in put.blobs)
     blobs = [serde.dumps([i]) for i in range(3)]
     assert serde.loads_many(blobs) == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ("1", "1.0", True),
+        ("-0.0", "0", True),
+        ("1e+16", "10000000000000000", True),
+        ("9007199254740993", "9007199254740992.0", False),
+        ("true", "1", False),
+        ("false", "0.0", False),
+        ("true", "true", True),
+        ("null", "null", True),
+        ('"1"', "1", False),
+        ('[1, {"k": 2.50}]', '[1.0, {"k": 2.5}]', True),
+        ("[1, 2]", "[2, 1]", False),
+        ('{"a": 1}', '{"a": 1, "b": 1}', False),
+        ("[true]", "[1]", False),
+    ],
+)
+def test_filter_values_are_equal_as_jsonb_says(a: str, b: str, equal: bool) -> None:
+    assert json_equal(exact_json(a), exact_json(b)) is equal
+    assert json_text_equal(b, a) is equal
+    assert json_text_equal(None, a) is False
+
+
+def test_only_values_with_numbers_need_more_than_their_text() -> None:
+    assert has_number(exact_json('{"k": [true, "1", null, 2.5]}'))
+    assert not has_number(exact_json('{"k": [true, "1", null]}'))

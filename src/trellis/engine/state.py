@@ -22,7 +22,7 @@ from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
-from trellis.persist.storage import encode_filter, metadata_matches
+from trellis.persist.storage import canonical_json, encode_filter, metadata_matcher
 from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, StateTask
 
 if TYPE_CHECKING:
@@ -240,7 +240,10 @@ def _listed(
         return False
     if before is not None and not saved.checkpoint.id < before:
         return False
-    return not filter or metadata_matches(saved.metadata, encode_filter(filter))
+    if not filter:
+        return True
+    pairs = encode_filter(filter)
+    return pairs is not None and metadata_matcher(pairs)(canonical_json(saved.metadata))
 
 
 def writer_step(saved: CheckpointTuple | None, as_node: str | None) -> str | None:

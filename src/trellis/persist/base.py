@@ -198,7 +198,9 @@ class Checkpointer(Protocol):
       all of them, or none. The engine uses it for a run's input checkpoint and
       the step that applies the input, which no node runs between.
     - ``put_writes`` is idempotent per (checkpoint, task_id, idx).
-    - ``list`` is newest first; ``before`` is exclusive; filter keys validated.
+    - ``list`` is newest first; ``before`` is exclusive; filter keys validated;
+      filter values match metadata values as PostgreSQL's ``jsonb`` compares them
+      (``storage.json_equal``): ``1`` matches ``1.0``, ``True`` does not match ``1``.
     """
 
     def setup(self) -> None: ...

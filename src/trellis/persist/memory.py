@@ -8,7 +8,6 @@ channels are stored as deltas, so memory grows O(n) in an append loop.
 from __future__ import annotations
 
 import builtins
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,7 +41,7 @@ from trellis.persist.storage import (
     encode_put,
     encode_writes,
     head_moved,
-    metadata_matches,
+    metadata_matcher,
     needed_blobs,
     no_checkpoint,
     prune_plan,
@@ -260,6 +259,7 @@ class MemorySaver(SaverBase):
     ) -> Iterator[CheckpointTuple]:
         if pairs is None:  # a filter no metadata can match
             return
+        matches = metadata_matcher(pairs) if pairs else None
         with self._lock:
             ns = self._data.get((thread_id, checkpoint_ns))
             if ns is None:
@@ -275,7 +275,7 @@ class MemorySaver(SaverBase):
                 row = ns.checkpoints.get(cid)
                 if row is None:
                     continue  # pruned while we iterated
-                if pairs and not metadata_matches(json.loads(row.metadata), pairs):
+                if matches is not None and not matches(row.metadata):
                     continue
                 blobs, writes = self._rows_of(ns, cid)
             found += 1

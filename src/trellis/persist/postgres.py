@@ -271,8 +271,9 @@ class PostgresDialect(SqlDialect):
     def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         if not pairs:
             return "", []
-        # @> can use an index; the per-key equality makes the match exact (as on
-        # every backend) rather than containment for nested values.
+        # @> can use an index; the per-key equality makes the match exact rather
+        # than containment for nested values. jsonb equality is the rule every
+        # backend follows (storage.json_equal): 1 = 1.0, true <> 1.
         doc = "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
         sql = " AND c.metadata @> ?::jsonb" + " AND c.metadata -> ? = ?::jsonb" * len(pairs)
         params: list[Any] = [doc]

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from trellis.errors import (
     CheckpointCorruptError,
@@ -55,6 +55,8 @@ from trellis.persist.storage import (
     encode_filter,
     encode_put,
     encode_writes,
+    exact_json,
+    has_number,
     head_moved,
     needed_blobs,
     no_checkpoint,
@@ -63,6 +65,7 @@ from trellis.persist.storage import (
 )
 
 __all__ = [
+    "JSON_EQUAL",
     "Batch",
     "ChainCache",
     "Job",
@@ -206,6 +209,8 @@ _LINK_COLS = (
     "items",
 )
 _LIST_CHUNK = 32
+JSON_EQUAL: Final = "trellis_json_equal"
+"""The SQL function a SQLite saver registers: :func:`~trellis.persist.storage.json_text_equal`."""
 _NEVER = 2**62
 
 
@@ -268,10 +273,21 @@ class SqlDialect:
 
     def metadata_filter(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
         """SQL ANDed onto a checkpoint query; keys are validated identifiers, and even
-        so they travel only inside a bound JSON path, never in the SQL text."""
-        sql = "".join(" AND c.metadata -> ? = ?" for _ in pairs)
+        so they travel only inside a bound JSON path, never in the SQL text.
+
+        Values match by :func:`~trellis.persist.storage.json_equal`. Canonical JSON
+        texts are equal exactly when values without numbers are; a value with a
+        number (``1`` and ``1.0`` are different texts) is compared by
+        :data:`JSON_EQUAL`, a function the SQLite saver registers: SQLite has no
+        JSON equality of its own.
+        """
+        sql = ""
         params: list[Any] = []
         for key, value in pairs:
+            if has_number(exact_json(value)):
+                sql += f" AND {JSON_EQUAL}(c.metadata -> ?, ?)"
+            else:
+                sql += " AND c.metadata -> ? = ?"
             params += [f"$.{key}", value]
         return sql, params
 

@@ -12,9 +12,9 @@ from typing import Any, Final, TypeVar
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import Database, SaverBase
 from trellis.persist.serde import Serializer
-from trellis.persist.sql import ChainCache, Rows, SqlDialect, Stmt, Txn
+from trellis.persist.sql import JSON_EQUAL, ChainCache, Rows, SqlDialect, Stmt, Txn
 from trellis.persist.sql_saver import SqlSaverMethods
-from trellis.persist.storage import Serde, check_prune_args
+from trellis.persist.storage import Serde, check_prune_args, json_text_equal
 
 __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
 
@@ -117,6 +117,8 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
             raise ValueError(f"synchronous must be one of {_SYNC_LEVELS}, got {synchronous!r}")
         check_prune_args(ttl, keep_last)
         conn.isolation_level = None  # transactions are begun and ended explicitly
+        # Metadata filters compare numbers by value (1 matches 1.0) with it.
+        conn.create_function(JSON_EQUAL, 2, json_text_equal, deterministic=True)
         self.serde: Any = serde if serde is not None else Serializer()
         self.ttl, self.keep_last, self._clock = ttl, keep_last, clock
         self._conn = conn

@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from trellis.errors import (
@@ -61,6 +62,11 @@ __all__ = [
     "encode_metadata",
     "encode_put",
     "encode_writes",
+    "exact_json",
+    "has_number",
+    "json_equal",
+    "json_text_equal",
+    "metadata_matcher",
     "head_moved",
     "no_checkpoint",
     "thread_label",
@@ -378,8 +384,9 @@ def encode_filter(filter: Mapping[str, Any] | None) -> list[tuple[str, str]] | N
     """Validated ``(key, canonical JSON value)`` pairs of a metadata filter.
 
     Keys must match the identifier pattern (``validate_filter``); values are
-    compared as JSON values and always travel as bound parameters. None means
-    the filter can match nothing (a value no metadata can hold, such as a NUL).
+    compared as JSON values (:func:`json_equal`) and always travel as bound
+    parameters. None means the filter can match nothing (a value no metadata can
+    hold, such as a NUL).
     """
     pairs = []
     for key, value in validate_filter(filter).items():
@@ -393,11 +400,71 @@ def encode_filter(filter: Mapping[str, Any] | None) -> list[tuple[str, str]] | N
     return pairs
 
 
-def metadata_matches(metadata: Mapping[str, Any], pairs: Sequence[tuple[str, str]] | None) -> bool:
-    """True if ``metadata`` has every filter key with an equal JSON value."""
-    if pairs is None:
+def exact_json(text: str) -> Any:
+    """JSON text decoded for :func:`json_equal`: fractions and exponents become
+    ``Decimal`` s, which (like ints) hold exactly the number the text spells."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Whether two values decoded by :func:`exact_json` are equal, the rule metadata
+    filters follow on every backend.
+
+    It is PostgreSQL's ``jsonb`` equality: numbers are equal when the decimal
+    numbers their JSON spells are, so ``1`` matches ``1.0`` (and ``-0.0`` matches
+    ``0``) as Python's ``==`` has it; ``true`` and ``false`` are not numbers, so
+    ``True`` does not match ``1``, unlike Python's ``==``; strings, ``null``,
+    lists (in order) and objects (by key) compare as their parts do. The spelled
+    decimal is the float's shortest repr, so for integers of 17 or more digits
+    it can disagree with ``==``: ``10**23`` matches ``1e23``, a float just below it.
+
+    >>> json_equal(exact_json('[1, {"k": 2.50}]'), exact_json('[1.0, {"k": 2.5}]'))
+    True
+    >>> json_equal(exact_json("true"), exact_json("1"))
+    False
+    """
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(v, b[k]) for k, v in a.items())
+    return type(a) is type(b) and a == b
+
+
+_NUMBERS: Final = (int, Decimal)
+
+
+def json_text_equal(a: str | None, b: str | None) -> bool:
+    """:func:`json_equal` of two JSON texts; False when either is missing (SQL NULL)."""
+    return a is not None and b is not None and json_equal(exact_json(a), exact_json(b))
+
+
+def has_number(value: Any) -> bool:
+    """Whether a decoded JSON value holds a number (not a boolean) anywhere: only
+    then can two different JSON texts of it be equal values."""
+    if isinstance(value, bool):
         return False
-    return all(k in metadata and canonical_json(metadata[k]) == v for k, v in pairs)
+    if isinstance(value, _NUMBERS):
+        return True
+    if isinstance(value, list):
+        return any(map(has_number, value))
+    if isinstance(value, dict):
+        return any(map(has_number, value.values()))
+    return False
+
+
+def metadata_matcher(pairs: Sequence[tuple[str, str]]) -> Callable[[str], bool]:
+    """A test of metadata JSON text: has it every filter key, with an equal value?"""
+    wanted = [(k, exact_json(v)) for k, v in pairs]
+
+    def matches(metadata: str) -> bool:
+        decoded = exact_json(metadata)
+        return all(k in decoded and json_equal(decoded[k], v) for k, v in wanted)
+
+    return matches
 
 
 def encode_writes(serde: Serde, writes: Iterable[PendingWrite]) -> list[WriteRow]:
