@@ -471,3 +471,29 @@ def test_a_step_that_commits_on_resume_does_not_undo_its_finished_node_again(
     graph.invoke(None, cfg)
     assert graph.compensate(cfg).compensated == ["book_courier"]
     assert book.undone() == ["charge", "reserve", "book_courier"]
+
+
+def test_prune_keeps_what_a_later_compensate_reads(saver_factory: Any) -> None:
+    """The examples/flaky_api.py pattern: a failure routes to a person, the saver is
+    pruned, then the person rolls the order back."""
+    book = Book()
+    book.broken_node = set()
+    builder = StateGraph(S)
+    builder.add_node("A", book.node("A"), compensate=book.undo("A"))
+    builder.add_node("B", book.node("B"), compensate=book.undo("B"))
+    builder.add_node("ship", lambda s: (_ for _ in ()).throw(RuntimeError("down")),
+                     on_error="review")  # fmt: skip
+    builder.add_node("review", book.node("review"))
+    for a, b in [(START, "A"), ("A", "B"), ("B", "ship")]:
+        builder.add_edge(a, b)
+    saver = saver_factory.make()
+    graph = builder.compile(checkpointer=saver)
+    cfg = config()
+    graph.invoke({"trail": []}, cfg)
+    assert saver.prune(keep_last=1) > 0
+    report = graph.compensate(cfg)
+    assert (report.compensated, report.failed) == (["B", "A"], [])
+    assert [(name, trail) for kind, name, trail in book.log if kind == "undo"] == [
+        ("B", ["A", "B"]),
+        ("A", ["A"]),
+    ]

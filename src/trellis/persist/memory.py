@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trellis.errors import CheckpointNotFoundError, ConcurrentUpdateError
+from trellis.errors import CheckpointCorruptError, CheckpointNotFoundError, ConcurrentUpdateError
 from trellis.persist.base import (
     Checkpoint,
     CheckpointTuple,
@@ -35,6 +35,8 @@ from trellis.persist.storage import (
     appended_bases,
     build_tuple,
     check_prune_args,
+    compensation_states,
+    decode_state,
     decode_writes,
     duplicate_checkpoint,
     encode_filter,
@@ -332,7 +334,7 @@ class MemorySaver(SaverBase):
                     gone.append(thread_id)
                     continue
                 for ns in spaces:
-                    removed += self._prune_namespace(ns, cutoff, keep_last)
+                    removed += self._prune_namespace(ns, thread_id, cutoff, keep_last)
         thread_deleted(self, *gone)
         return removed
 
@@ -342,11 +344,25 @@ class MemorySaver(SaverBase):
         waiting = any(w.channel == INTERRUPT for w in ns.writes.get(ns.head, {}).values())
         return head.created_at < cutoff and not waiting
 
-    @staticmethod
-    def _prune_namespace(ns: _Namespace, cutoff: float, keep_last: int | None) -> int:
+    def _prune_namespace(
+        self, ns: _Namespace, thread_id: str, cutoff: float, keep_last: int | None
+    ) -> int:
         pairs = [(cid, row.created_at) for cid, row in ns.checkpoints.items()]
-        parent = ns.checkpoints[ns.head].parent_id
-        doomed = prune_plan(pairs, ns.head, parent, cutoff=cutoff, keep_last=keep_last)
+        head = ns.checkpoints[ns.head]
+        try:
+            state = decode_state(
+                self.serde, head.codec, head.state, thread_id=thread_id, checkpoint_id=ns.head
+            )
+        except CheckpointCorruptError:
+            return 0  # cannot tell what its compensations need: keep it all
+        doomed = prune_plan(
+            pairs,
+            ns.head,
+            head.parent_id,
+            cutoff=cutoff,
+            keep_last=keep_last,
+            needed=compensation_states(state.pending),
+        )
         if not doomed:
             return 0
         for cid in doomed:

@@ -49,6 +49,7 @@ from trellis.persist.storage import (
     build_tuple,
     chain_path,
     chain_state,
+    compensation_states,
     decode_state,
     decode_writes,
     duplicate_checkpoint,
@@ -666,7 +667,8 @@ class SqlDialect:
         checkpoints it removed, and whether the whole thread went."""
         stmts = [Stmt(self.q(self.lock_thread), (thread_id,))] if self.lock_thread else []
         heads_sql = (
-            "SELECT t.tid, t.head_id, c.created_at, c.parent_id, EXISTS (SELECT 1 FROM "
+            "SELECT t.tid, t.head_id, c.created_at, c.parent_id, c.codec, c.state, "
+            "EXISTS (SELECT 1 FROM "
             f"{self.writes} w WHERE w.tid = t.tid AND w.checkpoint_id = t.head_id "
             f"AND w.channel = ?) FROM {self.threads} t LEFT JOIN {self.checkpoints} c "
             "ON c.tid = t.tid AND c.id = t.head_id WHERE t.thread_id = ?"
@@ -684,7 +686,7 @@ class SqlDialect:
             return 0, False
         if all(
             created is not None and created < cutoff and not waiting
-            for _, _, created, _, waiting in heads
+            for _, _, created, _, _, _, waiting in heads
         ):
             # prune_thread_plan took the thread's lock in its first batch
             yield Batch(self._delete_thread_stmts(thread_id, locked=True), final=True)
@@ -692,12 +694,27 @@ class SqlDialect:
         by_tid: dict[int, list[tuple[str, float]]] = {}
         for tid, cid, created in everything:
             by_tid.setdefault(tid, []).append((cid, created))
-        doomed = {
-            tid: set(
-                prune_plan(by_tid.get(tid, []), head, parent, cutoff=cutoff, keep_last=keep_last)
+        doomed = {}
+        for tid, head, _, parent, codec, state, _ in heads:
+            needed: set[str] = set()
+            if state is not None:  # what its compensations read stays (see prune_plan)
+                try:
+                    pending = decode_state(
+                        serde, codec, state, thread_id=thread_id, checkpoint_id=head
+                    ).pending
+                except CheckpointCorruptError:
+                    continue  # cannot tell what its compensations need: keep it all
+                needed = compensation_states(pending)
+            doomed[tid] = set(
+                prune_plan(
+                    by_tid.get(tid, []),
+                    head,
+                    parent,
+                    cutoff=cutoff,
+                    keep_last=keep_last,
+                    needed=needed,
+                )
             )
-            for tid, head, _, parent, _ in heads
-        }
         doomed = {tid: ids for tid, ids in doomed.items() if ids}
         if not doomed:
             return 0, False

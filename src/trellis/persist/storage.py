@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -56,6 +56,7 @@ __all__ = [
     "canonical_json",
     "chain_path",
     "chain_state",
+    "compensation_states",
     "decode_state",
     "duplicate_checkpoint",
     "encode_filter",
@@ -734,11 +735,13 @@ def prune_plan(
     *,
     cutoff: float,
     keep_last: int | None,
+    needed: Collection[str] = (),
 ) -> list[str]:
     """Ids of one namespace's ``(id, created_at)`` checkpoints that prune removes.
 
-    The head and its parent always stay; ``keep_last`` keeps the N newest ids;
-    checkpoints created before ``cutoff`` go.
+    The head and its parent always stay, and so do the ``needed`` ones (those
+    the head's compensations read their state from: :func:`compensation_states`);
+    ``keep_last`` keeps the N newest ids; checkpoints created before ``cutoff`` go.
 
     The parent stays because ``update_state`` without ``as_node`` reads it to tell
     which node wrote the head (and so whose edges route the update). It does so
@@ -749,11 +752,22 @@ def prune_plan(
     ordered = sorted(checkpoints, reverse=True)
     doomed = []
     for rank, (cid, created_at) in enumerate(ordered):
-        if cid in (head_id, head_parent):
+        if cid in (head_id, head_parent) or cid in needed:
             continue
         if (keep_last is not None and rank >= keep_last) or created_at < cutoff:
             doomed.append(cid)
     return doomed
+
+
+def compensation_states(pending: Mapping[str, Any]) -> set[str]:
+    """The checkpoints a head's compensations read their node's state from (its
+    ``pending["compensable"]`` entries ``[node, checkpoint_id, ...]``): a prune
+    must keep them, or ``graph.compensate()`` could not run them."""
+    out = set()
+    for entry in pending.get("compensable", ()):
+        if isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], str):
+            out.add(entry[1])
+    return out
 
 
 def check_prune_args(ttl: float | None, keep_last: int | None) -> None:
