@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
-from trellis.engine.context import CURRENT_TASK, RUNNING_CHILD, get_config
 from trellis.engine.durable import (
     compensations_done,
     inherit_compensations,
@@ -22,7 +21,7 @@ from trellis.engine.durable import (
 from trellis.engine.loop import RunLoop
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.engine.streaming import NESTED, aviews, engine_modes, views
-from trellis.engine.subgraph import ParentCommand, SubgraphNode
+from trellis.engine.subgraph import ParentCommand
 from trellis.errors import (
     CheckpointNotFoundError,
     EmptyInputError,
@@ -107,7 +106,6 @@ class CompiledStateGraph:
             self.collector = MetricsCollector()
             self.sinks.append(self.collector)
         self.routes: Any = None  # where events go: set on the first observed run
-        self._as_child: dict[str, SubgraphNode] = {}  # see _nested
         # A dict given as context= becomes this class (as LangGraph's _coerce_context).
         self.context_class = _context_class(builder.context_schema)
         if checkpointer is not None:
@@ -382,9 +380,6 @@ class CompiledStateGraph:
             return list(
                 self.stream(input, config, context=context, stream_mode=stream_mode, **kwargs)
             )
-        nested = self._nested()
-        if nested is not None:
-            return nested(input, config or get_config())
         loop = self._sync_loop(input, config, context, (), kwargs)
         error = None
         try:
@@ -450,9 +445,6 @@ class CompiledStateGraph:
                     input, config, context=context, stream_mode=stream_mode, **kwargs
                 )
             ]
-        nested = self._nested()
-        if nested is not None:
-            return await nested.acall(input, config or get_config())
         loop = await self._async_loop(input, config, context, (), kwargs)
         error = None
         try:
@@ -470,24 +462,6 @@ class CompiledStateGraph:
         if error is not None:
             raise error
         return loop.result()
-
-    def _nested(self) -> SubgraphNode | None:
-        """How a run started inside another graph's node runs (None: on its own).
-
-        As LangGraph's "subgraph called inside a node": a graph without a
-        checkpointer of its own joins the calling node's run, as a subgraph node
-        would (the parent's saver under the namespace ``node:task_id``, its
-        interrupts suspending that node, its chunks in ``stream(subgraphs=True)``).
-        """
-        if self.checkpointer is not None:
-            return None
-        task = CURRENT_TASK.get()
-        if task is None or RUNNING_CHILD.get() == (self, task):  # already routed so
-            return None
-        child = self._as_child.get(task.name)
-        if child is None:
-            child = self._as_child[task.name] = SubgraphNode(self, task.name)
-        return child
 
     def batch(
         self,

@@ -15,12 +15,9 @@ from trellis.types import RunnableConfig, StreamWriter
 if TYPE_CHECKING:
     from trellis.engine.task import Task
 
-__all__ = ["CURRENT_TASK", "RUNNING_CHILD", "current_task", "get_config", "get_stream_writer"]
+__all__ = ["CURRENT_TASK", "current_task", "get_config", "get_stream_writer"]
 
 CURRENT_TASK: ContextVar[Task | None] = ContextVar("trellis_task", default=None)
-RUNNING_CHILD: ContextVar[tuple[Any, Any] | None] = ContextVar("trellis_child", default=None)
-"""(graph, parent task) while a subgraph runs for that task: its own ``invoke``
-then runs it, rather than routing it through the task again."""
 
 
 def current_task(what: str) -> Task:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.context import CURRENT_TASK, RUNNING_CHILD
+from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import BREAKPOINT_TASK
 from trellis.errors import InvalidConfigError
 from trellis.types import Command, Interrupt, RunnableConfig
@@ -104,7 +104,6 @@ class SubgraphNode:
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
         graph, value, cfg = self._call(state, config)
         task = CURRENT_TASK.get()
-        running = RUNNING_CHILD.set((graph, task))
         try:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(graph.invoke(value, cfg))
@@ -115,8 +114,6 @@ class SubgraphNode:
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
-        finally:
-            RUNNING_CHILD.reset(running)
         where = self._pausable(graph, cfg)
         if where is not None:
             self._stop_if_paused(graph.checkpointer.get_tuple(where[0], checkpoint_ns=where[1]))
@@ -125,7 +122,6 @@ class SubgraphNode:
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
         graph, value, cfg = self._call(state, config)
         task = CURRENT_TASK.get()
-        running = RUNNING_CHILD.set((graph, task))
         try:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(await graph.ainvoke(value, cfg))
@@ -138,8 +134,6 @@ class SubgraphNode:
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
-        finally:
-            RUNNING_CHILD.reset(running)
         where = self._pausable(graph, cfg)
         if where is not None:
             saved = await graph.checkpointer.aget_tuple(where[0], checkpoint_ns=where[1])
