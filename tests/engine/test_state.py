@@ -510,6 +510,43 @@ def test_an_edit_while_a_node_waits_keeps_its_answers_and_once_results() -> None
     assert charges == [42]
 
 
+@pytest.mark.filterwarnings("ignore:node\\(s\\) not reachable")
+def test_command_on_a_thread_with_tasks_to_run_continues_them() -> None:
+    """As LangGraph: after a failure (or at a breakpoint, or waiting in interrupt()),
+    a Command without resume applies its update and carries on with the step."""
+    broken = [True]
+
+    def flaky(state: S) -> dict[str, Any]:
+        if broken[0] and state.get("a") != "fixed":
+            raise ConnectionError("down")
+        return {"log": ["flaky"]}
+
+    builder = StateGraph(S)
+    builder.add_node("first", counting(Counter(), "first"))
+    builder.add_node("flaky", flaky)
+    builder.add_node("last", counting(Counter(), "last"))
+    for a, b in [(START, "first"), ("first", "flaky"), ("flaky", "last")]:
+        builder.add_edge(a, b)
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    with pytest.raises(ConnectionError):
+        graph.invoke({"a": "x"}, config)
+    out = graph.invoke(Command(update={"a": "fixed"}), config)
+    assert out == {"a": "fixed", "log": ["first", "flaky", "last"]}
+
+    asking = StateGraph(S)
+    asking.add_node("ask", lambda s: {"log": [f"ask:{interrupt('ok?')}"]})
+    asking.add_node("side", counting(Counter(), "side"))
+    asking.add_edge(START, "ask")
+    waiting = asking.compile(checkpointer=MemorySaver())
+    config = thread()
+    waiting.invoke({"a": "x"}, config)
+    paused = waiting.invoke(Command(update={"a": "y"}, goto="side"), config)
+    assert paused["log"] == ["side"] and paused["__interrupt__"]  # ask still waits
+    # one step: its writes merge in task order (as LangGraph's), ask before side
+    assert waiting.invoke(Command(resume="R"), config)["log"] == ["ask:R", "side"]
+
+
 def test_run_metadata_is_recorded_and_filterable() -> None:
     graph = abc()
     config = thread()

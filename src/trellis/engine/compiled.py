@@ -212,7 +212,13 @@ class CompiledStateGraph:
         loop.expected_head = head.checkpoint.id if head is not None else None
         loop.waiting, loop.waiting_at = waiting_on(head), loop.expected_head
         resume = isinstance(input, Command) and input.resume is not None
-        if input is None or resume:
+        # As LangGraph: a Command without resume on a thread with tasks still to run
+        # continues that step (its update first, its goto beside the tasks), rather
+        # than starting a new one that would drop them.
+        carry_on = (
+            isinstance(input, Command) and not resume and saved is not None and _has_tasks(saved)
+        )
+        if input is None or resume or carry_on:
             if saved is None:
                 raise EmptyInputError(
                     f"thread {loop.thread_id!r} has nothing to resume; pass an input to start a run"
@@ -232,7 +238,8 @@ class CompiledStateGraph:
                         f"Command(resume=...) given, but thread {loop.thread_id!r} has no "
                         "pending interrupt"
                     )
-                if input.update is not None:  # applied before the interrupted nodes re-run
+            if isinstance(input, Command):
+                if input.update is not None:  # applied before the waiting nodes re-run
                     loop.apply_input_update(input)
                 if input.goto:
                     loop.resume_goto = input.goto
@@ -675,6 +682,12 @@ def _durability(value: Any) -> str:
             f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
         )
     return str(value)
+
+
+def _has_tasks(saved: CheckpointTuple) -> bool:
+    """Whether ``saved`` schedules tasks (nodes, Sends, an input to apply)."""
+    pending = saved.checkpoint.pending or {}
+    return bool(pending.get("nodes") or pending.get("sends") or "start" in pending)
 
 
 def _context_class(schema: Any) -> type | None:
