@@ -649,3 +649,44 @@ def test_tasks_of_different_threads_get_different_ids_under_exit() -> None:
     graph.invoke({"trail": []}, config())
     graph.invoke({"trail": []}, config())
     assert len(set(seen)) == 2
+
+
+def test_parallel_tasks_under_exit_share_one_minted_checkpoint(monkeypatch: Any) -> None:
+    """Parallel tasks of an exit-mode step may all want their ids at once; they
+    must all derive them from one checkpoint id, the one the failure saves."""
+    import threading
+    import time
+
+    import trellis.engine.task as task_module
+
+    mint = task_module.new_checkpoint_id
+
+    def slow_mint() -> str:  # widens the window in which two threads could both mint
+        time.sleep(0.002)
+        return mint()
+
+    monkeypatch.setattr(task_module, "new_checkpoint_id", slow_mint)
+    seen: dict[str, str] = {}
+    ready = threading.Barrier(6)
+
+    def node(name: str) -> Any:
+        def fn(state: S, runtime: Any) -> None:
+            ready.wait(5)
+            seen[name] = runtime.execution_info.task_id
+            if name == "n0":
+                ready.wait(5)  # every sibling has its id before the step fails
+                raise RuntimeError("boom")
+            ready.wait(5)
+
+        return fn
+
+    builder = StateGraph(S)
+    for i in range(6):
+        builder.add_node(f"n{i}", node(f"n{i}"))
+        builder.add_edge(START, f"n{i}")
+    graph = builder.compile(checkpointer=MemorySaver())
+    cfg = config()
+    with pytest.raises(RuntimeError, match="boom"):
+        graph.invoke({"trail": []}, cfg, durability="exit")
+    saved = {t.name: t.id for t in graph.get_state(cfg).tasks}
+    assert seen == saved

@@ -8,6 +8,7 @@ The drivers (``engine.drivers``) do the calling.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, An
     seed = f"{checkpoint_id}|{step}|{name}|{path[0]}|{path[1]}"
     return hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
 
+
+_MINTING = threading.Lock()
 
 PULL = "__pregel_pull"
 PUSH = "__pregel_push"
@@ -110,8 +113,10 @@ class Task:
         if self._id is None:
             loop = self.loop
             if loop.unsaved:  # durability="exit": the step's checkpoint gets its id now
-                loop.checkpoint_id = new_checkpoint_id()
-                loop.unsaved, loop.minted = False, True
+                with _MINTING:  # once, though parallel tasks may all want theirs at once
+                    if loop.unsaved:
+                        loop.checkpoint_id = new_checkpoint_id()
+                        loop.unsaved, loop.minted = False, True
             self._id = task_id(loop.checkpoint_id, self.step, self.name, self.path)
         return self._id
 
