@@ -10,7 +10,7 @@ from tests.hitl.conftest import Backend
 from tests.hitl.test_gate import Graph, State, cfg, request_id
 
 from trellis import END, START, Command, StateGraph
-from trellis.errors import AlreadyDecidedError, ApprovalError
+from trellis.errors import AlreadyDecidedError, ApprovalError, GraphRecursionError
 from trellis.hitl import Approval, ReviewQueue
 from trellis.hitl.records import APPROVED, PENDING, SUPERSEDED
 
@@ -153,3 +153,18 @@ def test_plain_interrupts_touch_no_approval_tables(tmp_path: Any) -> None:
         app.invoke({"amount": 2}, cfg("t1"))
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert not any(t.startswith("trellis_approval") for t in tables)
+
+
+def test_a_run_that_moves_on_and_runs_out_of_steps_still_supersedes(backend: Backend) -> None:
+    b = StateGraph(State)
+    b.add_node("gated", lambda s: {"log": ["gated"]}, approval=Approval())
+    b.add_node("spin", lambda s: {"log": ["spin"]})
+    b.add_conditional_edges(START, lambda s: "spin" if s.get("status") == "go" else "gated")
+    b.add_edge("spin", "spin")
+    b.add_edge("gated", END)
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    with pytest.raises(GraphRecursionError):
+        app.invoke({"status": "go"}, {**cfg("t1"), "recursion_limit": 4})
+    assert ReviewQueue(saver).get(rid).status == SUPERSEDED

@@ -362,6 +362,7 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
         except _ENGINE_FAILURES as exc:
+            drivers.settle(loop, failed=True)
             if not loop.compensable:
                 raise
             error = self._rolled_back(loop, exc)
@@ -395,6 +396,7 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
         except _ENGINE_FAILURES as exc:
+            drivers.settle(loop, failed=True)
             if not loop.compensable:
                 raise
             error = self._rolled_back(loop, exc)
@@ -427,6 +429,7 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         except _ENGINE_FAILURES as exc:
+            drivers.settle(loop, failed=True)
             if not loop.compensable:
                 raise
             error = await self._arolled_back(loop, exc)
@@ -463,6 +466,7 @@ class CompiledStateGraph:
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         except _ENGINE_FAILURES as exc:
+            drivers.settle(loop, failed=True)
             if not loop.compensable:
                 raise
             error = await self._arolled_back(loop, exc)

@@ -402,10 +402,11 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     settle(loop)
 
 
-def settle(loop: RunLoop) -> None:
-    """After the run's last save: report interrupts its new head left unanswered."""
+def settle(loop: RunLoop, *, failed: bool = False) -> None:
+    """After the run's last save: report interrupts its new head left unanswered
+    (``failed``: the run stopped on an error)."""
     if loop.waiting:
-        left = loop.left_behind()
+        left = loop.left_behind(failed=failed)
         if left:
             abandoned(loop, left)
 

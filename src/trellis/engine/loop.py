@@ -552,12 +552,12 @@ class RunLoop:
                 self._compensable([task.name, None, task.id])
                 self._compensable_state(state)
 
-    def left_behind(self) -> list[str]:
+    def left_behind(self, *, failed: bool = False) -> list[str]:
         """Once the run's last save is made: the interrupts the head waited on when
         the run began that the new head does not (asked once, answered never).
         Each is reported once."""
         waiting, self.waiting = self.waiting, ()
-        if self.status == "failed" and self.expected_head == self.waiting_at:
+        if (failed or self.status == "failed") and self.expected_head == self.waiting_at:
             # Failed in the step it resumed: the head still waits, and a re-run of
             # its tasks asks the very same interrupts again.
             return []
