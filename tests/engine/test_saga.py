@@ -349,6 +349,23 @@ def test_a_fork_from_before_the_failure_compensates_only_what_it_ran_again(
     assert book.undone() == ["C", "B", "A", "C"]
 
 
+def test_an_edit_of_an_older_checkpoint_compensates_only_what_it_ran_again(
+    saver_factory: Any,
+) -> None:
+    """update_state on a past checkpoint forks as time travel does."""
+    book = Book()
+    graph = build(book, saver_factory.make())
+    cfg = config()
+    with pytest.raises(ValueError):
+        graph.invoke({"trail": []}, cfg)
+    [before_c] = [s.config for s in graph.get_state_history(cfg) if s.next == ("C",)]
+    edited = graph.update_state(before_c, {"trail": ["note"]})
+    with pytest.raises(ValueError) as info:
+        graph.invoke(None, edited)
+    assert info.value.compensation.compensated == ["C"]  # type: ignore[attr-defined]
+    assert book.undone() == ["C", "B", "A", "C"]
+
+
 # -- a node that finished in the step that failed -----------------------------------------
 
 
