@@ -325,3 +325,21 @@ def test_a_namespace_naming_no_subgraph_is_a_named_error() -> None:
     bad = {"configurable": {"thread_id": "waiting", "checkpoint_ns": "nope:123"}}
     with pytest.raises(InvalidConfigError, match="no subgraph node 'nope'"):
         graph.get_state(bad)
+
+
+def test_a_persistent_subgraph_streams_the_namespace_its_state_is_under() -> None:
+    child = StateGraph(Log)
+    child.add_node("s1", lambda s: {"log": ["s1"]})
+    child.add_node("ask", lambda s: {"log": [interrupt("ok?")]})
+    child.add_edge(START, "s1")
+    child.add_edge("s1", "ask")
+    parent = StateGraph(Log)
+    parent.add_node("sub", child.compile(checkpointer=True))
+    parent.add_edge(START, "sub")
+    graph = parent.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "p"}}
+    chunks = list(graph.stream({"log": []}, config, stream_mode="updates", subgraphs=True))
+    (namespace,) = {ns for ns, _ in chunks if ns}
+    assert namespace == ("sub",)
+    inside = graph.get_state({"configurable": {"thread_id": "p", "checkpoint_ns": "sub"}})
+    assert (inside.values["log"], inside.next) == (["s1"], ("ask",))

@@ -94,6 +94,11 @@ class SubgraphNode:
                 value = None
         return graph, value, cfg
 
+    def _streamed_as(self, task: Task) -> str:
+        """The namespace segment chunks are streamed under: where the subgraph keeps
+        its checkpoints, so the streamed namespace finds them (``get_state``)."""
+        return self.name if self.graph.checkpointer is True else f"{self.name}:{task.id}"
+
     def bound(self, saver: Any) -> CompiledStateGraph:
         """This subgraph over ``saver`` (its parent's), compiled once per saver."""
         found = self._durable.get(id(saver))
@@ -108,7 +113,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(graph.invoke(value, cfg))
             else:
-                collect = _Collector(task, self.name)
+                collect = _Collector(task, self._streamed_as(task))
                 for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
                     collect(item)
                 output = _bubble(collect.output)
@@ -126,7 +131,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(await graph.ainvoke(value, cfg))
             else:
-                collect = _Collector(task, self.name)
+                collect = _Collector(task, self._streamed_as(task))
                 async for item in graph.astream(
                     value, cfg, stream_mode=collect.modes, subgraphs=True
                 ):
@@ -164,9 +169,9 @@ class SubgraphNode:
 class _Collector:
     """Keeps a subgraph's stream for the parent (namespaced) and its final state."""
 
-    def __init__(self, task: Task, name: str) -> None:
+    def __init__(self, task: Task, prefix: str) -> None:
         self.task = task
-        self.prefix = f"{name}:{task.id}"
+        self.prefix = prefix
         self.wanted = task.loop.modes
         self.modes = list(dict.fromkeys([*self.wanted, "values"]))
         self.output: Any = None
