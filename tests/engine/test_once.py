@@ -112,6 +112,29 @@ def test_a_timed_out_charge_still_running_is_not_made_again_by_the_retry() -> No
     assert calls == [5]
 
 
+async def test_a_timed_out_async_charge_still_running_is_not_made_again() -> None:
+    """aonce's twin of the above: the timed-out attempt is cancelled, but the call
+    it made (here a thread) goes on; the retries wait for it."""
+    import asyncio
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow_charge(amount: int) -> str:
+        calls.append(amount)
+        release.wait(5)
+        return f"receipt-{len(calls)}"
+
+    async def pay(state: S) -> dict[str, Any]:
+        return {"receipt": await aonce("charge", asyncio.to_thread, slow_charge, state["amount"])}
+
+    policy = RetryPolicy(max_attempts=20, initial_interval=0.01, jitter=False)
+    graph = one_node(pay, retry_policy=policy, timeout=0.05)
+    asyncio.get_running_loop().call_later(0.3, release.set)
+    assert (await graph.ainvoke({"amount": 5}))["receipt"] == "receipt-1"
+    assert calls == [5]
+
+
 def test_retries_do_not_charge_again_without_a_checkpointer() -> None:
     payments = Payments()
     calls: list[int] = []

@@ -9,6 +9,7 @@ of calling ``fn`` again.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ T = TypeVar("T")
 # once(); the retry must wait for that call's result, not make a second call.
 _in_flight: dict[tuple[Task, str], threading.Event] = {}
 _in_flight_lock = threading.Lock()
+_in_flight_async: dict[tuple[Task, str], Any] = {}  # aonce's: asyncio futures, one loop
 
 
 def _record(key: str, result: Any) -> list[PendingWrite]:
@@ -84,16 +86,45 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any) -> T:
     """The async twin of ``once``: ``fn`` may be sync or async."""
+    import asyncio
+
     task = current_task("aonce()")
     if task.once and key in task.once:
         return task.once[key]  # type: ignore[no-any-return]
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    writes = _record(key, result)
-    if writes and task.loop.saves_writes():
-        loop = task.loop
+    while (running := _in_flight_async.get((task, key))) is not None:
+        # An attempt that timed out was cancelled, but the call it made goes on
+        # (shielded): wait for it rather than make a second call.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(running)
+        if task.once and key in task.once:
+            found: T = await _persisted(task, key)
+            return found
+
+    async def call() -> Any:
+        result = fn(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    running = asyncio.ensure_future(call())
+    _in_flight_async[task, key] = running
+
+    def finished(done: asyncio.Future[Any]) -> None:
+        _in_flight_async.pop((task, key), None)
+        if not done.cancelled() and done.exception() is None:
+            task.once = {**(task.once or {}), key: done.result()}  # even if nobody awaits
+
+    running.add_done_callback(finished)
+    await asyncio.shield(running)
+    result: T = await _persisted(task, key)
+    return result
+
+
+async def _persisted(task: Task, key: str) -> Any:
+    """``task``'s recorded result for ``key``, after saving it with the task's writes."""
+    result = task.once[key]  # type: ignore[index]
+    loop = task.loop
+    if loop.saver is not None and loop.saves_writes():
+        write = PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once or {}))
         await loop.saver.aput_writes(
-            loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
+            loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
         )
     return result
