@@ -137,6 +137,30 @@ def test_resume_with_goto_runs_the_targets_beside_the_resumed_node() -> None:
         graph.invoke(Command(resume="yes", goto="nowhere"), config)
 
 
+def test_a_resume_goto_survives_the_step_stopping_again() -> None:
+    """The resumed node asks a second question: the goto target, which finished,
+    is kept (not run again) and its write lands when the step commits."""
+    calls: Counter[str] = Counter()
+
+    def side(state: S) -> dict[str, Any]:
+        calls["side"] += 1
+        return {"log": ["side"]}
+
+    builder = StateGraph(S)
+    builder.add_node("ask", asker(calls, "ask", "one?", "two?"))
+    builder.add_node("side", side)
+    builder.add_edge(START, "ask")
+    builder.add_conditional_edges("ask", lambda s: END, [END, "side"])  # side: by goto only
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = thread()
+    graph.invoke({"a": "x"}, config)
+    paused = graph.invoke(Command(resume="A", goto="side"), config)
+    assert [i.value for i in paused["__interrupt__"]] == ["two?"]
+    out = graph.invoke(Command(resume="B"), config)
+    assert out["log"] == ["ask", "side"] and out["answers"] == ["A", "B"]
+    assert calls["side"] == 1
+
+
 def test_bare_resume_with_several_pending_is_an_error() -> None:
     graph = build(
         {"left": asker(Counter(), "left", "L?"), "right": asker(Counter(), "right", "R?")},

@@ -239,6 +239,10 @@ def _barriers(pending: Mapping[str, Any]) -> dict[int, set[str]]:
     return {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
 
 
+COMMAND_TASK: Final = "__command__"
+"""The task id of the ``goto`` write of a ``Command(resume=..., goto=...)`` whose
+step stopped again: the next resume of that step runs its targets too."""
+COMMAND_GOTO_IDX: Final = -8
 BREAKPOINT_TASK: Final = "__breakpoint__"
 """The task id of :func:`breakpoint_marker`'s write."""
 

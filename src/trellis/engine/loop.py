@@ -16,7 +16,16 @@ from collections.abc import Callable, Mapping
 from operator import is_
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.durable import Effect, breakpoint_marker, pending_writes, record, restore_tasks
+from trellis.engine.durable import (
+    COMMAND_GOTO_IDX,
+    COMMAND_TASK,
+    GOTO,
+    Effect,
+    breakpoint_marker,
+    pending_writes,
+    record,
+    restore_tasks,
+)
 from trellis.engine.task import PULL, PUSH, Task, sends_first
 from trellis.errors import (
     EmptyInputError,
@@ -24,7 +33,7 @@ from trellis.errors import (
     InvalidConfigError,
     InvalidUpdateError,
 )
-from trellis.persist.base import new_checkpoint_id
+from trellis.persist.base import PendingWrite, new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
@@ -86,6 +95,7 @@ class RunLoop:
         "start_task",
         "status",
         "step",
+        "step_goto",
         "subgraphs",
         "thread_id",
         "minted",
@@ -197,6 +207,7 @@ class RunLoop:
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
         self.resume_goto: Any = None  # the goto of a Command(resume=..., goto=...)
+        self.step_goto: list[Any] | None = None  # that goto, once added to the step
 
     # -- starting ---------------------------------------------------------
 
@@ -343,6 +354,16 @@ class RunLoop:
         from trellis.engine.interrupts import assign_resume
 
         writes, self.saved_writes = self.saved_writes or (), None
+        # Targets of a Command(resume=..., goto=...) join the step before its saved
+        # writes are read back: given now, or by an earlier resume of this step
+        # that stopped again (their finished work is among those writes then).
+        goto = [t for w in writes if w.task_id == COMMAND_TASK for t in w.value]
+        if self.resume_goto:
+            given = self.resume_goto
+            goto += given if isinstance(given, (list, tuple)) else [given]
+            self.resume_goto = None
+        if goto:
+            self._add_goto(tasks, goto)
         pending = restore_tasks(tasks, writes)
         self.resuming_tasks = True
         self.replayed = frozenset(t.id for t in tasks if t.done)
@@ -352,9 +373,6 @@ class RunLoop:
         else:  # no answer given: interrupted nodes run again and ask again
             for task in tasks:
                 task.interrupts = []
-        if self.resume_goto:
-            self._add_goto(tasks, self.resume_goto)
-            self.resume_goto = None
 
     def _add_goto(self, tasks: list[Task], goto: Any) -> None:
         """``Command(resume=..., goto=...)``: as LangGraph, the targets run in the
@@ -378,6 +396,7 @@ class RunLoop:
                 pushes.append(Task(self, nodes[target.node], target.arg, step, (PUSH, len(pushes))))
         pulls.sort(key=lambda t: t.name)
         tasks[:] = [*pulls, *pushes]
+        self.step_goto = list(probe.goto)
 
     def saves_writes(self) -> bool:
         """Whether writes made mid-step (finished siblings, retries, ``once``
@@ -584,7 +603,11 @@ class RunLoop:
         nothing_new = self.step == self.restored_step and not self.updated
         if (self.durability != "exit" and not self.updated) or nothing_new:
             # (With "exit", a resume that failed again adds no checkpoint, as in LangGraph.)
-            self._effect(self._writes_effect(pending_writes(tasks)))
+            writes = pending_writes(tasks)
+            if self.step_goto:  # the checkpoint does not schedule them: say so
+                goto = PendingWrite(COMMAND_TASK, START, COMMAND_GOTO_IDX, GOTO, self.step_goto)
+                writes.append(goto)
+            self._effect(self._writes_effect(writes))
             return
         # Nothing was saved during the run: save it now, with this step's tasks still
         # to run, under the id their own ids derive from (minted when the first was
