@@ -135,6 +135,14 @@ async def test_a_timed_out_async_charge_still_running_is_not_made_again() -> Non
     assert calls == [5]
 
 
+def test_once_called_again_from_inside_its_own_fn_is_a_named_error() -> None:
+    def pay(state: S) -> dict[str, Any]:
+        return {"receipt": once("charge", lambda: once("charge", lambda: "inner"))}
+
+    with pytest.raises(RuntimeError, match="called again from inside its own fn"):
+        one_node(pay).invoke({"amount": 1})
+
+
 def test_retries_do_not_charge_again_without_a_checkpointer() -> None:
     payments = Payments()
     calls: list[int] = []

@@ -29,7 +29,7 @@ T = TypeVar("T")
 # Calls in flight, per task object and key. A timed-out attempt is abandoned, not
 # stopped: its thread may still be inside fn when the retry reaches the same
 # once(); the retry must wait for that call's result, not make a second call.
-_in_flight: dict[tuple[Task, str], threading.Event] = {}
+_in_flight: dict[tuple[Task, str], tuple[threading.Event, int]] = {}  # and the caller's thread
 _in_flight_lock = threading.Lock()
 _in_flight_async: dict[tuple[Task, str], Any] = {}  # aonce's: asyncio futures, one loop
 
@@ -56,13 +56,19 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     while True:
         if task.once and key in task.once:
             return task.once[key]  # type: ignore[no-any-return]
+        me = threading.get_ident()
         with _in_flight_lock:
             running = _in_flight.get((task, key))
             if running is None:
-                done = _in_flight[task, key] = threading.Event()
+                done = threading.Event()
+                _in_flight[task, key] = (done, me)
         if running is None:
             break
-        running.wait()  # then take its result, or call fn if it raised
+        if running[1] == me:  # waiting would wait for ourselves
+            raise RuntimeError(
+                f"once({key!r}) in node {task.name!r} was called again from inside its own fn"
+            )
+        running[0].wait()  # then take its result, or call fn if it raised
     try:
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
