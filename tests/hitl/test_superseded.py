@@ -168,3 +168,13 @@ def test_a_run_that_moves_on_and_runs_out_of_steps_still_supersedes(backend: Bac
     with pytest.raises(GraphRecursionError):
         app.invoke({"status": "go"}, {**cfg("t1"), "recursion_limit": 4})
     assert ReviewQueue(saver).get(rid).status == SUPERSEDED
+
+
+def test_a_stream_the_caller_stops_reading_still_supersedes(backend: Backend) -> None:
+    """New input, then the caller breaks out of the stream once the run moved on."""
+    g = Graph(backend.saver())
+    old = request_id(g.start("t1"))
+    for chunk in g.app.stream({"amount": 3}, cfg("t1"), stream_mode="updates"):
+        if "prepare" in chunk:
+            break
+    assert ReviewQueue(g.saver).get(old).status == SUPERSEDED

@@ -359,6 +359,9 @@ class CompiledStateGraph:
         try:
             for mode, chunk in chunks:
                 yield _shape(mode, chunk, paired, subgraphs)
+        except GeneratorExit:  # the caller stopped reading: the run stops where it is
+            drivers.settle(loop, failed=True)
+            raise
         except drivers.StepFailed as failure:
             error = self._failed(loop, failure)
         except _ENGINE_FAILURES as exc:
@@ -426,6 +429,9 @@ class CompiledStateGraph:
         try:
             async for mode, chunk in chunks:
                 yield _shape(mode, chunk, paired, subgraphs)
+        except GeneratorExit:
+            drivers.settle(loop, failed=True)
+            raise
         except drivers.StepFailed as failure:
             error = await self._afailed(loop, failure)
         except _ENGINE_FAILURES as exc:
