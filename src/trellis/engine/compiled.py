@@ -210,7 +210,9 @@ class CompiledStateGraph:
                 f"thread {loop.thread_id!r} has no checkpoint {checkpoint_id!r}"
             )
         loop.expected_head = head.checkpoint.id if head is not None else None
-        loop.waiting, loop.waiting_at = waiting_on(head), loop.expected_head
+        waiting = waiting_on(head)
+        if waiting:
+            loop.waiting = (loop.expected_head, waiting)
         resume = isinstance(input, Command) and input.resume is not None
         # As LangGraph: a Command without resume on a thread with tasks still to run
         # continues that step (its update first, its goto beside the tasks), rather
@@ -242,7 +244,7 @@ class CompiledStateGraph:
                 if input.update is not None:  # applied before the waiting nodes re-run
                     loop.apply_input_update(input)
                 if input.goto:
-                    loop.resume_goto = input.goto
+                    loop.goto = input.goto
             return
         if saved is not None:
             restore(loop, saved, continue_run=False)

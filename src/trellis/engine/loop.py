@@ -70,6 +70,7 @@ class RunLoop:
         "effects",
         "expected_head",
         "first_step",
+        "goto",
         "head",
         "interrupts",
         "live_values",
@@ -82,7 +83,6 @@ class RunLoop:
         "plan",
         "recursion_limit",
         "resume",
-        "resume_goto",
         "resuming",
         "resuming_tasks",
         "replayed",
@@ -95,18 +95,15 @@ class RunLoop:
         "start_task",
         "status",
         "step",
-        "step_goto",
         "subgraphs",
         "thread_id",
-        "minted",
         "track",
-        "unsaved",
+        "unsaved_id",
         "updated",
         "values",
         "versions",
         "visits",
         "waiting",
-        "waiting_at",
         "wrote",
         "wrote_any",
     )
@@ -153,19 +150,18 @@ class RunLoop:
         self.run_id: str | None = None
         self.checkpoint_id: str | None = None
         self.run_metadata: dict[str, Any] | None = None  # from the config, on first save
-        # durability="exit": the state tasks are planned from has no saved checkpoint
-        # yet (unsaved); the first task id wanted mints one for it (minted: the
-        # checkpoint_id is that unsaved id). See Task.id and _keep_pending.
-        self.unsaved = False
-        self.minted = False
+        # durability="exit": None while checkpoint_id is a saved checkpoint's. False:
+        # the state the step's tasks are planned from has no checkpoint yet, and the
+        # first task id wanted mints one (True: checkpoint_id is that minted id).
+        # See Task.id and _keep_pending.
+        self.unsaved_id: bool | None = None
         self.wrote = False
         self.wrote_any = False
         self.status = "running"
         self.interrupts: list[Any] = _NO_LIST  # replaced (never appended to) on suspend
-        # Interrupt ids the thread's head waited on when the run began, and that
-        # head's id (see left_behind).
-        self.waiting: tuple[str, ...] = ()
-        self.waiting_at: str | None = None
+        # (head id, interrupt ids) of what the thread's head waited on when the run
+        # began, if anything (see left_behind).
+        self.waiting: tuple[str | None, tuple[str, ...]] | None = None
         self.live_values: dict[str, Any] | None = None  # set when a step stops on interrupts
         # Persistence: the saver, where this run writes, and change tracking so a
         # checkpoint stores only what changed (and only what was appended).
@@ -206,8 +202,9 @@ class RunLoop:
         self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
-        self.resume_goto: Any = None  # the goto of a Command(resume=..., goto=...)
-        self.step_goto: list[Any] | None = None  # that goto, once added to the step
+        # The goto of a Command(resume=..., goto=...): as given, then as added to the
+        # resumed step (normalized; saved if the step stops again).
+        self.goto: Any = None
 
     # -- starting ---------------------------------------------------------
 
@@ -241,7 +238,7 @@ class RunLoop:
         if self.saver is not None and self.durability != "exit":
             self._effect(record(self, "input"))
         elif self.saver is not None:
-            self.unsaved = True
+            self.unsaved_id = False
 
     def apply_input_update(self, command: Command[Any]) -> None:
         """``Command(resume=..., update=...)``: write ``update`` into the state first."""
@@ -358,10 +355,9 @@ class RunLoop:
         # writes are read back: given now, or by an earlier resume of this step
         # that stopped again (their finished work is among those writes then).
         goto = [t for w in writes if w.task_id == COMMAND_TASK for t in w.value]
-        if self.resume_goto:
-            given = self.resume_goto
+        given, self.goto = self.goto, None
+        if given:
             goto += given if isinstance(given, (list, tuple)) else [given]
-            self.resume_goto = None
         if goto:
             self._add_goto(tasks, goto)
         pending = restore_tasks(tasks, writes)
@@ -396,7 +392,7 @@ class RunLoop:
                 pushes.append(Task(self, nodes[target.node], target.arg, step, (PUSH, len(pushes))))
         pulls.sort(key=lambda t: t.name)
         tasks[:] = [*pulls, *pushes]
-        self.step_goto = list(probe.goto)
+        self.goto = list(probe.goto)
 
     def saves_writes(self) -> bool:
         """Whether writes made mid-step (finished siblings, retries, ``once``
@@ -502,7 +498,7 @@ class RunLoop:
                 if self.compensable_states is not None:
                     self._compensable_state(dict(self.values))
         if self.durability == "exit" and save and self.saver is not None:
-            self.unsaved, self.minted = True, False
+            self.unsaved_id = False
         after = self.breakpoints[1]
         if (
             after
@@ -575,8 +571,10 @@ class RunLoop:
         """Once the run's last save is made: the interrupts the head waited on when
         the run began that the new head does not (asked once, answered never).
         Each is reported once."""
-        waiting, self.waiting = self.waiting, ()
-        if (failed or self.status == "failed") and self.expected_head == self.waiting_at:
+        if self.waiting is None:
+            return []
+        (began_at, waiting), self.waiting = self.waiting, None
+        if (failed or self.status == "failed") and self.expected_head == began_at:
             # Failed in the step it resumed: the head still waits, and a re-run of
             # its tasks asks the very same interrupts again.
             return []
@@ -604,8 +602,8 @@ class RunLoop:
         if (self.durability != "exit" and not self.updated) or nothing_new:
             # (With "exit", a resume that failed again adds no checkpoint, as in LangGraph.)
             writes = pending_writes(tasks)
-            if self.step_goto:  # the checkpoint does not schedule them: say so
-                goto = PendingWrite(COMMAND_TASK, START, COMMAND_GOTO_IDX, GOTO, self.step_goto)
+            if self.goto:  # the checkpoint does not schedule them: say so
+                goto = PendingWrite(COMMAND_TASK, START, COMMAND_GOTO_IDX, GOTO, self.goto)
                 writes.append(goto)
             self._effect(self._writes_effect(writes))
             return
@@ -616,11 +614,11 @@ class RunLoop:
         self.next_sends = [Send(t.name, t.input) for t in tasks if t.path[0] == PUSH]
         if tasks and tasks[0].name == START:
             self.start_task = tasks[0]
-        if not self.minted:
+        if self.unsaved_id is not True:  # no id minted for this step's tasks
             self.checkpoint_id = new_checkpoint_id()
             for task in tasks:
                 task._id = None
-        self.unsaved = self.minted = False
+        self.unsaved_id = None
         writes = pending_writes(tasks)
         self._effect(record(self, "loop", writes, checkpoint_id=self.checkpoint_id))
 

@@ -339,7 +339,9 @@ def update_loop(
     loop._effect(record(loop, "update", carried, checkpoint_id=new_id))
     # What the old head waited on and the new one does not is left behind.
     carried_ids = {i.id for w in carried if w.channel == INTERRUPT for i in w.value}
-    loop.waiting = tuple(i for i in waiting_on(head) if i not in carried_ids)
+    left = tuple(i for i in waiting_on(head) if i not in carried_ids)
+    if left:
+        loop.waiting = (loop.expected_head, left)
     return loop
 
 

@@ -112,11 +112,11 @@ class Task:
         """Stable across retries and resumes: derived from where it was planned."""
         if self._id is None:
             loop = self.loop
-            if loop.unsaved:  # durability="exit": the step's checkpoint gets its id now
-                with _MINTING:  # once, though parallel tasks may all want theirs at once
-                    if loop.unsaved:
+            if loop.unsaved_id is False:  # durability="exit": the step's checkpoint gets
+                with _MINTING:  # its id now, once, though parallel tasks may all want theirs
+                    if loop.unsaved_id is False:
                         loop.checkpoint_id = new_checkpoint_id()
-                        loop.unsaved, loop.minted = False, True
+                        loop.unsaved_id = True
             self._id = task_id(loop.checkpoint_id, self.step, self.name, self.path)
         return self._id
 
