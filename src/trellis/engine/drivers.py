@@ -197,7 +197,7 @@ def run_tasks(tasks: list[Task]) -> None:
 
     pool = _executor()
     workers = min(len(tasks) - 1, _WORKERS)
-    limit = tasks[0].loop.max_concurrency
+    limit = tasks[0].loop.config.get("max_concurrency")
     if limit is not None:  # config max_concurrency counts the calling thread too
         workers = min(workers, limit - 1)
     helpers = [pool.submit(drain) for _ in range(workers)]
@@ -501,7 +501,7 @@ async def arun_tasks(tasks: list[Task]) -> None:
             )
 
     run = run_and_keep
-    limit = loop.max_concurrency
+    limit = loop.config.get("max_concurrency")
     if limit is not None and limit < len(tasks):  # config max_concurrency
         slots = asyncio.Semaphore(limit)
 

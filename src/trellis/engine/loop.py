@@ -74,7 +74,6 @@ class RunLoop:
         "head",
         "interrupts",
         "live_values",
-        "max_concurrency",
         "modes",
         "next_nodes",
         "next_sends",
@@ -126,10 +125,8 @@ class RunLoop:
         self.apply: Callable[[dict[str, Any], Mapping[str, Any]], None] = plan.apply
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
-        # How many of a step's tasks may run at once (None: all of them).
-        self.max_concurrency: int | None = config.get("max_concurrency")
-        if self.max_concurrency is not None:
-            _check_concurrency(self.max_concurrency)
+        if "max_concurrency" in config:  # read by the drivers from the config itself
+            _check_concurrency(config["max_concurrency"])
         self.context = context
         self.recursion_limit = recursion_limit
         self.modes = modes
@@ -723,6 +720,9 @@ def _writer(task: Task) -> str:
 
 
 def _check_concurrency(limit: Any) -> None:
+    """``config["max_concurrency"]``: how many of a step's tasks may run at once."""
+    if limit is None:
+        return
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidConfigError(
             f"config max_concurrency must be a whole number of at least 1, got {limit!r}"
