@@ -133,7 +133,7 @@ def test_resume_with_goto_runs_the_targets_beside_the_resumed_node() -> None:
     steps = [h.next for h in graph.get_state_history(config)]
     assert steps[:2] == [(), ("after",)]  # ask and both sides ran in one step
     graph.invoke({"a": "again"}, config)
-    with pytest.raises(RoutingError, match="nowhere"):
+    with pytest.raises(RoutingError, match=r"Command\(resume=\.\.\.\) for thread .*'nowhere'"):
         graph.invoke(Command(resume="yes", goto="nowhere"), config)
 
 

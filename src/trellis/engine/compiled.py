@@ -244,7 +244,7 @@ class CompiledStateGraph:
                 if input.update is not None:  # applied before the waiting nodes re-run
                     loop.apply_input_update(input)
                 if input.goto:
-                    loop.goto = input.goto
+                    loop.goto = input.goto_list()
             return
         if saved is not None:
             restore(loop, saved, continue_run=False)

@@ -26,7 +26,7 @@ from trellis.engine.durable import (
     record,
     restore_tasks,
 )
-from trellis.engine.task import PULL, PUSH, Task, sends_first
+from trellis.engine.task import PULL, PUSH, Task, checked_goto, sends_first
 from trellis.errors import (
     EmptyInputError,
     GraphRecursionError,
@@ -199,9 +199,9 @@ class RunLoop:
         self.restored_step: int | None = None  # the step of the checkpoint a resume loaded
         self.saved_writes: tuple[Any, ...] | None = None
         self.resume: Any = NO_RESUME
-        # The goto of a Command(resume=..., goto=...): as given, then as added to the
-        # resumed step (normalized; saved if the step stops again).
-        self.goto: Any = None
+        # The goto of a Command(resume=..., goto=...), as a list: as given, then as
+        # added to the resumed step (checked; saved if the step stops again).
+        self.goto: list[Any] | None = None
 
     # -- starting ---------------------------------------------------------
 
@@ -352,9 +352,7 @@ class RunLoop:
         # writes are read back: given now, or by an earlier resume of this step
         # that stopped again (their finished work is among those writes then).
         goto = [t for w in writes if w.task_id == COMMAND_TASK for t in w.value]
-        given, self.goto = self.goto, None
-        if given:
-            goto += given if isinstance(given, (list, tuple)) else [given]
+        goto += self.goto or ()
         if goto:
             self._add_goto(tasks, goto)
         pending = restore_tasks(tasks, writes)
@@ -367,20 +365,19 @@ class RunLoop:
             for task in tasks:
                 task.interrupts = []
 
-    def _add_goto(self, tasks: list[Task], goto: Any) -> None:
+    def _add_goto(self, tasks: list[Task], goto: list[Any]) -> None:
         """``Command(resume=..., goto=...)``: as LangGraph, the targets run in the
         resumed step, beside the nodes it resumes (pull tasks by name, then Sends)."""
         step = tasks[0].step
-        # Validated and normalized as a node's own Command would be.
-        probe = Task(self, self.plan.command_start, None, step, (PULL, START))
-        probe.accept(Command(goto=goto))
+        nodes = self.plan.nodes
+        who = f"Command(resume=...) for thread {self.thread_id!r}"
+        self.goto = checked_goto(nodes, goto, who)
         pulls = [t for t in tasks if t.path[0] == PULL]
         pushes = [t for t in tasks if t.path[0] != PULL]
         running = {t.name for t in pulls}
-        nodes = self.plan.nodes
-        for target in probe.goto:
+        for target in self.goto:
             if type(target) is str:
-                if target not in running and target != END:
+                if target not in running:
                     node = nodes[target]
                     inputs = node.make_input(self.values)
                     pulls.append(Task(self, node, inputs, step, node.pull_path))
@@ -389,7 +386,6 @@ class RunLoop:
                 pushes.append(Task(self, nodes[target.node], target.arg, step, (PUSH, len(pushes))))
         pulls.sort(key=lambda t: t.name)
         tasks[:] = [*pulls, *pushes]
-        self.goto = list(probe.goto)
 
     def saves_writes(self) -> bool:
         """Whether writes made mid-step (finished siblings, retries, ``once``

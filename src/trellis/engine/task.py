@@ -14,13 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
 from trellis.persist.base import new_checkpoint_id
-from trellis.types import END, Command, ExecutionInfo, Interrupt, RunnableConfig, Runtime, Send
+from trellis.types import (
+    END,
+    START,
+    Command,
+    ExecutionInfo,
+    Interrupt,
+    RunnableConfig,
+    Runtime,
+    Send,
+)
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.plan import BranchPlan, NodePlan
 
-__all__ = ["Task", "sends_first", "task_id"]
+__all__ = ["Task", "checked_goto", "sends_first", "task_id"]
 
 
 def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, Any]) -> str:
@@ -257,19 +266,9 @@ class Task:
             self._set_update(update)
         elif self.pre_update:
             self._set_update({})
-        nodes = self.loop.plan.nodes
-        for target in command.goto_list():
-            if isinstance(target, Send):
-                if target.node not in nodes:
-                    raise RoutingError(
-                        f"node {self.name!r} sent to unknown node {target.node!r} (Command goto)"
-                    )
-            elif target != END and target not in nodes:
-                raise RoutingError(
-                    f"node {self.name!r} returned Command(goto={target!r}), which is no node"
-                )
-            if target != END:
-                self.add_goto(target)
+        who = "the graph input" if self.name == START else f"node {self.name!r}"
+        for target in checked_goto(self.loop.plan.nodes, command.goto_list(), who):
+            self.add_goto(target)
 
     def _set_update(self, update: dict[str, Any]) -> None:
         if self.pre_update:
@@ -388,6 +387,21 @@ def _routing_message(source: str, branch: BranchPlan, value: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def checked_goto(nodes: Mapping[str, Any], goto: list[Any], who: str) -> list[Any]:
+    """``goto`` (node names and Sends) without ``END``, each naming a node of
+    ``nodes``; RoutingError naming ``who`` gave the target otherwise."""
+    out = []
+    for target in goto:
+        if isinstance(target, Send):
+            if target.node not in nodes:
+                raise RoutingError(f"{who} sent to unknown node {target.node!r} (Command goto)")
+        elif target != END and target not in nodes:
+            raise RoutingError(f"{who} gave Command(goto={target!r}), which is no node")
+        if target != END:
+            out.append(target)
+    return out
 
 
 def _pairs(node: str, update: list[Any] | tuple[Any, ...]) -> list[tuple[str, Any]]:
