@@ -46,6 +46,10 @@ _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
 # The saga's record of finished compensations, written on the head it ran at.
 COMPENSATED, COMPENSATED_IDX = "__compensated__", -8
+COMMAND_TASK: Final = "__command__"
+"""The task id of the ``goto`` write of a ``Command(resume=..., goto=...)`` whose
+step stopped again: the next resume of that step runs its targets too."""
+COMMAND_GOTO_IDX: Final = -9
 
 
 @dataclass(slots=True)  # not frozen: one per checkpoint, and frozen init costs 2x
@@ -239,10 +243,6 @@ def _barriers(pending: Mapping[str, Any]) -> dict[int, set[str]]:
     return {int(i): set(s) for i, s in pending.get("barriers", {}).items()}
 
 
-COMMAND_TASK: Final = "__command__"
-"""The task id of the ``goto`` write of a ``Command(resume=..., goto=...)`` whose
-step stopped again: the next resume of that step runs its targets too."""
-COMMAND_GOTO_IDX: Final = -8
 BREAKPOINT_TASK: Final = "__breakpoint__"
 """The task id of :func:`breakpoint_marker`'s write."""
 
