@@ -87,7 +87,7 @@ def in_namespace(
                 f"graph {graph.name!r} has no subgraph at checkpoint_ns {ns!r}: "
                 f"{current.name!r} has no subgraph node {name!r}"
             )
-        if sub.graph.checkpointer not in (None, True):
+        if not sub.shares_saver:
             raise InvalidConfigError(
                 f"subgraph node {name!r} has a checkpointer of its own: read its state "
                 "from that graph, not through checkpoint_ns"
@@ -97,12 +97,10 @@ def in_namespace(
 
 
 def _subgraph_ns(node: Any, ns: str, task_id: str) -> str | None:
-    """Where a subgraph node's task keeps its checkpoints (None: not a subgraph)."""
+    """Where a subgraph node's task keeps its checkpoints in this thread (None: not
+    a subgraph, or one with a saver of its own)."""
     sub = node.subgraph
-    if sub is None or sub.graph.checkpointer not in (None, True):
-        return None
-    own = node.name if sub.graph.checkpointer is True else f"{node.name}:{task_id}"
-    return f"{ns}|{own}".lstrip("|")
+    return sub.namespace(ns, task_id) if sub is not None and sub.shares_saver else None
 
 
 def snapshot(

@@ -63,24 +63,19 @@ class SubgraphNode:
         task: Task | None = CURRENT_TASK.get()
         parent = task.loop if task is not None else None
         graph = self.graph
-        # checkpointer=True (LangGraph's): the parent's saver, under a namespace of
-        # its own that every run of the parent thread shares, so the subgraph's
-        # state carries over from one call to the next.
-        persistent = graph.checkpointer is True
-        if persistent and (parent is None or parent.saver is None):
+        detached = parent is None or parent.saver is None
+        if graph.checkpointer is True and detached:
             raise InvalidConfigError(
                 f"subgraph node {self.name!r} was compiled with checkpointer=True, which "
                 "keeps its state in the parent graph's checkpointer, but the parent has none"
             )
-        own_saver = graph.checkpointer is not None and not persistent
-        if own_saver or parent is None or parent.saver is None:
+        if detached or not self.shares_saver:
             configurable.pop("checkpoint_ns", None)
             return graph, self._input(state), {**config, "configurable": configurable}
-        assert task is not None
+        assert parent is not None and task is not None  # not detached
         graph = self.bound(parent.saver)
         configurable["thread_id"] = parent.thread_id
-        own = self.name if persistent else f"{self.name}:{task.id}"
-        configurable["checkpoint_ns"] = f"{parent.checkpoint_ns}|{own}".lstrip("|")
+        configurable["checkpoint_ns"] = self.namespace(parent.checkpoint_ns, task.id)
         cfg: RunnableConfig = {**config, "configurable": configurable}
         value = self._input(state)
         saved = parent.saver.get_tuple(
@@ -94,10 +89,19 @@ class SubgraphNode:
                 value = None
         return graph, value, cfg
 
-    def _streamed_as(self, task: Task) -> str:
-        """The namespace segment chunks are streamed under: where the subgraph keeps
-        its checkpoints, so the streamed namespace finds them (``get_state``)."""
-        return self.name if self.graph.checkpointer is True else f"{self.name}:{task.id}"
+    @property
+    def shares_saver(self) -> bool:
+        """Whether the subgraph keeps its checkpoints in its parent's saver: it was
+        compiled without a checkpointer, or with ``checkpointer=True``."""
+        return self.graph.checkpointer is None or self.graph.checkpointer is True
+
+    def namespace(self, parent_ns: str, task_id: str) -> str:
+        """Where the run of parent task ``task_id`` keeps its checkpoints: under
+        ``node:task_id``, or the node's name alone for ``checkpointer=True`` (one
+        namespace for every run of the parent thread). Its chunks are streamed
+        under the same, so a streamed namespace finds them (``get_state``)."""
+        own = self.name if self.graph.checkpointer is True else f"{self.name}:{task_id}"
+        return f"{parent_ns}|{own}".lstrip("|")
 
     def bound(self, saver: Any) -> CompiledStateGraph:
         """This subgraph over ``saver`` (its parent's), compiled once per saver."""
@@ -113,7 +117,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(graph.invoke(value, cfg))
             else:
-                collect = _Collector(task, self._streamed_as(task))
+                collect = _Collector(task, self.namespace("", task.id))
                 for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
                     collect(item)
                 output = _bubble(collect.output)
@@ -131,7 +135,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(await graph.ainvoke(value, cfg))
             else:
-                collect = _Collector(task, self._streamed_as(task))
+                collect = _Collector(task, self.namespace("", task.id))
                 async for item in graph.astream(
                     value, cfg, stream_mode=collect.modes, subgraphs=True
                 ):
