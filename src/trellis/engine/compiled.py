@@ -44,9 +44,9 @@ DEFAULT_RECURSION_LIMIT = 10_007  # LangGraph 1.2's default
 _MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "events"})
 
 
-# What the engine itself raises when a run cannot go on (a node's own errors come
-# as StepFailed): a run failing so is rolled back like one whose node failed.
-_ENGINE_FAILURES = (GraphRecursionError, InvalidUpdateError, RoutingError)
+# How a run fails for good: a node's error (wrapped in StepFailed), or what the
+# engine raises when the run cannot go on; either way it is settled and rolled back.
+_RUN_FAILURES = (drivers.StepFailed, GraphRecursionError, InvalidUpdateError, RoutingError)
 
 
 def _modes(stream_mode: Any) -> tuple[tuple[str, ...], bool]:
@@ -314,23 +314,17 @@ class CompiledStateGraph:
         metrics: dict[str, Any] = snapshot.get("graphs", {}).get(self.name, {})
         return metrics
 
-    def _failed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
-        """A node failed for good: roll back completed side effects, then report."""
-        drivers.settle(loop)
-        return self._rolled_back(loop, failure.error)
-
-    def _rolled_back(self, loop: RunLoop, error: BaseException) -> BaseException:
-        """The run failed for good (a node, or the engine: the recursion limit,
-        conflicting writes): its completed side effects are compensated."""
+    def _failed(self, loop: RunLoop, failure: Exception) -> BaseException:
+        """The run failed for good (a node's error, or the engine's: see
+        ``_RUN_FAILURES``): settle what its head left behind, compensate its
+        completed side effects, and return the error to raise."""
+        error = _error_of(loop, failure)
         if loop.compensable and not isinstance(error, ParentCommand):
             saga.attach(error, saga.Saga.of_run(self, loop).run())
         return error
 
-    async def _afailed(self, loop: RunLoop, failure: drivers.StepFailed) -> BaseException:
-        drivers.settle(loop)
-        return await self._arolled_back(loop, failure.error)
-
-    async def _arolled_back(self, loop: RunLoop, error: BaseException) -> BaseException:
+    async def _afailed(self, loop: RunLoop, failure: Exception) -> BaseException:
+        error = _error_of(loop, failure)
         if loop.compensable and not isinstance(error, ParentCommand):
             saga.attach(error, await saga.Saga.of_run(self, loop).arun())
         return error
@@ -364,13 +358,8 @@ class CompiledStateGraph:
         except GeneratorExit:  # the caller stopped reading: the run stops where it is
             drivers.settle(loop, failed=True)
             raise
-        except drivers.StepFailed as failure:
+        except _RUN_FAILURES as failure:
             error = self._failed(loop, failure)
-        except _ENGINE_FAILURES as exc:
-            drivers.settle(loop, failed=True)
-            if not loop.compensable:
-                raise
-            error = self._rolled_back(loop, exc)
         if error is not None:
             for mode, chunk in _after_the_run(loop):  # the compensations' events
                 yield _shape(mode, chunk, paired, subgraphs)
@@ -398,13 +387,8 @@ class CompiledStateGraph:
         try:
             for _ in drivers.run_steps(loop):
                 pass
-        except drivers.StepFailed as failure:
+        except _RUN_FAILURES as failure:
             error = self._failed(loop, failure)
-        except _ENGINE_FAILURES as exc:
-            drivers.settle(loop, failed=True)
-            if not loop.compensable:
-                raise
-            error = self._rolled_back(loop, exc)
         if error is not None:
             raise error  # outside the except: the node's error keeps its own context
         return loop.result()
@@ -434,13 +418,8 @@ class CompiledStateGraph:
         except GeneratorExit:
             drivers.settle(loop, failed=True)
             raise
-        except drivers.StepFailed as failure:
+        except _RUN_FAILURES as failure:
             error = await self._afailed(loop, failure)
-        except _ENGINE_FAILURES as exc:
-            drivers.settle(loop, failed=True)
-            if not loop.compensable:
-                raise
-            error = await self._arolled_back(loop, exc)
         if error is not None:
             for mode, chunk in _after_the_run(loop):
                 yield _shape(mode, chunk, paired, subgraphs)
@@ -471,13 +450,8 @@ class CompiledStateGraph:
             else:
                 async for _ in drivers.arun_steps(loop):
                     pass
-        except drivers.StepFailed as failure:
+        except _RUN_FAILURES as failure:
             error = await self._afailed(loop, failure)
-        except _ENGINE_FAILURES as exc:
-            drivers.settle(loop, failed=True)
-            if not loop.compensable:
-                raise
-            error = await self._arolled_back(loop, exc)
         if error is not None:
             raise error
         return loop.result()
@@ -694,6 +668,12 @@ def _durability(value: Any) -> str:
             f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
         )
     return str(value)
+
+
+def _error_of(loop: RunLoop, failure: Exception) -> BaseException:
+    """The error a failed run raises, once what its head left behind is settled."""
+    drivers.settle(loop, failed=True)
+    return failure.error if isinstance(failure, drivers.StepFailed) else failure
 
 
 def _has_tasks(saved: CheckpointTuple) -> bool:
