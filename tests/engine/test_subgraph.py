@@ -343,3 +343,14 @@ def test_a_persistent_subgraph_streams_the_namespace_its_state_is_under() -> Non
     assert namespace == ("sub",)
     inside = graph.get_state({"configurable": {"thread_id": "p", "checkpoint_ns": "sub"}})
     assert (inside.values["log"], inside.next) == (["s1"], ("ask",))
+
+
+def test_a_subgraph_task_that_has_not_run_points_at_its_namespace() -> None:
+    builder = StateGraph(Parent)
+    builder.add_node("sub", _child(work=lambda s: {"answer": "done"}))
+    builder.add_edge(START, "sub")
+    graph = builder.compile(checkpointer=MemorySaver(), interrupt_before=["sub"])
+    config = {"configurable": {"thread_id": "before"}}
+    graph.invoke({"q": "x"}, config)
+    (task,) = graph.get_state(config, subgraphs=True).tasks
+    assert task.state["configurable"]["checkpoint_ns"].startswith("sub:")

@@ -504,15 +504,12 @@ class CompiledStateGraph:
         saved = self.checkpointer.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
         snap = state.snapshot(graph, saved, thread_id, live=checkpoint_id is None, ns=ns)
         if subgraphs:
-            snap = state.with_subgraph_states(snap, self._subgraph_state)
+            found = {
+                ns: self.get_state(where, subgraphs=True)
+                for ns, where in state.subgraph_configs(snap).items()
+            }
+            snap = state.with_subgraph_states(snap, found)
         return snap
-
-    def _subgraph_state(self, where: RunnableConfig) -> StateSnapshot | None:
-        thread_id = where["configurable"]["thread_id"]
-        ns = where["configurable"]["checkpoint_ns"]
-        if self.checkpointer.get_tuple(thread_id, checkpoint_ns=ns) is None:
-            return None  # the subgraph has not run there yet
-        return self.get_state(where, subgraphs=True)
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
         """The async twin of ``get_state``."""
@@ -521,16 +518,11 @@ class CompiledStateGraph:
         saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
         snap = state.snapshot(graph, saved, thread_id, live=checkpoint_id is None, ns=ns)
         if subgraphs:
-            found: dict[str, StateSnapshot] = {}
-            for task in snap.tasks:
-                if task.state is not None:
-                    where = task.state["configurable"]
-                    child = where["checkpoint_ns"]
-                    if await self.checkpointer.aget_tuple(where["thread_id"], checkpoint_ns=child):
-                        found[child] = await self.aget_state(task.state, subgraphs=True)
-            snap = state.with_subgraph_states(
-                snap, lambda where: found.get(where["configurable"]["checkpoint_ns"])
-            )
+            found = {
+                ns: await self.aget_state(where, subgraphs=True)
+                for ns, where in state.subgraph_configs(snap).items()
+            }
+            snap = state.with_subgraph_states(snap, found)
         return snap
 
     def get_state_history(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ __all__ = [
     "in_namespace",
     "snapshot",
     "thread_of",
+    "subgraph_configs",
     "update_loop",
     "with_subgraph_states",
     "writer_step",
@@ -198,15 +199,20 @@ def snapshot(
     )
 
 
-def with_subgraph_states(
-    snap: StateSnapshot, child: Callable[[RunnableConfig], StateSnapshot | None]
-) -> StateSnapshot:
+def subgraph_configs(snap: StateSnapshot) -> dict[str, RunnableConfig]:
+    """The configs ``snap``'s subgraph tasks point at, by namespace."""
+    return {t.state["configurable"]["checkpoint_ns"]: t.state for t in snap.tasks if t.state}
+
+
+def with_subgraph_states(snap: StateSnapshot, found: Mapping[str, StateSnapshot]) -> StateSnapshot:
     """``snap`` with each subgraph task's ``state`` config replaced by the snapshot
-    ``child`` reads there (kept as the config where it finds none)."""
+    ``found`` has for its namespace (kept as the config where the subgraph has not
+    run yet: its snapshot is empty)."""
     tasks = []
     for task in snap.tasks:
-        found = child(task.state) if task.state is not None else None
-        tasks.append(task if found is None else replace(task, state=found))
+        child = found.get(task.state["configurable"]["checkpoint_ns"]) if task.state else None
+        ran = child is not None and child.created_at is not None
+        tasks.append(replace(task, state=child) if ran else task)
     return replace(snap, tasks=tuple(tasks))
 
 
