@@ -370,12 +370,11 @@ def _supersede(loop: RunLoop, interrupt_ids: Sequence[str]) -> None:
     now = policy.clock()
     note = f"thread {loop.thread_id!r} moved on without an answer"
     for rid in interrupt_ids:
-        request = store.get(rid)
-        if request is None or not request.pending:
+        if store.get(rid) is None:  # a plain interrupt(), not a gate's
             continue
         try:
             store.decide(Decision(rid, SUPERSEDED, THREAD_REVIEWER, note, now), now=now)
-        except AlreadyDecidedError:  # a reviewer or the clock got there first
+        except AlreadyDecidedError:  # decided already, by a reviewer or the clock
             continue
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from trellis.errors import AlreadyDecidedError, ApprovalError
 from trellis.hitl.records import PENDING, ApprovalRequest, Decision
-from trellis.persist.base import Database, register_sidecar_kind
+from trellis.persist.base import Database, keeps_rows, register_sidecar_kind
 
 __all__ = [
     "ApprovalStore",
@@ -120,17 +120,11 @@ def store_for(saver: Any) -> ApprovalStore:
 
 
 def existing_store_for(saver: Any) -> ApprovalStore | None:
-    """``store_for(saver)`` if it may hold requests: opened in this process, or its
-    database has the requests table. None otherwise, and nothing is created."""
+    """``store_for(saver)`` if it may hold requests (``keeps_rows``); None
+    otherwise, and nothing is created."""
     if saver is None:
         return None
-    try:
-        if saver in _stores:
-            return _stores[saver]
-    except TypeError:  # not weakly referenceable: never kept
-        pass
-    db = getattr(saver, "database", None)
-    if isinstance(saver, ApprovalStore) or (db is not None and db.has_table(_REQUESTS)):
+    if isinstance(saver, ApprovalStore) or keeps_rows(saver, table=_REQUESTS, opened=_stores):
         return store_for(saver)
     return None
 

@@ -34,6 +34,7 @@ __all__ = [
     "Database",
     "Checkpoint",
     "register_sidecar_kind",
+    "keeps_rows",
     "checked_schema",
     "thread_deleted",
     "CheckpointTuple",
@@ -584,14 +585,17 @@ def register_sidecar_kind(forget: Callable[[Any, str], None], *, table: str, ope
             _sidecar_kinds.append(kind)
 
 
-def _keeps_rows(kind: _SidecarKind, saver: Any) -> bool:
+def keeps_rows(saver: Any, *, table: str, opened: Any) -> bool:
+    """Whether a kind of store beside ``saver`` may hold rows: one is open in this
+    process (``opened``, the kind's map of savers to stores, holds ``saver``), or
+    the saver's database has the kind's ``table``. Creates nothing."""
     try:
-        if saver in kind.opened:
+        if saver in opened:
             return True
     except TypeError:  # not weakly referenceable: no store was ever kept for it
         return False
     db = getattr(saver, "database", None)
-    return db is not None and db.has_table(kind.table)
+    return db is not None and db.has_table(table)
 
 
 # The stores that keep per-thread rows beside the checkpoints; each registers its
@@ -611,6 +615,6 @@ def thread_deleted(saver: Any, *thread_ids: str) -> None:
     with _sidecar_lock:
         kinds = list(_sidecar_kinds)
     for kind in kinds:
-        if _keeps_rows(kind, saver):
+        if keeps_rows(saver, table=kind.table, opened=kind.opened):
             for thread_id in thread_ids:
                 kind.forget(saver, thread_id)
