@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trellis.errors import CheckpointCorruptError, CheckpointNotFoundError, ConcurrentUpdateError
+from trellis.errors import CheckpointNotFoundError, ConcurrentUpdateError
 from trellis.persist.base import (
     Checkpoint,
     CheckpointTuple,
@@ -35,8 +35,7 @@ from trellis.persist.storage import (
     appended_bases,
     build_tuple,
     check_prune_args,
-    compensation_states,
-    decode_state,
+    compensation_reads,
     decode_writes,
     duplicate_checkpoint,
     encode_filter,
@@ -349,19 +348,13 @@ class MemorySaver(SaverBase):
     ) -> int:
         pairs = [(cid, row.created_at) for cid, row in ns.checkpoints.items()]
         head = ns.checkpoints[ns.head]
-        try:
-            state = decode_state(
-                self.serde, head.codec, head.state, thread_id=thread_id, checkpoint_id=ns.head
-            )
-        except CheckpointCorruptError:
+        needed = compensation_reads(
+            self.serde, head.codec, head.state, thread_id=thread_id, head_id=ns.head
+        )
+        if needed is None:
             return 0  # cannot tell what its compensations need: keep it all
         doomed = prune_plan(
-            pairs,
-            ns.head,
-            head.parent_id,
-            cutoff=cutoff,
-            keep_last=keep_last,
-            needed=compensation_states(state.pending),
+            pairs, ns.head, head.parent_id, cutoff=cutoff, keep_last=keep_last, needed=needed
         )
         if not doomed:
             return 0

@@ -49,7 +49,7 @@ from trellis.persist.storage import (
     build_tuple,
     chain_path,
     chain_state,
-    compensation_states,
+    compensation_reads,
     decode_state,
     decode_writes,
     duplicate_checkpoint,
@@ -696,15 +696,11 @@ class SqlDialect:
             by_tid.setdefault(tid, []).append((cid, created))
         doomed = {}
         for tid, head, _, parent, codec, state, _ in heads:
-            needed: set[str] = set()
+            needed: set[str] | None = set()
             if state is not None:  # what its compensations read stays (see prune_plan)
-                try:
-                    pending = decode_state(
-                        serde, codec, state, thread_id=thread_id, checkpoint_id=head
-                    ).pending
-                except CheckpointCorruptError:
-                    continue  # cannot tell what its compensations need: keep it all
-                needed = compensation_states(pending)
+                needed = compensation_reads(serde, codec, state, thread_id=thread_id, head_id=head)
+            if needed is None:
+                continue  # cannot tell what they need: keep it all
             doomed[tid] = set(
                 prune_plan(
                     by_tid.get(tid, []),

@@ -56,7 +56,7 @@ __all__ = [
     "canonical_json",
     "chain_path",
     "chain_state",
-    "compensation_states",
+    "compensation_reads",
     "decode_state",
     "duplicate_checkpoint",
     "encode_filter",
@@ -740,7 +740,7 @@ def prune_plan(
     """Ids of one namespace's ``(id, created_at)`` checkpoints that prune removes.
 
     The head and its parent always stay, and so do the ``needed`` ones (those
-    the head's compensations read their state from: :func:`compensation_states`);
+    the head's compensations read their state from: :func:`compensation_reads`);
     ``keep_last`` keeps the N newest ids; checkpoints created before ``cutoff`` go.
 
     The parent stays because ``update_state`` without ``as_node`` reads it to tell
@@ -759,10 +759,20 @@ def prune_plan(
     return doomed
 
 
-def compensation_states(pending: Mapping[str, Any]) -> set[str]:
-    """The checkpoints a head's compensations read their node's state from (its
-    ``pending["compensable"]`` entries ``[node, checkpoint_id, ...]``): a prune
-    must keep them, or ``graph.compensate()`` could not run them."""
+def compensation_reads(
+    serde: Serde, codec: str, state: bytes, *, thread_id: str, head_id: str
+) -> set[str] | None:
+    """The checkpoints the compensations of the head ``head_id`` (its encoded
+    ``state``) read their node's state from, its ``pending["compensable"]``
+    entries ``[node, checkpoint_id, ...]``: a prune must keep them, or
+    ``graph.compensate()`` could not run them. None when the head's state cannot
+    be read: then nothing of its namespace may go."""
+    try:
+        pending = decode_state(
+            serde, codec, state, thread_id=thread_id, checkpoint_id=head_id
+        ).pending
+    except CheckpointCorruptError:
+        return None
     out = set()
     for entry in pending.get("compensable", ()):
         if isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], str):
