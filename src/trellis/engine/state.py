@@ -20,7 +20,7 @@ from trellis.engine.durable import (
     waiting_on,
 )
 from trellis.engine.loop import RunLoop
-from trellis.engine.task import PULL, PUSH, Task, task_id
+from trellis.engine.task import PULL, PUSH, Task, scheduled_paths, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
 from trellis.persist.storage import canonical_json, encode_filter, metadata_matcher
@@ -133,13 +133,7 @@ def snapshot(
         bool(pending.get("sends")),
         pending.get("deferred", ()),
     )
-    # Sends' tasks first, then nodes, as LangGraph lists a step's tasks.
-    names: list[tuple[str, tuple[str, Any]]] = [
-        (s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))
-    ]
-    names += [(n, (PULL, n)) for n in nodes]
-    if "start" in pending:
-        names = [("__start__", (PULL, "__start__"))]
+    names = scheduled_paths(pending, nodes)
     loop = RunLoop(graph.plan, checkpoint_config(thread_id, checkpoint.id), recursion_limit=1)
     loop.checkpoint_id = checkpoint.id
     by_task: dict[str, dict[str, Any]] = {}

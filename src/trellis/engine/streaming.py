@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.task import PULL, PUSH, Task, sends_first, task_id
+from trellis.engine.task import Task, scheduled_paths, sends_first, task_id
 from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
@@ -147,11 +147,7 @@ def _next_tasks(checkpoint: Any) -> list[dict[str, Any]]:
     """The tasks a checkpoint schedules, as a checkpoint chunk lists them."""
     pending = checkpoint.pending
     step = checkpoint.step + 1
-    if "start" in pending:
-        paths: list[tuple[str, tuple[str, Any]]] = [(START, (PULL, START))]
-    else:
-        paths = [(s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))]
-        paths += [(n, (PULL, n)) for n in pending.get("nodes", ())]
+    paths = scheduled_paths(pending, pending.get("nodes", ()))
     return [
         {
             "id": task_id(checkpoint.id, step, name, path),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.plan import BranchPlan, NodePlan
 
-__all__ = ["Task", "checked_goto", "sends_first", "task_id"]
+__all__ = ["Task", "checked_goto", "scheduled_paths", "sends_first", "task_id"]
 
 
 def task_id(checkpoint_id: str | None, step: int, name: str, path: tuple[str, Any]) -> str:
@@ -42,6 +42,20 @@ _MINTING = threading.Lock()
 
 PULL = "__pregel_pull"
 PUSH = "__pregel_push"
+
+
+def scheduled_paths(
+    pending: Mapping[str, Any], nodes: Iterable[str]
+) -> list[tuple[str, tuple[str, Any]]]:
+    """``(node, path)`` of each task a checkpoint schedules (its ``pending``, with
+    ``nodes`` the pulled nodes that run), as LangGraph lists a step's tasks: its
+    ``Send``s, then its nodes; or the input alone while it waits to be applied."""
+    if "start" in pending:
+        return [(START, (PULL, START))]
+    paths: list[tuple[str, tuple[str, Any]]] = [
+        (s.node, (PUSH, i)) for i, s in enumerate(pending.get("sends", ()))
+    ]
+    return paths + [(n, (PULL, n)) for n in nodes]
 
 
 def sends_first(tasks: list[Task]) -> list[Task]:
