@@ -163,7 +163,7 @@ class CompiledStateGraph:
         """A loop for one call, and what must be read from the saver first (if anything)."""
         config = config or {}
         if type(context) is dict and self.context_class is not None:
-            context = _coerce_context(self.context_class, context)
+            context = _coerce_context(self.name, self.context_class, context)
         limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
         before = kwargs.get("interrupt_before") or self.interrupt_before
         after = kwargs.get("interrupt_after") or self.interrupt_after
@@ -683,11 +683,14 @@ def _context_class(schema: Any) -> type | None:
     return None
 
 
-def _coerce_context(cls: type, context: dict[str, Any]) -> Any:
+def _coerce_context(graph: str, cls: type, context: dict[str, Any]) -> Any:
     try:
         return cls(**context)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        raise InvalidConfigError(f"context does not fit {cls.__name__}: {exc}") from exc
+        raise InvalidConfigError(
+            f"graph {graph!r}: context {sorted(context)} does not fit its context_schema "
+            f"{cls.__name__}: {exc}"
+        ) from exc
 
 
 def _after_the_run(loop: RunLoop) -> Iterator[tuple[str, Any]]:
