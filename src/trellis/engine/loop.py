@@ -485,13 +485,13 @@ class RunLoop:
             for task in compensable:
                 self._compensable([task.name, new_id, task.id])
             self._effect(record(self, "loop", checkpoint_id=new_id))
-        elif compensable:
+        else:
             for task in compensable:
                 self._compensable([task.name, None, task.id])
                 if self.compensable_states is not None:
                     self._compensable_state(dict(self.values))
-        if self.durability == "exit" and save and self.saver is not None:
-            self.unsaved_id = False
+            if save and self.saver is not None:  # "exit": the next step's id is minted later
+                self.unsaved_id = False
         after = self.breakpoints[1]
         if (
             after
