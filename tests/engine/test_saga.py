@@ -50,8 +50,20 @@ class Book:
 
         return fn
 
+    def aundo(self, name: str) -> Any:
+        """``undo(name)`` as an async compensation."""
+        undo = self.undo(name)
+
+        async def fn(state: S) -> None:
+            undo(state)
+
+        return fn
+
     def undone(self) -> list[str]:
         return [name for kind, name, _ in self.log if kind == "undo"]
+
+    def undone_with_trails(self) -> list[tuple[str, list[str]]]:
+        return [(name, trail) for kind, name, trail in self.log if kind == "undo"]
 
 
 def build(book: Book, checkpointer: Any = None, **options: Any) -> Any:
@@ -226,13 +238,7 @@ def test_compensate_from_a_fresh_graph_object_sees_what_was_already_undone(
 
 
 async def test_async_rollback_awaits_async_compensations(saver_factory: Any) -> None:
-    undone: list[str] = []
-
-    def undo(name: str) -> Any:
-        async def fn(state: S) -> None:
-            undone.append(name)
-
-        return fn
+    book = Book()
 
     async def node(state: S) -> dict[str, Any]:
         return {"trail": ["x"]}
@@ -241,8 +247,8 @@ async def test_async_rollback_awaits_async_compensations(saver_factory: Any) -> 
         raise ValueError("no")
 
     builder = StateGraph(S)
-    builder.add_node("a", node, compensate=undo("a"))
-    builder.add_node("b", node, compensate=undo("b"))
+    builder.add_node("a", node, compensate=book.aundo("a"))
+    builder.add_node("b", node, compensate=book.aundo("b"))
     builder.add_node("c", broken)
     builder.add_edge(START, "a")
     builder.add_edge("a", "b")
@@ -252,7 +258,7 @@ async def test_async_rollback_awaits_async_compensations(saver_factory: Any) -> 
     with pytest.raises(ValueError) as info:
         await graph.ainvoke({"trail": []}, cfg)
     assert info.value.compensation.compensated == ["b", "a"]  # type: ignore[attr-defined]
-    assert undone == ["b", "a"]
+    assert book.undone() == ["b", "a"]
     assert (await graph.acompensate(cfg)).compensated == []
 
 
@@ -435,14 +441,8 @@ def test_compensate_finds_a_node_that_finished_beside_the_failing_one(saver_fact
 async def test_an_async_node_that_finished_beside_the_failing_one_is_compensated(
     saver_factory: Any,
 ) -> None:
-    undone: list[tuple[str, list[str]]] = []
+    book = Book()
     charged = asyncio.Event()
-
-    def undo(name: str) -> Any:
-        async def fn(state: S) -> None:
-            undone.append((name, list(state["trail"])))
-
-        return fn
 
     async def reserve(state: S) -> dict[str, Any]:
         return {"trail": ["reserve"]}
@@ -456,8 +456,8 @@ async def test_an_async_node_that_finished_beside_the_failing_one_is_compensated
         raise ValueError("shipping down")
 
     builder = StateGraph(S)
-    builder.add_node("reserve", reserve, compensate=undo("reserve"))
-    builder.add_node("charge", charge, compensate=undo("charge"))
+    builder.add_node("reserve", reserve, compensate=book.aundo("reserve"))
+    builder.add_node("charge", charge, compensate=book.aundo("charge"))
     builder.add_node("ship", ship)
     builder.add_edge(START, "reserve")
     builder.add_edge("reserve", "charge")
@@ -467,7 +467,10 @@ async def test_an_async_node_that_finished_beside_the_failing_one_is_compensated
     with pytest.raises(ValueError) as info:
         await graph.ainvoke({"trail": []}, cfg)
     assert info.value.compensation.compensated == ["charge", "reserve"]  # type: ignore[attr-defined]
-    assert undone == [("charge", ["reserve", "charge"]), ("reserve", ["reserve"])]
+    assert book.undone_with_trails() == [
+        ("charge", ["reserve", "charge"]),
+        ("reserve", ["reserve"]),
+    ]
     assert (await graph.acompensate(cfg)).compensated == []
 
 
@@ -510,7 +513,7 @@ def test_prune_keeps_what_a_later_compensate_reads(saver_factory: Any) -> None:
     assert saver.prune(keep_last=1) > 0
     report = graph.compensate(cfg)
     assert (report.compensated, report.failed) == (["B", "A"], [])
-    assert [(name, trail) for kind, name, trail in book.log if kind == "undo"] == [
+    assert book.undone_with_trails() == [
         ("B", ["A", "B"]),
         ("A", ["A"]),
     ]
