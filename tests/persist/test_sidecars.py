@@ -22,14 +22,21 @@ class S(TypedDict, total=False):
     n: int
 
 
-def test_deleting_a_thread_deletes_its_approvals_and_events(saver: Any) -> None:
-    """Runs on every backend (the ``saver`` fixture)."""
+def _waiting_threads(saver: Any, *threads: str) -> Any:
+    """A gated, traced graph over ``saver``, with ``threads`` each waiting at the gate
+    (so each has an approval request and run history)."""
     builder = StateGraph(S)
     builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
     builder.add_edge(START, "delete")
     graph = builder.compile(checkpointer=saver, trace=True)
-    for thread in ("gone", "kept"):
+    for thread in threads:
         graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+    return graph
+
+
+def test_deleting_a_thread_deletes_its_approvals_and_events(saver: Any) -> None:
+    """Runs on every backend (the ``saver`` fixture)."""
+    graph = _waiting_threads(saver, "gone", "kept")
     queue = ReviewQueue(saver)
     assert sorted(r.thread_id for r in queue.pending()) == ["gone", "kept"]
     graph.delete_thread("gone")
@@ -44,12 +51,7 @@ async def test_pruning_a_whole_thread_deletes_its_approvals_and_events(
     saver: Any, call: str
 ) -> None:
     """Runs on every backend: a thread prune removes whole goes as if deleted."""
-    builder = StateGraph(S)
-    builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
-    builder.add_edge(START, "delete")
-    graph = builder.compile(checkpointer=saver, trace=True)
-    for thread in ("gone", "waiting"):
-        graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+    graph = _waiting_threads(saver, "gone", "waiting")
     queue = ReviewQueue(graph=graph)
     (request,) = [r for r in queue.pending() if r.thread_id == "gone"]
     queue.approve(request.id, reviewer="alice")  # its run finishes: nothing waits on "gone"
