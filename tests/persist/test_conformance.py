@@ -68,6 +68,36 @@ def test_allowlisted_dataclass_needs_the_allowlist(saver: Any) -> None:
         History(saver).put(set={"p": Point(1, 2)})
 
 
+def test_small_values_outlive_the_checkpoint_that_wrote_them(backend: Any) -> None:
+    """Each record holds its small values itself: they survive the pruning of their
+    writer, a fork, a fresh saver (nothing cached) and growing past inline size."""
+    saver = backend.make()
+    h = History(saver)
+    h.put(set={"q": "ship it?", "doc": "x" * 500, "n": 0})
+    for i in range(1, 5):
+        h.put(set={"n": i})
+    assert saver.prune(keep_last=2) == 3
+    h.check(saver.get_tuple(h.thread_id))
+    parent = h.checkpoints[h.head or ""].parent_id
+    h.saver = saver = backend.make(fresh=True) if backend.kind != "memory" else saver
+    fork = h.put(parent=parent, set={"n": 99})
+    grown = h.put(set={"q": "x" * 300})
+    shrunk = h.put(set={"q": "ok"})
+    for cid in (fork, grown, shrunk):
+        h.check(saver.get_tuple(h.thread_id, cid), cid)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_small_values_write_no_blob_rows(backend: Any) -> None:
+    h = History(backend.make())
+    h.put(set={"q": "ship it?", "n": 0, "doc": "x" * 500}, append={"log": ["a"]})
+    h.put(set={"n": 1})
+    assert backend.execute("SELECT channel FROM trellis_blobs ORDER BY 1") == [("doc",), ("log",)]
+    h.check(h.saver.get_tuple(h.thread_id))
+
+
 def test_appends_reconstruct_at_every_step(saver: Any) -> None:
     h = History(saver)
     ids = [h.put(append={"log": [f"item-{i}" * (1 + i % 7)]}, set={"i": i}) for i in range(120)]

@@ -16,6 +16,7 @@ from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersion
 from trellis.persist.base import PendingWrite
 from trellis.persist.serde import Serializer
 from trellis.persist.sqlite import SCHEMA_VERSION, SqliteSaver
+from trellis.persist.storage import decode_state
 
 
 @pytest.fixture
@@ -82,6 +83,42 @@ def test_a_version_1_file_is_migrated_and_keeps_its_threads(db: Path) -> None:
         assert versions.fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         index = "SELECT count(*) FROM sqlite_master WHERE name = 'trellis_threads_by_time'"
         assert conn.execute(index).fetchone() == (0,)
+
+
+def test_records_of_state_format_1_stay_readable_and_continue(db: Path) -> None:
+    """A file written before records held small values, when every value was a blob."""
+    with SqliteSaver.from_path(db) as saver:
+        h = History(saver)
+        first = h.put(set={"q": "ship it?", "n": 0})
+        h.put(set={"n": 1})
+    serde = Serializer()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT tid, id, codec, state FROM trellis_checkpoints").fetchall()
+        for tid, cid, codec, blob in rows:
+            state = decode_state(serde, codec, blob, thread_id=h.thread_id)
+            for k, (version, value_codec, data) in state.inline.items():
+                if version == cid:
+                    size = len(data)
+                    conn.execute(
+                        "INSERT INTO trellis_blobs VALUES "
+                        "(?, ?, ?, 'full', NULL, NULL, 0, ?, ?, ?, ?, NULL)",
+                        (tid, k, version, size, size, value_codec, data),
+                    )
+            ids = list(dict.fromkeys(state.versions.values()))
+            chans = {
+                k: ids.index(v) if k in state.valued else -ids.index(v) - 1
+                for k, v in state.versions.items()
+            }
+            old = serde.dumps([1, ids, chans, state.pending])
+            conn.execute(
+                "UPDATE trellis_checkpoints SET codec = ?, state = ? WHERE id = ?", (*old, cid)
+            )
+    with SqliteSaver.from_path(db) as again:  # and a cold cache
+        h.saver = again
+        h.check(again.get_tuple(h.thread_id, first), first)
+        h.check(again.get_tuple(h.thread_id))
+        h.put(set={"n": 2})  # "q" is still read from its blob
+        h.check(again.get_tuple(h.thread_id))
 
 
 def test_a_newer_schema_is_refused(db: Path) -> None:

@@ -18,10 +18,12 @@ from trellis.persist.serde import Serializer
 from trellis.persist.storage import (
     DELTA,
     FULL,
+    INLINE_MAX,
     SKIP_LEVELS,
     SKIP_SPAN,
     BlobRow,
     ChainState,
+    build_tuple,
     canonical_json,
     chain_state,
     decode_state,
@@ -150,6 +152,46 @@ def test_a_value_needs_a_version_and_versions_may_lack_values() -> None:
     enc = encode_put(SERDE, ck, {}, bases={})
     state = decode_state(SERDE, enc.row.codec, enc.row.state, thread_id="t")
     assert state.versions == {"a": "c1", "gone": "c0"} and state.valued == {"a": "c1"}
+
+
+def test_small_values_that_are_not_lists_live_in_the_record() -> None:
+    big = "x" * INLINE_MAX
+    values = {"n": 1, "q": "ship it?", "big": big, "log": ["a"], "gone": 0}
+    first = Checkpoint("c1", None, 0, 0.0, values, dict.fromkeys(values, "c1"))
+    enc = encode_put(SERDE, first, {}, bases={})
+    assert sorted(b.channel for b in enc.blobs) == ["big", "log"]  # too big, or a list
+    assert sorted(enc.inline) == ["gone", "n", "q"]
+    values2 = {"n": 2, "q": "ship it?", "big": big, "log": ["a"]}  # "gone" emptied
+    versions2 = {"n": "c2", "q": "c1", "big": "c1", "log": "c1", "gone": "c2"}
+    second = Checkpoint("c2", "c1", 1, 0.0, values2, versions2)
+    enc2 = encode_put(SERDE, second, {}, bases=enc.chains, inline=enc.inline)
+    assert enc2.blobs == []
+    assert enc2.inline == {"n": ("c2", *SERDE.dumps(2)), "q": enc.inline["q"]}
+    back = build_tuple(SERDE, "t", "", enc2.row, enc.blobs, ())
+    assert back.checkpoint.values == values2 and back.checkpoint.versions == versions2
+    # Without the parent's record, a value it held inline has no row to be read from.
+    orphan = encode_put(SERDE, second, {}, bases={})
+    with pytest.raises(CheckpointCorruptError, match="'q'"):
+        build_tuple(SERDE, "t", "", orphan.row, enc.blobs, ())
+
+
+def test_a_format_1_record_reads_every_value_from_blobs() -> None:
+    codec, data = SERDE.dumps([1, ["c1", "c0"], {"n": 0, "gone": -2}, {"nodes": ["a"]}])
+    state = decode_state(SERDE, codec, data, thread_id="t")
+    assert state.versions == {"n": "c1", "gone": "c0"}
+    assert state.inline == {} and state.stored == {"n": "c1"}
+    assert state.pending == {"nodes": ["a"]}
+
+
+@pytest.mark.parametrize(
+    "inline",
+    [{"other": [0, b"\x01"]}, {"n": [1, b"\x01"]}, {"n": [0, "text"]}],
+    ids=["unvalued-channel", "unknown-codec", "not-bytes"],
+)
+def test_a_malformed_inline_value_is_corrupt(inline: dict[str, Any]) -> None:
+    codec, data = SERDE.dumps([2, ["c1"], {"n": 0}, {}, ["msgpack"], inline])
+    with pytest.raises(CheckpointCorruptError, match="malformed state"):
+        decode_state(SERDE, codec, data, thread_id="t", checkpoint_id="c1")
 
 
 def _rows(*specs: tuple[str, str, str | None, list[Any]]) -> dict[str, BlobRow]:

@@ -30,6 +30,7 @@ from trellis.persist.storage import (
     BlobRow,
     ChainState,
     CheckpointRow,
+    Inline,
     Serde,
     WriteRow,
     appended_bases,
@@ -64,6 +65,8 @@ class _Namespace:
     writes: dict[str, dict[tuple[str, int], WriteRow]] = field(default_factory=dict)
     chains: dict[tuple[str, str], ChainState] = field(default_factory=dict)
     """The chain state at each list blob: what a delta on top of it links to."""
+    inline: dict[str, Inline] = field(default_factory=dict)
+    """Each record's inline values (also in its state): what a child copies."""
 
 
 class MemorySaver(SaverBase):
@@ -163,7 +166,9 @@ class MemorySaver(SaverBase):
             # Everything is encoded before anything is stored: an unserializable
             # value in any checkpoint leaves no trace of the others.
             encoded = []
-            parent = ns.versions.get(puts[0].checkpoint.parent_id or "") if ns else None
+            parent_id = puts[0].checkpoint.parent_id or ""
+            parent = ns.versions.get(parent_id) if ns else None
+            held = ns.inline.get(parent_id) if ns else None
             chains: dict[str, ChainState] = {}
             for i, put in enumerate(puts):
                 ck = put.checkpoint
@@ -174,9 +179,11 @@ class MemorySaver(SaverBase):
                         duplicate_checkpoint(thread_id, checkpoint_ns, [ck.id])
                     )
                 bases = self._bases(ns, ck, parent, chains)
-                enc = encode_put(self.serde, ck, put.metadata, bases=bases, writes=put.writes)
+                enc = encode_put(
+                    self.serde, ck, put.metadata, bases=bases, writes=put.writes, inline=held
+                )
                 encoded.append(enc)
-                parent = ck.versions
+                parent, held = ck.versions, enc.inline
                 chains.update(enc.chains)
             if ns is None:
                 first = puts[0].checkpoint
@@ -186,6 +193,7 @@ class MemorySaver(SaverBase):
                 ns.head, ns.updated_at = ck.id, ck.created_at
                 ns.checkpoints[ck.id] = enc.row
                 ns.versions[ck.id] = dict(ck.versions)
+                ns.inline[ck.id] = enc.inline
                 for b in enc.blobs:
                     ns.blobs[(b.channel, b.version)] = b
                 for k, chain in enc.chains.items():
@@ -361,6 +369,7 @@ class MemorySaver(SaverBase):
         for cid in doomed:
             del ns.checkpoints[cid]
             del ns.versions[cid]
+            del ns.inline[cid]
             ns.writes.pop(cid, None)
         bases = {key: row.base_version for key, row in ns.blobs.items()}
         keep = needed_blobs(ns.versions.values(), bases)

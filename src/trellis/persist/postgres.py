@@ -44,7 +44,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_put``: the head moved (or a base was pruned)."""
 # not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
@@ -124,6 +124,9 @@ def _migrations(s: str) -> dict[int, list[str]]:
             f"ALTER TABLE {s}.trellis_blobs ADD COLUMN IF NOT EXISTS items bigint",
             _put_function(s),
         ],
+        # Checkpoint records hold small values themselves (state format 2), which a
+        # Trellis knowing only version 4 would read as corrupt: it now refuses them.
+        5: [],
     }
 
 

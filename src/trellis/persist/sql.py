@@ -42,6 +42,7 @@ from trellis.persist.storage import (
     BlobRow,
     ChainState,
     CheckpointRow,
+    Inline,
     Retention,
     Serde,
     WriteRow,
@@ -68,6 +69,7 @@ from trellis.persist.storage import (
 __all__ = [
     "JSON_EQUAL",
     "Batch",
+    "CacheEntry",
     "ChainCache",
     "Job",
     "Plan",
@@ -322,9 +324,15 @@ class SqlDialect:
         pending = decode_writes(serde, writes, thread_id=thread_id)
         return build_tuple(serde, thread_id, ns, row, blobs, pending)
 
-    def _blobs_stmt(self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow) -> Stmt:
+    def _blobs_stmt(
+        self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow
+    ) -> Stmt | None:
+        """The chain walk a read of ``row`` needs; None when its record holds every value."""
         state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
-        return Stmt(self.chain_walk(_BLOB_COLS), (json.dumps(state.valued), tid))
+        stored = state.stored
+        if not stored:
+            return None
+        return Stmt(self.chain_walk(_BLOB_COLS), (json.dumps(stored), tid))
 
     def chain_walk(self, columns: Sequence[str], tid: str = "?") -> str:
         """``columns`` of the blobs a read of each wanted ``(channel, version)`` (a
@@ -351,7 +359,10 @@ class SqlDialect:
     def _blobs(
         self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow, *, final: bool
     ) -> Generator[Batch, list[Rows], list[BlobRow]]:
-        (rows,) = yield Batch([self._blobs_stmt(serde, thread_id, tid, row)], final=final)
+        stmt = self._blobs_stmt(serde, thread_id, tid, row)
+        if stmt is None:
+            return []
+        (rows,) = yield Batch([stmt], final=final)
         return _blob_rows(rows)
 
     def list_plan(
@@ -398,13 +409,18 @@ class SqlDialect:
                 (tid, CheckpointRow(*cols)) for tid, *cols in rows[start : start + _LIST_CHUNK]
             ]
             stmts: list[Stmt] = []
+            # Where each row's chain walk (if it needs one) and writes are in stmts.
+            slots: list[tuple[int | None, int]] = []
             for tid, row in chunk:
-                stmts.append(self._blobs_stmt(serde, thread_id, tid, row))
+                walk = self._blobs_stmt(serde, thread_id, tid, row)
+                if walk is not None:
+                    stmts.append(walk)
                 stmts.append(Stmt(writes_sql, (tid, row.id)))
+                slots.append((None if walk is None else len(stmts) - 2, len(stmts) - 1))
             results = yield Batch(stmts, final=start + _LIST_CHUNK >= len(rows))
-            for i, (_, row) in enumerate(chunk):
-                blobs = _blob_rows(results[2 * i])
-                pending = decode_writes(serde, results[2 * i + 1], thread_id=thread_id)
+            for (_, row), (walk_at, writes_at) in zip(chunk, slots, strict=True):
+                blobs = [] if walk_at is None else _blob_rows(results[walk_at])
+                pending = decode_writes(serde, results[writes_at], thread_id=thread_id)
                 out.append(build_tuple(serde, thread_id, ns, row, blobs, pending))
         return out
 
@@ -426,12 +442,19 @@ class SqlDialect:
         # Chain states as of the checkpoint put last, by channel: the head's, as far
         # as the cache knows them, updated by each put.
         head = cache.get(thread_id, ns, expected_head) if expected_head is not None else None
-        chains: dict[str, ChainState] = dict(head[1]) if head is not None else {}
-        parent: Mapping[str, str] | None = None
+        chains: dict[str, ChainState] = dict(head.chains) if head is not None else {}
+        parent = yield from self._parent(serde, cache, thread_id, ns, puts[0].checkpoint)
         for put in puts:
             ck = put.checkpoint
-            bases = yield from self._bases(serde, cache, thread_id, ns, ck, parent, chains)
-            enc = encode_put(serde, ck, put.metadata, bases=bases, writes=put.writes)
+            bases = yield from self._bases(thread_id, ns, ck, parent, chains)
+            enc = encode_put(
+                serde,
+                ck,
+                put.metadata,
+                bases=bases,
+                writes=put.writes,
+                inline=parent.inline if parent is not None else None,
+            )
             rows.checkpoints.append(enc.row)
             for b in enc.blobs:
                 rows.blobs.append(b)
@@ -439,9 +462,9 @@ class SqlDialect:
                     rows.required.add((b.channel, b.base_version))
             rows.writes += [(ck.id, w) for w in enc.writes]
             chains.update(enc.chains)
-            parent = ck.versions
+            parent = CacheEntry(ck.id, ck.versions, {}, enc.inline)
         yield Batch(self.put_stmts(rows), final=True, atomic=self.atomic_put)
-        cache.store(thread_id, ns, last.id, last.versions, chains)
+        cache.store(thread_id, ns, last.id, last.versions, chains, enc.inline)
 
     def put_stmts(self, rows: PutRows) -> list[Stmt]:
         """The statements of one put: the head compare-and-set first, so every
@@ -482,42 +505,40 @@ class SqlDialect:
             sql = self._inserts[key] = self.q(sql)
         return sql
 
+    def _parent(
+        self, serde: Serde, cache: ChainCache, thread_id: str, ns: str, checkpoint: Checkpoint
+    ) -> Generator[Batch, list[Rows], CacheEntry | None]:
+        """What a put needs of the parent of ``checkpoint``: its versions and inline
+        values, from the cache or else its record; None if it has none (or it is gone)."""
+        parent_id = checkpoint.parent_id
+        if parent_id is None:
+            return None
+        hit = cache.get(thread_id, ns, parent_id)
+        if hit is not None:
+            return hit
+        sql = f"SELECT codec, state FROM {self.checkpoints} WHERE tid = {self.tid} AND id = ?"
+        (rows,) = yield Batch([Stmt(self.q(sql), (thread_id, ns, parent_id))])
+        if not rows:
+            return None
+        codec, blob = rows[0]
+        state = decode_state(serde, codec, blob, thread_id=thread_id, checkpoint_id=parent_id)
+        return CacheEntry(parent_id, state.versions, {}, state.inline)
+
     def _bases(
         self,
-        serde: Serde,
-        cache: ChainCache,
         thread_id: str,
         ns: str,
         checkpoint: Checkpoint,
-        parent: Mapping[str, str] | None = None,
-        chains: Mapping[str, ChainState] | None = None,
+        parent: CacheEntry | None,
+        chains: Mapping[str, ChainState],
     ) -> Generator[Batch, list[Rows], dict[str, ChainState]]:
-        """Chain states, at the parent, of the channels this checkpoint appended to.
-
-        ``parent``/``chains``: the parent's versions and known chain states, when
-        the parent is put in the same transaction (so neither cache nor tables have it).
+        """Chain states, at the parent, of the channels this checkpoint appended to:
+        the known ones (the parent's and ``chains``), the others walked from the tables.
         """
-        if not checkpoint.appends or checkpoint.parent_id is None:
+        if not checkpoint.appends or parent is None:
             return {}
-        hit = cache.get(thread_id, ns, checkpoint.parent_id) if parent is None else None
-        known: Mapping[str, ChainState]
-        if parent is not None:
-            parent_versions, known = parent, chains or {}
-        elif hit is not None:
-            parent_versions, known = hit
-        else:
-            sql = (
-                f"SELECT c.codec, c.state FROM {self.checkpoints} c "
-                f"WHERE c.tid = {self.tid} AND c.id = ?"
-            )
-            (rows,) = yield Batch([Stmt(self.q(sql), (thread_id, ns, checkpoint.parent_id))])
-            if not rows:
-                return {}
-            codec, blob = rows[0]
-            parent_id = checkpoint.parent_id
-            state = decode_state(serde, codec, blob, thread_id=thread_id, checkpoint_id=parent_id)
-            parent_versions, known = state.versions, {}
-        wanted = appended_bases(checkpoint, parent_versions)
+        known = {**chains, **parent.chains}
+        wanted = appended_bases(checkpoint, parent.versions)
         out = {k: known[k] for k, v in wanted.items() if k in known and known[k].version == v}
         missing = {k: v for k, v in wanted.items() if k not in out}
         if missing:
@@ -781,15 +802,9 @@ def _blob_rows(rows: Rows) -> list[BlobRow]:
     ]
 
 
-@dataclass(slots=True)
-class _Entry:
-    checkpoint_id: str
-    versions: Mapping[str, str]
-    chains: dict[str, ChainState] = field(default_factory=dict)
-
-
 class ChainCache:
-    """The last checkpoint put per (thread, namespace), with its channels' chain states.
+    """The last checkpoint put per (thread, namespace), with its channels' chain
+    states and inline values.
 
     Saves the parent lookups of the next ``put`` in a loop. Entries are keyed by
     immutable checkpoint ids, so a stale entry is never wrong, only unused.
@@ -798,16 +813,14 @@ class ChainCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
 
-    def get(
-        self, thread_id: str, ns: str, checkpoint_id: str
-    ) -> tuple[Mapping[str, str], dict[str, ChainState]] | None:
+    def get(self, thread_id: str, ns: str, checkpoint_id: str) -> CacheEntry | None:
         with self._lock:
             entry = self._entries.get((thread_id, ns))
             if entry is None or entry.checkpoint_id != checkpoint_id:
                 return None
-            return entry.versions, entry.chains
+            return entry
 
     def store(
         self,
@@ -816,6 +829,7 @@ class ChainCache:
         checkpoint_id: str,
         versions: Mapping[str, str],
         chains: Mapping[str, ChainState],
+        inline: Inline,
     ) -> None:
         key = (thread_id, ns)
         with self._lock:
@@ -824,7 +838,7 @@ class ChainCache:
             merged.update(chains)
             # Keep only states that are still the channel's current version.
             kept = {k: c for k, c in merged.items() if versions.get(k) == c.version}
-            self._entries[key] = _Entry(checkpoint_id, dict(versions), kept)
+            self._entries[key] = CacheEntry(checkpoint_id, dict(versions), kept, inline)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
@@ -835,3 +849,13 @@ class ChainCache:
             else:
                 for key in [k for k in self._entries if k[0] == thread_id]:
                     del self._entries[key]
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """A checkpoint as the next put on top of it needs it."""
+
+    checkpoint_id: str
+    versions: Mapping[str, str]
+    chains: dict[str, ChainState]
+    inline: Inline

@@ -20,7 +20,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _MIGRATIONS: Final[dict[int, list[str]]] = {
     1: [
         """CREATE TABLE trellis_threads (
@@ -75,6 +75,9 @@ _MIGRATIONS: Final[dict[int, list[str]]] = {
     # Skip-linked delta chains need each value's length (None in older rows,
     # whose chains get a fresh snapshot on their next append).
     3: ["ALTER TABLE trellis_blobs ADD COLUMN items INTEGER"],
+    # Checkpoint records hold small values themselves (state format 2), which a
+    # Trellis knowing only version 3 would read as corrupt: it now refuses the file.
+    4: [],
 }
 _SYNC_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 

@@ -2,9 +2,14 @@
 
 A checkpoint is stored as one *checkpoint record* (metadata as JSON, plus one
 serialized ``state`` blob holding the versions map and the engine's ``pending``
-bookkeeping) and one *blob* per channel it wrote. A blob is keyed by
+bookkeeping) and one *blob* per channel it wrote, small values aside (below). A blob is keyed by
 ``(channel, version)`` where ``version`` is the id of the checkpoint that wrote it,
 so blobs are immutable and unique across forks.
+
+A channel value that is not a list and encodes to at most :data:`INLINE_MAX`
+bytes is not a blob: it lives in the checkpoint record itself, copied into
+every later checkpoint that still holds that version. A blob row's keys alone
+outweigh such a value, and a put or read of it then costs no statement.
 
 A channel that only grew by appending (``Checkpoint.appends``) is stored as a
 ``delta`` blob linked to an earlier blob of its chain (``base_version``) and
@@ -18,9 +23,10 @@ linking ``SKIP_SPAN`` positions back, and every ``SKIP_SPAN**2``-th compacts
 version follows at most ``(SKIP_SPAN - 1) * SKIP_LEVELS`` links plus one per
 ``SKIP_SPAN**SKIP_LEVELS`` positions (39 links, 40 rows, at step 1000).
 
->>> put = encode_put(Serializer(), checkpoint, {"source": "loop"}, bases={})
->>> [b.kind for b in put.blobs]
-['full']
+>>> ck = Checkpoint("c1", None, 0, 0.0, {"log": ["hi"], "n": 1}, {"log": "c1", "n": "c1"})
+>>> put = encode_put(Serializer(), ck, {"source": "loop"}, bases={})
+>>> [(b.channel, b.kind) for b in put.blobs], list(put.inline)
+([('log', 'full')], ['n'])
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, vali
 __all__ = [
     "FULL",
     "DELTA",
+    "INLINE_MAX",
     "INTERRUPT",
     "SKIP_LEVELS",
     "SKIP_SPAN",
@@ -50,6 +57,7 @@ __all__ = [
     "CheckpointRow",
     "Retention",
     "EncodedPut",
+    "Inline",
     "Serde",
     "WriteRow",
     "build_tuple",
@@ -83,9 +91,13 @@ SKIP_SPAN: Final = 32
 SKIP_LEVELS: Final = 2
 """Levels of skip links: each stores every item once more, so storage stays within
 ``1 + SKIP_LEVELS`` times the appended bytes."""
+INLINE_MAX: Final = 64
+"""Encoded size up to which a value that is not a list is kept in the checkpoint record."""
 INTERRUPT: Final = "__interrupt__"
 """Pending-write channel of a run waiting for a human: such threads are never pruned."""
-_STATE_FORMAT: Final = 1
+_STATE_FORMAT: Final = 2
+# Format 1 had no inline values: its readers are gone, its rows still load.
+_STATE_FORMATS: Final = frozenset({1, 2})
 # Entries of Checkpoint.pending that the engine fills with names and counts only.
 _BUILTIN_PENDING: Final = frozenset(
     {"nodes", "barriers", "visits", "deferred", "compensable", "compensated"}
@@ -102,6 +114,9 @@ class Serde(Protocol):
         self, codec: str, data: bytes, *, key: str | None = None, thread_id: str | None = None
     ) -> Any: ...
 
+
+Inline = dict[str, tuple[str, str, bytes]]
+"""The values a checkpoint record holds: channel -> ``(version, codec, data)``."""
 
 Mark = tuple[str, int, int]
 """A blob a skip link can point to: ``(version, items, size)`` of the value there."""
@@ -238,6 +253,8 @@ class EncodedPut:
     writes: list[WriteRow]
     chains: dict[str, ChainState] = field(default_factory=dict)
     """Chain state of every list channel this checkpoint wrote (for the next put)."""
+    inline: Inline = field(default_factory=dict)
+    """The values the record holds (for the next put, which copies what it keeps)."""
 
 
 # One encoder, built once: json.dumps with these options would build a new one per call.
@@ -494,20 +511,32 @@ def encode_put(
     *,
     bases: Mapping[str, ChainState],
     writes: Sequence[PendingWrite] = (),
+    inline: Mapping[str, tuple[str, str, bytes]] | None = None,
 ) -> EncodedPut:
     """Turn a checkpoint into records. ``bases`` holds, for appended channels, the
-    chain state of their version at the parent; other changed channels get a full blob.
+    chain state of their version at the parent; other changed channels get a full
+    blob, or go inline when small. ``inline`` is the parent's record's values
+    (``EncodedPut.inline`` or ``DecodedState.inline``): those the checkpoint
+    still holds are copied, since no blob row of them exists.
     """
     values, versions, me = checkpoint.values, checkpoint.versions, checkpoint.id
     if not values.keys() <= versions.keys():
         k = next(k for k in values if k not in versions)
         raise InvalidUpdateError(f"checkpoint {me!r}: channel {k!r} has a value but no version")
     meta = encode_metadata(metadata)
+    kept: Inline = {}
+    if inline:
+        for k, held in inline.items():
+            if versions.get(k) == held[0] and k in values:
+                kept[k] = held
     blobs = []
     chains = {}
     for k, version in versions.items():
         if version == me and k in values:
             blob, chain = _encode_channel(serde, checkpoint, k, bases.get(k))
+            if isinstance(blob, tuple):
+                kept[k] = blob
+                continue
             blobs.append(blob)
             if chain is not None:
                 chains[k] = chain
@@ -515,20 +544,21 @@ def encode_put(
         dumps = getattr(serde, "dumps_builtin", serde.dumps)
     else:  # the input or Sends wait in it: user values, to be checked in full
         dumps = serde.dumps
-    codec, state = dumps(_encode_state(checkpoint), key="pending")
+    codec, state = dumps(_encode_state(checkpoint, kept), key="pending")
     ck = checkpoint
     row = CheckpointRow(
         me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
     )
-    return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [], chains)
+    return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [], chains, kept)
 
 
 def _encode_channel(
     serde: Serde, checkpoint: Checkpoint, k: str, base: ChainState | None
-) -> tuple[BlobRow, ChainState | None]:
+) -> tuple[BlobRow | tuple[str, str, bytes], ChainState | None]:
     """A delta of the items appended to channel ``k`` since the blob its skip link
-    points to, if its chain is known; else a full snapshot. Also the chain state
-    after it (None for a value that is not a list)."""
+    points to, if its chain is known; else a full snapshot, or the value to keep
+    inline when small. Also the chain state after it (None for a value that is
+    not a list)."""
     me, value = checkpoint.id, checkpoint.values[k]
     if base is not None and k in checkpoint.appends:
         appended = checkpoint.appends[k]
@@ -546,18 +576,23 @@ def _encode_channel(
     if isinstance(value, (list, tuple)):
         row = BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data, len(value))
         return row, ChainState.start(me, len(value), len(data))
+    if len(data) <= INLINE_MAX:
+        return (me, codec, data), None
     return BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data), None
 
 
-def _encode_state(checkpoint: Checkpoint) -> list[Any]:
+def _encode_state(checkpoint: Checkpoint, inline: Inline) -> list[Any]:
     # Version ids repeat across channels (every channel written by one step shares
     # one), so they are interned: a 200-key state stores each id once, not 200x.
+    # Codecs of inline values are interned the same way.
     ids: dict[str, int] = {}
     chans: dict[str, int] = {}
     for k, version in checkpoint.versions.items():
         i = ids.setdefault(version, len(ids))
         chans[k] = i if k in checkpoint.values else -i - 1
-    return [_STATE_FORMAT, list(ids), chans, dict(checkpoint.pending)]
+    codecs: dict[str, int] = {}
+    held = {k: [codecs.setdefault(c, len(codecs)), data] for k, (_, c, data) in inline.items()}
+    return [_STATE_FORMAT, list(ids), chans, dict(checkpoint.pending), list(codecs), held]
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +603,14 @@ class DecodedState:
     valued: dict[str, str]
     """The channels that carry a value (the rest are versioned but empty)."""
     pending: dict[str, Any]
+    inline: Inline = field(default_factory=dict)
+    """The values the record holds itself: no blob row of them need exist."""
+
+    @property
+    def stored(self) -> dict[str, str]:
+        """The valued channels whose value is read from blob rows."""
+        inline = self.inline
+        return {k: v for k, v in self.valued.items() if k not in inline} if inline else self.valued
 
 
 def decode_state(
@@ -576,9 +619,16 @@ def decode_state(
     """Decode a checkpoint's state blob; a malformed one raises CheckpointCorruptError."""
     raw = serde.loads(codec, bytes(data), key="pending", thread_id=thread_id)
     try:
-        fmt, ids, chans, pending = raw
-        if fmt != _STATE_FORMAT or not isinstance(pending, dict):
+        fmt = raw[0]
+        if fmt not in _STATE_FORMATS:
             raise ValueError(f"unknown state format {fmt!r}")
+        if fmt == 1:
+            _, ids, chans, pending = raw
+            codecs, held = [], {}
+        else:
+            _, ids, chans, pending, codecs, held = raw
+        if not isinstance(pending, dict):
+            raise ValueError("pending is not a map")
         if not isinstance(ids, list) or not isinstance(chans, dict):
             raise ValueError("versions are not a list of ids and a map of channels")
         versions: dict[str, str] = {}
@@ -592,13 +642,19 @@ def decode_state(
             versions[k] = version
             if i >= 0:
                 valued[k] = version
+        inline: Inline = {}
+        for k, (c, blob) in held.items():
+            value_codec = codecs[c]
+            if k not in valued or not isinstance(value_codec, str) or not isinstance(blob, bytes):
+                raise ValueError(f"bad inline value of channel {k!r}")
+            inline[k] = (valued[k], value_codec, blob)
     except (ValueError, TypeError, LookupError, AttributeError) as exc:
         raise CheckpointCorruptError(
             f"thread {thread_id!r}: checkpoint {checkpoint_id!r} has a malformed state: {exc}",
             thread_id=thread_id,
             key="pending",
         ) from None
-    return DecodedState(versions, valued, pending)
+    return DecodedState(versions, valued, pending, inline)
 
 
 def reconstruct(
@@ -682,8 +738,11 @@ def build_tuple(
     by_channel: dict[str, dict[str, BlobRow]] = {}
     for b in blobs:
         by_channel.setdefault(b.channel, {})[b.version] = b
+    inline = state.inline
     values = {
-        k: reconstruct(serde, k, v, by_channel.get(k, {}), thread_id=thread_id)
+        k: serde.loads(inline[k][1], inline[k][2], key=k, thread_id=thread_id)
+        if k in inline
+        else reconstruct(serde, k, v, by_channel.get(k, {}), thread_id=thread_id)
         for k, v in state.valued.items()
     }
     try:
