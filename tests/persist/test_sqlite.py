@@ -161,6 +161,21 @@ def test_each_put_is_exactly_one_transaction(db: Path, cold: bool) -> None:
     h.check(saver.get_tuple(h.thread_id))
 
 
+def test_a_put_after_reading_the_head_reads_no_record(db: Path) -> None:
+    """A worker resuming a thread another one wrote reads the head first; its put
+    then knows the parent's inline values without reading the record again."""
+    with SqliteSaver.from_path(db) as writer:
+        h = History(writer)
+        h.put(set={"q": "ship it?", "n": 0})
+    with SqliteSaver.from_path(db) as worker:
+        h.saver = worker
+        worker.get_tuple(h.thread_id)
+        seen = _statements(worker)
+        h.put(set={"n": 1})
+        assert [s.split()[0] for s in seen] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
+        h.check(worker.get_tuple(h.thread_id))
+
+
 def test_a_run_commits_its_input_with_the_step_that_applies_it(db: Path) -> None:
     from typing_extensions import TypedDict
 

@@ -634,7 +634,7 @@ class PostgresSaver(SqlSaverMethods):
     async def aget_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
-        plan = self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id)
+        plan = self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id, self._cache)
         return await self._arun(Txn(plan))
 
     async def aput_many(

@@ -42,6 +42,7 @@ from trellis.persist.storage import (
     BlobRow,
     ChainState,
     CheckpointRow,
+    DecodedState,
     Inline,
     Retention,
     Serde,
@@ -297,8 +298,16 @@ class SqlDialect:
     # --- plans ------------------------------------------------------------------
 
     def get_plan(
-        self, serde: Serde, thread_id: str, ns: str, checkpoint_id: str | None
+        self,
+        serde: Serde,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str | None,
+        cache: ChainCache | None = None,
     ) -> Plan[CheckpointTuple | None]:
+        """The checkpoint ``checkpoint_id``, or the head; a head read is noted in
+        ``cache``, so the put that continues it (in another worker than the one
+        that wrote it, say) needs no read of its record."""
         row_sql = (
             f"SELECT t.tid, {_COLS} FROM {self.threads} t LEFT JOIN {self.checkpoints} c "
             "ON c.tid = t.tid AND c.id = coalesce(?, t.head_id) "
@@ -320,15 +329,20 @@ class SqlDialect:
         if cols[0] is None:
             raise CheckpointNotFoundError(no_checkpoint(thread_id, ns, checkpoint_id))
         row = CheckpointRow(*cols)
-        blobs = yield from self._blobs(serde, thread_id, tid, row, final=True)
-        pending = decode_writes(serde, writes, thread_id=thread_id)
-        return build_tuple(serde, thread_id, ns, row, blobs, pending)
-
-    def _blobs_stmt(
-        self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow
-    ) -> Stmt | None:
-        """The chain walk a read of ``row`` needs; None when its record holds every value."""
         state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
+        walk = self._blobs_stmt(tid, state)
+        blobs: list[BlobRow] = []
+        if walk is not None:
+            (walked,) = yield Batch([walk], final=True)
+            blobs = _blob_rows(walked)
+        pending = decode_writes(serde, writes, thread_id=thread_id)
+        got = build_tuple(serde, thread_id, ns, row, blobs, pending, state)
+        if cache is not None and checkpoint_id is None:
+            cache.remember(thread_id, ns, row.id, state.versions, state.inline)
+        return got
+
+    def _blobs_stmt(self, tid: int, state: DecodedState) -> Stmt | None:
+        """The chain walk a read of a record needs; None when it holds every value."""
         stored = state.stored
         if not stored:
             return None
@@ -355,15 +369,6 @@ class SqlDialect:
             f"FROM c {self.lookup('b', self.blobs, found)}"
         )
         return self.q(walk)
-
-    def _blobs(
-        self, serde: Serde, thread_id: str, tid: int, row: CheckpointRow, *, final: bool
-    ) -> Generator[Batch, list[Rows], list[BlobRow]]:
-        stmt = self._blobs_stmt(serde, thread_id, tid, row)
-        if stmt is None:
-            return []
-        (rows,) = yield Batch([stmt], final=final)
-        return _blob_rows(rows)
 
     def list_plan(
         self,
@@ -411,17 +416,21 @@ class SqlDialect:
             stmts: list[Stmt] = []
             # Where each row's chain walk (if it needs one) and writes are in stmts.
             slots: list[tuple[int | None, int]] = []
-            for tid, row in chunk:
-                walk = self._blobs_stmt(serde, thread_id, tid, row)
+            states = [
+                decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
+                for _, row in chunk
+            ]
+            for (tid, row), state in zip(chunk, states, strict=True):
+                walk = self._blobs_stmt(tid, state)
                 if walk is not None:
                     stmts.append(walk)
                 stmts.append(Stmt(writes_sql, (tid, row.id)))
                 slots.append((None if walk is None else len(stmts) - 2, len(stmts) - 1))
             results = yield Batch(stmts, final=start + _LIST_CHUNK >= len(rows))
-            for (_, row), (walk_at, writes_at) in zip(chunk, slots, strict=True):
+            for (_, row), state, (walk_at, writes_at) in zip(chunk, states, slots, strict=True):
                 blobs = [] if walk_at is None else _blob_rows(results[walk_at])
                 pending = decode_writes(serde, results[writes_at], thread_id=thread_id)
-                out.append(build_tuple(serde, thread_id, ns, row, blobs, pending))
+                out.append(build_tuple(serde, thread_id, ns, row, blobs, pending, state))
         return out
 
     def put_plan(
@@ -841,6 +850,21 @@ class ChainCache:
             self._entries[key] = CacheEntry(checkpoint_id, dict(versions), kept, inline)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+    def remember(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        versions: Mapping[str, str],
+        inline: Inline,
+    ) -> None:
+        """Note a checkpoint just read, unless it is the one already known."""
+        with self._lock:
+            entry = self._entries.get((thread_id, ns))
+            if entry is not None and entry.checkpoint_id == checkpoint_id:
+                return
+        self.store(thread_id, ns, checkpoint_id, versions, {}, inline)
 
     def forget(self, thread_id: str | None = None) -> None:
         with self._lock:

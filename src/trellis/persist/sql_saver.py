@@ -48,7 +48,9 @@ class SqlSaverMethods(PutAsPutMany):
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
         return self._run(
-            Txn(self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id))
+            Txn(
+                self._sql.get_plan(self.serde, thread_id, checkpoint_ns, checkpoint_id, self._cache)
+            )
         )
 
     def put_many(

@@ -48,6 +48,7 @@ from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, vali
 __all__ = [
     "FULL",
     "DELTA",
+    "DecodedState",
     "INLINE_MAX",
     "INTERRUPT",
     "SKIP_LEVELS",
@@ -732,9 +733,12 @@ def build_tuple(
     row: CheckpointRow,
     blobs: Iterable[BlobRow],
     writes: tuple[PendingWrite, ...],
+    state: DecodedState | None = None,
 ) -> CheckpointTuple:
-    """Assemble a read checkpoint from its record, its chain rows and its writes."""
-    state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
+    """Assemble a read checkpoint from its record (``state``: its state, when
+    already decoded), its chain rows and its writes."""
+    if state is None:
+        state = decode_state(serde, row.codec, row.state, thread_id=thread_id, checkpoint_id=row.id)
     by_channel: dict[str, dict[str, BlobRow]] = {}
     for b in blobs:
         by_channel.setdefault(b.channel, {})[b.version] = b
