@@ -211,3 +211,29 @@ def test_engine_and_hand_built_events_describe_an_error_the_same_way() -> None:
     [built] = hand.of_kind("task_error")
     assert (failed.error_type, failed.error_message) == (built.error_type, built.error_message)
     assert failed.error_message is not None and failed.error_message.endswith("...")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_failed_run_ends_with_the_nodes_own_error(asynchronous: bool) -> None:
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    class N(TypedDict):
+        n: int
+
+    def bad(state: N) -> dict[str, int]:
+        raise ValueError("bad thing")
+
+    sink = MemorySink()
+    builder = StateGraph(N)
+    builder.add_node("bad", bad)
+    builder.add_edge(START, "bad")
+    graph = builder.compile(observers=[sink])
+    with pytest.raises(ValueError, match="bad thing"):
+        if asynchronous:
+            await graph.ainvoke({"n": 0})
+        else:
+            graph.invoke({"n": 0})
+    [end] = sink.of_kind("run_end")
+    assert (end.status, end.error_type, end.error_message) == ("error", "ValueError", "bad thing")

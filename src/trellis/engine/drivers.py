@@ -320,11 +320,17 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
-        obs.run_end(loop, exc)
+        obs.run_end(loop, _cause(exc))
         yield from event_chunks(obs)  # how it failed, then the error
         raise
     obs.run_end(loop)
     yield from event_chunks(obs)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What a run failed of, as its caller sees it: a node's own error, not the
+    StepFailed wrapping it."""
+    return exc.error if isinstance(exc, StepFailed) else exc
 
 
 def event_chunks(obs: Any) -> Iterator[tuple[str, Any]]:
@@ -557,7 +563,7 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
-        obs.run_end(loop, exc)
+        obs.run_end(loop, _cause(exc))
         for chunk in event_chunks(obs):
             yield chunk
         raise
