@@ -195,6 +195,10 @@ def test_every_command_reads_a_postgres_database_named_by_url(pg_url: str, pg_sc
     trace = trellis("trace", "c-1", "--db", db, "--json")
     assert trace.exit_code == 0, trace.output
     assert '"run_end"' in json.dumps(json.loads(trace.stdout))
+    for command in ("history", "state"):
+        unknown = trellis(command, "nobody", "--db", db)
+        assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+        assert f"thread 'nobody' has no checkpoints in schema '{pg_schema}'" in unknown.stderr
     import psycopg
 
     with psycopg.connect(pg_url) as conn:  # in the schema the URL named, not in public

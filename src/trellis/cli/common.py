@@ -133,6 +133,18 @@ def shown_db(db: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 
+def saver_label(saver: Any) -> str:
+    """Where ``saver`` keeps its rows, for messages: a file, or a PostgreSQL schema.
+
+    >>> saver_label(SqliteSaver.from_path("runs.db"))
+    "'runs.db'"
+    """
+    database = saver.database
+    if database is not None and database.kind == "postgres":
+        return f"schema {database.schema!r} at {saver.where}"
+    return repr(str(saver.path))
+
+
 def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = None) -> Any:
     """The checkpointer ``--db`` names: a SQLite file (default ``.trellis/trellis.db``)
     or a ``postgresql://`` URL (``?schema=NAME`` outside ``public``).

@@ -21,6 +21,7 @@ from trellis.cli.common import (
     out_console,
     print_json,
     reported_errors,
+    saver_label,
 )
 from trellis.engine.durable import ERROR, INTERRUPT
 from trellis.persist.base import Checkpoint, CheckpointTuple
@@ -60,7 +61,7 @@ def history_command(
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         saved = list(saver.list(thread, limit=limit))
         if not saved:
-            raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")
+            raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         table = Table(title=f"thread {escape(thread)}", title_justify="left")
         for column in ("checkpoint id", "step", "source", "next", "created"):
             table.add_column(column, no_wrap=column != "next")
@@ -89,7 +90,7 @@ def state_command(
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         item = saver.get_tuple(thread, checkpoint)
         if item is None:
-            raise CliError(f"thread {thread!r} has no checkpoints in {str(saver.path)!r}")
+            raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         cp = item.checkpoint
         errors = [
             {"node": w.task_name, **_as_dict(w.value)}
