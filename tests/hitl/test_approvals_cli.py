@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from trellis.cli.approvals import approvals_app
 from trellis.hitl import ReviewQueue
 from trellis.hitl.records import PENDING, ApprovalRequest
+from trellis.persist.events import event_log_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPH = "examples.data_deletion:graph"
@@ -93,6 +94,11 @@ def test_reject_with_graph_resumes_the_run_here(db_backend: Backend) -> None:
     assert result.exit_code == 0, result.output
     values = app.get_state({"configurable": {"thread_id": "12345"}}).values
     assert values["status"] == "rejected"
+    # Traced like `trellis run`: the resumed run's history ends with the run finished.
+    log = event_log_for(app.checkpointer)
+    (run_id,) = log.runs("12345")
+    ends = [row for row in log.list("12345", run_id) if row["kind"] == "run_end"]
+    assert [end["status"] for end in ends] == ["ok"]
 
 
 def test_show_with_the_graph_reads_an_edit_holding_its_types(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     saver = None
     if app.checkpointer is None:
         saver = open_saver(target, must_exist=True)
-        app = app.with_checkpointer(saver)
+        app = app.with_checkpointer(saver, trace=True)  # as `trellis run` does
     try:
         yield ReviewQueue(app.checkpointer, graph=app)
     finally:
