@@ -120,3 +120,13 @@ def test_diff_shows_what_changed_between_checkpoints(traced_run: tuple[CliRunner
     result = runner.invoke(app, ["diff", "t1", oldest, newest, "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "+ issues" in result.output and "+ summary" in result.output
+    assert not result.output.endswith("\n\n")
+
+
+def test_trace_of_an_unknown_run_names_it_and_the_runs_there(
+    traced_run: tuple[CliRunner, Path],
+) -> None:
+    runner, db = traced_run
+    result = runner.invoke(app, ["trace", "t1", "--db", str(db), "--run", "no-such-run"])
+    assert result.exit_code == 1
+    assert "thread 't1' has no run 'no-such-run'; its runs: " in result.output

@@ -37,9 +37,12 @@ def trace_command(
     run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
 ) -> None:
     """Show the timeline of THREAD's runs: step, node, ✓/✗, duration, retries, interrupts."""
-    with reported_errors(err_console()):
-        saver = open_saver(db, must_exist=True)
-        rows = event_log_for(saver).list(thread, run_id=run)
+    with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
+        log = event_log_for(saver)
+        rows = log.list(thread, run_id=run)
+        runs = log.runs(thread) if not rows and run is not None else []
+        if runs:
+            raise CliError(f"thread {thread!r} has no run {run!r}; its runs: {', '.join(runs)}")
         if not rows:
             raise CliError(
                 f"no run history for thread {thread!r}; runs are traced when compiled with "
@@ -72,11 +75,10 @@ def diff_command(
     graph: GraphOption = None,
 ) -> None:
     """Show what changed in THREAD's state between checkpoints A and B."""
-    with reported_errors(err_console()):
-        saver = open_saver(db, must_exist=True, graph=graph)
+    with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         a = saver.get_tuple(thread, first)
         b = saver.get_tuple(thread, second)
         if a is None or b is None:
             raise CliError(f"thread {thread!r} is unknown")
         changes = diff_states(dict(a.checkpoint.values), dict(b.checkpoint.values))
-        print(render_diff(changes) if changes else "no changes")
+        print(render_diff(changes) if changes else "no changes", end="" if changes else "\n")
