@@ -341,3 +341,43 @@ def test_a_subgraph_run_is_a_span_under_the_parent_task(
     assert len({s.context.trace_id for s in exporter.get_finished_spans()}) == 1
     parent_of_sub = spans["run sub"].parent
     assert parent_of_sub is not None and parent_of_sub.span_id == spans["call_sub"].context.span_id
+
+
+def test_a_retried_task_ends_on_its_last_attempt_and_compensations_get_spans(
+    otel: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    from typing_extensions import TypedDict
+
+    from trellis import START, RetryPolicy, StateGraph
+
+    provider, exporter = otel
+
+    class S(TypedDict, total=False):
+        x: int
+
+    calls = []
+
+    def flaky(state: S) -> S:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("transient")
+        return {"x": 1}
+
+    def bad(state: S) -> S:
+        raise ValueError("bad")
+
+    builder = StateGraph(S)
+    retry = RetryPolicy(initial_interval=0.001, jitter=False)
+    builder.add_node("flaky", flaky, retry_policy=retry, compensate=lambda s: None)
+    builder.add_node("bad", bad)
+    builder.add_edge(START, "flaky")
+    builder.add_edge("flaky", "bad")
+    graph = builder.compile(observers=[OtelObserver(provider)], name="g")
+    with pytest.raises(ValueError, match="bad"):
+        graph.invoke({})
+    spans = _spans(exporter)
+    assert (spans["flaky"].attributes or {})["trellis.attempt"] == 3
+    undo = spans["compensation flaky"]  # the saga runs after the run span has ended
+    assert undo.parent is not None and undo.parent.span_id == spans["run g"].context.span_id
+    assert (undo.attributes or {})["trellis.outcome"] == "ok"
+    assert [e.name for e in undo.events] == ["compensation"]

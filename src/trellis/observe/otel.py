@@ -8,14 +8,16 @@ Span tree: one span per run (a child of the caller's span when the run starts
 inside an active OpenTelemetry context), a child per step, and a child of the step
 per task. Spans start and end at the events' own timestamps. Instant
 events (retry, interrupt, approvals, checkpoints, ...) become span events on the
-innermost span still open. Nesting relies on start events: a span seen only through
-its end event is still recorded, but as a root.
+innermost span still open. Compensations run after their run has ended: each
+becomes a short span of its own under the run's. Nesting relies on start events: a
+span seen only through its end event is still recorded, but as a root.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = ["OtelObserver", "current_trace_ids"]
 _STARTS = frozenset({EventKind.RUN_START, EventKind.STEP_START, EventKind.TASK_START})
 _ENDS = frozenset({EventKind.RUN_END, EventKind.STEP_END, EventKind.TASK_END, EventKind.TASK_ERROR})
 _SCALARS = (str, bool, int, float)
+_ENDED_RUNS = 256  # recent run spans kept for the compensations that follow them
 
 
 def current_trace_ids() -> tuple[str, str] | None:
@@ -108,6 +111,8 @@ class OtelObserver:
         self._lock = threading.Lock()
         # Trellis span id -> (OpenTelemetry span, parent span id, run id, start ns).
         self._open: dict[str, tuple[Any, str | None, str | None, int]] = {}
+        # Run span id -> its ended span, for the latest runs: compensations come after.
+        self._ended: OrderedDict[str, Any] = OrderedDict()
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
@@ -188,6 +193,10 @@ class OtelObserver:
                 entry = self._open.pop(event.span_id)
         if event.kind is EventKind.RUN_END:
             self._end_children(event)
+            with self._lock:
+                self._ended[event.span_id] = entry[0]
+                if len(self._ended) > _ENDED_RUNS:
+                    self._ended.popitem(last=False)
         # Start plus the monotonic duration: exact, where epoch floats lose nanoseconds.
         end = entry[3] + _ns(event.duration) if event.duration is not None else _ns(event.ts)
         self._close(entry[0], event, end)
@@ -195,6 +204,8 @@ class OtelObserver:
     def _close(self, span: Any, event: Event, end: int) -> None:
         status = event.status or (Outcome.ERROR if event.kind is EventKind.TASK_ERROR else "ok")
         span.set_attribute("trellis.outcome", status)
+        if event.attempt is not None:  # a retried task ends on a later attempt than it began
+            span.set_attribute("trellis.attempt", event.attempt)
         if event.data:
             span.set_attributes(_data_attributes(event.data))
         if event.error_type or status in (Outcome.ERROR, Outcome.TIMEOUT):
@@ -244,8 +255,16 @@ class OtelObserver:
                     (e for e in reversed(self._open.values()) if e[2] == event.run_id),
                     None,
                 )
+            ended = self._ended.get(event.span_id) if entry is None else None
+        if ended is not None:
+            self._after_run(ended, event)
         if entry is None:
             return
+        entry[0].add_event(
+            event.kind.value, attributes=self._event_attributes(event), timestamp=_ns(event.ts)
+        )
+
+    def _event_attributes(self, event: Event) -> dict[str, Any]:
         attrs = _attributes(event) | _data_attributes(event.data)
         if event.status:
             attrs["trellis.outcome"] = event.status
@@ -253,7 +272,25 @@ class OtelObserver:
             attrs["exception.type"] = event.error_type
         if event.error_message:
             attrs["exception.message"] = event.error_message
-        entry[0].add_event(event.kind.value, attributes=attrs, timestamp=_ns(event.ts))
+        return attrs
+
+    def _after_run(self, run: Any, event: Event) -> None:
+        """An event of a run whose span has ended (a compensation: the saga runs
+        after the run), recorded as a span of its own under the run's."""
+        at = _ns(event.ts)
+        span = self._tracer.start_span(
+            f"{event.kind.value} {event.node}" if event.node else event.kind.value,
+            context=self._trace.set_span_in_context(run),
+            kind=self._internal,
+            attributes=_attributes(event),
+            start_time=at,
+        )
+        span.add_event(event.kind.value, attributes=self._event_attributes(event), timestamp=at)
+        if event.status == Outcome.ERROR:
+            error = str(event.data.get("error", "")) if event.data else ""
+            span.set_status(self._status(self._error_code, error or None))
+        span.set_attribute("trellis.outcome", event.status or "ok")
+        span.end(end_time=at)
 
     def close(self) -> None:
         """End any span still open (their runs never reported an end)."""
