@@ -103,6 +103,7 @@ def test_logging_observer_levels_and_fields(trellis_logger: logging.Logger) -> N
     assert error["node"] == "call_api" and error["thread_id"] == "t1"
     assert error["trace_id"] == run.trace_id and error["span_id"] == task.span_id
     assert error["step"] == 0 and error["error_type"] == "ConnectionError"
+    assert error["error_message"] == "refused"
     assert "call_api" in str(error["message"]) and "refused" in str(error["message"])
     retry = next(line for line in lines if line["event"] == "retry")
     assert retry["data"] == {"delay": 0.5}
@@ -123,6 +124,17 @@ def test_json_formatter_spells_nan_and_infinities_as_valid_json() -> None:
     (line,) = stream.getvalue().splitlines()
     record = json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert (record["p95"], record["limits"]) == ("nan", ["inf", 1.5])
+
+
+def test_json_formatter_keeps_every_record_and_its_own_fields() -> None:
+    with _json_logger("test.trellis.keys") as (logger, stream):
+        logger.warning("odd keys", extra={"by_pair": {("a", 1): 2, "ok": {(3,): "x"}}})
+        logger.warning("clash", extra={"level": "custom", "ts": 1, "node": "n"})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["by_pair"] == {"('a', 1)": 2, "ok": {"(3,)": "x"}}
+    assert (second["level"], second["message"]) == ("WARNING", "clash")
+    assert (second["extra_level"], second["extra_ts"], second["node"]) == ("custom", 1, "n")
+    assert second["ts"].endswith("+00:00")
 
 
 @pytest.mark.parametrize(

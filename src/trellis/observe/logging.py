@@ -32,6 +32,10 @@ class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object: ``ts``, ``level``, ``logger``, ``message``,
     then every ``extra`` field, then ``exc_info`` as ``exception`` text.
 
+    An ``extra`` field named like one of these is written as ``extra_<name>``
+    rather than replace it. Values JSON cannot hold are written as their
+    ``repr``, and so are mapping keys that are not strings: a record is never lost.
+
     >>> handler = logging.StreamHandler()
     >>> handler.setFormatter(JsonFormatter())
     >>> logging.getLogger("trellis").addHandler(handler)
@@ -46,28 +50,41 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+        extras = {
+            key: value
+            for key, value in record.__dict__.items()
+            if key not in _RESERVED and not key.startswith("_")
+        }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
+        for key, value in extras.items():
+            out[f"extra_{key}" if key in _OWN_FIELDS else key] = value
         try:
             return json.dumps(out, ensure_ascii=False, default=repr, allow_nan=False)
-        except ValueError:  # NaN or an infinity, which JSON cannot spell: as strings
-            return json.dumps(_finite(out), ensure_ascii=False, default=repr)
+        except (ValueError, TypeError):  # NaN, infinities, keys that are not strings
+            return json.dumps(_plain(out), ensure_ascii=False, default=repr)
 
 
-def _finite(value: Any) -> Any:
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "message", "exception", "stack"})
+_KEYS = (str, int, float, bool, type(None))  # what json.dumps accepts as a key
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` with what JSON cannot spell (NaN, infinities, other keys) as text."""
+    if depth > 32:  # deep or circular: as text, as default=repr would have it
+        return repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # 'nan', 'inf', '-inf'
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {
+            (k if isinstance(k, _KEYS) else repr(k)): _plain(v, depth + 1) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     return value
 
 
@@ -136,6 +153,7 @@ _EXTRA_FIELDS = (
     "status",
     "duration",
     "error_type",
+    "error_message",
 )
 
 
