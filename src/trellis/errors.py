@@ -13,7 +13,8 @@ same.
     ├── RoutingError              (ValueError)   a router named no node
     ├── GraphRecursionError       (RecursionError) recursion_limit reached
     ├── NodeError                 (RuntimeError) a node failed after its retries
-    │   └── NodeTimeoutError                     a node exceeded its timeout
+    │   ├── NodeTimeoutError                     a node exceeded its timeout
+    │   └── NodeCancelledError                   a node raised asyncio.CancelledError
     ├── CircuitOpenError          (RuntimeError) the node's breaker is open
     ├── EmptyInputError           (ValueError)   no input and nothing to resume
     ├── InvalidConfigError        (ValueError)   e.g. no thread_id with a checkpointer
@@ -50,6 +51,7 @@ __all__ = [
     "InterruptError",
     "InvalidConfigError",
     "InvalidUpdateError",
+    "NodeCancelledError",
     "NodeError",
     "NodeTimeoutError",
     "RoutingError",
@@ -111,6 +113,21 @@ class NodeError(TrellisError, RuntimeError):
         ConnectionError('down')
         """
         return self.error if self.error is not None else self
+
+
+class NodeCancelledError(NodeError):
+    """A node raised ``asyncio.CancelledError`` itself, though nothing cancelled
+    its run: it fails like any error, rather than pass for a cancellation.
+
+    >>> NodeCancelledError("fetch").node
+    'fetch'
+    """
+
+    def __init__(self, node: str, attempts: int = 1) -> None:
+        TrellisError.__init__(self, f"node {node!r} raised asyncio.CancelledError")
+        self.node = node
+        self.attempts = attempts
+        self.error = None
 
 
 class NodeTimeoutError(NodeError):

@@ -36,7 +36,7 @@ from trellis.engine.streaming import (
 )
 from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
-from trellis.errors import InvalidUpdateError, TrellisError
+from trellis.errors import InvalidUpdateError, NodeCancelledError, TrellisError
 from trellis.persist.base import Put
 from trellis.types import START
 
@@ -447,14 +447,28 @@ async def arun_task(task: Task) -> None:
         task.done = True
     except GraphInterrupt as signal:
         task.interrupts = list(signal.interrupts)
-    except (ParentCommand, asyncio.CancelledError):
-        raise  # steering the parent, or a sibling failed: neither is this node's failure
+    except ParentCommand:
+        raise  # steering the parent: not this node's failure
+    except asyncio.CancelledError as exc:
+        if not _node_cancelled(exc):
+            raise  # the run was cancelled, or a sibling failed
+        await _afailed(task, NodeCancelledError(task.name))
     except BaseException as exc:
         await _afailed(task, exc)
     finally:
         CURRENT_TASK.reset(token)
         if timed:
             task.duration = perf_counter() - started
+
+
+def _node_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc``, just caught, is a ``CancelledError`` a node raised itself:
+    nothing is cancelling the asyncio task it ran in."""
+    import asyncio
+
+    current = asyncio.current_task()
+    cancelled = isinstance(exc, asyncio.CancelledError)
+    return cancelled and current is not None and not current.cancelling()
 
 
 async def _afailed(task: Task, exc: BaseException) -> None:
@@ -517,7 +531,15 @@ async def arun_tasks(tasks: list[Task]) -> None:
 
         run = run_in_a_slot
     running = {asyncio.ensure_future(run(task)): task for task in tasks}
-    done, pending = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+    try:
+        done, pending = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        # The run itself was cancelled: so is every task still running, before
+        # the caller resumes the thread and runs them again.
+        for future in running:
+            future.cancel()
+        await asyncio.wait(running)
+        raise
     failures = [f for f in done if not f.cancelled() and f.exception() is not None]
     if not failures:
         return
@@ -691,6 +713,10 @@ async def arun(loop: RunLoop) -> None:
                             raise
                         except Exception as exc:
                             await _afailed(task, exc)
+                        except BaseException as exc:  # a CancelledError: whose?
+                            if not _node_cancelled(exc):
+                                raise
+                            await _afailed(task, NodeCancelledError(task.name))
                         finally:
                             CURRENT_TASK.set(outer)
                     else:
