@@ -135,6 +135,23 @@ def test_history_limit_before_and_filter() -> None:
     assert [h.metadata["step"] for h in inputs if h.metadata] == [-1]
 
 
+async def test_aget_state_history_matches_get_state_history() -> None:
+    graph = abc()
+    config = thread()
+    await graph.ainvoke({"a": "x"}, config)
+    history = list(graph.get_state_history(config))
+
+    async def listed(config: Any, **kwargs: Any) -> list[Any]:
+        return [snap async for snap in graph.aget_state_history(config, **kwargs)]
+
+    assert await listed(config) == history and len(history) > 2
+    assert await listed(config, limit=2) == history[:2]
+    assert await listed(config, before=history[1].config) == history[2:]
+    assert await listed(history[1].config) == [history[1]]  # a config naming one lists it
+    inputs = await listed(config, filter={"source": "input"})
+    assert [h.metadata["step"] for h in inputs if h.metadata] == [-1]
+
+
 def test_second_run_on_a_thread_continues_from_its_state() -> None:
     graph = abc()
     config = thread()

@@ -536,6 +536,21 @@ class CompiledStateGraph:
         """Every checkpoint of the thread, newest first: time travel starts here."""
         yield from state.history(self, config, filter=filter, before=before, limit=limit)
 
+    async def aget_state_history(
+        self,
+        config: RunnableConfig,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: Any = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """The async twin of ``get_state_history``.
+
+        >>> async for snapshot in graph.aget_state_history(config, limit=5): ...
+        """
+        async for snap in state.ahistory(self, config, filter=filter, before=before, limit=limit):
+            yield snap
+
     def update_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None
     ) -> RunnableConfig:

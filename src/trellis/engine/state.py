@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -224,6 +224,26 @@ def history(
             yield snapshot(target, saved, thread_id, live=False, ns=ns)
         return
     for saved in graph.checkpointer.list(thread_id, checkpoint_ns=ns, before=before, **kwargs):
+        yield snapshot(target, saved, thread_id, live=False, ns=ns)
+
+
+async def ahistory(
+    graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
+) -> AsyncIterator[StateSnapshot]:
+    """:func:`history` through the saver's async methods."""
+    thread_id, checkpoint_id = thread_of(graph, config)
+    target, ns = in_namespace(graph, config)
+    before = kwargs.pop("before", None)
+    if isinstance(before, Mapping):
+        before = (before.get("configurable") or {}).get("checkpoint_id")
+    if checkpoint_id is not None:
+        saved = await graph.checkpointer.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
+        if saved is not None and _listed(saved, before, **kwargs):
+            yield snapshot(target, saved, thread_id, live=False, ns=ns)
+        return
+    async for saved in graph.checkpointer.alist(
+        thread_id, checkpoint_ns=ns, before=before, **kwargs
+    ):
         yield snapshot(target, saved, thread_id, live=False, ns=ns)
 
 
