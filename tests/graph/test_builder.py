@@ -171,6 +171,17 @@ def test_join_fires_once_per_completion_of_all_sources() -> None:
     assert run_log(builder) == ["a", "b", "c"]
 
 
+def test_a_join_into_end_ends_the_run_after_its_sources() -> None:
+    builder = StateGraph(S)
+    for name in ("a", "b1", "b"):
+        builder.add_node(name, log(name))
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b1")
+    builder.add_edge("b1", "b")
+    builder.add_edge(["a", "b"], END)
+    assert run_log(builder) == ["a", "b1", "b"]
+
+
 # -- conditional edges ----------------------------------------------------------
 
 

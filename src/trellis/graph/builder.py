@@ -140,8 +140,11 @@ class StateGraph(Generic[StateT, ContextT]):
             if START in sources:
                 self.problems.append("START cannot be part of a join")
             if end_key == END:
-                self.problems.append("a join cannot end at END")
-            self.joins.append((sources, end_key))
+                # Nothing waits at END: the run ends once no task is left, as with
+                # an edge to END from each of the sources (LangGraph accepts it too).
+                self.edges += [(source, END) for source in sources]
+            else:
+                self.joins.append((sources, end_key))
         return self
 
     def add_conditional_edges(
