@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, StateGraph
+from trellis import END, START, Command, RetryPolicy, StateGraph
 from trellis.engine.interrupts import interrupt
 from trellis.errors import InvalidConfigError
 from trellis.persist.memory import MemorySaver
@@ -354,3 +354,39 @@ def test_a_subgraph_task_that_has_not_run_points_at_its_namespace() -> None:
     graph.invoke({"q": "x"}, config)
     (task,) = graph.get_state(config, subgraphs=True).tasks
     assert task.state["configurable"]["checkpoint_ns"].startswith("sub:")
+
+
+@pytest.mark.parametrize("how", ["resume", "retry"])
+def test_a_subgraph_that_failed_carries_on_from_its_failed_step(how: str) -> None:
+    """Resumed (invoke(None)) or retried, it does not start over from its input."""
+    calls: list[str] = []
+
+    def s1(state: Log) -> Log:
+        calls.append("s1")
+        return {"log": ["s1"]}
+
+    def s2(state: Log) -> Log:
+        calls.append("s2")
+        if calls.count("s2") == 1:
+            raise ConnectionError("flaky")
+        return {"log": ["s2"]}
+
+    inner = StateGraph(Log)
+    inner.add_node("s1", s1)
+    inner.add_node("s2", s2)
+    inner.add_edge(START, "s1")
+    inner.add_edge("s1", "s2")
+    outer = StateGraph(Log)
+    retry = RetryPolicy(initial_interval=0.001, jitter=False) if how == "retry" else None
+    outer.add_node("sub", inner.compile(), retry_policy=retry)
+    outer.add_edge(START, "sub")
+    graph = outer.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    if how == "resume":
+        with pytest.raises(ConnectionError):
+            graph.invoke({"log": []}, config)
+        out = graph.invoke(None, config)
+    else:
+        out = graph.invoke({"log": []}, config)
+    assert out == {"log": ["s1", "s2"]}
+    assert calls == ["s1", "s2", "s2"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from trellis.engine import drivers, saga, state
 from trellis.engine.durable import (
     compensations_done,
+    has_tasks,
     inherit_compensations,
     restore,
     unsaved_compensable,
@@ -218,7 +219,7 @@ class CompiledStateGraph:
         # continues that step (its update first, its goto beside the tasks), rather
         # than starting a new one that would drop them.
         carry_on = (
-            isinstance(input, Command) and not resume and saved is not None and _has_tasks(saved)
+            isinstance(input, Command) and not resume and saved is not None and has_tasks(saved)
         )
         if input is None or resume or carry_on:
             if saved is None:
@@ -681,12 +682,6 @@ def _error_of(loop: RunLoop, failure: Exception) -> BaseException:
     """The error a failed run raises, once what its head left behind is settled."""
     drivers.settle(loop, failed=True)
     return failure.error if isinstance(failure, drivers.StepFailed) else failure
-
-
-def _has_tasks(saved: CheckpointTuple) -> bool:
-    """Whether ``saved`` schedules tasks (nodes, Sends, an input to apply)."""
-    pending = saved.checkpoint.pending or {}
-    return bool(pending.get("nodes") or pending.get("sends") or "start" in pending)
 
 
 def _context_class(schema: Any) -> type | None:

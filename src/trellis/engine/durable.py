@@ -273,6 +273,13 @@ def run_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def has_tasks(saved: CheckpointTuple) -> bool:
+    """Whether ``saved`` schedules tasks (nodes, Sends, an input to apply): its
+    run stopped before the end."""
+    pending = saved.checkpoint.pending or {}
+    return bool(pending.get("nodes") or pending.get("sends") or "start" in pending)
+
+
 def waiting_on(saved: CheckpointTuple | None) -> tuple[str, ...]:
     """The ids of the interrupts ``saved`` waits on (none at a breakpoint)."""
     if saved is None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
-from trellis.engine.durable import BREAKPOINT_TASK
+from trellis.engine.durable import BREAKPOINT_TASK, has_tasks
 from trellis.errors import InvalidConfigError
 from trellis.types import Command, Interrupt, RunnableConfig
 
@@ -85,7 +85,10 @@ class SubgraphNode:
             waiting = {w.task_id for w in saved.pending_writes if w.channel == "__interrupt__"}
             if waiting - {BREAKPOINT_TASK}:  # resuming: hand the newest answer down
                 value = Command(resume=task.resume[-1]) if task.resume else None
-            elif waiting:  # it stopped at a breakpoint: carry on from there
+            elif waiting or (has_tasks(saved) and self.graph.checkpointer is not True):
+                # It stopped at a breakpoint, or failed in an earlier attempt of this
+                # very task (a namespace of its own): carry on from there, not from its
+                # input again. One kept across runs (checkpointer=True) takes the input.
                 value = None
         return graph, value, cfg
 
