@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -173,6 +174,27 @@ def test_small_values_that_are_not_lists_live_in_the_record() -> None:
     orphan = encode_put(SERDE, second, {}, bases={})
     with pytest.raises(CheckpointCorruptError, match="'q'"):
         build_tuple(SERDE, "t", "", orphan.row, enc.blobs, ())
+
+
+def test_a_serializer_of_the_callers_own_gets_no_inline_values() -> None:
+    """The Serde protocol asks only dumps/loads of values: a JSON one cannot encode
+    the bytes an inline value is, so its records hold none."""
+
+    class JsonSerde:
+        def dumps(self, value: object, *, key: str | None = None) -> tuple[str, bytes]:
+            return "json", json.dumps(value).encode()
+
+        def loads(self, codec: str, data: bytes, **kwargs: Any) -> Any:
+            return json.loads(bytes(data))
+
+    serde = JsonSerde()
+    saver = MemorySaver(serde=serde)
+    cid = new_checkpoint_id()
+    values = {"n": 1, "msg": "hi"}
+    ck = Checkpoint(cid, None, 0, 0.0, values, dict.fromkeys(values, cid), pending={"x": 1})
+    assert encode_put(serde, ck, {}, bases={}).inline == {}
+    saver.put("t", ck, {"source": "loop"}, expected_head=None)
+    assert saver.get_tuple("t").checkpoint.values == values
 
 
 def test_a_format_1_record_reads_every_value_from_blobs() -> None:

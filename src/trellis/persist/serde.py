@@ -22,7 +22,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import ormsgpack
 
@@ -70,6 +70,10 @@ class Serializer:
     >>> Serializer().loads(codec, blob)
     {'n': 1, 'tags': frozenset({'a'})}
     """
+
+    holds_bytes: ClassVar[bool] = True
+    """It encodes ``bytes`` values, so a checkpoint record it encodes may carry
+    small values already encoded (see :data:`trellis.persist.storage.INLINE_MAX`)."""
 
     def __init__(
         self, *, allowlist: Iterable[type] = (), compress_threshold: int = 16 * 1024

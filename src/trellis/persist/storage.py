@@ -532,9 +532,12 @@ def encode_put(
                 kept[k] = held
     blobs = []
     chains = {}
+    # A serializer that may not encode bytes (one of the caller's own, say JSON)
+    # gets no inline values: the state it encodes must hold builtins only.
+    most = INLINE_MAX if getattr(serde, "holds_bytes", False) else -1
     for k, version in versions.items():
         if version == me and k in values:
-            blob, chain = _encode_channel(serde, checkpoint, k, bases.get(k))
+            blob, chain = _encode_channel(serde, checkpoint, k, bases.get(k), most)
             if isinstance(blob, tuple):
                 kept[k] = blob
                 continue
@@ -554,12 +557,12 @@ def encode_put(
 
 
 def _encode_channel(
-    serde: Serde, checkpoint: Checkpoint, k: str, base: ChainState | None
+    serde: Serde, checkpoint: Checkpoint, k: str, base: ChainState | None, most: int
 ) -> tuple[BlobRow | tuple[str, str, bytes], ChainState | None]:
     """A delta of the items appended to channel ``k`` since the blob its skip link
     points to, if its chain is known; else a full snapshot, or the value to keep
-    inline when small. Also the chain state after it (None for a value that is
-    not a list)."""
+    inline when it encodes to ``most`` bytes or fewer. Also the chain state after
+    it (None for a value that is not a list)."""
     me, value = checkpoint.id, checkpoint.values[k]
     if base is not None and k in checkpoint.appends:
         appended = checkpoint.appends[k]
@@ -577,7 +580,7 @@ def _encode_channel(
     if isinstance(value, (list, tuple)):
         row = BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data, len(value))
         return row, ChainState.start(me, len(value), len(data))
-    if len(data) <= INLINE_MAX:
+    if len(data) <= most:
         return (me, codec, data), None
     return BlobRow(k, me, FULL, None, None, 0, len(data), len(data), codec, data), None
 
