@@ -2,14 +2,15 @@
 
 A checkpoint is stored as one *checkpoint record* (metadata as JSON, plus one
 serialized ``state`` blob holding the versions map and the engine's ``pending``
-bookkeeping) and one *blob* per channel it wrote, small values aside (below). A blob is keyed by
-``(channel, version)`` where ``version`` is the id of the checkpoint that wrote it,
-so blobs are immutable and unique across forks.
+bookkeeping) and one *blob* per channel it wrote, small values aside (below). A
+blob is keyed by ``(channel, version)`` where ``version`` is the id of the
+checkpoint that wrote it, so blobs are immutable and unique across forks.
 
 A channel value that is not a list and encodes to at most :data:`INLINE_MAX`
 bytes is not a blob: it lives in the checkpoint record itself, copied into
 every later checkpoint that still holds that version. A blob row's keys alone
-outweigh such a value, and a put or read of it then costs no statement.
+outweigh such a value, and a put or read of it then costs no statement. (Only
+with a serializer that encodes bytes, ``holds_bytes``: :class:`Serializer` does.)
 
 A channel that only grew by appending (``Checkpoint.appends``) is stored as a
 ``delta`` blob linked to an earlier blob of its chain (``base_version``) and
