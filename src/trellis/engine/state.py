@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -213,38 +213,57 @@ def with_subgraph_states(snap: StateSnapshot, found: Mapping[str, StateSnapshot]
 def history(
     graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
 ) -> Iterator[StateSnapshot]:
-    thread_id, checkpoint_id = thread_of(graph, config)
-    target, ns = in_namespace(graph, config)
-    before = kwargs.pop("before", None)
-    if isinstance(before, Mapping):
-        before = (before.get("configurable") or {}).get("checkpoint_id")
-    if checkpoint_id is not None:  # as LangGraph: a config naming one checkpoint lists it only
-        saved = graph.checkpointer.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
-        if saved is not None and _listed(saved, before, **kwargs):
-            yield snapshot(target, saved, thread_id, live=False, ns=ns)
+    q = _HistoryQuery.of(graph, config, kwargs)
+    if q.checkpoint_id is not None:  # as LangGraph: a config naming one checkpoint lists it only
+        saved = graph.checkpointer.get_tuple(q.thread_id, q.checkpoint_id, checkpoint_ns=q.ns)
+        if saved is not None and _listed(saved, q.before, **q.kwargs):
+            yield q.snapshot(saved)
         return
-    for saved in graph.checkpointer.list(thread_id, checkpoint_ns=ns, before=before, **kwargs):
-        yield snapshot(target, saved, thread_id, live=False, ns=ns)
+    listed = graph.checkpointer.list(q.thread_id, checkpoint_ns=q.ns, before=q.before, **q.kwargs)
+    for saved in listed:
+        yield q.snapshot(saved)
 
 
 async def ahistory(
     graph: CompiledStateGraph, config: RunnableConfig | None, **kwargs: Any
 ) -> AsyncIterator[StateSnapshot]:
     """:func:`history` through the saver's async methods."""
-    thread_id, checkpoint_id = thread_of(graph, config)
-    target, ns = in_namespace(graph, config)
-    before = kwargs.pop("before", None)
-    if isinstance(before, Mapping):
-        before = (before.get("configurable") or {}).get("checkpoint_id")
-    if checkpoint_id is not None:
-        saved = await graph.checkpointer.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
-        if saved is not None and _listed(saved, before, **kwargs):
-            yield snapshot(target, saved, thread_id, live=False, ns=ns)
+    q = _HistoryQuery.of(graph, config, kwargs)
+    saver = graph.checkpointer
+    if q.checkpoint_id is not None:
+        saved = await saver.aget_tuple(q.thread_id, q.checkpoint_id, checkpoint_ns=q.ns)
+        if saved is not None and _listed(saved, q.before, **q.kwargs):
+            yield q.snapshot(saved)
         return
-    async for saved in graph.checkpointer.alist(
-        thread_id, checkpoint_ns=ns, before=before, **kwargs
-    ):
-        yield snapshot(target, saved, thread_id, live=False, ns=ns)
+    async for saved in saver.alist(q.thread_id, checkpoint_ns=q.ns, before=q.before, **q.kwargs):
+        yield q.snapshot(saved)
+
+
+@dataclass(frozen=True)
+class _HistoryQuery:
+    """What ``history`` and ``ahistory`` read: one thread's namespace, listed with
+    ``before`` (a checkpoint id) and the saver's other ``list`` arguments."""
+
+    target: CompiledStateGraph
+    thread_id: str
+    checkpoint_id: str | None
+    ns: str
+    before: str | None
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, graph: CompiledStateGraph, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> _HistoryQuery:
+        thread_id, checkpoint_id = thread_of(graph, config)
+        target, ns = in_namespace(graph, config)
+        before = kwargs.pop("before", None)
+        if isinstance(before, Mapping):  # a config, as LangGraph takes it
+            before = (before.get("configurable") or {}).get("checkpoint_id")
+        return cls(target, thread_id, checkpoint_id, ns, before, kwargs)
+
+    def snapshot(self, saved: CheckpointTuple) -> StateSnapshot:
+        return snapshot(self.target, saved, self.thread_id, live=False, ns=self.ns)
 
 
 def _listed(
