@@ -681,7 +681,7 @@ def _durability(value: Any) -> str:
 def _error_of(loop: RunLoop, failure: Exception) -> BaseException:
     """The error a failed run raises, once what its head left behind is settled."""
     drivers.settle(loop, failed=True)
-    return failure.error if isinstance(failure, drivers.StepFailed) else failure
+    return drivers.cause(failure)
 
 
 def _context_class(schema: Any) -> type | None:

@@ -320,14 +320,14 @@ def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
-        obs.run_end(loop, _cause(exc))
+        obs.run_end(loop, cause(exc))
         yield from event_chunks(obs)  # how it failed, then the error
         raise
     obs.run_end(loop)
     yield from event_chunks(obs)
 
 
-def _cause(exc: BaseException) -> BaseException:
+def cause(exc: BaseException) -> BaseException:
     """What a run failed of, as its caller sees it: a node's own error, not the
     StepFailed wrapping it."""
     return exc.error if isinstance(exc, StepFailed) else exc
@@ -585,7 +585,7 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
-        obs.run_end(loop, _cause(exc))
+        obs.run_end(loop, cause(exc))
         for chunk in event_chunks(obs):
             yield chunk
         raise
