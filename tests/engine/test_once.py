@@ -3,6 +3,7 @@ retries, failed runs and a SIGKILL of the process."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import operator
 import threading
@@ -141,6 +142,17 @@ def test_once_called_again_from_inside_its_own_fn_is_a_named_error() -> None:
 
     with pytest.raises(RuntimeError, match="called again from inside its own fn"):
         one_node(pay).invoke({"amount": 1})
+
+
+async def test_aonce_called_again_from_inside_its_own_fn_is_a_named_error() -> None:
+    async def inner() -> str:
+        return await aonce("charge", lambda: "inner")
+
+    async def pay(state: S) -> dict[str, Any]:
+        return {"receipt": await aonce("charge", inner)}
+
+    with pytest.raises(RuntimeError, match=r"aonce\('charge'\) in node .* from inside its own fn"):
+        await asyncio.wait_for(one_node(pay).ainvoke({"amount": 1}), 5)  # not a hang
 
 
 def test_retries_do_not_charge_again_without_a_checkpointer() -> None:

@@ -34,12 +34,15 @@ _in_flight_lock = threading.Lock()
 _in_flight_async: dict[tuple[Task, str], Any] = {}  # aonce's: asyncio futures, one loop
 
 
-def _record(key: str, result: Any) -> list[PendingWrite]:
-    task = current_task("once()")
+def _keep(task: Task, key: str, result: Any) -> None:
     task.once = {**(task.once or {}), key: result}
-    if task.loop.saver is None:
-        return []
-    return [PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once))]
+
+
+def _once_writes(task: Task) -> list[PendingWrite]:
+    """The write saving ``task``'s recorded results, if its run saves writes mid-step."""
+    if not task.loop.saves_writes():
+        return []  # none, or saved with the run's one save (durability="exit")
+    return [PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once or {}))]
 
 
 def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -77,12 +80,13 @@ def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise TypeError(
                 f"once({key!r}) in node {task.name!r} got an async function; use `await aonce(...)`"
             )
-        writes = _record(key, result)
+        _keep(task, key, result)
     finally:
         with _in_flight_lock:
             del _in_flight[task, key]
         done.set()
-    if writes and task.loop.saves_writes():
+    writes = _once_writes(task)
+    if writes:
         loop = task.loop
         loop.saver.put_writes(
             loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
@@ -98,6 +102,10 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
     if task.once and key in task.once:
         return task.once[key]  # type: ignore[no-any-return]
     while (running := _in_flight_async.get((task, key))) is not None:
+        if running is asyncio.current_task():  # waiting would wait for ourselves
+            raise RuntimeError(
+                f"aonce({key!r}) in node {task.name!r} was called again from inside its own fn"
+            )
         # An attempt that timed out was cancelled, but the call it made goes on
         # (shielded): wait for it rather than make a second call.
         with contextlib.suppress(Exception):
@@ -116,7 +124,7 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
     def finished(done: asyncio.Future[Any]) -> None:
         _in_flight_async.pop((task, key), None)
         if not done.cancelled() and done.exception() is None:
-            task.once = {**(task.once or {}), key: done.result()}  # even if nobody awaits
+            _keep(task, key, done.result())  # even if nobody awaits
 
     running.add_done_callback(finished)
     await asyncio.shield(running)
@@ -127,10 +135,10 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
 async def _persisted(task: Task, key: str) -> Any:
     """``task``'s recorded result for ``key``, after saving it with the task's writes."""
     result = task.once[key]  # type: ignore[index]
-    loop = task.loop
-    if loop.saver is not None and loop.saves_writes():
-        write = PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once or {}))
+    writes = _once_writes(task)
+    if writes:
+        loop = task.loop
         await loop.saver.aput_writes(
-            loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
+            loop.thread_id, loop.checkpoint_id, writes, checkpoint_ns=loop.checkpoint_ns
         )
     return result
