@@ -448,11 +448,10 @@ class SqlDialect:
         moved = head_moved(thread_id, ns, expected_head)
         rows = PutRows(thread_id, ns, expected_head, last.id, float(last.created_at), moved)
         ours = {put.checkpoint.id for put in puts}
-        # Chain states as of the checkpoint put last, by channel: the head's, as far
-        # as the cache knows them, updated by each put.
-        head = cache.get(thread_id, ns, expected_head) if expected_head is not None else None
-        chains: dict[str, ChainState] = dict(head.chains) if head is not None else {}
         parent = yield from self._parent(serde, cache, thread_id, ns, puts[0].checkpoint)
+        # Chain states as of the checkpoint put last, by channel: the parent's, as far
+        # as the cache knows them, updated by each put.
+        chains: dict[str, ChainState] = dict(parent.chains) if parent is not None else {}
         for put in puts:
             ck = put.checkpoint
             bases = yield from self._bases(thread_id, ns, ck, parent, chains)
@@ -542,13 +541,12 @@ class SqlDialect:
         chains: Mapping[str, ChainState],
     ) -> Generator[Batch, list[Rows], dict[str, ChainState]]:
         """Chain states, at the parent, of the channels this checkpoint appended to:
-        the known ones (the parent's and ``chains``), the others walked from the tables.
+        the known ones (``chains``), the others walked from the tables.
         """
         if not checkpoint.appends or parent is None:
             return {}
-        known = {**chains, **parent.chains}
         wanted = appended_bases(checkpoint, parent.versions)
-        out = {k: known[k] for k, v in wanted.items() if k in known and known[k].version == v}
+        out = {k: chains[k] for k, v in wanted.items() if k in chains and chains[k].version == v}
         missing = {k: v for k, v in wanted.items() if k not in out}
         if missing:
             sql = self.chain_walk(_LINK_COLS, self.tid)
