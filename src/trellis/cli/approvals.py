@@ -26,6 +26,7 @@ from rich.table import Table
 from trellis.cli.common import (
     DEFAULT_DB,
     CliError,
+    DbOption,
     err_console,
     open_saver,
     out_console,
@@ -47,14 +48,6 @@ approvals_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="SQLite file or postgresql:// URL, with ?schema=NAME outside 'public' "
-        "[default: .trellis/trellis.db].",
-    ),
-]
 GraphOption = Annotated[
     str | None,
     typer.Option("--graph", help="MODULE:ATTR of the graph, to resume runs as they are decided."),

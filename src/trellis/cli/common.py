@@ -11,7 +11,7 @@ import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -24,6 +24,7 @@ from trellis.persist.base import Database
 __all__ = [
     "DEFAULT_DB",
     "CliError",
+    "DbOption",
     "err_console",
     "open_saver",
     "out_console",
@@ -34,6 +35,15 @@ __all__ = [
 ]
 
 DEFAULT_DB = Path(".trellis") / "trellis.db"
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
+        "[default: .trellis/trellis.db].",
+    ),
+]
+"""``--db``, as every command that opens the checkpoint database takes it."""
 """Where ``trellis run`` keeps checkpoints when the graph brings no checkpointer."""
 
 # Tables and JSON are for reading whole: when piped, do not wrap them at 80 columns.

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from trellis.cli.common import (
     CliError,
+    DbOption,
     err_console,
     open_saver,
     out_console,
@@ -30,14 +31,6 @@ from trellis.types import START
 
 __all__ = ["history_command", "prune_command", "state_command", "threads_command"]
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
-        "[default: .trellis/trellis.db].",
-    ),
-]
 ThreadArgument = Annotated[str, typer.Argument(metavar="THREAD", help="The thread id.")]
 GraphOption = Annotated[
     str | None,

@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from trellis.cli.common import (
     CliError,
+    DbOption,
     err_console,
     open_saver,
     out_console,
@@ -79,14 +80,7 @@ def run_command(
         str | None,
         typer.Option("--thread", "-t", help="Thread id; without --input, continues the thread."),
     ] = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
-            "[default: .trellis/trellis.db].",
-        ),
-    ] = None,
+    db: DbOption = None,
     no_db: Annotated[
         bool, typer.Option("--no-db", help="Run without a checkpointer (nothing is saved).")
     ] = False,

@@ -13,8 +13,15 @@ from typing import Annotated
 
 import typer
 
-from trellis.cli.common import CliError, err_console, open_saver, out_console, reported_errors
-from trellis.cli.history import DbOption, GraphOption, ThreadArgument
+from trellis.cli.common import (
+    CliError,
+    DbOption,
+    err_console,
+    open_saver,
+    out_console,
+    reported_errors,
+)
+from trellis.cli.history import GraphOption, ThreadArgument
 from trellis.observe.diff import diff_states, render_diff
 from trellis.observe.events import Event, EventKind
 from trellis.observe.timeline import render_html, render_json, render_tree
