@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from trellis.errors import AlreadyDecidedError, ApprovalError, ApprovalNotFoundError
-from trellis.hitl.approval import check_update, edited_input, timeout_decision
+from trellis.hitl.approval import check_update, edited_input, policy_of, timeout_decision
 from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
 from trellis.hitl.records import (
     APPROVED,
@@ -65,7 +65,7 @@ class ReviewQueue:
         if checkpointer is None and graph is not None:
             checkpointer = graph.checkpointer
         if store is None and graph is not None:  # where the graph's gates keep requests
-            store = getattr(graph.options.get("approval_policy"), "store", None)
+            store = policy_of(graph.options).store
         if store is None:
             if checkpointer is None:
                 raise ValueError("ReviewQueue needs a checkpointer, a graph with one, or a store")
