@@ -85,28 +85,15 @@ class ApprovalStore(Protocol):
 
 _lock = threading.Lock()
 _stores: weakref.WeakKeyDictionary[Any, ApprovalStore] = weakref.WeakKeyDictionary()
-_default: ApprovalStore | None = None
 
 
 def store_for(saver: Any) -> ApprovalStore:
     """The approval store that belongs with ``saver`` (one per saver instance).
 
-    ``saver=None`` (a graph without a checkpointer) gets a process-wide
-    in-memory store, which is enough to record auto-approvals; a gate that
-    needs a person fails in ``interrupt()`` as any interrupt without a
-    checkpointer does.
-
     >>> store_for(saver) is store_for(saver)
     True
     """
-    global _default
     with _lock:
-        if saver is None:
-            if _default is None:
-                from trellis.hitl.store_memory import MemoryApprovalStore
-
-                _default = MemoryApprovalStore()
-            return _default
         try:
             found = _stores.get(saver)
         except TypeError:  # not weak-referenceable: build a fresh store each time
