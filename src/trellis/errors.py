@@ -98,12 +98,21 @@ class NodeError(TrellisError, RuntimeError):
     original exception is chained as ``__cause__``.
     """
 
-    def __init__(self, node: str, attempts: int, error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        node: str,
+        attempts: int,
+        error: BaseException | None = None,
+        *,
+        message: str | None = None,
+    ) -> None:
         self.node = node
         self.attempts = attempts
         self.error = error
-        detail = f": {type(error).__name__}: {error}" if error is not None else ""
-        super().__init__(f"node {node!r} failed after {attempts} attempt(s){detail}")
+        if message is None:
+            detail = f": {type(error).__name__}: {error}" if error is not None else ""
+            message = f"node {node!r} failed after {attempts} attempt(s){detail}"
+        super().__init__(message)
 
     @property
     def original(self) -> BaseException:
@@ -123,11 +132,8 @@ class NodeCancelledError(NodeError):
     'fetch'
     """
 
-    def __init__(self, node: str, attempts: int = 1) -> None:
-        TrellisError.__init__(self, f"node {node!r} raised asyncio.CancelledError")
-        self.node = node
-        self.attempts = attempts
-        self.error = None
+    def __init__(self, node: str) -> None:
+        super().__init__(node, 1, message=f"node {node!r} raised asyncio.CancelledError")
 
 
 class NodeTimeoutError(NodeError):
@@ -135,10 +141,7 @@ class NodeTimeoutError(NodeError):
 
     def __init__(self, node: str, timeout: float, attempts: int = 1) -> None:
         self.timeout = timeout
-        TrellisError.__init__(self, f"node {node!r} timed out after {timeout:g}s")
-        self.node = node
-        self.attempts = attempts
-        self.error = None
+        super().__init__(node, attempts, message=f"node {node!r} timed out after {timeout:g}s")
 
 
 class CircuitOpenError(TrellisError, RuntimeError):
