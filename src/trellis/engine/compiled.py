@@ -229,8 +229,7 @@ class CompiledStateGraph:
             restore(loop, saved, continue_run=True)
             loop.resuming = True
             if input is None and head is not None and head.checkpoint.id != saved.checkpoint.id:
-                if loop.compensable:
-                    inherit_compensations(loop, head)
+                inherit_compensations(loop, head)
                 loop.fork()  # time travel: the step runs again, on a branch of its own
                 return
             loop.saved_writes = saved.pending_writes

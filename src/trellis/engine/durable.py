@@ -208,6 +208,8 @@ def inherit_compensations(loop: RunLoop, head: CheckpointTuple) -> None:
     knows is the same node run. An entry saved without one counts only when
     the head's entries start with the fork's (then it is the same position).
     """
+    if not loop.compensable:
+        return
     entries = (head.checkpoint.pending or {}).get("compensable", ())
     same_positions = [list(entry) for entry in entries[: len(loop.compensable)]] == (
         loop.compensable

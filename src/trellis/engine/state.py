@@ -337,7 +337,7 @@ def update_loop(
         # is decided anew when the update comes from a node.
         restore(loop, saved, continue_run=True)
         loop.start_task = None
-        if loop.compensable and head is not None and head.checkpoint.id != saved.checkpoint.id:
+        if head is not None and head.checkpoint.id != saved.checkpoint.id:
             inherit_compensations(loop, head)  # an edit of an older checkpoint forks too
     loop.expected_head = head.checkpoint.id if head is not None else None
     known = as_node in graph.plan.nodes or as_node in (START, END)
