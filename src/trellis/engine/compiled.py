@@ -32,6 +32,7 @@ from trellis.errors import (
     InvalidUpdateError,
     RoutingError,
 )
+from trellis.graph.schema import is_pydantic_class
 from trellis.persist.base import CheckpointTuple
 from trellis.types import Command, RunnableConfig, StateSnapshot
 
@@ -685,9 +686,7 @@ def _error_of(loop: RunLoop, failure: Exception) -> BaseException:
 
 def _context_class(schema: Any) -> type | None:
     """The class a dict context is made into: a dataclass or pydantic model schema."""
-    if not isinstance(schema, type):
-        return None
-    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_validate"):
+    if isinstance(schema, type) and (dataclasses.is_dataclass(schema) or is_pydantic_class(schema)):
         return schema
     return None
 

@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin
 
 from typing_extensions import is_typeddict
 
-__all__ = ["Channel", "SchemaInfo", "schema_info"]
+__all__ = ["Channel", "SchemaInfo", "is_pydantic_class", "schema_info"]
 
 Reducer = Callable[[Any, Any], Any]
 _MISSING = object()
@@ -62,7 +62,8 @@ def _is_pydantic_instance(obj: Any) -> bool:
     return hasattr(type(obj), "model_fields") and hasattr(obj, "model_fields_set")
 
 
-def _is_pydantic_class(cls: Any) -> bool:
+def is_pydantic_class(cls: Any) -> bool:
+    """Whether ``cls`` is a pydantic model class (told without importing pydantic)."""
     return isinstance(cls, type) and hasattr(cls, "model_fields") and hasattr(cls, "model_validate")
 
 
@@ -153,7 +154,7 @@ def schema_info(schema: Any) -> SchemaInfo:
         kind = "typeddict"
     elif dataclasses.is_dataclass(schema) and isinstance(schema, type):
         kind = "dataclass"
-    elif _is_pydantic_class(schema):
+    elif is_pydantic_class(schema):
         kind = "pydantic"
     else:
         raise TypeError(
