@@ -319,13 +319,15 @@ class CompiledStateGraph:
         """The run failed for good (a node's error, or the engine's: see
         ``_RUN_FAILURES``): settle what its head left behind, compensate its
         completed side effects, and return the error to raise."""
-        error = _error_of(loop, failure)
+        drivers.settle(loop, failed=True)
+        error = drivers.cause(failure)
         if loop.compensable and not isinstance(error, ParentCommand):
             saga.attach(error, saga.Saga.of_run(self, loop).run())
         return error
 
     async def _afailed(self, loop: RunLoop, failure: Exception) -> BaseException:
-        error = _error_of(loop, failure)
+        await drivers.asettle(loop, failed=True)
+        error = drivers.cause(failure)
         if loop.compensable and not isinstance(error, ParentCommand):
             saga.attach(error, await saga.Saga.of_run(self, loop).arun())
         return error
@@ -584,7 +586,7 @@ class CompiledStateGraph:
         )
         loop = state.update_loop(graph, config, saved, head, values, as_node, parent)
         await drivers.aperform(loop)
-        drivers.settle(loop)
+        await drivers.asettle(loop)
         return state.checkpoint_config(where[0], loop.head, ns)
 
     def delete_thread(self, thread_id: str) -> None:
@@ -676,12 +678,6 @@ def _durability(value: Any) -> str:
             f"durability={value!r} is not one of {', '.join(map(repr, _DURABILITY))}"
         )
     return str(value)
-
-
-def _error_of(loop: RunLoop, failure: Exception) -> BaseException:
-    """The error a failed run raises, once what its head left behind is settled."""
-    drivers.settle(loop, failed=True)
-    return drivers.cause(failure)
 
 
 def _context_class(schema: Any) -> type | None:

@@ -25,7 +25,7 @@ from trellis.engine.guard import (
     finish_handled,
     route_failure,
 )
-from trellis.engine.interrupts import GraphInterrupt, abandoned
+from trellis.engine.interrupts import GraphInterrupt, aabandoned, abandoned
 from trellis.engine.loop import RunLoop
 from trellis.engine.streaming import (
     checkpoint_chunks,
@@ -417,6 +417,14 @@ def settle(loop: RunLoop, *, failed: bool = False) -> None:
             abandoned(loop, left)
 
 
+async def asettle(loop: RunLoop, *, failed: bool = False) -> None:
+    """The async twin of ``settle``."""
+    if loop.waiting:
+        left = loop.left_behind(failed=failed)
+        if left:
+            await aabandoned(loop, left)
+
+
 # -- async ------------------------------------------------------------------
 
 
@@ -575,21 +583,25 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         async for chunk in asteps(loop):
             yield chunk
         return
+    obs.defer_store = True
     obs.run_start()
     try:
         async for chunk in asteps(loop):
             yield chunk
             for chunk in event_chunks(obs):
                 yield chunk
-    except GeneratorExit:
+    except GeneratorExit:  # no awaiting here: the events are stored as a sync run's are
+        obs.defer_store = False
         obs.run_end(loop, cancelled=True)
         raise
     except BaseException as exc:
         obs.run_end(loop, cause(exc))
+        await obs.astore()
         for chunk in event_chunks(obs):
             yield chunk
         raise
     obs.run_end(loop)
+    await obs.astore()
     for chunk in event_chunks(obs):
         yield chunk
 
@@ -646,7 +658,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 loop.suspend(tasks)
             finally:  # what the step kept is saved even if its writes conflict
                 await aperform(loop)
-            settle(loop)
+            await asettle(loop)
             if modes:
                 for chunk in interrupt_chunks(loop, todo):
                     yield chunk
@@ -677,7 +689,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     loop.finish()
     if loop.effects:
         await aperform(loop)
-    settle(loop)
+    await asettle(loop)
 
 
 async def arun(loop: RunLoop) -> None:
@@ -734,7 +746,7 @@ async def arun(loop: RunLoop) -> None:
                 loop.suspend(tasks)
             finally:  # what the step kept is saved even if its writes conflict
                 await aperform(loop)
-            settle(loop)
+            await asettle(loop)
             return
         loop.commit(tasks)
         if loop.effects:
@@ -744,4 +756,4 @@ async def arun(loop: RunLoop) -> None:
     loop.finish()
     if loop.effects:
         await aperform(loop)
-    settle(loop)
+    await asettle(loop)

@@ -36,7 +36,19 @@ def _gate(task: Task) -> bool:
     approval = task.node.approval
     if approval is None:
         return True
-    outcome = approval.gate(task)
+    return _follow(task, approval.gate(task))
+
+
+async def _agate(task: Task) -> bool:
+    """The async twin of ``_gate``."""
+    approval = task.node.approval
+    if approval is None:
+        return True
+    return _follow(task, await approval.agate(task))
+
+
+def _follow(task: Task, outcome: Any) -> bool:
+    """Apply a gate's outcome to ``task``; False when the node must not run."""
     update = getattr(outcome, "update", None)
     goto = getattr(outcome, "goto", None)
     if update:
@@ -56,14 +68,29 @@ def _gate(task: Task) -> bool:
     return True
 
 
+def _retry_write(task: Task, state: RetryState, exc: BaseException | None) -> PendingWrite | None:
+    """The write that lets a retry survive a crash; None when there is none to save."""
+    if exc is None or state.next_attempt_at is None or not task.loop.saves_writes():
+        return None  # under durability="exit", saved with the run's one save instead
+    return PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
+
+
 def _persist_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
-    loop = task.loop
-    if exc is None or state.next_attempt_at is None or not loop.saves_writes():
-        return  # under durability="exit", saved with the run's one save instead
-    write = PendingWrite(task.id, task.name, RETRY_IDX, RETRY, state.to_dict())
-    loop.saver.put_writes(
-        loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
-    )
+    write = _retry_write(task, state, exc)
+    if write is not None:
+        loop = task.loop
+        loop.saver.put_writes(
+            loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
+        )
+
+
+async def _apersist_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
+    write = _retry_write(task, state, exc)
+    if write is not None:
+        loop = task.loop
+        await loop.saver.aput_writes(
+            loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
+        )
 
 
 def _observe_retry(task: Task, state: RetryState, exc: BaseException | None) -> None:
@@ -193,7 +220,7 @@ async def _attempt_async(task: Task) -> Any:
 
 async def acall_guarded(task: Task) -> Any:
     """The async twin of ``call_guarded``."""
-    if not _gate(task):
+    if not await _agate(task):
         return SKIPPED
     node = task.node
     if not node.policies:
@@ -208,10 +235,10 @@ async def acall_guarded(task: Task) -> Any:
         task.custom = None
         return await _attempt_async(task)
 
-    def on_attempt(state: RetryState, exc: BaseException | None) -> None:
+    async def on_attempt(state: RetryState, exc: BaseException | None) -> None:
         _observe_retry(task, state, exc)
         task.attempt = state.attempt
-        _persist_retry(task, state, exc)
+        await _apersist_retry(task, state, exc)
 
     try:
         return await arun_with_retry(

@@ -156,3 +156,12 @@ def abandoned(loop: RunLoop, ids: Sequence[str]) -> None:
                 ", ".join(ids),
                 exc_info=True,
             )
+
+
+async def aabandoned(loop: RunLoop, ids: Sequence[str]) -> None:
+    """``abandoned`` for an async run: the hooks may wait on a database (an
+    approval store on PostgreSQL), so they run in a worker thread."""
+    if _abandoned_hooks:
+        import asyncio
+
+        await asyncio.to_thread(abandoned, loop, ids)

@@ -99,6 +99,7 @@ class RunObserver:
     __slots__ = (
         "buffer",
         "counts",
+        "defer_store",
         "graph",
         "keyed",
         "kept",
@@ -157,6 +158,8 @@ class RunObserver:
         # compile(trace=True): the run's events go to the saver's event log at the end.
         self.log = log if loop.thread_id is not None else None
         self.kept: list[Event] = []
+        # An async run stores them itself, from a worker thread (``astore``).
+        self.defer_store = False
         self.routes = routes
         self.counts = routes.counts if routes.collectors else None
         targets = routes.targets
@@ -247,6 +250,19 @@ class RunObserver:
 
     def _flush(self) -> None:
         """Store the events kept for the run history (``compile(trace=True)``)."""
+        if not self.defer_store:
+            self._store()
+
+    async def astore(self) -> None:
+        """``_flush`` for an async run: the log may wait on a database server, so
+        it is written from a worker thread. Later events are stored as they come."""
+        self.defer_store = False
+        if self.log is not None and self.kept:
+            import asyncio
+
+            await asyncio.to_thread(self._store)
+
+    def _store(self) -> None:
         if self.log is not None and self.kept:
             kept = list(self.kept)
             self.kept.clear()

@@ -56,8 +56,12 @@ class SubgraphNode:
         keys = self.graph.plan.input_info.keys or self.graph.plan.writable
         return {k: v for k, v in state.items() if k in keys}
 
-    def _call(self, state: Any, config: RunnableConfig) -> tuple[CompiledStateGraph, Any, Any]:
-        """Which graph to run, with what input and config (inheriting a checkpointer)."""
+    def _call(
+        self, state: Any, config: RunnableConfig
+    ) -> tuple[CompiledStateGraph, Any, Any, Task | None]:
+        """Which graph to run, with what input and config (inheriting a checkpointer),
+        and the parent's task when the run keeps its checkpoints in the parent's saver
+        (``_carry_on`` then reads where it stands)."""
         configurable = dict(config.get("configurable") or {})
         configurable.pop("checkpoint_id", None)
         task: Task | None = CURRENT_TASK.get()
@@ -71,26 +75,26 @@ class SubgraphNode:
             )
         if detached or not self.shares_saver:
             configurable.pop("checkpoint_ns", None)
-            return graph, self._input(state), {**config, "configurable": configurable}
+            return graph, self._input(state), {**config, "configurable": configurable}, None
         assert parent is not None and task is not None  # not detached
         graph = self.bound(parent.saver)
         configurable["thread_id"] = parent.thread_id
         configurable["checkpoint_ns"] = self.namespace(parent.checkpoint_ns, task.id)
-        cfg: RunnableConfig = {**config, "configurable": configurable}
-        value = self._input(state)
-        saved = parent.saver.get_tuple(
-            parent.thread_id, checkpoint_ns=configurable["checkpoint_ns"]
-        )
-        if saved is not None:
-            waiting = {w.task_id for w in saved.pending_writes if w.channel == "__interrupt__"}
-            if waiting - {BREAKPOINT_TASK}:  # resuming: hand the newest answer down
-                value = Command(resume=task.resume[-1]) if task.resume else None
-            elif waiting or (has_tasks(saved) and self.graph.checkpointer is not True):
-                # It stopped at a breakpoint, or failed in an earlier attempt of this
-                # very task (a namespace of its own): carry on from there, not from its
-                # input again. One kept across runs (checkpointer=True) takes the input.
-                value = None
-        return graph, value, cfg
+        return graph, self._input(state), {**config, "configurable": configurable}, task
+
+    def _carry_on(self, task: Task, value: Any, saved: Any) -> Any:
+        """The input of a run that finds ``saved`` in its namespace."""
+        if saved is None:
+            return value
+        waiting = {w.task_id for w in saved.pending_writes if w.channel == "__interrupt__"}
+        if waiting - {BREAKPOINT_TASK}:  # resuming: hand the newest answer down
+            return Command(resume=task.resume[-1]) if task.resume else None
+        if waiting or (has_tasks(saved) and self.graph.checkpointer is not True):
+            # It stopped at a breakpoint, or failed in an earlier attempt of this
+            # very task (a namespace of its own): carry on from there, not from its
+            # input again. One kept across runs (checkpointer=True) takes the input.
+            return None
+        return value
 
     @property
     def shares_saver(self) -> bool:
@@ -114,7 +118,13 @@ class SubgraphNode:
         return found
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
-        graph, value, cfg = self._call(state, config)
+        graph, value, cfg, shared = self._call(state, config)
+        if shared is not None:
+            where = cfg["configurable"]
+            saved = shared.loop.saver.get_tuple(
+                where["thread_id"], checkpoint_ns=where["checkpoint_ns"]
+            )
+            value = self._carry_on(shared, value, saved)
         task = CURRENT_TASK.get()
         try:
             if task is None or not task.loop.subgraphs:
@@ -132,7 +142,13 @@ class SubgraphNode:
         return output
 
     async def acall(self, state: Any, config: RunnableConfig) -> Any:
-        graph, value, cfg = self._call(state, config)
+        graph, value, cfg, shared = self._call(state, config)
+        if shared is not None:
+            where = cfg["configurable"]
+            saved = await shared.loop.saver.aget_tuple(
+                where["thread_id"], checkpoint_ns=where["checkpoint_ns"]
+            )
+            value = self._carry_on(shared, value, saved)
         task = CURRENT_TASK.get()
         try:
             if task is None or not task.loop.subgraphs:

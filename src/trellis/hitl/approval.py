@@ -52,7 +52,12 @@ from trellis.hitl.records import (
     Risk,
     storable_text,
 )
-from trellis.hitl.store import ApprovalStore, existing_store_for, store_for
+from trellis.hitl.store import (
+    ApprovalStore,
+    blocks_event_loop,
+    existing_store_for,
+    store_for,
+)
 from trellis.hitl.store_memory import MemoryApprovalStore
 from trellis.jsonable import to_jsonable
 from trellis.observe.events import EventKind
@@ -221,6 +226,16 @@ class Approval:
             _take_slot(task, index, request)
         _observe(task, EventKind.APPROVAL_DECIDED, request)
         return self._outcome(task, request, policy)
+
+    async def agate(self, task: Task) -> GateOutcome:
+        """``gate`` for an async run: in a worker thread when its store's calls wait
+        on the network, so the event loop runs other work meanwhile."""
+        loop = task.loop
+        if loop.saver is not None and blocks_event_loop(loop.saver, policy_of(loop.options).store):
+            import asyncio  # the task's context (its interrupts) goes with it
+
+            return await asyncio.to_thread(self.gate, task)
+        return self.gate(task)
 
     def _request(self, task: Task, rid: str, policy: ApprovalPolicy, now: float) -> ApprovalRequest:
         loop = task.loop

@@ -27,6 +27,7 @@ from trellis.persist.base import Database, keeps_rows, register_sidecar_kind
 __all__ = [
     "ApprovalStore",
     "StatRow",
+    "blocks_event_loop",
     "existing_store_for",
     "open_store",
     "refusal_for",
@@ -104,6 +105,21 @@ def store_for(saver: Any) -> ApprovalStore:
             if found is not saver:  # the store's connections live as long as the saver
                 weakref.finalize(saver, found.close)
         return found
+
+
+def blocks_event_loop(saver: Any, store: ApprovalStore | None = None) -> bool:
+    """Whether calls to ``store`` (or else to ``store_for(saver)``, which is not
+    made here) may wait on the network, so that an async run makes them from a
+    worker thread: a PostgreSQL store, or one of the caller's whose class says
+    ``blocking = True``. Memory and SQLite answer in less time than a thread hop.
+
+    >>> blocks_event_loop(PostgresSaver.from_conn_string(url))
+    True
+    """
+    if store is not None:
+        return bool(getattr(store, "blocking", False))
+    db = getattr(saver, "database", None)
+    return db is not None and db.kind != "sqlite"
 
 
 def existing_store_for(saver: Any) -> ApprovalStore | None:

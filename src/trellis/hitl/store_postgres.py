@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from trellis.errors import ApprovalError
 from trellis.hitl.store_sql import Cursor, SqlApprovalStore
@@ -31,6 +31,9 @@ class PostgresApprovalStore(SqlApprovalStore):
     >>> store = PostgresApprovalStore("postgresql://app@db/prod")
     >>> store.pending(node=["refund"])
     """
+
+    blocking: ClassVar[bool] = True
+    """Each call waits on the server: async runs call it from a worker thread."""
 
     def __init__(
         self,

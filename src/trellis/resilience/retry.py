@@ -52,6 +52,10 @@ ExceptionSpec = (
 OnAttempt = Callable[["RetryState", BaseException | None], None]
 """``on_attempt(state, exc)``; see :func:`run_with_retry` for the three cases."""
 
+AsyncOnAttempt = Callable[["RetryState", BaseException | None], Awaitable[None] | None]
+"""``arun_with_retry``'s ``on_attempt``: it may also be a coroutine function (to
+persist the state with a saver's async methods), and is awaited then."""
+
 JITTER_FRACTION = 0.25
 """Jitter adds up to this fraction of the backoff delay (never past ``max_interval``)."""
 
@@ -293,7 +297,7 @@ async def arun_with_retry(
     sleep: Callable[[float], Awaitable[object]] | None = None,
     clock: Callable[[], float] = time.time,
     random: Callable[[], float] = _random.random,
-    on_attempt: OnAttempt | None = None,
+    on_attempt: AsyncOnAttempt | None = None,
     state: RetryState | None = None,
 ) -> T:
     """The async twin of :func:`run_with_retry`: same decisions, ``await``\\ s instead.
@@ -313,11 +317,34 @@ async def arun_with_retry(
         if delay > 0:
             await sleep(delay)
         if on_attempt is not None:
-            on_attempt(current, None)
+            await _awaited(on_attempt(current, None))
         try:
             return await fn(current)
         except Exception as exc:
-            current = _after(current, policies, exc, clock, random, on_attempt)
+            following = _following(current, policies, exc, clock, random)
+            if on_attempt is not None:
+                await _awaited(
+                    on_attempt(following if following is not None else current.gave_up(exc), exc)
+                )
+            if following is None:
+                raise
+            current = following
+
+
+async def _awaited(result: Awaitable[None] | None) -> None:
+    if result is not None:
+        await result
+
+
+def _following(
+    current: RetryState,
+    policies: tuple[RetryPolicy, ...],
+    exc: Exception,
+    clock: Callable[[], float],
+    random: Callable[[], float],
+) -> RetryState | None:
+    """The state of the next attempt after ``exc``; None when retries are over."""
+    return current.after_failure(select_policy(policies, exc), exc, clock(), random=random)
 
 
 def _after(
@@ -328,8 +355,8 @@ def _after(
     random: Callable[[], float],
     on_attempt: OnAttempt | None,
 ) -> RetryState:
-    """The shared failure step of both loops: next state, or re-raise ``exc``."""
-    following = current.after_failure(select_policy(policies, exc), exc, clock(), random=random)
+    """The failure step of the sync loop: next state, or re-raise ``exc``."""
+    following = _following(current, policies, exc, clock, random)
     if on_attempt is not None:
         on_attempt(following if following is not None else current.gave_up(exc), exc)
     if following is None:
