@@ -342,6 +342,48 @@ def test_a_timed_out_attempt_is_retried(gate: threading.Event) -> None:
     assert out["n"] == 2 and attempts == [1, 2]
 
 
+def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
+    saver_factory: Any,
+) -> None:
+    # The first attempt's thread is abandoned, not killed: once its node returns it
+    # would commit the subgraph's step into the namespace the retry is running in,
+    # and the retry's own commit would then fail as a concurrent update.
+    released, returned = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def first(state: S) -> dict[str, Any]:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            released.wait(30)  # the first attempt hangs until the retry lets it go
+            returned.set()
+        else:
+            released.set()
+            returned.wait(30)
+            time.sleep(0.2)  # the abandoned run's commit, had it made one, is in by now
+        return {"trail": ["first"]}
+
+    inner = StateGraph(S)
+    inner.add_node("first", first)
+    inner.add_node("second", lambda s: {"trail": ["second"]})
+    inner.add_edge(START, "first")
+    inner.add_edge("first", "second")
+    inner.add_edge("second", END)
+    outer = StateGraph(S)
+    policy = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=Exception)
+    outer.add_node("sub", inner.compile(), timeout=0.5, retry_policy=policy)
+    outer.add_edge(START, "sub")
+    outer.add_edge("sub", END)
+    saver = saver_factory.make()
+    app = outer.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    assert app.invoke({"n": 0}, cfg)["trail"] == ["first", "second"]
+    assert len(calls) == 2
+    (task,) = next(s for s in app.get_state_history(cfg) if s.next == ("sub",)).tasks
+    inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"sub:{task.id}"}}
+    steps = [s.metadata["step"] for s in app.get_state_history(inside)]
+    assert steps == [2, 1, 0, -1], "one run's checkpoints, none from the abandoned one"
+
+
 async def test_a_timed_out_async_attempt_is_retried(watchdog: WatchdogReport) -> None:
     attempts: list[int] = []
 

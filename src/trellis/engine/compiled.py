@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
+from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
     compensations_done,
     has_tasks,
@@ -180,6 +181,9 @@ class CompiledStateGraph:
             breakpoints=(_names(before), _names(after)) if before or after else _NO_BREAKPOINTS,
             options=self.options,
         )
+        outer = CURRENT_TASK.get()
+        if outer is not None and outer.node.timeout is not None:
+            loop.outer = (outer, outer.attempt)
         if loop.saver is None:
             if isinstance(input, Command) and input.resume is not None:
                 raise InterruptError(

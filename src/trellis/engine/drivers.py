@@ -36,7 +36,7 @@ from trellis.engine.streaming import (
 )
 from trellis.engine.subgraph import ParentCommand
 from trellis.engine.task import Task
-from trellis.errors import InvalidUpdateError, NodeCancelledError, TrellisError
+from trellis.errors import InvalidUpdateError, NodeCancelledError, NodeTimeoutError, TrellisError
 from trellis.persist.base import Put
 from trellis.types import START
 
@@ -138,14 +138,17 @@ def _keeper(loop: RunLoop) -> Any:
     """For a parallel step: save each finished task's writes as it finishes (None: don't)."""
     if not loop.saves_writes():
         return None
-    saver, thread, checkpoint, ns = (
+    saver, thread, checkpoint, ns, outer = (
         loop.saver,
         loop.thread_id,
         loop.checkpoint_id,
         loop.checkpoint_ns,
+        loop.outer,
     )
 
     def keep(task: Task) -> None:
+        if outer is not None and _abandoned(outer):
+            return  # the step's perform() stops the run
         if task.done and not task.interrupts:
             saver.put_writes(thread, checkpoint, pending_writes([task]), checkpoint_ns=ns)
 
@@ -221,6 +224,11 @@ def _applies_input(tasks: list[Task]) -> bool:
 
 def perform(loop: RunLoop) -> None:
     """Make the saver calls the loop asked for, in order."""
+    if loop.outer is not None and _abandoned(loop.outer):
+        # Its thread runs on, but the node's next attempt (or the parent's failure)
+        # owns what this run would write: writing would race it for the checkpoints.
+        task = loop.outer[0]
+        raise NodeTimeoutError(task.name, task.node.timeout or 0.0)
     effects, loop.effects = loop.effects, []
     if len(effects) == 1:  # nearly every step: one checkpoint
         effect = effects[0]
@@ -231,6 +239,13 @@ def perform(loop: RunLoop) -> None:
         getattr(loop.saver, name)(**kwargs)
         for effect in done:
             _saved(loop, effect)
+
+
+def _abandoned(outer: tuple[Task, int]) -> bool:
+    """Whether a run inside node attempt ``outer`` (task, attempt) runs on in a
+    thread that was abandoned when the attempt timed out."""
+    task, attempt = outer
+    return getattr(task, "timed_out", 0) >= attempt
 
 
 def _calls(

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import RETRY, RETRY_IDX
-from trellis.errors import InvalidUpdateError, NodeError
+from trellis.errors import InvalidUpdateError, NodeError, NodeTimeoutError
 from trellis.observe.events import EventKind
 from trellis.persist.base import PendingWrite
 from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
@@ -155,6 +155,8 @@ def _attempt_sync(task: Task) -> Any:
         else:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
+        if isinstance(exc, NodeTimeoutError) and exc.node == node.name:
+            task.timed_out = task.attempt  # what the abandoned thread runs stops writing
         _leave(task, breaker, permit, exc)
         raise
     except BaseException:

@@ -79,6 +79,7 @@ class RunLoop:
         "next_sends",
         "observer",
         "options",
+        "outer",
         "plan",
         "recursion_limit",
         "resume",
@@ -181,6 +182,9 @@ class RunLoop:
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         self.observer: Any = None  # a RunObserver when someone watches this run
+        # (task, attempt) of the node this run is inside, when that node has a
+        # timeout: a timed-out attempt's thread runs on, and must stop writing.
+        self.outer: tuple[Task, int] | None = None
         # Completed nodes that have a compensation: [node, checkpoint id, task id] in
         # order; without a checkpointer, the state after each is kept in memory instead.
         self.compensable: list[list[Any]] = _NO_LIST
