@@ -79,6 +79,35 @@ def test_expire_due_resolves_by_on_timeout_and_resumes(
     assert queue.expire_due() == []  # each request is resolved once
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sweep_resumes_a_thread_waiting_on_two_gates_once(
+    backend: Backend, clock: Clock, mode: str
+) -> None:
+    # Both requests of a thread time out together: one resume answers both; a
+    # second would find the thread finished and fail a sweep that succeeded.
+    runs: list[str] = []
+    gate = Approval(timeout=60, on_timeout="approve")
+    b = StateGraph(State)
+    b.add_node("a", lambda s: runs.append("a") or {"log": ["a"]}, approval=gate)
+    b.add_node("b", lambda s: runs.append("b") or {"log": ["b"]}, approval=gate)
+    b.add_edge(START, "a")
+    b.add_edge(START, "b")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver, approval_policy=ApprovalPolicy(clock=clock))
+    app.invoke({"amount": 1}, cfg("t1"))
+    app.invoke({"amount": 2}, cfg("t2"))
+    queue = ReviewQueue(saver, graph=app, clock=clock)
+    clock.advance(60)
+    done = queue.expire_due() if mode == "sync" else asyncio.run(queue.aexpire_due())
+    assert sorted((r.thread_id, r.node) for r in done) == [
+        ("t1", "a"), ("t1", "b"), ("t2", "a"), ("t2", "b"),
+    ]  # fmt: skip
+    assert sorted(runs) == ["a", "a", "b", "b"]
+    for thread in ("t1", "t2"):
+        state = app.get_state(cfg(thread))
+        assert sorted(state.values["log"]) == ["a", "b"] and state.next == ()
+
+
 def test_a_swept_request_resumes_at_the_next_invoke_without_a_graph(
     backend: Backend, clock: Clock
 ) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -188,11 +188,11 @@ class ReviewQueue:
         self._check_can_resume("sweep")
         resolved = self._expire(now, limit)
         failures: list[Exception] = []
-        for done in resolved:
+        for group in _by_thread(resolved):
             try:
-                self._resume(done)
+                self._resume(*group)
             except Exception as exc:
-                failures.append(_resuming_after_timeout(exc, done))
+                failures.append(_resuming_after_timeout(exc, group))
         _raise_together(failures)
         return resolved
 
@@ -202,11 +202,11 @@ class ReviewQueue:
         """The async twin of ``expire_due`` (resumes with ``graph.ainvoke``)."""
         resolved = await asyncio.to_thread(self._expire, now, limit)
         failures: list[Exception] = []
-        for done in resolved:
+        for group in _by_thread(resolved):
             try:
-                await self._aresume(done)
+                await self._aresume(*group)
             except Exception as exc:
-                failures.append(_resuming_after_timeout(exc, done))
+                failures.append(_resuming_after_timeout(exc, group))
         _raise_together(failures)
         return resolved
 
@@ -242,20 +242,21 @@ class ReviewQueue:
             "/ aexpire_due"
         )
 
-    def _resume(self, request: ApprovalRequest) -> None:
+    def _resume(self, *requests: ApprovalRequest) -> None:
+        """Resume the thread of ``requests`` (one thread's), answering them all."""
         graph = self.graph
         if graph is None:
             return
         if graph.needs_async:
             # A graph with async nodes only runs under ainvoke; from sync code
             # (a script, the CLI) that means an event loop of its own.
-            asyncio.run(self._aresume(request))
+            asyncio.run(self._aresume(*requests))
         else:
-            graph.invoke(*_resume_args(request))
+            graph.invoke(*_resume_args(requests))
 
-    async def _aresume(self, request: ApprovalRequest) -> None:
+    async def _aresume(self, *requests: ApprovalRequest) -> None:
         if self.graph is not None:
-            await self.graph.ainvoke(*_resume_args(request))
+            await self.graph.ainvoke(*_resume_args(requests))
 
     # -- async twins -------------------------------------------------------------
 
@@ -307,8 +308,18 @@ class ReviewQueue:
             self.store.close()
 
 
-def _resuming_after_timeout(exc: Exception, request: ApprovalRequest) -> Exception:
-    exc.add_note(f"resuming thread {request.thread_id!r} after request {request.id!r} timed out")
+def _by_thread(requests: Sequence[ApprovalRequest]) -> list[list[ApprovalRequest]]:
+    """``requests`` grouped by thread, in order: a thread waiting on several of them
+    (parallel gates) is resumed once, with every answer, not once per request."""
+    groups: dict[str, list[ApprovalRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.thread_id, []).append(request)
+    return list(groups.values())
+
+
+def _resuming_after_timeout(exc: Exception, requests: Sequence[ApprovalRequest]) -> Exception:
+    ids = ", ".join(repr(r.id) for r in requests)
+    exc.add_note(f"resuming thread {requests[0].thread_id!r} after request(s) {ids} timed out")
     return exc
 
 
@@ -328,6 +339,6 @@ def _config(request: ApprovalRequest) -> dict[str, Any]:
     return {"configurable": {"thread_id": request.thread_id}}
 
 
-def _resume_args(request: ApprovalRequest) -> tuple[Command[Any], dict[str, Any]]:
-    payload = {"request_id": request.id, "status": request.status}
-    return Command(resume={request.id: payload}), _config(request)
+def _resume_args(requests: Sequence[ApprovalRequest]) -> tuple[Command[Any], dict[str, Any]]:
+    answers = {r.id: {"request_id": r.id, "status": r.status} for r in requests}
+    return Command(resume=answers), _config(requests[0])
