@@ -298,6 +298,20 @@ def test_an_unreadable_resume_value_fails_and_the_queue_still_decides(backend: B
     assert len(g.runs) == 1
 
 
+def test_a_raw_edit_that_does_not_fit_is_refused_before_it_is_stored(backend: Backend) -> None:
+    g = Graph(backend.saver())
+    rid = request_id(g.start("t1"))
+    before = g.app.get_state(cfg("t1"))
+    edit = {"action": "edit", "update": {"log": 5}}  # the reducer adds lists: 5 is no list
+    with pytest.raises(InvalidUpdateError, match=f"edit of approval request {rid!r}"):
+        g.app.invoke(Command(resume={rid: edit}), cfg("t1"))
+    assert g.app.get_state(cfg("t1")).values == before.values
+    queue = ReviewQueue(g.saver, graph=g.app)
+    assert queue.get(rid).status == PENDING  # a reviewer can still decide it
+    queue.approve(rid, reviewer="alice")
+    assert len(g.runs) == 1
+
+
 def test_resuming_with_an_unknown_interrupt_id_changes_nothing(backend: Backend) -> None:
     g = Graph(backend.saver())
     rid = request_id(g.start("t1"))

@@ -221,7 +221,7 @@ class Approval:
                 # showed, and this request waits for a decision of its own.
                 task.resume = list(task.resume or [])[:index]
                 raise GraphInterrupt(Interrupt(value=request.as_interrupt(), id=rid))
-            request = _record(store, rid, answer, policy)
+            request = _record(task, store, rid, answer, policy)
         else:
             _take_slot(task, index, request)
         _observe(task, EventKind.APPROVAL_DECIDED, request)
@@ -329,11 +329,15 @@ def _confidence(task: Task, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _record(store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy) -> ApprovalRequest:
+def _record(
+    task: Task, store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy
+) -> ApprovalRequest:
     """The run was resumed: use the stored decision, or record the resume value as one.
 
     The queue resumes a run only after storing its decision, so a pending
-    request here means a raw ``Command(resume=...)``.
+    request here means a raw ``Command(resume=...)``. An edit in it is checked as
+    the queue checks one, before it is stored: a decision that cannot apply would
+    leave the request decided and the thread stuck at the gate.
     """
     now = policy.clock()
     current = store.get(rid)
@@ -346,6 +350,7 @@ def _record(store: ApprovalStore, rid: str, answer: Any, policy: ApprovalPolicy)
     decision = decision_from_answer(rid, answer, now)
     if decision.update is not None:
         check_update(decision.update, current.state_keys, rid)
+        edited_input(task.loop.plan, task.node, task.loop.values, decision.update, rid)
     try:
         return store.decide(decision, now=now)
     except AlreadyDecidedError:  # decided through the queue meanwhile: that one counts
