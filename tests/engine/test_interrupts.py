@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import uuid
 from collections import Counter
@@ -306,6 +307,33 @@ def test_interrupt_before_star_stops_before_every_step() -> None:
     for _ in range(3):
         seen.append(graph.invoke(None, config).get("log"))
     assert seen == [[], ["a"], ["a", "b"], ["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("before", [["b"], "*"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_deferred_node_paused_before_runs_when_resumed(before: Any, mode: str) -> None:
+    builder = StateGraph(S)
+    builder.add_node("a", log("a"))
+    builder.add_node("b", log("b"), defer=True)
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    graph = builder.compile(checkpointer=MemorySaver(), interrupt_before=before)
+    config = thread()
+
+    def run(value: Any) -> Any:
+        return (
+            graph.invoke(value, config)
+            if mode == "sync"
+            else asyncio.run(graph.ainvoke(value, config))
+        )
+
+    run({"a": "x"})
+    if before == "*":  # it also stops before a
+        assert graph.get_state(config).next == ("a",)
+        run(None)
+    assert graph.get_state(config).next == ("b",)
+    assert run(None)["log"] == ["a", "b"]
+    assert graph.get_state(config).next == ()
 
 
 def test_a_sibling_that_finished_is_not_rerun_on_resume() -> None:

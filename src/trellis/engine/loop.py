@@ -301,9 +301,10 @@ class RunLoop:
             )
         before = self.breakpoints[0]
         upcoming = self.plan.upcoming
+        resuming = self.resuming
         if (
             before
-            and not self.resuming
+            and not resuming
             and _hits(before, upcoming(names, bool(sends), self.deferred), sends)
         ):
             self.status = "interrupt_before"
@@ -341,6 +342,9 @@ class RunLoop:
             tasks.append(Task(self, nodes[send.node], send.arg, step, (PUSH, i)))
         if not tasks:  # only deferred nodes were triggered: they run now
             self.step -= 1
+            # The breakpoints were checked for them above (upcoming() releases them):
+            # a resumed run that passed its pause must not stop there again.
+            self.resuming = resuming
             return self.tick()
         self.resuming_tasks = False
         if self.saved_writes is not None:
