@@ -758,6 +758,21 @@ def test_update_state_on_the_input_checkpoint_or_as_start_runs_the_first_node() 
     assert graph.get_state(config).next == ("a",)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_update_state_seeds_a_new_thread_as_its_input(mode: str) -> None:
+    # As LangGraph: with no checkpoint yet, the update is the input; the run starts
+    # from it at the next invoke(None).
+    graph = abc()
+    config = thread()
+    if mode == "sync":
+        graph.update_state(config, {"a": "seed"})
+    else:
+        asyncio.run(graph.aupdate_state(config, {"a": "seed"}))
+    assert graph.get_state(config).next == ("a",)
+    out = graph.invoke(None, config)
+    assert out["a"] == "seed" and out["log"] == ["a", "b", "c"]
+
+
 def test_update_state_after_a_parallel_step_changes_the_state_only() -> None:
     """No single node made the checkpoint (LangGraph calls this ambiguous and asks
     for as_node): the update leaves what runs next as it was."""

@@ -297,8 +297,9 @@ def _writer_of(saved: CheckpointTuple | None, parent: CheckpointTuple | None) ->
     """The node an ``update_state`` without ``as_node`` counts as, as LangGraph
     infers it: the one node whose step went from ``parent`` to ``saved``
     (``START`` for the step that applied the input, or when ``saved`` still holds
-    an input to apply); None when no single node made it."""
-    if saved is not None and "start" in (saved.checkpoint.pending or {}):
+    an input to apply, or when there is no checkpoint yet: the update is the
+    thread's input); None when no single node made it."""
+    if saved is None or "start" in (saved.checkpoint.pending or {}):
         return START
     if parent is None:
         return None
