@@ -21,6 +21,7 @@ from trellis.engine.durable import (
     waiting_on,
 )
 from trellis.engine.loop import RunLoop
+from trellis.engine.output import OutputKeys
 from trellis.engine.plan import GraphPlan, build_plan
 from trellis.engine.streaming import NESTED, aviews, engine_modes, views
 from trellis.engine.subgraph import ParentCommand
@@ -184,6 +185,9 @@ class CompiledStateGraph:
         outer = CURRENT_TASK.get()
         if outer is not None and outer.node.timeout is not None:
             loop.outer = (outer, outer.attempt)
+        output_keys = kwargs.get("output_keys")
+        if output_keys is not None:
+            loop.output_keys = OutputKeys(output_keys, self.plan.channels, graph=self.name)
         if loop.saver is None:
             if isinstance(input, Command) and input.resume is not None:
                 raise InterruptError(

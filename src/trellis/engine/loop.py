@@ -37,6 +37,7 @@ from trellis.persist.base import PendingWrite, new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
+    from trellis.engine.output import OutputKeys
     from trellis.engine.plan import GraphPlan, NodePlan
 
 __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
@@ -80,6 +81,7 @@ class RunLoop:
         "observer",
         "options",
         "outer",
+        "output_keys",
         "plan",
         "recursion_limit",
         "resume",
@@ -185,6 +187,7 @@ class RunLoop:
         # (task, attempt) of the node this run is inside, when that node has a
         # timeout: a timed-out attempt's thread runs on, and must stop writing.
         self.outer: tuple[Task, int] | None = None
+        self.output_keys: OutputKeys | None = None  # invoke/stream(output_keys=...)
         # Completed nodes that have a compensation: [node, checkpoint id, task id] in
         # order; without a checkpointer, the state after each is kept in memory instead.
         self.compensable: list[list[Any]] = _NO_LIST
@@ -694,17 +697,26 @@ class RunLoop:
             out["__interrupt__"] = list(self.interrupts)
         return out
 
-    def result(self) -> dict[str, Any] | None:
+    def result(self) -> Any:
         """What ``invoke`` returns: the output state, or None if nothing was ever written."""
         if not self.wrote_any and not self.interrupts:
             return None
-        return self.output()
+        keys = self.output_keys
+        if keys is None:
+            return self.output()
+        values = self.values if self.live_values is None else self.live_values
+        if self.interrupts:
+            return keys.with_interrupts(values, list(self.interrupts))
+        out = keys.values(values)
+        return None if out == {} else out  # as LangGraph: no chunk of them, no output
 
-    def values_chunk(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    def values_chunk(self, values: dict[str, Any] | None = None) -> Any:
         """The whole state (or ``values``), in schema order (``stream_mode="values"``
-        is not filtered by the output schema, as in LangGraph)."""
+        is not filtered by the output schema, as in LangGraph), or the caller's
+        ``output_keys`` of it."""
         values = self.values if values is None else values
-        return {k: values[k] for k in self.plan.channels if k in values}
+        chunk = {k: values[k] for k in self.plan.channels if k in values}
+        return chunk if self.output_keys is None else self.output_keys.values(chunk)
 
 
 def _hits(breakpoints: frozenset[str], names: list[str], sends: list[Send]) -> bool:

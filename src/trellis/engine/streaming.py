@@ -80,7 +80,8 @@ def _view(mode: str, chunk: Any, wanted: tuple[str, ...]) -> Iterator[tuple[str,
 def step_chunks(loop: RunLoop, tasks: list[Task]) -> Iterator[tuple[str, Any]]:
     """Stream output for the step just committed, in the requested modes."""
     yield from task_chunks(loop, tasks, stopped=False)
-    if loop.wrote and "values" in loop.modes:
+    keys = loop.output_keys
+    if loop.wrote and "values" in loop.modes and (keys is None or keys.written(tasks)):
         yield "values", loop.values_chunk()
 
 
@@ -92,6 +93,7 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
     custom = "custom" in modes
     updates = "updates" in modes
     debug = "debug" in modes
+    keys = loop.output_keys
     for task in tasks:
         if task.name == START:
             continue
@@ -105,10 +107,11 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
         if debug:
             yield "debug", _debug_result(task)
         if updates:
+            update = task.update if keys is None else keys.update(task.update)
             if loop.replayed and task.id in loop.replayed:  # as LangGraph marks it
-                yield "updates", {task.name: task.update, "__metadata__": {"cached": True}}
+                yield "updates", {task.name: update, "__metadata__": {"cached": True}}
             else:
-                yield "updates", {task.name: task.update}
+                yield "updates", {task.name: update}
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
@@ -179,7 +182,11 @@ def interrupt_chunks(loop: RunLoop, ran: list[Task] | None = None) -> Iterator[t
         if "updates" in loop.modes:
             yield "updates", chunk
         if "values" in loop.modes and group:
-            yield "values", {**loop.values_chunk(), **chunk}
+            keys = loop.output_keys
+            if keys is None:
+                yield "values", {**loop.values_chunk(), **chunk}
+            else:
+                yield "values", keys.with_interrupts(loop.values, group)
     if "values" in loop.modes and loop.live_values is not None:
         yield "values", loop.values_chunk(loop.live_values)
 
