@@ -13,7 +13,13 @@ from typing_extensions import TypedDict
 
 from trellis import END, START, Command, Interrupt, RunnableConfig, Send, StateGraph
 from trellis.engine.interrupts import interrupt
-from trellis.errors import EmptyInputError, GraphRecursionError, InterruptError, RoutingError
+from trellis.errors import (
+    EmptyInputError,
+    GraphRecursionError,
+    InterruptError,
+    InvalidConfigError,
+    RoutingError,
+)
 from trellis.persist.memory import MemorySaver
 
 
@@ -298,6 +304,15 @@ def test_breakpoints_per_call() -> None:
     assert graph.invoke({"a": "x"}, config, interrupt_after=["a"])["log"] == ["a"]
     assert graph.invoke(None, config, interrupt_after=["b"])["log"] == ["a", "b"]
     assert graph.invoke(None, config)["log"] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("option", ["interrupt_before", "interrupt_after"])
+def test_a_breakpoint_on_an_unknown_node_is_refused_at_compile(option: str) -> None:
+    builder = StateGraph(S)
+    builder.add_node("approve", log("approve"))
+    builder.add_edge(START, "approve")
+    with pytest.raises(InvalidConfigError, match=f"{option} names unknown node.*'aprove'"):
+        builder.compile(checkpointer=MemorySaver(), **{option: ["aprove"]})
 
 
 def test_interrupt_before_star_stops_before_every_step() -> None:

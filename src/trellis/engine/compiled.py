@@ -96,9 +96,21 @@ class CompiledStateGraph:
         self.builder = builder
         self.plan: GraphPlan = build_plan(builder, retry_policy=options.get("retry_policy"))
         self.checkpointer = checkpointer
+        self.name = name or "LangGraph"
+        # As LangGraph, checked here: a misspelt breakpoint would never fire.
+        for option, names in (
+            ("interrupt_before", interrupt_before),
+            ("interrupt_after", interrupt_after),
+        ):
+            unknown = sorted(_names(names) - {"*", *self.plan.nodes})
+            if unknown:
+                raise InvalidConfigError(
+                    f"graph {self.name!r}: {option} names unknown node(s) "
+                    f"{', '.join(map(repr, unknown))}; the graph has "
+                    f"{', '.join(map(repr, self.plan.nodes))}"
+                )
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
-        self.name = name or "LangGraph"
         self.debug = debug
         self.options = options
         # Observability: sinks that receive every event of every run.
