@@ -128,3 +128,27 @@ def test_a_half_met_join_is_not_carried_into_another_version_of_the_graph(
     assert _half_join(saver).invoke({"go": "a"}, config)["log"] == ["a"]
     # Join positions are the saving graph's: a changed graph starts them afresh.
     assert _half_join(saver, extra=True).invoke({"go": "b"}, config)["log"] == ["a", "b"]
+
+
+def test_langchain_messages_in_an_add_messages_key_are_checkpointed(saver_factory: Any) -> None:
+    # The everyday LangGraph agent: MessagesState (list[Any]) holding LangChain's
+    # message objects. Ported by changing imports, it must checkpoint them as they are.
+    messages = pytest.importorskip("langchain_core.messages")
+    from trellis import MessagesState
+
+    def bot(state: MessagesState) -> dict[str, Any]:
+        usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+        reply = messages.AIMessage("hello", usage_metadata=usage, tool_calls=[])
+        return {"messages": [reply]}
+
+    b = StateGraph(MessagesState)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    config = {"configurable": {"thread_id": "chat"}}
+    b.compile(checkpointer=saver_factory.make()).invoke(
+        {"messages": [messages.HumanMessage("hi")]}, config
+    )
+    again = b.compile(checkpointer=saver_factory.make())  # another process's saver
+    stored = again.get_state(config).values["messages"]
+    assert [type(m).__name__ for m in stored] == ["HumanMessage", "AIMessage"]
+    assert stored[1].content == "hello" and stored[1].usage_metadata["total_tokens"] == 3

@@ -34,6 +34,7 @@ from trellis.errors import (
     InvalidUpdateError,
     RoutingError,
 )
+from trellis.graph.reducers import add_messages, langchain_messages
 from trellis.graph.schema import is_pydantic_class
 from trellis.persist.base import CheckpointTuple
 from trellis.types import Command, RunnableConfig, StateSnapshot
@@ -125,7 +126,7 @@ class CompiledStateGraph:
         # A dict given as context= becomes this class (as LangGraph's _coerce_context).
         self.context_class = _context_class(builder.context_schema)
         if checkpointer is not None:
-            _allow_schemas(checkpointer, self.plan.schemas, options.get("allowlist", ()))
+            _allow_schemas(self.plan, checkpointer, options.get("allowlist", ()))
 
     def __repr__(self) -> str:
         return f"<CompiledStateGraph {self.name!r} nodes={list(self.plan.nodes)}>"
@@ -675,13 +676,17 @@ class CompiledStateGraph:
         return DrawableGraph.from_builder(self.builder)
 
 
-def _allow_schemas(checkpointer: Any, schemas: Sequence[Any], extra: Sequence[Any]) -> None:
-    """Let the saver decode the classes this graph's schemas name (and only those)."""
+def _allow_schemas(plan: GraphPlan, checkpointer: Any, extra: Sequence[Any]) -> None:
+    """Let the saver decode the classes this graph's schemas name (and only those),
+    and LangChain's messages where a key is reduced by ``add_messages``."""
     serde = getattr(checkpointer, "serde", None)
     if serde is None or not hasattr(serde, "with_allowlist"):
         return
     from trellis.persist.serde import allowlist_from_schema
 
+    schemas = list(plan.schemas)
+    if add_messages in plan.reducers.values():
+        schemas += langchain_messages()
     checkpointer.serde = serde.with_allowlist([*allowlist_from_schema(*schemas), *extra])
 
 

@@ -6,13 +6,20 @@ object with an ``id`` attribute (LangChain message objects work unchanged).
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from typing_extensions import TypedDict
 
-__all__ = ["REMOVE_ALL_MESSAGES", "MessagesState", "RemoveMessage", "add_messages"]
+__all__ = [
+    "REMOVE_ALL_MESSAGES",
+    "MessagesState",
+    "RemoveMessage",
+    "add_messages",
+    "langchain_messages",
+]
 
 REMOVE_ALL_MESSAGES = "__remove_all__"
 
@@ -98,6 +105,29 @@ def add_messages(left: Any, right: Any) -> list[Any]:
     if removed:
         merged = [m for m in merged if _message_id(m) not in removed]
     return merged
+
+
+_LANGCHAIN_MESSAGES = (
+    "AIMessage", "AIMessageChunk", "ChatMessage", "ChatMessageChunk", "FunctionMessage",
+    "FunctionMessageChunk", "HumanMessage", "HumanMessageChunk", "RemoveMessage",
+    "SystemMessage", "SystemMessageChunk", "ToolMessage", "ToolMessageChunk",
+)  # fmt: skip
+
+
+def langchain_messages() -> list[type]:
+    """LangChain's message classes when ``langchain_core`` is installed (else none):
+    what a LangGraph agent ported to Trellis keeps in an ``add_messages`` key, so a
+    checkpointer must be allowed to store them.
+
+    >>> [cls.__name__ for cls in langchain_messages()][:2]
+    ['AIMessage', 'AIMessageChunk']
+    """
+    if importlib.util.find_spec("langchain_core") is None:
+        return []
+    from langchain_core import messages
+
+    found = (getattr(messages, name, None) for name in _LANGCHAIN_MESSAGES)
+    return [cls for cls in found if isinstance(cls, type)]
 
 
 class MessagesState(TypedDict):
