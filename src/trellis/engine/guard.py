@@ -191,7 +191,11 @@ def call_guarded(task: Task) -> Any:
     try:
         return run_with_retry(attempt, node.policies, on_attempt=on_attempt, state=task.retry)
     except Exception as exc:
-        raise NodeError(node.name, task.attempt, exc) from exc
+        if task.attempt > 1:  # retried and gave up
+            raise NodeError(node.name, task.attempt, exc) from exc
+        # Not retried (the policy does not cover it): as without a policy, and as
+        # LangGraph, the node's own exception, so callers catching its type do.
+        raise
 
 
 async def _attempt_async(task: Task) -> Any:
@@ -247,7 +251,11 @@ async def acall_guarded(task: Task) -> Any:
             attempt, node.policies, on_attempt=on_attempt, state=task.retry
         )
     except Exception as exc:
-        raise NodeError(node.name, task.attempt, exc) from exc
+        if task.attempt > 1:  # retried and gave up
+            raise NodeError(node.name, task.attempt, exc) from exc
+        # Not retried (the policy does not cover it): as without a policy, and as
+        # LangGraph, the node's own exception, so callers catching its type do.
+        raise
 
 
 def route_failure(task: Task, exc: BaseException) -> Any:
