@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from typing import Annotated, Any
 
@@ -210,6 +211,31 @@ def test_an_edit_that_does_not_fit_the_state_is_refused_and_changes_nothing(
     assert queue.get(rid).status == PENDING
     assert g.values("t1") == before
     assert g.runs == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_edit_of_a_gate_inside_a_subgraph_is_checked_before_it_is_stored(
+    backend: Backend, mode: str
+) -> None:
+    inner = StateGraph(State)
+    inner.add_node("charge", lambda s: {"log": ["charged"]}, approval=Approval())
+    inner.add_edge(START, "charge")
+    outer = StateGraph(State)
+    outer.add_node("pay", inner.compile())
+    outer.add_edge(START, "pay")
+    saver = backend.saver()
+    app = outer.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    queue = ReviewQueue(saver, graph=app)
+    bad = {"log": 5}  # the reducer adds lists
+    with pytest.raises(InvalidUpdateError, match="does not fit the state of node 'charge'"):
+        if mode == "sync":
+            queue.edit(rid, bad, reviewer="bob")
+        else:
+            asyncio.run(queue.aedit(rid, bad, reviewer="bob"))
+    assert queue.get(rid).status == PENDING  # nothing stored: a reviewer can still decide
+    queue.edit(rid, {"log": ["edited"]}, reviewer="bob")
+    assert app.get_state(cfg("t1")).values["log"] == ["edited", "charged"]
 
 
 def test_deciding_an_unknown_request_is_a_named_error(backend: Backend) -> None:

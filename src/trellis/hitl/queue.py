@@ -166,12 +166,13 @@ class ReviewQueue:
     ) -> Decision:
         request = self.get(request_id)
         check_update(update, request.state_keys, request_id)
-        plan = getattr(self.graph, "plan", None)
-        if plan is not None and request.node in plan.nodes:
+        if self.graph is not None:
             # With the graph, values are checked against the node's types too,
             # before anything is stored.
-            values = self.graph.get_state(_config(request)).values
-            edited_input(plan, plan.nodes[request.node], values, update, request_id)
+            gate = _gate_of(self.graph, request)
+            if gate is not None:
+                plan, node, values = gate
+                edited_input(plan, node, values, update, request_id)
         return Decision(request_id, EDITED, reviewer, notes, self.clock(), update=dict(update))
 
     def expire_due(
@@ -333,6 +334,26 @@ def _page(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be None or a whole number >= 0, got {limit!r}")
     return limit
+
+
+def _gate_of(graph: Any, request: ApprovalRequest) -> tuple[Any, Any, Any] | None:
+    """(plan, node, state) of the gate that waits on ``request``, in ``graph`` or in
+    the subgraph that asked it; None when no task of the thread waits on it.
+
+    A subgraph's question bubbles up: the parent task that runs the subgraph lists
+    it too, and its ``state`` is the subgraph's snapshot, one level down.
+    """
+    snapshot = graph.get_state(_config(request), subgraphs=True)
+    while True:
+        waits = (t for t in snapshot.tasks if any(i.id == request.id for i in t.interrupts))
+        task = next(waits, None)
+        if task is None or task.name not in graph.plan.nodes:
+            return None
+        node = graph.plan.nodes[task.name]
+        if node.subgraph is not None and task.state is not None:
+            graph, snapshot = node.subgraph.graph, task.state
+            continue
+        return graph.plan, node, snapshot.values
 
 
 def _config(request: ApprovalRequest) -> dict[str, Any]:
