@@ -182,6 +182,31 @@ def test_deleting_a_thread_deletes_its_requests_in_the_policys_own_store(
     assert store.history("t") == []
 
 
+@pytest.mark.parametrize("how", ["delete_thread", "prune"])
+def test_the_saver_deleting_a_thread_reaches_the_policys_own_store(
+    tmp_path: Path, how: str
+) -> None:
+    # Not through the graph: the saver itself (a retention job), in the process
+    # whose runs used the policy's store.
+    store = MemoryApprovalStore()
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    builder = StateGraph(S)
+    builder.add_node("delete", lambda s: {"n": 1}, approval=Approval(risk="high"))
+    builder.add_edge(START, "delete")
+    graph = builder.compile(checkpointer=saver, approval_policy=ApprovalPolicy(store=store))
+    for thread in ("t", "kept"):
+        graph.invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+    queue = ReviewQueue(graph=graph)
+    done = next(r for r in queue.pending() if r.thread_id == "t")
+    queue.approve(done.id, reviewer="alice")
+    if how == "delete_thread":
+        saver.delete_thread("t")
+    else:  # "kept" waits at its gate, so only "t" goes
+        assert saver.prune(ttl=0, now=time.time() + 1) > 0
+    assert store.history("t") == []
+    assert [r.thread_id for r in queue.pending()] == ["kept"]
+
+
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("deleter", ["another saver", "an admin process"])
 def test_a_saver_that_never_opened_the_sidecars_still_deletes_their_rows(

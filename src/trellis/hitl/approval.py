@@ -54,6 +54,7 @@ from trellis.hitl.records import (
 )
 from trellis.hitl.store import (
     ApprovalStore,
+    attach_store,
     blocks_event_loop,
     existing_store_for,
     store_for,
@@ -205,7 +206,11 @@ class Approval:
             store = policy.store if policy.store is not None else MemoryApprovalStore()
         else:
             rid = interrupt_id(task.id, index)
-            store = policy.store if policy.store is not None else store_for(loop.saver)
+            if policy.store is not None:
+                store = policy.store
+                attach_store(loop.saver, store)  # the saver's thread deletions reach it
+            else:
+                store = store_for(loop.saver)
         now = policy.clock()
         request = store.get(rid)
         if request is None:

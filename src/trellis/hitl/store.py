@@ -27,6 +27,7 @@ from trellis.persist.base import Database, keeps_rows, register_sidecar_kind
 __all__ = [
     "ApprovalStore",
     "StatRow",
+    "attach_store",
     "blocks_event_loop",
     "existing_store_for",
     "open_store",
@@ -139,6 +140,37 @@ def _forget_thread(saver: Any, thread_id: str) -> None:
 # A deleted thread's requests go, whichever process deletes it.
 _REQUESTS: Final = "trellis_approval_requests"
 register_sidecar_kind(_forget_thread, table=_REQUESTS, opened=_stores)
+
+# Stores of the caller's own (ApprovalPolicy(store=...)) that hold requests of a
+# saver's threads: the saver cannot name them, so this process remembers them.
+_attached: weakref.WeakKeyDictionary[Any, list[ApprovalStore]] = weakref.WeakKeyDictionary()
+
+
+def attach_store(saver: Any, store: ApprovalStore) -> None:
+    """Have ``store`` forget the threads ``saver`` deletes (``delete_thread`` or a
+    ``prune`` of whole threads), as the saver's own store does: a gate calls this
+    when its policy keeps requests in a store of the caller's. In this process only;
+    another process deleting threads from the saver does not know the store.
+
+    >>> attach_store(saver, PostgresApprovalStore(url))
+    """
+    with _lock:
+        try:
+            stores = _attached.setdefault(saver, [])
+        except TypeError:  # not weak-referenceable: nothing to remember it by
+            return
+        if not any(s is store for s in stores):
+            stores.append(store)
+
+
+def _forget_in_attached(saver: Any, thread_id: str) -> None:
+    with _lock:
+        stores = list(_attached.get(saver, ()))
+    for store in stores:
+        store.forget_thread(thread_id)
+
+
+register_sidecar_kind(_forget_in_attached, table="", opened=_attached)
 
 
 def _build(saver: Any) -> ApprovalStore:

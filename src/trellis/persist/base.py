@@ -588,14 +588,15 @@ def register_sidecar_kind(forget: Callable[[Any, str], None], *, table: str, ope
 def keeps_rows(saver: Any, *, table: str, opened: Any) -> bool:
     """Whether a kind of store beside ``saver`` may hold rows: one is open in this
     process (``opened``, the kind's map of savers to stores, holds ``saver``), or
-    the saver's database has the kind's ``table``. Creates nothing."""
+    the saver's database has the kind's ``table`` (``""``: a kind that keeps rows
+    elsewhere, known only to this process). Creates nothing."""
     try:
         if saver in opened:
             return True
     except TypeError:  # not weakly referenceable: no store was ever kept for it
         return False
     db = getattr(saver, "database", None)
-    return db is not None and db.has_table(table)
+    return bool(table) and db is not None and db.has_table(table)
 
 
 # The stores that keep per-thread rows beside the checkpoints; each registers its
