@@ -104,6 +104,21 @@ async def test_a_task_stopped_because_a_sibling_failed_is_not_its_failure() -> N
     assert graph.metrics()["nodes"]["bad"]["failures"] == 1
 
 
+def test_a_failed_step_says_what_it_failed_of() -> None:
+    # A step span's status description (OpenTelemetry) and a log line of step_end
+    # come from these fields: "error" alone would not tell a reader why.
+    def bad(state: S) -> dict[str, int]:
+        raise ValueError("bad input")
+
+    sink = MemorySink()
+    with pytest.raises(ValueError):
+        _one_node(bad, observers=[sink]).invoke({})
+    (step_end,) = [e for e in sink.events if e.kind == "step_end" and e.status == "error"]
+    assert (step_end.error_type, step_end.error_message) == ("ValueError", "bad input")
+    (run_end,) = [e for e in sink.events if e.kind == "run_end"]
+    assert (run_end.error_type, run_end.error_message) == ("ValueError", "bad input")
+
+
 @pytest.mark.parametrize("how", ["on_error", "error_handler"])
 def test_a_failure_routed_elsewhere_is_still_reported_as_a_failure(how: str) -> None:
     def charge(state: S) -> dict[str, int]:

@@ -356,10 +356,13 @@ class RunObserver:
                         tally.fold()
         targets = self.to_step_end
         if targets:
+            status = _step_status(error, cancelled)
+            failed = error if status == Outcome.ERROR else None  # what the step failed of
             event = _new(Event, (_STEP_END, self.trace_id, step_span, self.run_span, now,
                                  ended - self.step_started, self.thread_id, self.run_id,
-                                 self.graph, loop.step, None, None, None,
-                                 _step_status(error, cancelled), None, None,
+                                 self.graph, loop.step, None, None, None, status,
+                                 type(failed).__name__ if failed is not None else None,
+                                 error_message(failed) if failed is not None else None,
                                  NO_DATA))  # fmt: skip
             for target in targets:
                 try:
