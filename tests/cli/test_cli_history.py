@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
+from typing_extensions import TypedDict
 
 from trellis.cli.app import app
 
@@ -141,6 +142,28 @@ def test_prune_with_a_ttl_drops_old_run_history_too(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "removed 0 checkpoint(s) and the history of 1 run(s)"
     assert log.runs("t") == ["r2"]
+
+
+def test_prune_counts_the_history_of_the_threads_it_removes_whole(tmp_path: Path) -> None:
+    from trellis import START, SqliteSaver, StateGraph
+    from trellis.persist.events import event_log_for
+
+    class S(TypedDict, total=False):
+        x: int
+
+    db = tmp_path / "t.db"
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: {"x": 1})
+    builder.add_edge(START, "a")
+    graph = builder.compile(checkpointer=SqliteSaver.from_path(db), trace=True)
+    for thread in ("t1", "t2"):  # one run each: the log alone would keep both
+        graph.invoke({"x": 0}, {"configurable": {"thread_id": thread}})
+    time.sleep(0.01)
+    result = trellis("prune", "--db", db, "--ttl", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("and the history of 2 run(s)")
+    log = event_log_for(SqliteSaver.from_path(db))
+    assert log.run_count() == 0 and log.runs("t1") == []
 
 
 def test_prune_needs_a_rule(tmp_path: Path) -> None:

@@ -143,10 +143,15 @@ def prune_command(
         if ttl is None and keep_last is None:
             raise CliError("give --ttl SECONDS and/or --keep-last N")
         with open_saver(db, must_exist=True) as saver:
+            log = event_log_for(saver)
+            # Counted before and after: a thread the prune removes whole takes its
+            # runs' history with it, beside the old runs the log prunes itself.
+            before = log.run_count() if ttl is not None else 0
             removed = saver.prune(ttl=ttl, keep_last=keep_last)
             report = f"removed {removed} checkpoint(s)"
             if ttl is not None:
-                runs = event_log_for(saver).prune(time.time() - ttl)
+                log.prune(time.time() - ttl)
+                runs = max(0, before - log.run_count())  # runs may end meanwhile
                 report += f" and the history of {runs} run(s)"
         typer.echo(report)
 

@@ -42,6 +42,10 @@ class EventLog(Protocol):
 
     def forget(self, thread_id: str) -> None: ...
 
+    def run_count(self) -> int:
+        """How many runs have history here, over every thread."""
+        ...
+
     def prune(self, before: float) -> int:
         """Delete the runs whose last event is older than ``before`` (epoch
         seconds), whole, so no timeline is left half; returns how many. Each
@@ -72,6 +76,10 @@ class MemoryEventLog:
     def forget(self, thread_id: str) -> None:
         with self._lock:
             self._rows.pop(thread_id, None)
+
+    def run_count(self) -> int:
+        with self._lock:
+            return sum(len({r.get("run_id", "") for r in rows}) for rows in self._rows.values())
 
     def prune(self, before: float) -> int:
         removed = 0
@@ -155,6 +163,12 @@ class SqlEventLog:
             conn = self._connection()
             with _transaction(conn):
                 conn.execute(f"DELETE FROM {self._table} WHERE thread_id = {self._p}", (thread_id,))
+
+    def run_count(self) -> int:
+        runs = f"SELECT DISTINCT thread_id, run_id FROM {self._table}"
+        with self._lock:
+            (count,) = self._connection().execute(f"SELECT count(*) FROM ({runs}) r").fetchone()
+        return int(count)
 
     def prune(self, before: float) -> int:
         t, p = self._table, self._p
