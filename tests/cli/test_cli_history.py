@@ -92,6 +92,40 @@ def test_state_shows_a_pending_interrupt(tmp_path: Path) -> None:
     assert history[0][3] == "human_escalation (interrupted)"
 
 
+def test_state_shows_what_finished_in_a_step_that_waits_and_orders_next_as_the_api(
+    tmp_path: Path,
+) -> None:
+    from trellis import START, Send, SqliteSaver, StateGraph, interrupt
+
+    class S(TypedDict, total=False):
+        fast: str
+        answer: str
+
+    builder = StateGraph(S)
+    builder.add_node("fast", lambda s: {"fast": "done"})
+    builder.add_node("ask", lambda s: {"answer": interrupt("question?")})
+    builder.add_node("work", lambda s: {})
+    builder.add_conditional_edges(
+        START, lambda s: [Send("work", {}), Send("work", {}), "ask", "fast"]
+    )
+    db = tmp_path / "t.db"
+    graph = builder.compile(checkpointer=SqliteSaver.from_path(db))
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({}, config)
+    api = graph.get_state(config)
+    doc = state(db, "t")
+    assert doc["next"] == list(api.next) == ["ask"]  # fast and the Sends finished
+    assert {"node": "fast", "writes": {"fast": "done"}} in doc["finished"]
+    assert doc["values"] == {} and api.values == {"fast": "done"}  # applied with the step
+    assert rows(trellis("history", "t", "--db", db))[0][3] == "ask (interrupted)"
+    paused = builder.compile(checkpointer=SqliteSaver.from_path(db), interrupt_before=["fast"])
+    paused.invoke({}, {"configurable": {"thread_id": "u"}})
+    assert state(db, "u")["next"] == list(
+        paused.get_state({"configurable": {"thread_id": "u"}}).next
+    )
+    assert state(db, "u")["next"] == ["work", "work", "ask", "fast"]  # Sends first
+
+
 def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     run_support(db, "c-1")

@@ -24,8 +24,8 @@ from trellis.cli.common import (
     reported_errors,
     saver_label,
 )
-from trellis.engine.durable import ERROR, INTERRUPT
-from trellis.persist.base import Checkpoint, CheckpointTuple
+from trellis.engine.durable import DONE, ERROR, GOTO, INTERRUPT
+from trellis.persist.base import CheckpointTuple
 from trellis.persist.events import event_log_for
 from trellis.types import START
 
@@ -64,7 +64,7 @@ def history_command(
                 cp.id,
                 str(cp.step),
                 escape(str(item.metadata.get("source", ""))),
-                escape(", ".join(_next(cp)) + (" (interrupted)" if _interrupts(item) else "")),
+                escape(", ".join(_next(item)) + (" (interrupted)" if _interrupts(item) else "")),
                 _created(cp.created_at),
             )
         out_console().print(table)
@@ -79,7 +79,11 @@ def state_command(
     db: DbOption = None,
     graph: GraphOption = None,
 ) -> None:
-    """Print a thread's state as JSON: values, what runs next, pending interrupts."""
+    """Print a thread's state as JSON: values, what runs next, pending interrupts.
+
+    The values are those saved at the checkpoint; "finished" holds the writes of
+    tasks that finished in a step that has not committed yet (a sibling asked a
+    question or failed), which apply with it and do not run again."""
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         item = saver.get_tuple(thread, checkpoint)
         if item is None:
@@ -97,8 +101,9 @@ def state_command(
             "step": cp.step,
             "source": item.metadata.get("source"),
             "created_at": _created(cp.created_at),
-            "next": _next(cp),
+            "next": _next(item),
             "values": dict(cp.values),
+            "finished": _finished(item),
             "interrupts": _interrupts(item),
             "errors": errors,
         }
@@ -156,12 +161,35 @@ def prune_command(
         typer.echo(report)
 
 
-def _next(cp: Checkpoint) -> list[str]:
-    pending = cp.pending or {}
+def _next(item: CheckpointTuple) -> list[str]:
+    """What runs next from this checkpoint, as ``StateSnapshot.next`` lists it:
+    ``Send``s first, then nodes; not the tasks that already finished there."""
+    pending = item.checkpoint.pending or {}
     if "start" in pending:
         return [START]
     sends = [getattr(s, "node", "?") for s in pending.get("sends", ())]
-    return [*pending.get("nodes", ()), *sends]
+    scheduled = [*sends, *pending.get("nodes", ())]
+    for done in _finished(item):  # one scheduled task per finished one
+        if done["node"] in scheduled:
+            scheduled.remove(done["node"])
+    return scheduled
+
+
+def _finished(item: CheckpointTuple) -> list[dict[str, Any]]:
+    """The tasks that finished in the step after this checkpoint, which did not
+    commit (a sibling failed or asked a question): their writes, kept to be
+    applied with the step (``graph.get_state`` shows them applied)."""
+    by_task: dict[str, list[Any]] = {}
+    for write in item.pending_writes:
+        by_task.setdefault(write.task_id, []).append(write)
+    finished = []
+    for writes in by_task.values():
+        if any(w.channel == DONE for w in writes):
+            update = {w.channel: w.value for w in sorted(writes, key=lambda w: w.idx) if w.idx >= 0}
+            update.pop(GOTO, None)
+            update.pop(DONE, None)
+            finished.append({"node": writes[0].task_name, "writes": update})
+    return finished
 
 
 def _interrupts(item: CheckpointTuple) -> list[dict[str, Any]]:
