@@ -125,6 +125,16 @@ def test_an_interrupt_is_printed_with_its_id_and_resume_finishes_it(tmp_path: Pa
     assert state["reply"] == "A support agent reviewed your case: refund approved"
 
 
+def test_a_thread_id_that_looks_like_markup_is_printed_as_given(tmp_path: Path) -> None:
+    thread = "x[/]y[red]z"  # rich markup: a closing tag with nothing to close
+    args = ("run", "examples.support:graph", "--thread", thread, "--db", tmp_path / "t.db")
+    for _ in range(2):
+        assert trellis(*args, "--input", REFUND).exit_code == 0
+    paused = trellis(*args, "--input", REFUND)
+    assert paused.exit_code == 0, paused.output
+    assert f"1 interrupt(s) waiting on thread {thread}" in paused.stderr
+
+
 def test_a_failed_run_reports_the_error_and_a_rerun_without_input_retries(tmp_path: Path) -> None:
     module = write_module(tmp_path, "flaky_graph", FLAKY)
     args = ("run", f"{module}:make_graph", "--thread", "t1", "--db", tmp_path / "t.db")

@@ -130,3 +130,13 @@ def test_trace_of_an_unknown_run_names_it_and_the_runs_there(
     result = runner.invoke(app, ["trace", "t1", "--db", str(db), "--run", "no-such-run"])
     assert result.exit_code == 1
     assert "thread 't1' has no run 'no-such-run'; its runs: " in result.output
+
+
+def test_an_html_path_that_looks_like_markup_is_reported_as_given(
+    traced_run: tuple[CliRunner, Path], tmp_path: Path
+) -> None:
+    runner, db = traced_run
+    page = tmp_path / "x[b]y.html"  # rich would print it as a bold "xy.html"
+    result = runner.invoke(app, ["trace", "t1", "--db", str(db), "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    assert page.exists() and f"wrote {page}" in result.output

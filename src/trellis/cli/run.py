@@ -275,7 +275,9 @@ def _report_pause(
     if outcome.interrupts:
         owner = {i.id: t.name for t in snapshot.tasks for i in t.interrupts}
         n = len(outcome.interrupts)
-        err.print(f"\n[bold yellow]⏸ paused:[/] {n} interrupt(s) waiting on thread {thread_id}")
+        err.print(
+            f"\n[bold yellow]⏸ paused:[/] {n} interrupt(s) waiting on thread {escape(thread_id)}"
+        )
         for item in outcome.interrupts:
             node = owner.get(item.id, "?")
             value = escape(_compact(item.value))

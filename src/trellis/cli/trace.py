@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from trellis.cli.common import (
     CliError,
@@ -67,7 +68,7 @@ def trace_command(
                 render_html(events, graph_mermaid=mermaid, executed=executed, title=thread),
                 encoding="utf-8",
             )
-            out_console().print(f"wrote {html}")
+            out_console().print(f"wrote {escape(str(html))}")
         elif as_json:
             print(render_json(events))
         else:
