@@ -178,6 +178,26 @@ def test_a_missing_database_is_reported(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no database" in result.stderr
 
 
+@pytest.mark.postgres
+def test_a_mistyped_postgres_schema_is_refused_not_created(pg_url: str, pg_schema: str) -> None:
+    import psycopg
+
+    result = approvals("list", "--db", f"{pg_url}?schema={pg_schema}")
+    assert result.exit_code == 1
+    assert f"no Trellis tables in schema {pg_schema!r}" in result.stderr
+    with psycopg.connect(pg_url) as conn:
+        found = conn.execute("SELECT to_regnamespace(%s)", (pg_schema,)).fetchone()
+    assert found == (None,), "the schema was created"
+
+
+def test_an_unreachable_server_is_one_error_line() -> None:
+    # Not a pool's retries (a wait of seconds, a log record per attempt): one check.
+    result = approvals("list", "--db", "postgresql://postgres@127.0.0.1:9/test")  # discard port
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "OperationalError" in result.stderr
+
+
 def test_a_sqlite_url_names_the_same_file_as_its_path(tmp_path: Path) -> None:
     from trellis import SqliteSaver
 

@@ -33,6 +33,7 @@ from trellis.cli.common import (
     parse_json,
     print_json,
     reported_errors,
+    shown_db,
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
@@ -68,6 +69,15 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     where = Database.from_url(target)
     if where.kind == "sqlite" and not Path(where.target).exists():
         raise CliError(f"no database at {target!r}; give --db (a SQLite file or a postgresql URL)")
+    # Asked before a store opens its pool: a mistyped ?schema= is refused rather than
+    # created, and an unreachable server fails at once rather than after the pool's wait.
+    if where.kind == "postgres" and not any(
+        where.has_table(table) for table in ("trellis_approval_requests", "trellis_checkpoints")
+    ):
+        raise CliError(
+            f"no Trellis tables in schema {where.schema!r} of {shown_db(target)}; "
+            "check the URL and its ?schema="
+        )
     if graph is None:
         queue = ReviewQueue.from_url(target)
         try:

@@ -93,7 +93,9 @@ def reported_errors(
     except Exception as exc:
         if traceback:
             console.print("".join(tb.format_exception(exc)), markup=False, style="dim")
-        console.print(f"[bold red]{type(exc).__name__}:[/] [red]{escape(str(exc))}[/]")
+        # One line, as promised: psycopg, for one, adds a hint on a line of its own.
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        console.print(f"[bold red]{type(exc).__name__}:[/] [red]{escape(message)}[/]")
         hints = list(notes or ())
         if "not on the serializer's allowlist" in str(exc):
             hints.append(
