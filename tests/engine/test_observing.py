@@ -104,6 +104,34 @@ async def test_a_task_stopped_because_a_sibling_failed_is_not_its_failure() -> N
     assert graph.metrics()["nodes"]["bad"]["failures"] == 1
 
 
+def test_a_resumed_retry_starts_at_the_attempt_it_was_cut_short_at() -> None:
+    # Attempts 1 and 2 fail, attempt 3 is cut short (a SystemExit stands in for a
+    # crash); the resumed run's task_start must say 3, as its retry events do.
+    attempts: list[int] = []
+
+    def flaky(state: S, runtime: Any) -> dict[str, int]:
+        attempts.append(runtime.execution_info.node_attempt)
+        if len(attempts) == 3:
+            raise SystemExit("the process goes down")
+        if len(attempts) < 5:
+            raise ConnectionError("flaky")
+        return {"x": len(attempts)}
+
+    sink = MemorySink()
+    policy = RetryPolicy(max_attempts=6, initial_interval=0, jitter=False)
+    builder = StateGraph(S)
+    builder.add_node("work", flaky, retry_policy=policy)
+    builder.add_edge(START, "work")
+    graph = builder.compile(checkpointer=MemorySaver(), observers=[sink])
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(SystemExit):
+        graph.invoke({}, config)
+    sink.events.clear()
+    assert graph.invoke(None, config) == {"x": 5}
+    starts = [e.attempt for e in sink.events if e.kind == "task_start"]
+    assert starts == [3] and attempts == [1, 2, 3, 3, 4]
+
+
 def test_a_failed_step_says_what_it_failed_of() -> None:
     # A step span's status description (OpenTelemetry) and a log line of step_end
     # come from these fields: "error" alone would not tell a reader why.

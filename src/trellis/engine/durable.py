@@ -357,6 +357,8 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
                 from trellis.resilience.retry import RetryState
 
                 task.retry = RetryState.from_dict(write.value) if write.value else None
+                if task.retry is not None:  # observers see the attempt that starts
+                    task.attempt = task.retry.attempt
             elif write.channel == ERROR:
                 continue
             elif write.idx >= 0:
