@@ -390,3 +390,50 @@ def test_a_subgraph_that_failed_carries_on_from_its_failed_step(how: str) -> Non
         out = graph.invoke({"log": []}, config)
     assert out == {"log": ["s1", "s2"]}
     assert calls == ["s1", "s2", "s2"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_finished_subgraph_is_not_run_again_when_its_parent_task_is(
+    saver_factory: Any, mode: str
+) -> None:
+    # The router after the subgraph node fails once (as a crash between the
+    # subgraph's last save and the parent's would): the parent task runs again,
+    # and the subgraph it finished gives its output back rather than re-running.
+    from trellis import once
+
+    charges: list[str] = []
+
+    def charge(state: Log) -> dict[str, Any]:
+        once("charge", lambda: charges.append("charged"))
+        return {"log": ["charge"]}
+
+    inner = StateGraph(Log)
+    inner.add_node("charge", charge)
+    inner.add_edge(START, "charge")
+    down = [True]
+
+    def route(state: Log) -> str:
+        if down.pop() if down else False:
+            raise ConnectionError("the router's lookup is down")
+        return END
+
+    outer = StateGraph(Log)
+    outer.add_node("a", lambda s: {"log": ["a"]})
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "a")
+    outer.add_edge("a", "sub")
+    outer.add_conditional_edges("sub", route, [END])
+    graph = outer.compile(checkpointer=saver_factory.make())
+    config = {"configurable": {"thread_id": "t"}}
+
+    def run(value: Any) -> Any:
+        return (
+            graph.invoke(value, config)
+            if mode == "sync"
+            else asyncio.run(graph.ainvoke(value, config))
+        )
+
+    with pytest.raises(ConnectionError):
+        run({"log": []})
+    assert run(None)["log"] == ["a", "a", "charge"]  # as a run that never failed
+    assert charges == ["charged"]

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
-from trellis.engine.durable import BREAKPOINT_TASK, has_tasks
+from trellis.engine.durable import BREAKPOINT_TASK
 from trellis.errors import InvalidConfigError
 from trellis.types import Command, Interrupt, RunnableConfig
 
@@ -89,10 +89,12 @@ class SubgraphNode:
         waiting = {w.task_id for w in saved.pending_writes if w.channel == "__interrupt__"}
         if waiting - {BREAKPOINT_TASK}:  # resuming: hand the newest answer down
             return Command(resume=task.resume[-1]) if task.resume else None
-        if waiting or (has_tasks(saved) and self.graph.checkpointer is not True):
-            # It stopped at a breakpoint, or failed in an earlier attempt of this
-            # very task (a namespace of its own): carry on from there, not from its
-            # input again. One kept across runs (checkpointer=True) takes the input.
+        if waiting or self.graph.checkpointer is not True:
+            # It stopped at a breakpoint, or an earlier attempt of this very task (a
+            # namespace of its own) failed in it or finished it before the parent
+            # could save the step: carry on from there, not from its input again (a
+            # finished run just gives its output back). One kept across runs
+            # (checkpointer=True) takes the input.
             return None
         return value
 
