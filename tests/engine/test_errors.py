@@ -137,6 +137,22 @@ def test_input_with_an_unknown_key_names_it() -> None:
         single(lambda s: None).invoke({"zzz": 1})
 
 
+def test_an_input_value_that_cannot_be_stored_names_its_key() -> None:
+    from trellis import MemorySaver
+    from trellis.errors import SerializationError
+
+    class Any_(TypedDict, total=False):
+        v: Any
+
+    graph = single(lambda s: None, schema=Any_).builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(
+        SerializationError, match=r"^cannot serialize state key 'v' at v: .*complex"
+    ):
+        graph.invoke({"v": 1 + 2j}, config)  # not 'pending', the engine's own bookkeeping
+    assert graph.get_state(config).values == {}
+
+
 class Model(pydantic.BaseModel):
     n: int
 

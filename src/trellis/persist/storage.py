@@ -549,12 +549,26 @@ def encode_put(
         dumps = getattr(serde, "dumps_builtin", serde.dumps)
     else:  # the input or Sends wait in it: user values, to be checked in full
         dumps = serde.dumps
-    codec, state = dumps(_encode_state(checkpoint, kept), key="pending")
+    try:
+        codec, state = dumps(_encode_state(checkpoint, kept), key="pending")
+    except SerializationError:
+        _name_the_input(serde, checkpoint)  # raises the error as the input's own
+        raise
     ck = checkpoint
     row = CheckpointRow(
         me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
     )
     return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [], chains, kept)
+
+
+def _name_the_input(serde: Serde, checkpoint: Checkpoint) -> None:
+    """Raise the serializer's error for the run's input value that cannot be
+    stored, named by its state key: it waits in the engine's bookkeeping
+    (``pending``), a name that means nothing to the caller."""
+    start = checkpoint.pending.get("start")
+    if isinstance(start, Mapping):
+        for key, value in start.items():
+            serde.dumps(value, key=str(key))
 
 
 def _encode_channel(
