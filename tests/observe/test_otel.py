@@ -381,3 +381,49 @@ def test_a_retried_task_ends_on_its_last_attempt_and_compensations_get_spans(
     assert undo.parent is not None and undo.parent.span_id == spans["run g"].context.span_id
     assert (undo.attributes or {})["trellis.outcome"] == "ok"
     assert [e.name for e in undo.events] == ["compensation"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "parallel", "async", "timeout"])
+def test_a_span_a_node_opens_is_a_child_of_its_task_span(
+    otel: tuple[TracerProvider, InMemorySpanExporter], mode: str
+) -> None:
+    # An instrumented call inside a node (an HTTP client, an LLM SDK) opens its span
+    # on whatever span is current: it must be the node's own.
+    import asyncio
+
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    provider, exporter = otel
+    tracer = provider.get_tracer("a client library")
+
+    class S(TypedDict, total=False):
+        a: int
+        b: int
+
+    def call(name: str) -> dict[str, int]:
+        with tracer.start_as_current_span(f"call from {name}"):
+            return {name: 1}
+
+    async def acall(state: S) -> dict[str, int]:
+        await asyncio.sleep(0)
+        return call("a")
+
+    builder = StateGraph(S)
+    options = {"timeout": 5.0} if mode == "timeout" else {}
+    builder.add_node("a", acall if mode == "async" else lambda s: call("a"), **options)
+    builder.add_edge(START, "a")
+    if mode == "parallel":
+        builder.add_node("b", lambda s: call("b"))
+        builder.add_edge(START, "b")
+    graph = builder.compile(observers=[OtelObserver(provider)])
+    if mode == "async":
+        asyncio.run(graph.ainvoke({}))
+    else:
+        graph.invoke({})
+    spans = _spans(exporter)
+    for node in ("a", "b") if mode == "parallel" else ("a",):
+        parent = spans[f"call from {node}"].parent
+        assert parent is not None and parent.span_id == spans[node].context.span_id, node
+        assert spans[f"call from {node}"].context.trace_id == spans[node].context.trace_id

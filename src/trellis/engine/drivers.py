@@ -75,9 +75,12 @@ def run_task(task: Task) -> None:
     """Run one task to completion in the calling thread."""
     node = task.node
     token = CURRENT_TASK.set(task)
-    timed = task.loop.observer is not None
-    if timed:
+    observer = task.loop.observer
+    entered = None
+    if observer is not None:
         started = perf_counter()
+        if observer.scoped:
+            entered = observer.enter(task)
     try:
         if node.guarded:
             out = call_guarded(task)
@@ -123,8 +126,10 @@ def run_task(task: Task) -> None:
             raise
     finally:
         CURRENT_TASK.reset(token)
-        if timed:
+        if observer is not None:
             task.duration = perf_counter() - started
+            if entered:
+                observer.leave(entered)
 
 
 def _name_the_node(task: Task, exc: BaseException) -> None:
@@ -449,9 +454,12 @@ async def arun_task(task: Task) -> None:
 
     node = task.node
     token = CURRENT_TASK.set(task)
-    timed = task.loop.observer is not None
-    if timed:
+    observer = task.loop.observer
+    entered = None
+    if observer is not None:
         started = perf_counter()
+        if observer.scoped:
+            entered = observer.enter(task)
     try:
         if node.guarded:  # the guard builds the arguments itself, per attempt
             out = await acall_guarded(task)
@@ -480,8 +488,10 @@ async def arun_task(task: Task) -> None:
         await _afailed(task, exc)
     finally:
         CURRENT_TASK.reset(token)
-        if timed:
+        if observer is not None:
             task.duration = perf_counter() - started
+            if entered:
+                observer.leave(entered)
 
 
 def _node_cancelled(exc: BaseException) -> bool:

@@ -62,7 +62,7 @@ def _wants(sink: Any, kind: EventKind) -> bool:
 class Routes:
     """Which sinks get each kind of event: worked out once per graph, not per run."""
 
-    __slots__ = ("collectors", "counts", "graph", "sinks", "targets")
+    __slots__ = ("collectors", "counts", "graph", "scopes", "sinks", "targets")
 
     def __init__(self, sinks: list[Any], graph: str) -> None:
         self.graph = graph
@@ -71,6 +71,9 @@ class Routes:
         # events: the engine adds each outcome to the node's Tally directly.
         self.collectors = tuple(s for s in sinks if type(s) is MetricsCollector)
         self.counts: dict[str, tuple[Tally, ...]] = {}
+        # Sinks that make a task's span current while its node runs (OpenTelemetry:
+        # a span the node opens itself, an HTTP or LLM call, is then the task's child).
+        self.scopes = tuple(s for s in sinks if callable(getattr(s, "enter_span", None)))
         # The sinks that want each kind (a sink may declare ``kinds``); kinds nobody
         # wants are not even built.
         self.targets: dict[EventKind, tuple[Any, ...]] = {
@@ -111,6 +114,7 @@ class RunObserver:
         "run_span",
         "routes",
         "run_started",
+        "scoped",
         "span_prefix",
         "spans",
         "step_span",
@@ -161,6 +165,7 @@ class RunObserver:
         # An async run stores them itself, from a worker thread (``astore``).
         self.defer_store = False
         self.routes = routes
+        self.scoped = bool(routes.scopes)  # read per task: see enter()
         self.counts = routes.counts if routes.collectors else None
         targets = routes.targets
         everyone: list[Any] = []
@@ -369,6 +374,26 @@ class RunObserver:
                     target(event)
                 except Exception:
                     _sink_failed(target)
+
+    def enter(self, task: Task) -> list[tuple[Any, Any]] | None:
+        """Make ``task``'s span current for the sinks that keep spans of their own,
+        while its node runs; ``leave`` with what this returns when it has."""
+        if task.span is None:
+            return None
+        entered = []
+        for sink in self.routes.scopes:
+            try:
+                entered.append((sink, sink.enter_span(task.span)))
+            except Exception:
+                _sink_failed(sink)
+        return entered
+
+    def leave(self, entered: list[tuple[Any, Any]]) -> None:
+        for sink, token in reversed(entered):
+            try:
+                sink.leave_span(token)
+            except Exception:
+                _sink_failed(sink)
 
     def _unfinished(self, task: Task, span: str, now: float) -> str:
         """Emit the end of a task that did not simply succeed; return its status.

@@ -114,6 +114,25 @@ class OtelObserver:
         # Run span id -> its ended span, for the latest runs: compensations come after.
         self._ended: OrderedDict[str, Any] = OrderedDict()
 
+    def enter_span(self, span_id: str) -> Any:
+        """Make the span of task ``span_id`` the current one while its node runs (the
+        engine calls this), so a span the node opens itself, an instrumented HTTP or
+        LLM call, is the task's child. Returns the token ``leave_span`` takes."""
+        with self._lock:
+            entry = self._open.get(span_id)
+        if entry is None:
+            return None
+        from opentelemetry import context
+
+        return context.attach(self._trace.set_span_in_context(entry[0]))
+
+    def leave_span(self, token: Any) -> None:
+        """Restore the context ``enter_span`` replaced."""
+        if token is not None:
+            from opentelemetry import context
+
+            context.detach(token)
+
     def __call__(self, event: Event) -> None:
         kind = event.kind
         if kind in _STARTS:
