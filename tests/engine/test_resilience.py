@@ -351,8 +351,32 @@ def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
     # The first attempt's thread is abandoned, not killed: once its node returns it
     # would commit the subgraph's step into the namespace the retry is running in,
     # and the retry's own commit would then fail as a concurrent update.
-    released, returned = threading.Event(), threading.Event()
     calls: list[str] = []
+    inner = _hangs_on_its_first_attempt(calls)
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile(), timeout=0.5, retry_policy=TIMEOUT_RETRY)
+    outer.add_edge(START, "sub")
+    outer.add_edge("sub", END)
+    saver = saver_factory.make()
+    app = outer.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    assert app.invoke({"n": 0}, cfg)["trail"] == ["first", "second"]
+    assert len(calls) == 2
+    (task,) = next(s for s in app.get_state_history(cfg) if s.next == ("sub",)).tasks
+    inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"sub:{task.id}"}}
+    steps = [s.metadata["step"] for s in app.get_state_history(inside)]
+    assert steps == [2, 1, 0, -1], "one run's checkpoints, none from the abandoned one"
+
+
+TIMEOUT_RETRY = RetryPolicy(
+    max_attempts=2, initial_interval=0.001, jitter=False, retry_on=Exception
+)
+
+
+def _hangs_on_its_first_attempt(calls: list[str]) -> StateGraph[S, None]:
+    """first -> second, whose ``first`` hangs on the first call until the second
+    call lets it go, and the second call waits until the first has returned."""
+    released, returned = threading.Event(), threading.Event()
 
     def first(state: S) -> dict[str, Any]:
         calls.append(threading.current_thread().name)
@@ -371,20 +395,25 @@ def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
     inner.add_edge(START, "first")
     inner.add_edge("first", "second")
     inner.add_edge("second", END)
-    outer = StateGraph(S)
-    policy = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=Exception)
-    outer.add_node("sub", inner.compile(), timeout=0.5, retry_policy=policy)
-    outer.add_edge(START, "sub")
-    outer.add_edge("sub", END)
-    saver = saver_factory.make()
-    app = outer.compile(checkpointer=saver)
-    cfg = {"configurable": {"thread_id": "t"}}
-    assert app.invoke({"n": 0}, cfg)["trail"] == ["first", "second"]
-    assert len(calls) == 2
-    (task,) = next(s for s in app.get_state_history(cfg) if s.next == ("sub",)).tasks
-    inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"sub:{task.id}"}}
-    steps = [s.metadata["step"] for s in app.get_state_history(inside)]
-    assert steps == [2, 1, 0, -1], "one run's checkpoints, none from the abandoned one"
+    return inner
+
+
+async def test_a_sync_node_timed_out_under_ainvoke_stops_the_graph_it_runs(
+    watchdog: WatchdogReport,
+) -> None:
+    calls: list[str] = []
+    saver = MemorySaver()
+    inner = _hangs_on_its_first_attempt(calls).compile(checkpointer=saver)
+    mine = {"configurable": {"thread_id": "inner"}}
+
+    def node(state: S) -> dict[str, Any]:  # runs a checkpointed graph of its own
+        started = bool(inner.get_state(mine).next)  # a retry carries on where it stands
+        return {"trail": inner.invoke(None if started else {"n": 0}, mine)["trail"]}
+
+    out = await graph_of(node, timeout=0.5, retry_policy=TIMEOUT_RETRY).ainvoke({"n": 0})
+    assert out["trail"] == ["first", "second"] and len(calls) == 2
+    steps = [c.metadata["step"] for c in saver.list("inner")]
+    assert steps == [2, 1, 0, -1], "one run's checkpoints, none from the abandoned thread"
 
 
 async def test_a_timed_out_async_attempt_is_retried(watchdog: WatchdogReport) -> None:

@@ -215,6 +215,8 @@ async def _attempt_async(task: Task) -> Any:
         else:
             out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
     except Exception as exc:
+        if isinstance(exc, NodeTimeoutError) and exc.node == node.name:
+            task.timed_out = task.attempt  # a sync node's thread runs on: see _attempt_sync
         _leave(task, breaker, permit, exc)
         raise
     except BaseException:
