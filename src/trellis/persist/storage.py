@@ -552,7 +552,9 @@ def encode_put(
     try:
         codec, state = dumps(_encode_state(checkpoint, kept), key="pending")
     except SerializationError:
-        _name_the_input(serde, checkpoint)  # raises the error as the input's own
+        named = _input_error(serde, checkpoint)
+        if named is not None:
+            raise named from None
         raise
     ck = checkpoint
     row = CheckpointRow(
@@ -561,14 +563,18 @@ def encode_put(
     return EncodedPut(row, blobs, encode_writes(serde, writes) if writes else [], chains, kept)
 
 
-def _name_the_input(serde: Serde, checkpoint: Checkpoint) -> None:
-    """Raise the serializer's error for the run's input value that cannot be
-    stored, named by its state key: it waits in the engine's bookkeeping
-    (``pending``), a name that means nothing to the caller."""
+def _input_error(serde: Serde, checkpoint: Checkpoint) -> SerializationError | None:
+    """The serializer's error for the run's input value that cannot be stored,
+    named by its state key (it waits in the engine's bookkeeping, ``pending``, a
+    name that means nothing to the caller); None when the input is not at fault."""
     start = checkpoint.pending.get("start")
     if isinstance(start, Mapping):
         for key, value in start.items():
-            serde.dumps(value, key=str(key))
+            try:
+                serde.dumps(value, key=str(key))
+            except SerializationError as exc:
+                return exc
+    return None
 
 
 def _encode_channel(
