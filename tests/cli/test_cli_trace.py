@@ -123,6 +123,18 @@ def test_diff_shows_what_changed_between_checkpoints(traced_run: tuple[CliRunner
     assert not result.output.endswith("\n\n")
 
 
+def test_diff_names_the_unknown_checkpoint_or_thread(traced_run: tuple[CliRunner, Path]) -> None:
+    runner, db = traced_run
+    from trellis.persist.sqlite import SqliteSaver
+
+    newest = next(iter(SqliteSaver.from_path(db).list("t1"))).checkpoint.id
+    result = runner.invoke(app, ["diff", "t1", "f" * 32, newest, "--db", str(db)])
+    assert result.exit_code == 1
+    assert f"thread 't1' has no checkpoint '{'f' * 32}'" in result.output
+    result = runner.invoke(app, ["diff", "nobody", newest, newest, "--db", str(db)])
+    assert result.exit_code == 1 and "thread 'nobody' has no checkpoints" in result.output
+
+
 def test_trace_of_an_unknown_run_names_it_and_the_runs_there(
     traced_run: tuple[CliRunner, Path],
 ) -> None:

@@ -21,6 +21,7 @@ from trellis.cli.common import (
     open_saver,
     out_console,
     reported_errors,
+    saver_label,
 )
 from trellis.cli.history import GraphOption, ThreadArgument
 from trellis.observe.diff import diff_states, render_diff
@@ -84,9 +85,15 @@ def diff_command(
 ) -> None:
     """Show what changed in THREAD's state between checkpoints A and B."""
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
+        if saver.get_tuple(thread) is None:
+            raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         a = saver.get_tuple(thread, first)
         b = saver.get_tuple(thread, second)
+        missing = [c for c, found in ((first, a), (second, b)) if found is None]
         if a is None or b is None:
-            raise CliError(f"thread {thread!r} is unknown")
+            raise CliError(
+                f"thread {thread!r} has no checkpoint {', '.join(map(repr, missing))}; "
+                f"`trellis history {thread}` lists its checkpoints"
+            )
         changes = diff_states(dict(a.checkpoint.values), dict(b.checkpoint.values))
         print(render_diff(changes) if changes else "no changes", end="" if changes else "\n")
