@@ -318,3 +318,26 @@ def test_nodes_whose_names_are_not_identifiers_are_drawn_and_highlighted() -> No
     assert executed == {"__start__", "fetch data", "__end__"}
     assert ("__start__", "fetch data") in page.edges
     assert "class __end__,__start__,fetch\\20data executed;" in page.mermaid
+
+
+def test_a_subgraph_run_is_told_apart_from_its_parent_in_the_tree() -> None:
+    # Both runs share one trace id (the subgraph joins its parent's trace): the tree
+    # labels each by its own run id, as `trellis trace --run` takes it.
+    from trellis import START, MemorySaver, StateGraph
+
+    class S(TypedDict, total=False):
+        x: int
+
+    sink = MemorySink()
+    inner = StateGraph(S)
+    inner.add_node("deep", lambda s: {"x": 2})
+    inner.add_edge(START, "deep")
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile(observers=[sink], name="inner"))
+    outer.add_edge(START, "sub")
+    graph = outer.compile(checkpointer=MemorySaver(), observers=[sink], name="outer")
+    graph.invoke({"x": 0}, {"configurable": {"thread_id": "t"}})
+    heads = [line for line in render_tree(sink.events).splitlines() if line.startswith("run ")]
+    assert len(heads) == 2 and len({line.split()[1] for line in heads}) == 2, heads
+    run_ids = {e.graph: e.run_id for e in sink.events if e.kind == "run_start"}
+    assert {line.split()[1] for line in heads} == {r[:8] for r in run_ids.values() if r}

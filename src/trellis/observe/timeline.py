@@ -260,7 +260,7 @@ def render_tree(events: Iterable[Event]) -> str:
     """
     out: list[str] = []
     for run in build_timeline(events):
-        head = [f"run {run.trace_id[:8]}"]
+        head = [f"run {(run.run_id or run.trace_id)[:8]}"]  # a subgraph shares its trace
         if run.graph:
             head.append(f"graph={run.graph}")
         if run.thread_id:
