@@ -132,6 +132,25 @@ def test_a_resumed_retry_starts_at_the_attempt_it_was_cut_short_at() -> None:
     assert starts == [3] and attempts == [1, 2, 3, 3, 4]
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_input_checkpoint_is_the_runs_and_a_steps_checkpoint_the_steps(debug: bool) -> None:
+    # The input's checkpoint is saved with the first step's (one commit), unless
+    # debug streaming shows each as it is saved: either way it is the run's.
+    sink = MemorySink()
+    graph = _one_node(lambda s: {"x": 1}, checkpointer=MemorySaver(), observers=[sink])
+    config = {"configurable": {"thread_id": "t"}}
+    if debug:
+        list(graph.stream({"x": 0}, config, stream_mode="debug"))
+    else:
+        graph.invoke({"x": 0}, config)
+    (run,) = [e for e in sink.events if e.kind == "run_start"]
+    steps = {e.span_id: e.step for e in sink.events if e.kind == "step_start"}
+    # An instant event sits in the span it names: the run's, or a step's.
+    saved = [(e.step, e.span_id) for e in sink.events if e.kind == "checkpoint_saved"]
+    assert saved[0] == (-1, run.span_id)
+    assert all(steps.get(span) == step for step, span in saved[1:]), saved
+
+
 def test_a_failed_step_says_what_it_failed_of() -> None:
     # A step span's status description (OpenTelemetry) and a log line of step_end
     # come from these fields: "error" alone would not tell a reader why.

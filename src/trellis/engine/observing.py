@@ -118,6 +118,7 @@ class RunObserver:
         "span_prefix",
         "spans",
         "step_span",
+        "step_number",
         "step_started",
         "targets",
         "thread_id",
@@ -155,6 +156,7 @@ class RunObserver:
         self.run_started = 0.0
         self.step_span = ""
         self.step_started = 0.0
+        self.step_number: int | None = None  # the step step_span is for
         self.open_step: list[Task] | None = None  # a step started and not yet ended
         self.keyed = loop.saver is not None  # task ids only mean something with a checkpointer
         # Events kept for stream_mode="events"; the driver drains it after each step.
@@ -290,7 +292,7 @@ class RunObserver:
         n = self.spans + 1
         self.step_span = step_span = prefix + _COUNTERS[n] if n < _NCOUNTERS else f"{prefix}{n:08x}"
         now = started + self.offset
-        step = loop.step
+        step = self.step_number = loop.step
         targets = self.to_step_start
         if targets:
             event = _new(Event, (_STEP_START, self.trace_id, step_span, self.run_span, now, None,
@@ -453,8 +455,9 @@ class RunObserver:
         )
 
     def checkpoint_saved(self, checkpoint_id: str, step: int) -> None:
-        # In the step's span, or (the input checkpoint, before any step) the run's.
-        step_span = self.step_span
+        # In the step's span, or (the input checkpoint, before any step) the run's:
+        # the input's is saved with the first step's, inside that step's span.
+        step_span = self.step_span if step == self.step_number else ""
         self._send(
             EventKind.CHECKPOINT_SAVED,
             step_span or self.run_span,
