@@ -398,6 +398,39 @@ def _hangs_on_its_first_attempt(calls: list[str]) -> StateGraph[S, None]:
     return inner
 
 
+def test_a_timed_out_subgraph_without_retries_stops_writing_once_the_run_failed(
+    saver_factory: Any,
+) -> None:
+    released, returned = threading.Event(), threading.Event()
+
+    def first(state: S) -> dict[str, Any]:
+        released.wait(30)
+        return {"trail": ["first"]}
+
+    def second(state: S) -> dict[str, Any]:
+        returned.set()  # reached only if the abandoned run carried on
+        return {"trail": ["second"]}
+
+    inner = StateGraph(S)
+    inner.add_node("first", first)
+    inner.add_node("second", second)
+    inner.add_edge(START, "first")
+    inner.add_edge("first", "second")
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile(), timeout=0.3)
+    outer.add_edge(START, "sub")
+    app = outer.compile(checkpointer=saver_factory.make())
+    cfg = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(NodeTimeoutError):
+        app.invoke({"n": 0}, cfg)
+    (task,) = app.get_state(cfg).tasks
+    inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"sub:{task.id}"}}
+    before = [s.metadata["step"] for s in app.get_state_history(inside)]
+    released.set()  # the abandoned thread's node returns now
+    assert not returned.wait(0.5), "the abandoned run went on to its next node"
+    assert [s.metadata["step"] for s in app.get_state_history(inside)] == before == [0, -1]
+
+
 async def test_a_sync_node_timed_out_under_ainvoke_stops_the_graph_it_runs(
     watchdog: WatchdogReport,
 ) -> None:

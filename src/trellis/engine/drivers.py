@@ -248,9 +248,10 @@ def perform(loop: RunLoop) -> None:
 
 def _abandoned(outer: tuple[Task, int]) -> bool:
     """Whether a run inside node attempt ``outer`` (task, attempt) runs on in a
-    thread that was abandoned when the attempt timed out."""
+    thread that was abandoned when the attempt timed out: the task has moved on
+    to a later attempt, or has failed or finished without this one."""
     task, attempt = outer
-    return getattr(task, "timed_out", 0) >= attempt
+    return task.attempt != attempt or task.error is not None or task.done
 
 
 def _calls(

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import RETRY, RETRY_IDX
-from trellis.errors import InvalidUpdateError, NodeError, NodeTimeoutError
+from trellis.errors import InvalidUpdateError, NodeError
 from trellis.observe.events import EventKind
 from trellis.persist.base import PendingWrite
 from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
@@ -155,8 +155,6 @@ def _attempt_sync(task: Task) -> Any:
         else:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
-        if isinstance(exc, NodeTimeoutError) and exc.node == node.name:
-            task.timed_out = task.attempt  # what the abandoned thread runs stops writing
         _leave(task, breaker, permit, exc)
         raise
     except BaseException:
@@ -215,8 +213,6 @@ async def _attempt_async(task: Task) -> Any:
         else:
             out = await acall_sync_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
     except Exception as exc:
-        if isinstance(exc, NodeTimeoutError) and exc.node == node.name:
-            task.timed_out = task.attempt  # a sync node's thread runs on: see _attempt_sync
         _leave(task, breaker, permit, exc)
         raise
     except BaseException:

@@ -91,15 +91,12 @@ class Task:
         "span",
         "started",
         "step",
-        "timed_out",
         "update",
     )
 
     # Set only when the node raised and on_error or error_handler took over (read
     # with getattr: most tasks never fail, and every task pays for what __init__ sets).
     handled: BaseException
-    # The last attempt that timed out and was abandoned still running (getattr too).
-    timed_out: int
 
     def __init__(
         self, loop: RunLoop, node: NodePlan, value: Any, step: int, path: tuple[str, Any]
