@@ -151,6 +151,24 @@ def test_the_input_checkpoint_is_the_runs_and_a_steps_checkpoint_the_steps(debug
     assert all(steps.get(span) == step for step, span in saved[1:]), saved
 
 
+def test_a_traced_parent_keeps_the_history_of_its_subgraphs_runs(tmp_path: Path) -> None:
+    # compile(trace=True) on the parent only: `trellis trace` must show what ran
+    # inside its subgraph too, as it shows the parent's own tasks.
+    inner = StateGraph(S)
+    inner.add_node("deep", lambda s: {"x": 2})
+    inner.add_edge(START, "deep")
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile(name="inner"))
+    outer.add_edge(START, "sub")
+    saver = SqliteSaver.from_path(tmp_path / "runs.db")
+    outer.compile(checkpointer=saver, trace=True, name="outer").invoke(
+        {"x": 0}, {"configurable": {"thread_id": "t"}}
+    )
+    rows = event_log_for(saver).list("t")
+    ended = {(r["graph"], r.get("node")) for r in rows if r["kind"] == "task_end"}
+    assert ended == {("outer", "sub"), ("inner", "deep")}
+
+
 def test_a_failed_step_says_what_it_failed_of() -> None:
     # A step span's status description (OpenTelemetry) and a log line of step_end
     # come from these fields: "error" alone would not tell a reader why.

@@ -47,7 +47,7 @@ class SubgraphNode:
     def __init__(self, graph: CompiledStateGraph, name: str) -> None:
         self.graph = graph
         self.name = name
-        self._durable: dict[int, CompiledStateGraph] = {}
+        self._durable: dict[tuple[int, bool], CompiledStateGraph] = {}
         self._breakpoints = bool(graph.interrupt_before or graph.interrupt_after)
 
     def _input(self, state: Any) -> Any:
@@ -77,7 +77,7 @@ class SubgraphNode:
             configurable.pop("checkpoint_ns", None)
             return graph, self._input(state), {**config, "configurable": configurable}, None
         assert parent is not None and task is not None  # not detached
-        graph = self.bound(parent.saver)
+        graph = self.bound(parent.saver, trace=bool(parent.options.get("trace")))
         configurable["thread_id"] = parent.thread_id
         configurable["checkpoint_ns"] = self.namespace(parent.checkpoint_ns, task.id)
         return graph, self._input(state), {**config, "configurable": configurable}, task
@@ -112,11 +112,15 @@ class SubgraphNode:
         own = self.name if self.graph.checkpointer is True else f"{self.name}:{task_id}"
         return f"{parent_ns}|{own}".lstrip("|")
 
-    def bound(self, saver: Any) -> CompiledStateGraph:
-        """This subgraph over ``saver`` (its parent's), compiled once per saver."""
-        found = self._durable.get(id(saver))
+    def bound(self, saver: Any, *, trace: bool = False) -> CompiledStateGraph:
+        """This subgraph over ``saver`` (its parent's), compiled once per saver; with
+        ``trace`` (a parent compiled with ``trace=True``), its runs are kept in the
+        thread's run history too, so ``trellis trace`` shows what ran inside it."""
+        key = (id(saver), trace)
+        found = self._durable.get(key)
         if found is None:
-            found = self._durable[id(saver)] = self.graph.with_checkpointer(saver)
+            options = {"trace": True} if trace else {}
+            found = self._durable[key] = self.graph.with_checkpointer(saver, **options)
         return found
 
     def __call__(self, state: Any, config: RunnableConfig) -> Any:
