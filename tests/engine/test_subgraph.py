@@ -437,3 +437,35 @@ def test_a_finished_subgraph_is_not_run_again_when_its_parent_task_is(
         run({"log": []})
     assert run(None)["log"] == ["a", "a", "charge"]  # as a run that never failed
     assert charges == ["charged"]
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream subgraphs"])
+def test_the_runs_context_reaches_the_nodes_of_a_subgraph(how: str) -> None:
+    from dataclasses import dataclass
+
+    from trellis import Runtime
+
+    @dataclass
+    class Ctx:
+        user: str
+
+    def who(state: Log, runtime: Runtime[Ctx]) -> dict[str, Any]:
+        return {"log": [runtime.context.user if runtime.context else "no context"]}
+
+    inner = StateGraph(Log, context_schema=Ctx)
+    inner.add_node("who", who)
+    inner.add_edge(START, "who")
+    outer = StateGraph(Log, context_schema=Ctx)
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "sub")
+    graph = outer.compile()
+    if how == "invoke":
+        out = graph.invoke({"log": []}, context=Ctx("alice"))
+    elif how == "ainvoke":
+        out = asyncio.run(graph.ainvoke({"log": []}, context=Ctx("alice")))
+    else:
+        chunks = graph.stream(
+            {"log": []}, context=Ctx("alice"), stream_mode="values", subgraphs=True
+        )
+        out = [chunk for _, chunk in chunks][-1]
+    assert out == {"log": ["alice"]}

@@ -132,12 +132,16 @@ class SubgraphNode:
             )
             value = self._carry_on(shared, value, saved)
         task = CURRENT_TASK.get()
+        context = task.loop.context if task is not None else None  # the run's, as LangGraph
         try:
             if task is None or not task.loop.subgraphs:
-                output = _bubble(graph.invoke(value, cfg))
+                output = _bubble(graph.invoke(value, cfg, context=context))
             else:
                 collect = _Collector(task, self.namespace("", task.id))
-                for item in graph.stream(value, cfg, stream_mode=collect.modes, subgraphs=True):
+                chunks = graph.stream(
+                    value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
+                )
+                for item in chunks:
                     collect(item)
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
@@ -156,13 +160,14 @@ class SubgraphNode:
             )
             value = self._carry_on(shared, value, saved)
         task = CURRENT_TASK.get()
+        context = task.loop.context if task is not None else None
         try:
             if task is None or not task.loop.subgraphs:
-                output = _bubble(await graph.ainvoke(value, cfg))
+                output = _bubble(await graph.ainvoke(value, cfg, context=context))
             else:
                 collect = _Collector(task, self.namespace("", task.id))
                 async for item in graph.astream(
-                    value, cfg, stream_mode=collect.modes, subgraphs=True
+                    value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
                 ):
                     collect(item)
                 output = _bubble(collect.output)
