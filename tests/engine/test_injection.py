@@ -251,3 +251,25 @@ async def test_async_router_under_ainvoke() -> None:
     builder.add_edge(START, "s")
     builder.add_conditional_edges("s", route, ["x"])
     assert (await builder.compile().ainvoke({}))["a"] == "routed"
+
+
+def test_a_node_wrapped_by_a_decorator_without_wraps_gets_the_state() -> None:
+    # def wrapper(*args, **kwargs): the signature says nothing; LangGraph passes the state.
+    def logged(fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    @logged
+    def inc(state: dict[str, Any]) -> dict[str, Any]:
+        return {"n": state["n"] + 1}
+
+    class N(TypedDict):
+        n: int
+
+    builder = StateGraph(N)
+    builder.add_node("inc", inc)
+    builder.add_conditional_edges("inc", logged(lambda s: END))
+    builder.add_edge(START, "inc")
+    assert builder.compile().invoke({"n": 1}) == {"n": 2}

@@ -125,6 +125,11 @@ def call_shape(fn: Any) -> tuple[bool, tuple[str, ...], bool]:
     takes_state = False
     injected: list[str] = []
     for i, p in enumerate(params):
+        if p.kind is p.VAR_POSITIONAL and i == 0:
+            # ``(*args, **kwargs)``: a decorator without functools.wraps. As LangGraph,
+            # it gets the state (and nothing injected: its kwargs are the wrapped node's).
+            takes_state = True
+            continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.name in INJECTABLE and (i > 0 or p.kind is p.KEYWORD_ONLY):
