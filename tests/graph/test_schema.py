@@ -160,6 +160,19 @@ def test_pydantic_node_receives_a_model_and_invoke_returns_a_dict() -> None:
     assert out == {"n": 2, "log": []}
 
 
+def test_a_returned_pydantic_instance_leaves_an_unset_none_default_field_alone() -> None:
+    # As LangGraph: a field the node did not set, at its None default, is no write;
+    # set explicitly (even to None) it is one.
+    class Note(pydantic.BaseModel):
+        n: int = 0
+        note: str | None = None
+
+    keep = single(Note, lambda s: Note(n=s.n + 1))
+    assert keep.invoke({"n": 1, "note": "keep me"}) == {"n": 2, "note": "keep me"}
+    clear = single(Note, lambda s: Note(n=s.n + 1, note=None))
+    assert clear.invoke({"n": 1, "note": "keep me"}) == {"n": 2, "note": None}
+
+
 def test_pydantic_input_is_validated_and_coerced() -> None:
     graph = single(PM, lambda s: {"n": s.n * 10})
     assert graph.invoke({"n": "3"})["n"] == 30

@@ -53,8 +53,14 @@ class SchemaInfo:
         if self.kind == "dataclass" and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
         if self.kind == "pydantic" and _is_pydantic_instance(obj):
-            # Every field, defaults included, as LangGraph writes it.
-            return {k: getattr(obj, k) for k in type(obj).model_fields}
+            # Every field, defaults included, as LangGraph writes it; except one left
+            # None by its None default (not set), which would wipe the state's value.
+            fields, given = type(obj).model_fields, obj.model_fields_set
+            return {
+                k: value
+                for k, field in fields.items()
+                if (value := getattr(obj, k)) is not None or field.default is not None or k in given
+            }
         return None
 
 
