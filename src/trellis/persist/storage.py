@@ -551,11 +551,8 @@ def encode_put(
         dumps = serde.dumps
     try:
         codec, state = dumps(_encode_state(checkpoint, kept), key="pending")
-    except SerializationError:
-        named = _input_error(serde, checkpoint)
-        if named is not None:
-            raise named from None
-        raise
+    except SerializationError as exc:
+        raise _input_error(serde, checkpoint) or exc from None
     ck = checkpoint
     row = CheckpointRow(
         me, ck.parent_id, ck.step, float(ck.created_at), meta, codec, state, ck.fingerprint
@@ -564,9 +561,8 @@ def encode_put(
 
 
 def _input_error(serde: Serde, checkpoint: Checkpoint) -> SerializationError | None:
-    """The serializer's error for the run's input value that cannot be stored,
-    named by its state key (it waits in the engine's bookkeeping, ``pending``, a
-    name that means nothing to the caller); None when the input is not at fault."""
+    """The error for the run's input value that cannot be stored, by its state key
+    (``pending`` would mean nothing to the caller); None if the input is fine."""
     start = checkpoint.pending.get("start")
     if isinstance(start, Mapping):
         for key, value in start.items():
