@@ -345,14 +345,21 @@ def test_a_timed_out_attempt_is_retried(gate: threading.Event) -> None:
     assert out["n"] == 2 and attempts == [1, 2]
 
 
+@pytest.mark.parametrize("nested", [False, True])
 def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
-    saver_factory: Any,
+    saver_factory: Any, nested: bool
 ) -> None:
     # The first attempt's thread is abandoned, not killed: once its node returns it
     # would commit the subgraph's step into the namespace the retry is running in,
-    # and the retry's own commit would then fail as a concurrent update.
+    # and the retry's own commit would then fail as a concurrent update. Nested,
+    # the run that hangs is a subgraph of the subgraph the timed-out node runs.
     calls: list[str] = []
     inner = _hangs_on_its_first_attempt(calls)
+    if nested:
+        middle = StateGraph(S)
+        middle.add_node("inner", inner.compile())
+        middle.add_edge(START, "inner")
+        inner = middle
     outer = StateGraph(S)
     outer.add_node("sub", inner.compile(), timeout=0.5, retry_policy=TIMEOUT_RETRY)
     outer.add_edge(START, "sub")
@@ -364,6 +371,10 @@ def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
     assert len(calls) == 2
     (task,) = next(s for s in app.get_state_history(cfg) if s.next == ("sub",)).tasks
     inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"sub:{task.id}"}}
+    if nested:
+        (task,) = next(s for s in app.get_state_history(inside) if s.next == ("inner",)).tasks
+        ns = inside["configurable"]["checkpoint_ns"]
+        inside = {"configurable": {"thread_id": "t", "checkpoint_ns": f"{ns}|inner:{task.id}"}}
     steps = [s.metadata["step"] for s in app.get_state_history(inside)]
     assert steps == [2, 1, 0, -1], "one run's checkpoints, none from the abandoned one"
 

@@ -196,8 +196,8 @@ class CompiledStateGraph:
             options=self.options,
         )
         outer = CURRENT_TASK.get()
-        if outer is not None and outer.node.timeout is not None:
-            loop.outer = (outer, outer.attempt)
+        if outer is not None:  # the nearest enclosing node attempt with a timeout
+            loop.outer = (outer, outer.attempt) if outer.node.timeout else outer.loop.outer
         output_keys = kwargs.get("output_keys")
         if output_keys is not None:
             loop.output_keys = OutputKeys(output_keys, self.plan.channels, graph=self.name)

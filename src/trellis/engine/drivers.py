@@ -246,12 +246,17 @@ def perform(loop: RunLoop) -> None:
             _saved(loop, effect)
 
 
-def _abandoned(outer: tuple[Task, int]) -> bool:
-    """Whether a run inside node attempt ``outer`` (task, attempt) runs on in a
-    thread that was abandoned when the attempt timed out: the task has moved on
-    to a later attempt, or has failed or finished without this one."""
-    task, attempt = outer
-    return task.attempt != attempt or task.error is not None or task.done
+def _abandoned(outer: tuple[Task, int] | None) -> bool:
+    """Whether a run inside node attempt ``outer`` (task, attempt), or inside one
+    that encloses it, runs on in a thread abandoned when that attempt timed out:
+    its task has moved on to a later attempt, or failed or finished without it.
+    (Checked before each write; a write already under way still lands.)"""
+    while outer is not None:
+        task, attempt = outer
+        if task.attempt != attempt or task.error is not None or task.done:
+            return True
+        outer = task.loop.outer
+    return False
 
 
 def _calls(
