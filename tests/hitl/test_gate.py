@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, RetryPolicy, StateGraph, add_messages, interrupt
+from trellis import END, START, Command, RetryPolicy, Send, StateGraph, add_messages, interrupt
 from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
@@ -236,6 +236,48 @@ def test_an_edit_of_a_gate_inside_a_subgraph_is_checked_before_it_is_stored(
     assert queue.get(rid).status == PENDING  # nothing stored: a reviewer can still decide
     queue.edit(rid, {"log": ["edited"]}, reviewer="bob")
     assert app.get_state(cfg("t1")).values["log"] == ["edited", "charged"]
+
+
+def test_an_edit_of_a_gate_on_a_subgraph_node_itself_is_checked(backend: Backend) -> None:
+    # The gate asks before the subgraph starts: the subgraph has no state to walk into.
+    inner = StateGraph(State)
+    inner.add_node("charge", lambda s: {"log": ["charged"]})
+    inner.add_edge(START, "charge")
+    outer = StateGraph(State)
+    outer.add_node("pay", inner.compile(), approval=Approval())
+    outer.add_edge(START, "pay")
+    saver = backend.saver()
+    app = outer.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    queue = ReviewQueue(saver, graph=app)
+    with pytest.raises(InvalidUpdateError, match="does not fit the state of node 'pay'"):
+        queue.edit(rid, {"log": 5}, reviewer="bob")
+    queue.edit(rid, {"amount": 2}, reviewer="bob")
+    assert app.get_state(cfg("t1")).values == {"amount": 2, "log": ["charged"]}
+
+
+def test_a_raw_edit_of_a_gate_on_a_send_target_keeps_its_argument(backend: Backend) -> None:
+    # A Send's task runs on the argument it was sent (here of its own schema), not
+    # on the state: an edit of the state is not checked against that argument.
+    class Item(BaseModel):
+        name: str  # not a state key
+
+    ran: list[str] = []
+
+    def refund(item: Item) -> dict[str, Any]:
+        ran.append(item.name)
+        return {"log": [item.name]}
+
+    b = StateGraph(State)
+    b.add_node("fan", lambda s: None)
+    b.add_node("refund", refund, approval=Approval(), input_schema=Item)
+    b.add_edge(START, "fan")
+    b.add_conditional_edges("fan", lambda s: [Send("refund", Item(name="x"))], ["refund"])
+    app = b.compile(checkpointer=backend.saver())
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    edit = {"action": "edit", "update": {"amount": 5}}
+    out = app.invoke(Command(resume={rid: edit}), cfg("t1"))
+    assert (out["amount"], out["log"], ran) == (5, ["x"], ["x"])
 
 
 def test_deciding_an_unknown_request_is_a_named_error(backend: Backend) -> None:

@@ -355,7 +355,8 @@ def _record(
     decision = decision_from_answer(rid, answer, now)
     if decision.update is not None:
         check_update(decision.update, current.state_keys, rid)
-        edited_input(task.loop.plan, task.node, task.loop.values, decision.update, rid)
+        if task.path[0] == PULL:  # as _outcome: a Send's task keeps the argument it was sent
+            edited_input(task.loop.plan, task.node, task.loop.values, decision.update, rid)
     try:
         return store.decide(decision, now=now)
     except AlreadyDecidedError:  # decided through the queue meanwhile: that one counts

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from trellis.engine.task import PULL
 from trellis.errors import AlreadyDecidedError, ApprovalError, ApprovalNotFoundError
 from trellis.hitl.approval import check_update, edited_input, policy_of, timeout_decision
 from trellis.hitl.metrics import NodeApprovalMetrics, compute_metrics
@@ -31,7 +32,7 @@ from trellis.hitl.records import (
     Decision,
 )
 from trellis.hitl.store import ApprovalStore, names, open_store, store_for
-from trellis.types import Command
+from trellis.types import Command, StateSnapshot
 
 __all__ = ["ReviewQueue"]
 
@@ -345,15 +346,24 @@ def _gate_of(graph: Any, request: ApprovalRequest) -> tuple[Any, Any, Any] | Non
     """
     snapshot = graph.get_state(_config(request), subgraphs=True)
     while True:
-        waits = (t for t in snapshot.tasks if any(i.id == request.id for i in t.interrupts))
-        task = next(waits, None)
-        if task is None or task.name not in graph.plan.nodes:
-            return None
+        task = _waiting(snapshot, request.id)
+        if task is None or task.name not in graph.plan.nodes or task.path[:1] != (PULL,):
+            return None  # (a Send's task keeps the argument it was sent: not checked)
         node = graph.plan.nodes[task.name]
-        if node.subgraph is not None and task.state is not None:
-            graph, snapshot = node.subgraph.graph, task.state
+        inner = task.state
+        # Asked inside the subgraph, rather than by a gate on the subgraph node itself
+        # (whose subgraph has not started: its state is then only a config).
+        asked_inside = isinstance(inner, StateSnapshot) and _waiting(inner, request.id)
+        if node.subgraph is not None and asked_inside:
+            graph, snapshot = node.subgraph.graph, inner
             continue
         return graph.plan, node, snapshot.values
+
+
+def _waiting(snapshot: StateSnapshot, request_id: str) -> Any:
+    """The task of ``snapshot`` that waits on ``request_id``, if one does."""
+    waits = (t for t in snapshot.tasks if any(i.id == request_id for i in t.interrupts))
+    return next(waits, None)
 
 
 def _config(request: ApprovalRequest) -> dict[str, Any]:
