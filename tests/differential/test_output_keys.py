@@ -104,3 +104,29 @@ def test_an_unknown_output_key_is_named() -> None:
     with pytest.raises(InvalidConfigError, match="output_keys names unknown state key.*'z'"):
         graph.invoke({"y": 0}, config, output_keys=["x", "z"])
     assert graph.get_state(config).values == {}  # refused before anything ran
+
+
+class D(TypedDict, total=False):
+    d: dict[str, int]
+    n: int
+
+
+def later_runs(api: SimpleNamespace) -> list[Any]:
+    """Runs on a thread whose keys an earlier run wrote, and a key holding {}."""
+    b = api.StateGraph(D)
+    b.add_node("x", lambda s: {"d": {}})
+    b.add_edge(api.START, "x")
+    graph = b.compile(checkpointer=api.Saver())
+    config = {"configurable": {"thread_id": "t"}}
+    return [
+        graph.invoke({"n": 5}, config, output_keys=["n"]),
+        graph.invoke({"d": {"k": 1}}, config, output_keys=["n"]),  # n not written this run
+        graph.invoke({"d": {"k": 1}}, config, output_keys="n"),
+        list(graph.stream({"d": {"k": 1}}, config, output_keys=["n"], stream_mode="values")),
+        graph.invoke(None, config, output_keys=["n"]),  # a resumed run shows where it is
+        graph.invoke({"n": 1}, config, output_keys="d"),  # a key whose value is {}
+    ]
+
+
+def test_output_keys_of_later_runs_match_langgraph() -> None:
+    assert later_runs(trellis_api()) == later_runs(langgraph_api())

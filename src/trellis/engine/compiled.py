@@ -305,6 +305,8 @@ class CompiledStateGraph:
         return self._observe(loop)
 
     def _observe(self, loop: RunLoop) -> RunLoop:
+        if loop.output_keys is not None and loop.resuming and loop.wrote_any:
+            loop.output_keys.shown = True  # a resumed run first shows where it stands
         streams = "events" in loop.modes
         trace = bool(self.options.get("trace")) and loop.saver is not None
         if self.sinks or streams or trace:

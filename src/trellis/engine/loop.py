@@ -448,6 +448,8 @@ class RunLoop:
         values = self.values
         if len(tasks) > 1:
             self.check_conflicts(tasks)
+        if self.output_keys is not None:
+            self.output_keys.note(tasks)
         track = self.track
         self.wrote = False
         for task in tasks:
@@ -707,8 +709,9 @@ class RunLoop:
         values = self.values if self.live_values is None else self.live_values
         if self.interrupts:
             return keys.with_interrupts(values, list(self.interrupts))
-        out = keys.values(values)
-        return None if out == {} else out  # as LangGraph: no chunk of them, no output
+        # As LangGraph, whose invoke returns the last values chunk: none was made
+        # unless a step wrote one of the keys or a resumed run showed where it stood.
+        return keys.values(values) if keys.shown else None
 
     def values_chunk(self, values: dict[str, Any] | None = None) -> Any:
         """The whole state (or ``values``), in schema order (``stream_mode="values"``

@@ -29,9 +29,10 @@ class OutputKeys:
     3
     """
 
-    __slots__ = ("keys", "single")
+    __slots__ = ("keys", "shown", "single")
 
     def __init__(self, spec: str | Sequence[str], channels: Iterable[str], *, graph: str) -> None:
+        self.shown = False  # whether the run made a values chunk of the keys (invoke)
         self.single = isinstance(spec, str)
         self.keys: tuple[str, ...] = (spec,) if isinstance(spec, str) else tuple(spec)
         known = set(channels)
@@ -66,3 +67,7 @@ class OutputKeys:
     def written(self, tasks: Iterable[Task]) -> bool:
         """Whether a step of ``tasks`` wrote one of the keys."""
         return any(t.update and any(k in t.update for k in self.keys) for t in tasks)
+
+    def note(self, tasks: Iterable[Task]) -> None:
+        """A step of ``tasks`` commits: a values chunk comes of it if it wrote a key."""
+        self.shown = self.shown or self.written(tasks)
