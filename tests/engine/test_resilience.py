@@ -244,6 +244,20 @@ def test_with_a_list_of_policies_the_first_matching_one_decides() -> None:
     assert other.attempts == [1]
 
 
+def test_an_uncovered_exception_after_a_retry_propagates_as_is() -> None:
+    attempts: list[int] = []
+
+    def node(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        if len(attempts) == 1:
+            raise ConnectionError("retried")
+        raise KeyError("a bug, which the policy does not retry")
+
+    with pytest.raises(KeyError) as info:
+        graph_of(node, retry_policy=RetryPolicy(max_attempts=5, **FAST)).invoke({"n": 1})
+    assert not isinstance(info.value, NodeError) and attempts == [1, 2]
+
+
 def test_a_graph_wide_policy_applies_to_nodes_without_their_own() -> None:
     plain, own = Flaky(3), Flaky(99)
     builder = StateGraph(S)

@@ -15,7 +15,7 @@ from trellis.engine.durable import RETRY, RETRY_IDX
 from trellis.errors import InvalidUpdateError, NodeError
 from trellis.observe.events import EventKind
 from trellis.persist.base import PendingWrite
-from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry
+from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry, select_policy
 from trellis.resilience.timeout import (
     acall_sync_with_timeout,
     acall_with_timeout,
@@ -189,10 +189,8 @@ def call_guarded(task: Task) -> Any:
     try:
         return run_with_retry(attempt, node.policies, on_attempt=on_attempt, state=task.retry)
     except Exception as exc:
-        if task.attempt > 1:  # retried and gave up
+        if _gave_up(task, exc):
             raise NodeError(node.name, task.attempt, exc) from exc
-        # Not retried (the policy does not cover it): as without a policy, and as
-        # LangGraph, the node's own exception, so callers catching its type do.
         raise
 
 
@@ -249,11 +247,17 @@ async def acall_guarded(task: Task) -> Any:
             attempt, node.policies, on_attempt=on_attempt, state=task.retry
         )
     except Exception as exc:
-        if task.attempt > 1:  # retried and gave up
+        if _gave_up(task, exc):
             raise NodeError(node.name, task.attempt, exc) from exc
-        # Not retried (the policy does not cover it): as without a policy, and as
-        # LangGraph, the node's own exception, so callers catching its type do.
         raise
+
+
+def _gave_up(task: Task, exc: Exception) -> bool:
+    """Whether ``exc`` ends retries the node's policy made for it (then NodeError).
+    An exception no policy covers, or one on the only attempt, is the node's own
+    and propagates as is, as without a policy and as LangGraph, so that callers
+    catching its type still do."""
+    return task.attempt > 1 and select_policy(task.node.policies, exc) is not None
 
 
 def route_failure(task: Task, exc: BaseException) -> Any:
