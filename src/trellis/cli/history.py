@@ -150,13 +150,16 @@ def prune_command(
         with open_saver(db, must_exist=True) as saver:
             log = event_log_for(saver)
             # Counted before and after: a thread the prune removes whole takes its
-            # runs' history with it, beside the old runs the log prunes itself.
-            before = log.run_count() if ttl is not None else 0
+            # runs' history with it, beside the old runs the log prunes itself. (A
+            # log of the caller's own without run_count reports what it pruned.)
+            count = getattr(log, "run_count", None)
+            before = count() if count is not None and ttl is not None else 0
             removed = saver.prune(ttl=ttl, keep_last=keep_last)
             report = f"removed {removed} checkpoint(s)"
             if ttl is not None:
-                log.prune(time.time() - ttl)
-                runs = max(0, before - log.run_count())  # runs may end meanwhile
+                runs = log.prune(time.time() - ttl)
+                if count is not None:
+                    runs = max(0, before - count())  # runs may end meanwhile
                 report += f" and the history of {runs} run(s)"
         typer.echo(report)
 

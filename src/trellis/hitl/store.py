@@ -154,11 +154,14 @@ def attach_store(saver: Any, store: ApprovalStore) -> None:
 
     >>> attach_store(saver, PostgresApprovalStore(url))
     """
+    try:
+        known = _attached.get(saver, ())
+    except TypeError:  # not weak-referenceable: nothing to remember it by
+        return
+    if any(s is store for s in known):  # every later gate pass: no lock taken
+        return
     with _lock:
-        try:
-            stores = _attached.setdefault(saver, [])
-        except TypeError:  # not weak-referenceable: nothing to remember it by
-            return
+        stores = _attached.setdefault(saver, [])
         if not any(s is store for s in stores):
             stores.append(store)
 

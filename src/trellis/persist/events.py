@@ -42,10 +42,6 @@ class EventLog(Protocol):
 
     def forget(self, thread_id: str) -> None: ...
 
-    def run_count(self) -> int:
-        """How many runs have history here, over every thread."""
-        ...
-
     def prune(self, before: float) -> int:
         """Delete the runs whose last event is older than ``before`` (epoch
         seconds), whole, so no timeline is left half; returns how many. Each
