@@ -103,6 +103,8 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             for chunk in task.custom or ():
                 yield "custom", chunk
         if stopped and (not task.done or task.interrupts):
+            if debug and (task.error is not None or task.interrupts):
+                yield "debug", _debug_result(task)  # as LangGraph: how it stopped
             continue
         if debug:
             yield "debug", _debug_result(task)
@@ -203,9 +205,9 @@ def _debug_result(task: Task) -> dict[str, Any]:
         "payload": {
             "id": task.id,
             "name": task.name,
-            "error": None,
-            "result": dict(task.update or {}),
-            "interrupts": [],
+            "error": task.error,
+            "result": dict(task.update or {}) if task.error is None else {},
+            "interrupts": [{"value": i.value, "id": i.id} for i in task.interrupts],
         },
     }
 
