@@ -175,6 +175,39 @@ def test_literal_router_hint_counts_as_edges() -> None:
         builder.compile()
 
 
+def test_literal_return_hints_naming_an_unknown_node_are_problems() -> None:
+    # As LangGraph: a typo in a hint is caught at compile, not when it is returned.
+    def route(state: S) -> Literal["b", "typo"]:
+        return "b"
+
+    def go(state: S) -> Command[Literal["b", "zzz"]]:
+        return Command(goto="b")
+
+    builder = StateGraph(S)
+    builder.add_node("a", go)
+    builder.add_node("b", plain)
+    builder.add_edge(START, "a")
+    builder.add_conditional_edges("b", route)
+    problems = problems_of(builder)
+    assert any("router from 'b'" in p and "'typo'" in p for p in problems), problems
+    assert any("hint of node 'a'" in p and "'zzz'" in p for p in problems), problems
+
+
+def test_a_node_only_a_subgraph_steers_to_is_not_an_error() -> None:
+    # A subgraph's node may return Command(graph=Command.PARENT, goto=...): as a
+    # node that may return a Command, a target only it reaches is only a warning.
+    inner = StateGraph(S)
+    inner.add_node("i", lambda s: Command(graph=Command.PARENT, goto="escalate"))
+    inner.add_edge(START, "i")
+    builder = StateGraph(S)
+    builder.add_node("sub", inner.compile())
+    builder.add_node("escalate", lambda s: {"log": ["escalated"]})
+    builder.add_edge(START, "sub")
+    with pytest.warns(UserWarning, match="'escalate'"):
+        graph = builder.compile()
+    assert graph.invoke({"log": []})["log"] == ["escalated"]
+
+
 @pytest.mark.parametrize("path_map", [["b", END], {"go": "b", "stop": END}])
 def test_path_maps_count_as_edges(path_map: Any) -> None:
     builder = StateGraph(S)

@@ -53,7 +53,10 @@ def successors(
         for extra in (spec.fallback, spec.on_error):
             if extra:
                 graph[name].add(extra)
-        if spec.is_subgraph or spec.destinations:
+        if spec.destinations:
+            continue
+        if spec.is_subgraph:  # its nodes may steer this graph: Command(graph=PARENT)
+            open_commands.add(name)
             continue
         declared = literal_destinations(spec.fn)
         if declared is not None:
@@ -88,6 +91,9 @@ def validate(builder: StateGraph[object, object]) -> None:
         if branch.path_map is not None:
             for key, dest in branch.path_map.items():
                 check(dest, f"path_map of {branch.source!r} (key {key!r})")
+        else:  # the router's Literal return hint, as LangGraph checks it
+            for dest in branch.destinations() or ():
+                check(dest, f"the return hint of the router from {branch.source!r}")
         if branch.fallback is not None:
             check(branch.fallback, f"fallback of the conditional edge from {branch.source!r}")
     for name, spec in builder.nodes.items():
@@ -95,6 +101,9 @@ def validate(builder: StateGraph[object, object]) -> None:
             problems.append(f"node {name!r} is not callable: {spec.fn!r}")
         for dest in spec.destinations:
             check(dest, f"destinations of node {name!r}")
+        if not spec.is_subgraph and not spec.destinations:
+            for dest in literal_destinations(spec.fn) or ():
+                check(dest, f"the Command[Literal[...]] return hint of node {name!r}")
         if spec.fallback is not None:
             check(spec.fallback, f"fallback of node {name!r}")
         if spec.on_error is not None:
