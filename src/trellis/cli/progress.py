@@ -87,7 +87,12 @@ class NodeTracker:
             self.lines.append(line)
             return line
         line = line_or_none
-        line.status = "failed" if payload.get("error") else "done"
+        if payload.get("error"):
+            line.status = "failed"
+        elif payload.get("interrupts"):  # it stopped to ask: it runs again on resume
+            line.status = "interrupted"
+        else:
+            line.status = "done"
         line.duration = self._elapsed(line)
         return line
 
