@@ -256,3 +256,23 @@ def test_duplicate_names_are_reported_at_compile() -> None:
     with pytest.raises(GraphValidationError) as info:
         builder.compile()
     assert [p for p in info.value.problems if "'x'" in p and "twice" in p]
+
+
+def test_a_compiled_graph_keeps_the_builder_as_it_was_compiled() -> None:
+    # Adding to the builder afterwards changes neither what the compiled graph
+    # draws nor what its twin over a saver (a subgraph under a durable parent) runs.
+    from trellis import MemorySaver
+
+    class Log(TypedDict, total=False):
+        log: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Log)
+    builder.add_node("a", lambda s: {"log": ["a"]})
+    builder.add_edge(START, "a")
+    first = builder.compile()
+    builder.add_node("b", lambda s: {"log": ["b"]})
+    builder.add_edge("a", "b")
+    assert "b" not in first.get_graph().draw_mermaid()
+    twin = first.with_checkpointer(MemorySaver())
+    assert twin.invoke({"log": []}, {"configurable": {"thread_id": "t"}}) == {"log": ["a"]}
+    assert builder.compile().invoke({"log": []}) == {"log": ["a", "b"]}

@@ -8,6 +8,7 @@ once and prepares the tables the engine runs on.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -213,7 +214,16 @@ class StateGraph(Generic[StateT, ContextT]):
 
         self.validate()
         self.compiled = True
-        return CompiledStateGraph(self, checkpointer=checkpointer, **options)
+        return CompiledStateGraph(self._frozen(), checkpointer=checkpointer, **options)
+
+    def _frozen(self) -> StateGraph[StateT, ContextT]:
+        """This builder as it is now, for a compiled graph to keep: what it draws and
+        recompiles (``with_checkpointer``) stays what it runs, whatever is added here later."""
+        twin = copy.copy(self)
+        twin.channels, twin.nodes = dict(self.channels), dict(self.nodes)
+        twin.edges, twin.joins = list(self.edges), list(self.joins)
+        twin.branches, twin.problems = list(self.branches), list(self.problems)
+        return twin
 
 
 def _name_of(fn: Any) -> str:
