@@ -169,6 +169,36 @@ def test_input_failing_pydantic_validation() -> None:
 # -- recursion ------------------------------------------------------------------------
 
 
+def test_recursion_limit_none_is_the_default_and_below_one_is_refused() -> None:
+    from trellis.errors import InvalidConfigError
+
+    graph = single(lambda s: {"a": "x"})
+    assert graph.invoke({}, {"recursion_limit": None})["a"] == "x"  # as LangGraph
+    assert graph.invoke({}, {"recursion_limit": 1e9})["a"] == "x"  # LangGraph's idiom
+    for bad in (0, -1, "10", True):
+        with pytest.raises(InvalidConfigError, match="recursion_limit must be at least 1"):
+            graph.invoke({}, {"recursion_limit": bad})
+
+
+def test_a_partial_or_a_callable_instance_is_named_as_in_langgraph() -> None:
+    import functools
+
+    class Shout:
+        def __call__(self, state: S) -> dict[str, Any]:
+            return {"log": ["shout"]}
+
+    def say(state: S, word: str) -> dict[str, Any]:
+        return {"log": [word]}
+
+    builder = StateGraph(S)
+    builder.add_node(functools.partial(say, word="hi"))
+    builder.add_node(Shout())
+    assert list(builder.nodes) == ["partial", "Shout"]
+    builder.add_edge(START, "partial")
+    builder.add_edge("partial", "Shout")
+    assert builder.compile().invoke({"log": []}) == {"log": ["hi", "shout"]}
+
+
 def test_recursion_limit_error_is_a_recursion_error() -> None:
     builder = StateGraph(S)
     builder.add_node("spin", lambda s: None)

@@ -181,7 +181,11 @@ class CompiledStateGraph:
         config = config or {}
         if type(context) is dict and self.context_class is not None:
             context = _coerce_context(self.name, self.context_class, context)
-        limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
+        limit = config.get("recursion_limit")
+        if limit is None:  # absent or None, as LangGraph: the default
+            limit = DEFAULT_RECURSION_LIMIT
+        elif isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 1:
+            raise InvalidConfigError(f"recursion_limit must be at least 1, got {limit!r}")
         before = kwargs.get("interrupt_before") or self.interrupt_before
         after = kwargs.get("interrupt_after") or self.interrupt_after
         loop = RunLoop(

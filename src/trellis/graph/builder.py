@@ -228,6 +228,8 @@ class StateGraph(Generic[StateT, ContextT]):
 
 def _name_of(fn: Any) -> str:
     name = getattr(fn, "__name__", None) or getattr(fn, "name", None)
+    if name is None and callable(fn):  # a partial or callable instance: as LangGraph
+        name = type(fn).__name__
     if not isinstance(name, str) or name == "<lambda>":
         raise ValueError(f"cannot infer a node name from {fn!r}; pass a name")
     return name
