@@ -133,3 +133,26 @@ def test_a_traced_run_stores_its_events_without_blocking(
     kinds = [row["kind"] for row in event_log_for(saver).list(config["configurable"]["thread_id"])]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "task_end" in kinds
     assert blocked == []
+
+
+def test_a_traced_runs_compensations_are_stored_without_blocking(
+    saver: PostgresSaver, blocked: list[str]
+) -> None:
+    undone: list[str] = []
+
+    def fail(state: State) -> State:
+        raise ValueError("the second step fails")
+
+    b = StateGraph(State)
+    b.add_node("book", lambda s: {"log": ["book"]}, compensate=lambda s: undone.append("book"))
+    b.add_node("fail", fail)
+    b.add_edge(START, "book")
+    b.add_edge("book", "fail")
+    b.add_edge("fail", END)
+    config = cfg()
+    with pytest.raises(ValueError, match="second step"):
+        asyncio.run(b.compile(checkpointer=saver, trace=True).ainvoke({"n": 1}, config))
+    assert undone == ["book"]
+    kinds = [row["kind"] for row in event_log_for(saver).list(config["configurable"]["thread_id"])]
+    assert kinds[-1] == "compensation"
+    assert blocked == []

@@ -154,7 +154,12 @@ class Saga:
                     await result
             except Exception as exc:
                 error = exc
+            observer = self.observer
+            if observer is not None:  # its event is stored from a worker thread, at once
+                observer.defer_store = True
             writes = self._settle(report, index, name, error)
+            if observer is not None:
+                await observer.astore()
             if writes:
                 await self.graph.checkpointer.aput_writes(self.thread_id, self.head_id, writes)
         return report
