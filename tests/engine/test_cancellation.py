@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import time
 from typing import Annotated, Any
 
 import pytest
@@ -84,3 +85,34 @@ async def test_a_node_raising_cancelled_error_fails_like_any_error(parallel: boo
     ]
     (failed,) = [t for t in snapshot.tasks if t.name == "bad"]
     assert failed.error is not None and failed.error["type"] == "NodeCancelledError"
+
+
+async def test_a_failure_under_ainvoke_keeps_a_sync_siblings_work() -> None:
+    # A sync node runs in a worker thread no cancel can stop: it finishes anyway.
+    # Its writes are kept, as invoke keeps them, so resuming does not run it twice.
+    calls: list[str] = []
+    down = [True]
+
+    def fast(state: S) -> dict[str, Any]:
+        if down.pop() if down else False:
+            raise RuntimeError("boom")
+        return {"log": ["fast"]}
+
+    def slow(state: S) -> dict[str, Any]:
+        calls.append("slow")
+        time.sleep(0.2)
+        return {"log": ["slow"]}
+
+    b = StateGraph(S)
+    b.add_node("fast", fast)
+    b.add_node("slow", slow)
+    b.add_edge(START, "fast")
+    b.add_edge(START, "slow")
+    graph = b.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(RuntimeError, match="boom"):
+        await graph.ainvoke({"log": []}, config)
+    state = await graph.aget_state(config)
+    assert (state.next, state.values) == (("fast",), {"log": ["slow"]})
+    assert (await graph.ainvoke(None, config))["log"] == ["fast", "slow"]
+    assert calls == ["slow"]

@@ -582,8 +582,14 @@ async def arun_tasks(tasks: list[Task]) -> None:
     failures = [f for f in done if not f.cancelled() and f.exception() is not None]
     if not failures:
         return
+    # As LangGraph, a failure cancels the async siblings still running. A sync node
+    # runs in a worker thread that a cancel cannot stop: it finishes anyway, so it
+    # is waited for and its writes kept, as the sync driver keeps every sibling's,
+    # rather than run (with its side effects) a second time on resume.
     for future in pending:
-        future.cancel()
+        node = running[future].node
+        if node.is_async or node.subgraph is not None:
+            future.cancel()
     if pending:
         await asyncio.wait(pending)
     # The first failure in task order, so the error reported is deterministic.
