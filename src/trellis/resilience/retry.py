@@ -287,7 +287,12 @@ def run_with_retry(
         try:
             return fn(current)
         except Exception as exc:
-            current = _after(current, policies, exc, clock, random, on_attempt)
+            following, reported = _failed(current, policies, exc, clock, random)
+            if on_attempt is not None:
+                on_attempt(reported, exc)
+            if following is None:
+                raise
+            current = following
 
 
 async def arun_with_retry(
@@ -321,11 +326,9 @@ async def arun_with_retry(
         try:
             return await fn(current)
         except Exception as exc:
-            following = _following(current, policies, exc, clock, random)
+            following, reported = _failed(current, policies, exc, clock, random)
             if on_attempt is not None:
-                await _awaited(
-                    on_attempt(following if following is not None else current.gave_up(exc), exc)
-                )
+                await _awaited(on_attempt(reported, exc))
             if following is None:
                 raise
             current = following
@@ -336,29 +339,14 @@ async def _awaited(result: Awaitable[None] | None) -> None:
         await result
 
 
-def _following(
+def _failed(
     current: RetryState,
     policies: tuple[RetryPolicy, ...],
     exc: Exception,
     clock: Callable[[], float],
     random: Callable[[], float],
-) -> RetryState | None:
-    """The state of the next attempt after ``exc``; None when retries are over."""
-    return current.after_failure(select_policy(policies, exc), exc, clock(), random=random)
-
-
-def _after(
-    current: RetryState,
-    policies: tuple[RetryPolicy, ...],
-    exc: Exception,
-    clock: Callable[[], float],
-    random: Callable[[], float],
-    on_attempt: OnAttempt | None,
-) -> RetryState:
-    """The failure step of the sync loop: next state, or re-raise ``exc``."""
-    following = _following(current, policies, exc, clock, random)
-    if on_attempt is not None:
-        on_attempt(following if following is not None else current.gave_up(exc), exc)
-    if following is None:
-        raise exc
-    return following
+) -> tuple[RetryState | None, RetryState]:
+    """The failure step both loops share: the state of the next attempt (None when
+    retries are over) and the state ``on_attempt`` is told of."""
+    following = current.after_failure(select_policy(policies, exc), exc, clock(), random=random)
+    return following, following if following is not None else current.gave_up(exc)
