@@ -185,7 +185,9 @@ class CompiledStateGraph:
         if limit is None:  # absent or None, as LangGraph: the default
             limit = DEFAULT_RECURSION_LIMIT
         elif isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 1:
-            raise InvalidConfigError(f"recursion_limit must be at least 1, got {limit!r}")
+            raise InvalidConfigError(
+                f"graph {self.name!r}: recursion_limit must be at least 1, got {limit!r}"
+            )
         before = kwargs.get("interrupt_before") or self.interrupt_before
         after = kwargs.get("interrupt_after") or self.interrupt_after
         loop = RunLoop(
@@ -254,6 +256,8 @@ class CompiledStateGraph:
                 )
             restore(loop, saved, continue_run=True)
             loop.resuming = True
+            if loop.output_keys is not None and loop.wrote_any:
+                loop.output_keys.shown = True  # a resumed run first shows where it stands
             if input is None and head is not None and head.checkpoint.id != saved.checkpoint.id:
                 inherit_compensations(loop, head)
                 loop.fork()  # time travel: the step runs again, on a branch of its own
@@ -309,8 +313,6 @@ class CompiledStateGraph:
         return self._observe(loop)
 
     def _observe(self, loop: RunLoop) -> RunLoop:
-        if loop.output_keys is not None and loop.resuming and loop.wrote_any:
-            loop.output_keys.shown = True  # a resumed run first shows where it stands
         streams = "events" in loop.modes
         trace = bool(self.options.get("trace")) and loop.saver is not None
         if self.sinks or streams or trace:
