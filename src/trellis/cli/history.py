@@ -185,14 +185,19 @@ def _finished(item: CheckpointTuple) -> list[dict[str, Any]]:
     by_task: dict[str, list[Any]] = {}
     for write in item.pending_writes:
         by_task.setdefault(write.task_id, []).append(write)
-    finished = []
-    for writes in by_task.values():
-        if any(w.channel == DONE for w in writes):
-            update = {w.channel: w.value for w in sorted(writes, key=lambda w: w.idx) if w.idx >= 0}
-            update.pop(GOTO, None)
-            update.pop(DONE, None)
-            finished.append({"node": writes[0].task_name, "writes": update})
-    return finished
+    bookkeeping = (GOTO, DONE)
+    return [
+        {
+            "node": writes[0].task_name,
+            "writes": {
+                w.channel: w.value
+                for w in sorted(writes, key=lambda w: w.idx)
+                if w.idx >= 0 and w.channel not in bookkeeping
+            },
+        }
+        for writes in by_task.values()
+        if any(w.channel == DONE for w in writes)
+    ]
 
 
 def _interrupts(item: CheckpointTuple) -> list[dict[str, Any]]:
