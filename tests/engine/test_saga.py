@@ -337,17 +337,23 @@ def test_a_rollback_is_remembered_after_the_thread_moves_on(saver_factory: Any) 
     assert book.undone() == ["C", "B", "A", "B"]
 
 
-def test_a_fork_from_before_the_failure_compensates_only_what_it_ran_again(
-    saver_factory: Any,
-) -> None:
+def _failed_then_before_c(saver_factory: Any) -> tuple[Book, Any, Any]:
+    """A run that failed at D and was compensated, and the config of its
+    checkpoint before C ran."""
     book = Book()
     graph = build(book, saver_factory.make())
     cfg = config()
     with pytest.raises(ValueError):
         graph.invoke({"trail": []}, cfg)
-    assert book.undone() == ["C", "B", "A"]
-
     [before_c] = [s.config for s in graph.get_state_history(cfg) if s.next == ("C",)]
+    return book, graph, before_c
+
+
+def test_a_fork_from_before_the_failure_compensates_only_what_it_ran_again(
+    saver_factory: Any,
+) -> None:
+    book, graph, before_c = _failed_then_before_c(saver_factory)
+    assert book.undone() == ["C", "B", "A"]
     with pytest.raises(ValueError) as info:
         graph.invoke(None, before_c)  # time travel: C runs again, D fails again
     # A and B ran once and were undone once; only C's new run is undone now.
@@ -359,12 +365,7 @@ def test_an_edit_of_an_older_checkpoint_compensates_only_what_it_ran_again(
     saver_factory: Any,
 ) -> None:
     """update_state on a past checkpoint forks as time travel does."""
-    book = Book()
-    graph = build(book, saver_factory.make())
-    cfg = config()
-    with pytest.raises(ValueError):
-        graph.invoke({"trail": []}, cfg)
-    [before_c] = [s.config for s in graph.get_state_history(cfg) if s.next == ("C",)]
+    book, graph, before_c = _failed_then_before_c(saver_factory)
     edited = graph.update_state(before_c, {"trail": ["note"]})
     with pytest.raises(ValueError) as info:
         graph.invoke(None, edited)
