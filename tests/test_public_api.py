@@ -43,6 +43,7 @@ EXTRA_NAMES = frozenset(
         "CompiledStateGraph",
         "Interrupt",
         "MessagesState",
+        "Overwrite",
         "RunnableConfig",
         "Runtime",
         "StateSnapshot",

@@ -19,6 +19,7 @@ __all__ = [
     "Durability",
     "ExecutionInfo",
     "Interrupt",
+    "Overwrite",
     "RetryPolicy",
     "RunnableConfig",
     "Runtime",
@@ -110,6 +111,24 @@ class Interrupt:
 
     value: Any
     id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Overwrite:
+    """Write ``value`` to a key with a reducer as is, bypassing the reducer.
+
+    >>> def reset(state):
+    ...     return {"messages": Overwrite([])}
+
+    The other writes to that key in the same step are dropped; two
+    ``Overwrite``s of one key in one step raise ``InvalidUpdateError``. As in
+    LangGraph, the dict forms ``{"__overwrite__": value}`` and
+    ``{"type": "__overwrite__", "value": value}`` (what JSON makes of an
+    ``Overwrite``) count as one too.
+    """
+
+    value: Any
+    type: Literal["__overwrite__"] = "__overwrite__"
 
 
 class RetryPolicy(NamedTuple):

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, Send, StateGraph
+from trellis import END, START, Command, Overwrite, Send, StateGraph
 from trellis.errors import (
     GraphRecursionError,
     InterruptError,
@@ -315,3 +315,11 @@ def test_declaration_errors_name_the_edge_and_the_graph() -> None:
     builder.add_edge(START, "a")
     with pytest.raises(InterruptError, match="graph 'intake': Command"):
         builder.compile(name="intake").invoke(Command(resume="yes"))
+
+
+def test_two_overwrites_of_one_key_name_the_key_and_the_node() -> None:
+    def twice(state: S) -> Any:
+        return [Command(update={"log": Overwrite(["a"])}), Command(update={"log": Overwrite([])})]
+
+    with pytest.raises(InvalidUpdateError, match="'log' got two Overwrite values from node 'n'"):
+        single(twice, name="n").invoke({"log": ["x"]})

@@ -33,8 +33,9 @@ from trellis.errors import (
     InvalidConfigError,
     InvalidUpdateError,
 )
+from trellis.graph.reducers import NOT_OVERWRITE, overwrite_value, two_overwrites
 from trellis.persist.base import PendingWrite, new_checkpoint_id
-from trellis.types import END, START, Command, RunnableConfig, Send
+from trellis.types import END, START, Command, Overwrite, RunnableConfig, Send
 
 if TYPE_CHECKING:
     from trellis.engine.output import OutputKeys
@@ -82,6 +83,7 @@ class RunLoop:
         "options",
         "outer",
         "output_keys",
+        "overwritten",
         "plan",
         "recursion_limit",
         "resume",
@@ -125,7 +127,9 @@ class RunLoop:
     ) -> None:
         self.plan = plan
         # Folds one task's update into a values dict through the reducers.
-        self.apply: Callable[[dict[str, Any], Mapping[str, Any]], None] = plan.apply
+        self.apply: Callable[..., None] = plan.apply
+        # The reducer keys an Overwrite set in the step being committed.
+        self.overwritten: set[str] = set()
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
         if "max_concurrency" in config:  # read by the drivers from the config itself
@@ -249,6 +253,7 @@ class RunLoop:
         task = Task(self, self.plan.start, None, self.step, (PULL, START))
         task.accept(Command(update=command.update))
         if task.update:
+            self.overwritten.clear()  # a step of its own
             if self.track:
                 self._track(task.update)
             else:
@@ -452,6 +457,9 @@ class RunLoop:
             self.output_keys.note(tasks)
         track = self.track
         self.wrote = False
+        overwritten = self.overwritten
+        if overwritten:
+            overwritten.clear()
         for task in tasks:
             update = task.update
             if update is not None:
@@ -460,7 +468,7 @@ class RunLoop:
                     if track:
                         self._track(update)
                     else:
-                        self.apply(values, update)
+                        self.apply(values, update, overwritten)
                 except Exception as exc:
                     keys = ", ".join(map(repr, update))
                     exc.add_note(f"while applying the update of node {task.name!r} (keys {keys})")
@@ -644,8 +652,9 @@ class RunLoop:
         applied, as a step that commits would; conflicting writes raise."""
         self.check_conflicts(finished)
         out = dict(values)
+        overwritten: set[str] = set()
         for task in finished:
-            self.apply(out, task.update or {})
+            self.apply(out, task.update or {}, overwritten)
         return out
 
     def check_conflicts(self, tasks: list[Task]) -> None:
@@ -670,11 +679,25 @@ class RunLoop:
     def _track(self, update: Mapping[str, Any]) -> None:
         values, reducers, updated = self.values, self.plan.reducers, self.updated
         appendable = self.plan.append_channels
-        appends = self.appends
+        appends, overwritten = self.appends, self.overwritten
         for key, value in update.items():
             old = values.get(key, MISSING)
             reducer = reducers.get(key)  # as apply(), inlined: this runs for every write
-            new = values[key] = value if reducer is None or old is MISSING else reducer(old, value)
+            if reducer is None:
+                new = value
+            else:
+                kind = type(value)
+                if (kind is Overwrite or kind is dict) and (
+                    new := overwrite_value(value)
+                ) is not NOT_OVERWRITE:
+                    if key in overwritten:
+                        raise two_overwrites(key)
+                    overwritten.add(key)
+                elif overwritten and key in overwritten:
+                    continue
+                else:
+                    new = value if old is MISSING else reducer(old, value)
+            values[key] = new
             updated.add(key)
             if key not in appendable:
                 continue

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL
 from trellis.graph.node import BranchSpec, NodeSpec, call_shape
-from trellis.graph.reducers import add_messages
+from trellis.graph.reducers import NOT_OVERWRITE, add_messages, overwrite_value, two_overwrites
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
 from trellis.resilience.retry import normalize_policies
-from trellis.types import END, START
+from trellis.types import END, START, Overwrite
 
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
@@ -130,16 +130,34 @@ class GraphPlan:
     needs_async: bool = False
     """A node or router (or a subgraph's) is async: only ainvoke/astream run it."""
 
-    def apply(self, values: dict[str, Any], update: Mapping[str, Any]) -> None:
-        """Fold one update into ``values`` through the reducers."""
+    def apply(
+        self, values: dict[str, Any], update: Mapping[str, Any], overwritten: set[str] | None = None
+    ) -> None:
+        """Fold one update into ``values`` through the reducers.
+
+        ``overwritten``: the reducer keys an ``Overwrite`` already set this step
+        (shared by the step's updates); their other writes are dropped.
+        """
         reducers = self.reducers
         for key, value in update.items():
             reducer = reducers.get(key)
             if reducer is None:
                 values[key] = value
-            else:
-                current = values.get(key, _ABSENT)
-                values[key] = value if current is _ABSENT else reducer(current, value)
+                continue
+            kind = type(value)
+            if kind is Overwrite or kind is dict:
+                new = overwrite_value(value)
+                if new is not NOT_OVERWRITE:
+                    if overwritten is not None:
+                        if key in overwritten:
+                            raise two_overwrites(key)
+                        overwritten.add(key)
+                    values[key] = new
+                    continue
+            if overwritten and key in overwritten:
+                continue
+            current = values.get(key, _ABSENT)
+            values[key] = value if current is _ABSENT else reducer(current, value)
 
     def input_after(
         self, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any]

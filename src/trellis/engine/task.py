@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
+from trellis.graph.reducers import fold_writes
 from trellis.persist.base import new_checkpoint_id
 from trellis.types import (
     END,
@@ -305,7 +306,7 @@ class Task:
             if key not in merged:
                 merged[key] = value
             elif key in reducers:
-                merged[key] = reducers[key](merged[key], value)
+                merged[key] = fold_writes(reducers[key], key, merged[key], value, self.name)
             else:
                 raise InvalidUpdateError(
                     f"node {self.name!r} wrote state key {key!r} twice in one step (in two "
@@ -331,7 +332,7 @@ class Task:
             elif isinstance(merged[key], list) and isinstance(value, list):
                 merged[key] = [*merged[key], *value]
             else:
-                merged[key] = reducer(merged[key], value)
+                merged[key] = fold_writes(reducer, key, merged[key], value, self.name)
         return merged
 
     # -- conditional edges --------------------------------------------------

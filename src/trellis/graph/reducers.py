@@ -8,20 +8,67 @@ from __future__ import annotations
 
 import importlib.util
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from typing_extensions import TypedDict
 
+from trellis.errors import InvalidUpdateError
+from trellis.types import Overwrite
+
 __all__ = [
+    "NOT_OVERWRITE",
     "REMOVE_ALL_MESSAGES",
     "MessagesState",
     "RemoveMessage",
     "add_messages",
+    "fold_writes",
     "langchain_messages",
+    "overwrite_value",
+    "two_overwrites",
 ]
 
 REMOVE_ALL_MESSAGES = "__remove_all__"
+NOT_OVERWRITE: Any = object()
+_OVERWRITE = "__overwrite__"
+
+
+def overwrite_value(value: Any) -> Any:
+    """What an ``Overwrite`` write (in any of LangGraph's three forms) sets the key
+    to; ``NOT_OVERWRITE`` for any other write."""
+    kind = type(value)
+    if kind is Overwrite:
+        return value.value
+    if kind is dict:
+        if len(value) == 1 and _OVERWRITE in value:
+            return value[_OVERWRITE]
+        if value.get("type") == _OVERWRITE and "value" in value:
+            return value["value"]
+    return NOT_OVERWRITE
+
+
+def two_overwrites(key: str, by: str | None = None) -> InvalidUpdateError:
+    who = f" from node {by!r}" if by is not None else ""
+    return InvalidUpdateError(
+        f"state key {key!r} got two Overwrite values{who} in one step; only one write "
+        "may replace a reducer key's value per step"
+    )
+
+
+def fold_writes(
+    reducer: Callable[[Any, Any], Any], key: str, first: Any, then: Any, by: str
+) -> Any:
+    """Two writes of node ``by`` to the reducer key ``key``, as one write: an
+    ``Overwrite`` drops the writes before it and keeps out those after it (as
+    LangGraph applies a step's writes)."""
+    if overwrite_value(then) is not NOT_OVERWRITE:
+        if overwrite_value(first) is not NOT_OVERWRITE:
+            raise two_overwrites(key, by)
+        return then
+    if overwrite_value(first) is not NOT_OVERWRITE:
+        return first
+    return reducer(first, then)
 
 
 @dataclass(frozen=True, slots=True)
