@@ -11,7 +11,17 @@ from pydantic import BaseModel
 from tests.hitl.conftest import Backend, Clock
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, RetryPolicy, Send, StateGraph, add_messages, interrupt
+from trellis import (
+    END,
+    START,
+    Command,
+    Overwrite,
+    RetryPolicy,
+    Send,
+    StateGraph,
+    add_messages,
+    interrupt,
+)
 from trellis.errors import (
     AlreadyDecidedError,
     ApprovalError,
@@ -403,6 +413,20 @@ def test_resuming_a_thread_with_nothing_pending_is_a_named_error(backend: Backen
     assert len(g.runs) == 1
 
 
+def _edited(backend: Backend, act: Any, edit: dict[str, Any]) -> Any:
+    """prepare -> act (gated) on thread t1, run to the gate, then ``edit``ed by a reviewer."""
+    b = StateGraph(State)
+    b.add_node("prepare", lambda s: {"log": ["prepare"]})
+    b.add_node("act", act, approval=Approval(risk="high"))
+    b.add_edge(START, "prepare")
+    b.add_edge("prepare", "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver, graph=app).edit(rid, edit, reviewer="carol")
+    return app
+
+
 @pytest.mark.parametrize("returns", ["nothing", "its own log", "a bare Command"])
 def test_an_edit_goes_through_the_reducers_whatever_the_node_returns(
     backend: Backend, returns: str
@@ -415,18 +439,33 @@ def test_an_edit_goes_through_the_reducers_whatever_the_node_returns(
             return {"log": ["act"]}
         return Command() if returns == "a bare Command" else None
 
-    b = StateGraph(State)
-    b.add_node("prepare", lambda s: {"log": ["prepare"]})
-    b.add_node("act", act, approval=Approval(risk="high"))
-    b.add_edge(START, "prepare")
-    b.add_edge("prepare", "act")
-    saver = backend.saver()
-    app = b.compile(checkpointer=saver)
-    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
-    ReviewQueue(saver, graph=app).edit(rid, {"amount": 5, "log": ["edited"]}, reviewer="carol")
+    app = _edited(backend, act, {"amount": 5, "log": ["edited"]})
     assert seen == [{"amount": 5, "log": ["prepare", "edited"]}]
     own = ["act"] if returns == "its own log" else []
     assert app.get_state(cfg("t1")).values == {"amount": 5, "log": ["prepare", "edited", *own]}
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        Overwrite(["clean"]),
+        {"__overwrite__": ["clean"]},
+        {"type": "__overwrite__", "value": ["clean"]},  # what JSON makes of an Overwrite
+    ],
+    ids=["Overwrite", "dict form", "JSON form"],
+)
+def test_an_edit_may_replace_a_reducer_key_and_the_node_writes_after_it(
+    backend: Backend, replacement: Any
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def act(state: State) -> Any:
+        seen.append(dict(state))
+        return {"log": ["act"]}
+
+    app = _edited(backend, act, {"log": replacement})
+    assert seen == [{"amount": 1, "log": ["clean"]}]
+    assert app.get_state(cfg("t1")).values == {"amount": 1, "log": ["clean", "act"]}
 
 
 class Order(BaseModel):

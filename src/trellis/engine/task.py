@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
-from trellis.graph.reducers import fold_writes
+from trellis.graph.reducers import NOT_OVERWRITE, fold_writes, overwrite_value
 from trellis.persist.base import new_checkpoint_id
 from trellis.types import (
     END,
@@ -21,6 +21,7 @@ from trellis.types import (
     Command,
     ExecutionInfo,
     Interrupt,
+    Overwrite,
     RunnableConfig,
     Runtime,
     Send,
@@ -329,6 +330,10 @@ class Task:
             reducer = reducers.get(key) if key in merged else None
             if reducer is None:
                 merged[key] = value
+            elif (edited := overwrite_value(merged[key])) is not NOT_OVERWRITE:
+                # The reviewer replaced the value; the node's writes still fold into it.
+                own = overwrite_value(value)
+                merged[key] = Overwrite(own if own is not NOT_OVERWRITE else reducer(edited, value))
             elif isinstance(merged[key], list) and isinstance(value, list):
                 merged[key] = [*merged[key], *value]
             else:
