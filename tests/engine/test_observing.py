@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import START, MemorySaver, RetryPolicy, SqliteSaver, StateGraph
+from trellis import START, Command, MemorySaver, RetryPolicy, SqliteSaver, StateGraph, interrupt
 from trellis.errors import NodeError
 from trellis.observe import MemorySink
 from trellis.persist.events import event_log_for
@@ -257,6 +257,26 @@ def test_a_stream_abandoned_inside_a_step_closes_it() -> None:
             break
     stream.close()
     assert _kinds(sink)[-3:] == CLOSED_AS_CANCELLED
+
+
+@pytest.mark.parametrize("mode", ["updates", "values"])
+def test_a_stream_left_at_its_interrupt_counts_as_interrupted(mode: str) -> None:
+    """Breaking out at the ``__interrupt__`` chunk is how a caller waits for a human."""
+    sink = MemorySink()
+    graph = _one_node(
+        lambda s: {"x": interrupt("ok?")},
+        checkpointer=MemorySaver(),
+        observers=[sink],
+        metrics=True,
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    for chunk in graph.stream({}, config, stream_mode=mode):
+        if "__interrupt__" in chunk:
+            break
+    assert [e.status for e in sink.events if e.kind.value == "run_end"] == ["interrupted"]
+    metrics = graph.metrics()
+    assert (metrics["runs_interrupted"], metrics["runs_failed"]) == (1, 0)
+    assert graph.invoke(Command(resume=7), config) == {"x": 7}
 
 
 def test_no_event_is_its_own_parent() -> None:

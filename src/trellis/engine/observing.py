@@ -235,12 +235,14 @@ class RunObserver:
         cancelled = cancelled or (error is not None and not isinstance(error, Exception))
         if self.open_step is not None:  # stopped inside a step: close its spans
             self.step_end(loop, self.open_step, error, cancelled=cancelled)
-        if cancelled:
+        if error is None and loop.status in ("interrupted", "interrupt_before", "interrupt_after"):
+            # Also when the caller then stopped reading: the __interrupt__ chunk is the
+            # last a paused run yields, and breaking there is how one waits for a human.
+            status = _INTERRUPTED
+        elif cancelled:
             status = Outcome.CANCELLED
         elif error is not None:
             status = Outcome.ERROR
-        elif loop.status in ("interrupted", "interrupt_before", "interrupt_after"):
-            status = _INTERRUPTED
         else:
             status = _OK
         ended = _perf()
