@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import operator
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -124,6 +125,36 @@ def test_state_shows_what_finished_in_a_step_that_waits_and_orders_next_as_the_a
         paused.get_state({"configurable": {"thread_id": "u"}}).next
     )
     assert state(db, "u")["next"] == ["work", "work", "ask", "fast"]  # Sends first
+
+
+class Log(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def test_a_past_step_that_committed_shows_every_task_as_the_api_history(tmp_path: Path) -> None:
+    """Writes kept on a past checkpoint are of a step that went on to commit: its tasks
+    are what ran next there, none is 'finished' and pending, and no question waits."""
+    from trellis import START, Command, SqliteSaver, StateGraph, interrupt
+
+    builder = StateGraph(Log)
+    builder.add_node("a", lambda s: {"log": ["a"]})
+    builder.add_node("b", lambda s: {"log": ["b"]})
+    builder.add_node("ask", lambda s: {"log": [interrupt("ok?")]})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("a", "ask")
+    db = tmp_path / "t.db"
+    graph = builder.compile(checkpointer=SqliteSaver.from_path(db))
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({}, config)
+    graph.invoke(Command(resume="yes"), config)
+    past = next(s for s in graph.get_state_history(config) if s.metadata["step"] == 1)
+    doc = state(db, "t", "-c", past.config["configurable"]["checkpoint_id"])
+    assert sorted(doc["next"]) == sorted(past.next) == ["ask", "b"]
+    assert doc["finished"] == []
+    assert [i["value"] for i in doc["interrupts"]] == [i.value for i in past.interrupts]
+    table = rows(trellis("history", "t", "--db", db))
+    assert [r[3] for r in table if r[1] == "1"] == ["ask, b (interrupted)"]
 
 
 def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None:

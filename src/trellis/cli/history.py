@@ -58,13 +58,16 @@ def history_command(
         table = Table(title=f"thread {escape(thread)}", title_justify="left")
         for column in ("checkpoint id", "step", "source", "next", "created"):
             table.add_column(column, no_wrap=column != "next")
+        head = saved[0].checkpoint.id  # newest first: the thread's head
         for item in saved:
             cp = item.checkpoint
+            live = cp.id == head
+            asked = " (interrupted)" if _interrupts(item, live) else ""
             table.add_row(
                 cp.id,
                 str(cp.step),
                 escape(str(item.metadata.get("source", ""))),
-                escape(", ".join(_next(item)) + (" (interrupted)" if _interrupts(item) else "")),
+                escape(", ".join(_next(item, live)) + asked),
                 _created(cp.created_at),
             )
         out_console().print(table)
@@ -89,6 +92,7 @@ def state_command(
         if item is None:
             raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         cp = item.checkpoint
+        live = checkpoint is None or cp.id == _head_id(saver, thread)
         errors = [
             {"node": w.task_name, **_as_dict(w.value)}
             for w in item.pending_writes
@@ -101,10 +105,10 @@ def state_command(
             "step": cp.step,
             "source": item.metadata.get("source"),
             "created_at": _created(cp.created_at),
-            "next": _next(item),
+            "next": _next(item, live),
             "values": dict(cp.values),
-            "finished": _finished(item),
-            "interrupts": _interrupts(item),
+            "finished": _finished(item, live),
+            "interrupts": _interrupts(item, live),
             "errors": errors,
         }
         print_json(out_console(), document)
@@ -164,24 +168,33 @@ def prune_command(
         typer.echo(report)
 
 
-def _next(item: CheckpointTuple) -> list[str]:
+def _head_id(saver: Any, thread: str) -> str | None:
+    head = saver.get_tuple(thread)
+    return head.checkpoint.id if head is not None else None
+
+
+def _next(item: CheckpointTuple, live: bool) -> list[str]:
     """What runs next from this checkpoint, as ``StateSnapshot.next`` lists it:
-    ``Send``s first, then nodes; not the tasks that already finished there."""
+    ``Send``s first, then nodes; at the thread's head (``live``), not the tasks
+    that already finished there."""
     pending = item.checkpoint.pending or {}
     if "start" in pending:
         return [START]
     sends = [getattr(s, "node", "?") for s in pending.get("sends", ())]
     scheduled = [*sends, *pending.get("nodes", ())]
-    for done in _finished(item):  # one scheduled task per finished one
+    for done in _finished(item, live):  # one scheduled task per finished one
         if done["node"] in scheduled:
             scheduled.remove(done["node"])
     return scheduled
 
 
-def _finished(item: CheckpointTuple) -> list[dict[str, Any]]:
-    """The tasks that finished in the step after this checkpoint, which did not
-    commit (a sibling failed or asked a question): their writes, kept to be
-    applied with the step (``graph.get_state`` shows them applied)."""
+def _finished(item: CheckpointTuple, live: bool) -> list[dict[str, Any]]:
+    """The tasks that finished in the step after the thread's head (``live``),
+    which did not commit (a sibling failed or asked a question): their writes,
+    kept to be applied with the step (``graph.get_state`` shows them applied).
+    Past a checkpoint that is not the head, its step did commit: none."""
+    if not live:
+        return []
     by_task: dict[str, list[Any]] = {}
     for write in item.pending_writes:
         by_task.setdefault(write.task_id, []).append(write)
@@ -200,10 +213,13 @@ def _finished(item: CheckpointTuple) -> list[dict[str, Any]]:
     ]
 
 
-def _interrupts(item: CheckpointTuple) -> list[dict[str, Any]]:
+def _interrupts(item: CheckpointTuple, live: bool) -> list[dict[str, Any]]:
+    """The interrupts raised in the step after this checkpoint; at the head, only
+    those still waiting (not of a task that was answered and finished)."""
+    done = {w.task_id for w in item.pending_writes if w.channel == DONE} if live else set()
     found = []
     for write in item.pending_writes:
-        if write.channel == INTERRUPT:
+        if write.channel == INTERRUPT and write.task_id not in done:
             for i in write.value:
                 found.append({"node": write.task_name, "id": i.id, "value": i.value})
     return found
