@@ -60,6 +60,28 @@ def test_values_that_refuse_comparison_are_reported_as_changed() -> None:
     assert diff_states({"v": a}, {"v": a}) == []
 
 
+def test_a_value_that_changed_type_is_a_change_even_if_it_compares_equal() -> None:
+    a = {"done": 0, "score": 1, "ok": True, "flags": [0], "deep": {"n": 1}}
+    b = {"done": False, "score": 1.0, "ok": 1, "flags": [False], "deep": {"n": 1.0}}
+    assert [(c.path, c.old, c.new) for c in diff_states(a, b)] == [
+        ("done", 0, False),
+        ("score", 1, 1.0),
+        ("ok", True, 1),
+        ("flags", [0], [False]),
+        ("deep.n", 1, 1.0),
+    ]
+    assert render_diff(diff_states({"done": 0}, {"done": False})) == "~ done: 0 → False\n"
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with each leaf paired with its type, so ``==`` tells 0 from False."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
     lambda inner: (
@@ -101,6 +123,6 @@ def test_applying_the_diff_to_a_gives_b(a: dict[str, Any], b: dict[str, Any]) ->
         return True
 
     changes = diff_states(a, b)
-    assert (changes == []) == (a == b)
+    assert (changes == []) == (_typed(a) == _typed(b))
     if dot_free(a) and dot_free(b):
-        assert _apply(a, changes) == b
+        assert _typed(_apply(a, changes)) == _typed(b)

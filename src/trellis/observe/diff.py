@@ -42,6 +42,14 @@ def _is_list(value: object) -> bool:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    """Equal and of the same types, all the way down: ``0 -> False`` and
+    ``1 -> 1.0`` are changes a reader of the state wants to see."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(v, b[k]) for k, v in a.items())
     try:
         return bool(a == b)
     except Exception:  # e.g. numpy arrays: ambiguous truth value
