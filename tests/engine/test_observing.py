@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing_extensions import TypedDict
 
 from trellis import START, Command, MemorySaver, RetryPolicy, SqliteSaver, StateGraph, interrupt
 from trellis.errors import NodeError
-from trellis.observe import MemorySink
+from trellis.observe import MemorySink, build_timeline
 from trellis.persist.events import event_log_for
 
 
@@ -334,3 +335,27 @@ def test_a_stream_abandoned_after_a_step_ran_keeps_that_step(stop_at: str) -> No
     assert graph.get_state(config).next == ("after",)
     assert graph.invoke(None, config)["x"] == 2
     assert charged == [1]
+
+
+def _one_at_a_time(**options: Any) -> Any:
+    """Three nodes of one step, 20 ms each, that must take turns (max_concurrency=1)."""
+    builder = StateGraph(S)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, lambda s: time.sleep(0.02) or {})
+        builder.add_edge(START, name)
+    return builder.compile(**options)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_tasks_that_wait_for_a_worker_start_when_their_node_does(is_async: bool) -> None:
+    """A step announces its tasks at once; the spans are when each node ran."""
+    sink = MemorySink()
+    graph = _one_at_a_time(observers=[sink])
+    config = {"max_concurrency": 1}
+    asyncio.run(graph.ainvoke({}, config)) if is_async else graph.invoke({}, config)
+    ends = sorted((e.start_ts, e.ts) for e in sink.events if e.kind.value == "task_end")
+    assert len(ends) == 3
+    for (_, end), (start, _) in itertools.pairwise(ends):
+        assert start >= end - 0.002  # one after the other, not all from the step's start
+    rows = sorted((t.start, t.start + t.duration) for t in build_timeline(sink.events)[0].tasks())
+    assert [*itertools.chain(*rows)] == pytest.approx([*itertools.chain(*ends)], abs=1e-6)

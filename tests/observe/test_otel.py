@@ -427,3 +427,33 @@ def test_a_span_a_node_opens_is_a_child_of_its_task_span(
         parent = spans[f"call from {node}"].parent
         assert parent is not None and parent.span_id == spans[node].context.span_id, node
         assert spans[f"call from {node}"].context.trace_id == spans[node].context.trace_id
+
+
+def test_a_task_that_waits_for_a_worker_has_its_span_from_when_its_node_began(
+    otel: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    import time
+
+    from typing_extensions import TypedDict
+
+    from trellis import START, StateGraph
+
+    provider, exporter = otel
+
+    class S(TypedDict, total=False):
+        x: int
+
+    builder = StateGraph(S)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, lambda s: time.sleep(0.02) or {})
+        builder.add_edge(START, name)
+    builder.compile(observers=[OtelObserver(provider)]).invoke({}, {"max_concurrency": 1})
+    spans = sorted(
+        (s.start_time or 0, s.end_time or 0)
+        for s in exporter.get_finished_spans()
+        if s.name in ("a", "b", "c")
+    )
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 2_000_000  # ns: one after the other
+    assert all(end - start < 40_000_000 for start, end in spans)  # its own 20 ms, not queued

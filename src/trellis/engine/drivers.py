@@ -78,7 +78,7 @@ def run_task(task: Task) -> None:
     observer = task.loop.observer
     entered = None
     if observer is not None:
-        started = perf_counter()
+        started = task.began = perf_counter()
         if observer.scoped:
             entered = observer.enter(task)
     try:
@@ -463,7 +463,7 @@ async def arun_task(task: Task) -> None:
     observer = task.loop.observer
     entered = None
     if observer is not None:
-        started = perf_counter()
+        started = task.began = perf_counter()
         if observer.scoped:
             entered = observer.enter(task)
     try:

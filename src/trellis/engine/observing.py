@@ -341,11 +341,14 @@ class RunObserver:
             if span is None:
                 continue
             duration = task.duration
+            # When the node ended: tasks wait for a worker (max_concurrency, a busy
+            # pool), so a task's span is its own, not the step's.
+            at = task.began + duration + self.offset if task.began else now
             if task.done and task.error is None and not task.interrupts and not task.halt:
                 status = _OK
                 targets = self.to_task_end
                 if targets:
-                    event = _new(Event, (_TASK_END, self.trace_id, span, step_span, now, duration,
+                    event = _new(Event, (_TASK_END, self.trace_id, span, step_span, at, duration,
                                          self.thread_id, self.run_id, self.graph, task.step,
                                          task.name, task.id if self.keyed else None,
                                          task.attempt, _OK, None, None, NO_DATA))  # fmt: skip
@@ -355,7 +358,7 @@ class RunObserver:
                         except Exception:
                             _sink_failed(target)
             else:
-                status = self._unfinished(task, span, now)
+                status = self._unfinished(task, span, at)
             if counts is not None:  # after the sinks, where the collector was
                 # Tally.add inlined: a function call is a tenth of an observed step.
                 for tally in counts.get(task.name) or self.routes.tallies_for(task.name):

@@ -73,6 +73,7 @@ class Task:
         "attempt",
         "custom",
         "done",
+        "began",
         "duration",
         "error",
         "goto",
@@ -127,6 +128,7 @@ class Task:
         self.nested: list[tuple[Any, ...]] | None = None  # a subgraph's chunks, subgraphs=True
         self.attempt = 1
         self.started = 0.0
+        self.began = 0.0  # perf_counter() when its node began, in an observed run
         self.duration = 0.0
 
     def __repr__(self) -> str:

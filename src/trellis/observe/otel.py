@@ -6,7 +6,10 @@ inside :class:`OtelObserver` and, only if something else already imported it, by
 
 Span tree: one span per run (a child of the caller's span when the run starts
 inside an active OpenTelemetry context), a child per step, and a child of the step
-per task. Spans start and end at the events' own timestamps. Instant
+per task. Spans start and end at the events' own timestamps, but for a task's: its
+step announces every task at once, and a task may then wait for a worker, so its
+span starts when its node does (``enter_span``), or else as the task's end event
+says, or when something happens inside it first. Instant
 events (retry, interrupt, approvals, checkpoints, ...) become span events on the
 innermost span still open. Compensations run after their run has ended: each
 becomes a short span of its own under the run's. Nesting relies on start events: a
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -111,6 +115,8 @@ class OtelObserver:
         self._lock = threading.Lock()
         # Trellis span id -> (OpenTelemetry span, parent span id, run id, start ns).
         self._open: dict[str, tuple[Any, str | None, str | None, int]] = {}
+        # Task span id -> its start event, until the span is opened (see module doc).
+        self._waiting: dict[str, Event] = {}
         # Run span id -> its ended span, for the latest runs: compensations come after.
         self._ended: OrderedDict[str, Any] = OrderedDict()
 
@@ -118,6 +124,7 @@ class OtelObserver:
         """Make the span of task ``span_id`` the current one while its node runs (the
         engine calls this), so a span the node opens itself, an instrumented HTTP or
         LLM call, is the task's child. Returns the token ``leave_span`` takes."""
+        self._open_waiting(span_id, time.time())
         with self._lock:
             entry = self._open.get(span_id)
         if entry is None:
@@ -135,7 +142,10 @@ class OtelObserver:
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
-        if kind in _STARTS:
+        if kind is EventKind.TASK_START:
+            with self._lock:
+                self._waiting[event.span_id] = event
+        elif kind in _STARTS:
             self._start(event)
         elif kind in _ENDS:
             self._finish(event)
@@ -150,9 +160,19 @@ class OtelObserver:
             return f"step {event.step}"
         return event.node or "task"
 
+    def _open_waiting(self, span_id: str | None, at: float | None = None) -> None:
+        """Open the task span ``span_id`` if it waits: at ``at``, else as announced."""
+        if span_id is None or not self._waiting:
+            return
+        with self._lock:
+            event = self._waiting.pop(span_id, None)
+        if event is not None:
+            self._start(event if at is None else event._replace(ts=at))
+
     def _parent_context(self, event: Event) -> Any:
         trace = self._trace
         parent_id = event.parent_span_id
+        self._open_waiting(parent_id)
         with self._lock:
             parent = self._open.get(parent_id) if parent_id else None
         if parent is not None:
@@ -194,6 +214,7 @@ class OtelObserver:
     def _finish(self, event: Event) -> None:
         with self._lock:
             entry = self._open.pop(event.span_id, None)
+            self._waiting.pop(event.span_id, None)  # never entered: opened from its end
         if entry is None:
             # No start event was seen (observer attached mid-run, or an engine that
             # emits only end events): record the span from its end event alone.
@@ -245,6 +266,10 @@ class OtelObserver:
         # Only this run's descendants: concurrent runs that joined one caller span
         # share its trace id, and their spans must stay open.
         with self._lock:
+            waiting = [sid for sid, e in self._waiting.items() if e.run_id == event.run_id]
+        for sid in waiting:  # announced, never begun: closed with the rest
+            self._open_waiting(sid)
+        with self._lock:
             family = {event.span_id}
             orphans: list[tuple[str, tuple[Any, str | None, str | None, int]]] = []
             grew = True
@@ -262,6 +287,7 @@ class OtelObserver:
             span.end(end_time=_ns(event.ts))
 
     def _instant(self, event: Event) -> None:
+        self._open_waiting(event.span_id)
         with self._lock:
             # The span may have ended already (a retry comes after its task_error):
             # then the event goes to its parent, else to its run's latest open span.

@@ -96,13 +96,18 @@ class RunRow:
         return [t for s in self.steps for t in s.tasks]
 
 
+_NOISE = 1e-6  # seconds: what ``ts - duration`` may be off by in an epoch float
+
+
 def _begin(row: TaskRow | StepRow | RunRow, e: Event) -> None:
     if e.kind in (EventKind.RUN_START, EventKind.STEP_START, EventKind.TASK_START):
         row.start = e.ts
         return
     row.duration = e.duration
     row.status = e.status or ("error" if e.kind is EventKind.TASK_ERROR else "ok")
-    if row.start is None:
+    if row.start is None or (e.duration is not None and e.start_ts > row.start + _NOISE):
+        # A task that waited for a worker began after its start event, which its step
+        # sends for every task at once: its end event says when it did begin.
         row.start = e.start_ts
 
 
