@@ -13,7 +13,7 @@ from typing_extensions import TypedDict
 
 from trellis import START, Command, MemorySaver, RetryPolicy, SqliteSaver, StateGraph, interrupt
 from trellis.errors import NodeError
-from trellis.observe import MemorySink, build_timeline
+from trellis.observe import Event, MemorySink, build_timeline
 from trellis.persist.events import event_log_for
 
 
@@ -359,3 +359,49 @@ def test_tasks_that_wait_for_a_worker_start_when_their_node_does(is_async: bool)
         assert start >= end - 0.002  # one after the other, not all from the step's start
     rows = sorted((t.start, t.start + t.duration) for t in build_timeline(sink.events)[0].tasks())
     assert [*itertools.chain(*rows)] == pytest.approx([*itertools.chain(*ends)], abs=1e-6)
+
+
+CRASHING_TRACED_RUN = """
+import asyncio, os, sys, time
+from typing_extensions import TypedDict
+from trellis import START, SqliteSaver, StateGraph
+
+class S(TypedDict, total=False):
+    x: int
+
+def die(state):
+    os._exit(9)  # no run_end, no flush: the process is gone
+
+b = StateGraph(S)
+b.add_node("a", lambda s: {"x": 1})
+b.add_node("b", lambda s: time.sleep(0.15) or {"x": 2})
+b.add_node("die", die)
+b.add_edge(START, "a")
+b.add_edge("a", "b")
+b.add_edge("b", "die")
+graph = b.compile(checkpointer=SqliteSaver.from_path(sys.argv[1]), trace=True)
+config = {"configurable": {"thread_id": "t"}}
+if sys.argv[2] == "async":
+    asyncio.run(graph.ainvoke({}, config))
+else:
+    graph.invoke({}, config)
+"""
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_traced_run_that_crashes_keeps_its_history_up_to_the_crash(
+    tmp_path: Path, mode: str
+) -> None:
+    """A run's events are stored as its steps end (at most every STORE_EVERY s), so the
+    history of a process that died shows the run as running, with the steps it made."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "t.db"
+    script = [sys.executable, "-c", CRASHING_TRACED_RUN, str(db), mode]
+    assert subprocess.run(script, timeout=60).returncode == 9
+    events = event_log_for(SqliteSaver.from_path(db)).list("t")
+    ended = [(e["kind"], e.get("node")) for e in events if e["kind"] in ("task_end", "run_end")]
+    assert ended == [("task_end", "a"), ("task_end", "b")]
+    (run,) = build_timeline(Event.from_dict(e) for e in events)
+    assert run.status == "running"

@@ -690,6 +690,8 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             raise
         if obs is not None:
             obs.step_end(loop, todo, None)
+            if obs.store_due:  # a traced run's history so far (see STORE_EVERY)
+                await obs.astore(final=False)
         if any(t.interrupts for t in todo):
             try:
                 loop.suspend(tasks)

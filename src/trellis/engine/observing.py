@@ -14,6 +14,7 @@ event time and the step duration, and ``ts`` never goes backwards within a run.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,12 @@ if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
-__all__ = ["Routes", "RunObserver"]
+__all__ = ["STORE_EVERY", "Routes", "RunObserver"]
+
+STORE_EVERY = 0.1
+"""Seconds: how often (at a step's end) a traced run stores the events it has kept,
+besides at its first step's end and its own end, so a crash loses at most this much
+of the run history (and the run shows as still running); one write per step at most."""
 
 _log = logging.getLogger("trellis.observe")
 _perf = time.perf_counter
@@ -120,6 +126,8 @@ class RunObserver:
         "step_span",
         "step_number",
         "step_started",
+        "store_due",
+        "stored_at",
         "targets",
         "thread_id",
         "to_step_end",
@@ -166,6 +174,10 @@ class RunObserver:
         self.kept: list[Event] = []
         # An async run stores them itself, from a worker thread (``astore``).
         self.defer_store = False
+        # Stored as the first step ends, then at most every STORE_EVERY seconds: a
+        # crash loses that much of the history, not the run's whole.
+        self.stored_at = -math.inf
+        self.store_due = False  # an async run's driver should store them now
         self.routes = routes
         self.scoped = bool(routes.scopes)  # read per task: see enter()
         self.counts = routes.counts if routes.collectors else None
@@ -262,10 +274,13 @@ class RunObserver:
         if not self.defer_store:
             self._store()
 
-    async def astore(self) -> None:
+    async def astore(self, *, final: bool = True) -> None:
         """``_flush`` for an async run: the log may wait on a database server, so
-        it is written from a worker thread. Later events are stored as they come."""
-        self.defer_store = False
+        it is written from a worker thread. After the ``final`` one, later events
+        (compensations) are stored as they come."""
+        if final:
+            self.defer_store = False
+        self.store_due = False
         if self.log is not None and self.kept:
             import asyncio
 
@@ -381,6 +396,12 @@ class RunObserver:
                     target(event)
                 except Exception:
                     _sink_failed(target)
+        if self.log is not None and ended - self.stored_at >= STORE_EVERY:
+            self.stored_at = ended
+            if self.defer_store:
+                self.store_due = True
+            else:
+                self._store()
 
     def enter(self, task: Task) -> list[tuple[Any, Any]] | None:
         """Make ``task``'s span current for the sinks that keep spans of their own,
