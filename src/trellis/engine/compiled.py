@@ -6,11 +6,13 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine import drivers, saga, state
+from trellis.engine.config import merge_configs
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
     compensations_done,
@@ -114,6 +116,7 @@ class CompiledStateGraph:
         self.interrupt_after = interrupt_after
         self.debug = debug
         self.options = options
+        self.config: RunnableConfig | None = None  # with_config(): under each call's own
         # Observability: sinks that receive every event of every run.
         self.sinks: list[Any] = list(options.get("observers") or ())
         self.collector: Any = None
@@ -156,12 +159,29 @@ class CompiledStateGraph:
             debug=self.debug,
             **{**options, **self.options},
         )
+        twin.config = self.config
         if self.collector is not None and twin.collector is not None:
             # One graph, one set of numbers: this graph's metrics() counts the runs
             # of the twin too (a subgraph runs as its twin under a durable parent).
             twin.sinks = [self.collector if s is twin.collector else s for s in twin.sinks]
             twin.collector = self.collector
         return twin
+
+    def with_config(self, config: RunnableConfig | None = None, **keys: Any) -> CompiledStateGraph:
+        """This graph with ``config`` (and ``keys``, config keys) under every call's
+        own config, which wins where both set a key: ``configurable`` and
+        ``metadata`` merge key by key, ``tags`` join.
+
+        >>> limited = graph.with_config(recursion_limit=100, configurable={"user": "ann"})
+        >>> limited.invoke(inputs, {"configurable": {"thread_id": "t1"}})
+        """
+        twin = copy.copy(self)
+        twin.config = merge_configs(self.config, config, keys)
+        return twin
+
+    def _bound(self, config: RunnableConfig) -> RunnableConfig:
+        """``config`` over what ``with_config`` bound (``config`` itself when nothing)."""
+        return merge_configs(self.config, config) if self.config else config
 
     @property
     def nodes(self) -> dict[str, Any]:
@@ -178,10 +198,10 @@ class CompiledStateGraph:
         kwargs: dict[str, Any],
     ) -> tuple[RunLoop, tuple[str, str | None, str] | None]:
         """A loop for one call, and what must be read from the saver first (if anything)."""
-        config = config or {}
+        run_config = self._bound(config or RunnableConfig())
         if type(context) is dict and self.context_class is not None:
             context = _coerce_context(self.name, self.context_class, context)
-        limit = config.get("recursion_limit")
+        limit = run_config.get("recursion_limit")
         if limit is None:  # absent or None, as LangGraph: the default
             limit = DEFAULT_RECURSION_LIMIT
         elif isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 1:
@@ -192,7 +212,7 @@ class CompiledStateGraph:
         after = kwargs.get("interrupt_after") or self.interrupt_after
         loop = RunLoop(
             self.plan,
-            config,
+            run_config,
             context=context,
             recursion_limit=limit,
             modes=modes,
@@ -531,6 +551,7 @@ class CompiledStateGraph:
         >>> graph.get_state({"configurable": {"thread_id": "t1"}}).next
         ('review',)
         """
+        config = self._bound(config)
         thread_id, checkpoint_id = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved = self.checkpointer.get_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
@@ -545,6 +566,7 @@ class CompiledStateGraph:
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
         """The async twin of ``get_state``."""
+        config = self._bound(config)
         thread_id, checkpoint_id = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved = await self.checkpointer.aget_tuple(thread_id, checkpoint_id, checkpoint_ns=ns)
@@ -566,6 +588,7 @@ class CompiledStateGraph:
         limit: int | None = None,
     ) -> Iterator[StateSnapshot]:
         """Every checkpoint of the thread, newest first: time travel starts here."""
+        config = self._bound(config)
         yield from state.history(self, config, filter=filter, before=before, limit=limit)
 
     async def aget_state_history(
@@ -580,6 +603,7 @@ class CompiledStateGraph:
 
         >>> async for snapshot in graph.aget_state_history(config, limit=5): ...
         """
+        config = self._bound(config)
         async for snap in state.ahistory(self, config, filter=filter, before=before, limit=limit):
             yield snap
 
@@ -590,6 +614,7 @@ class CompiledStateGraph:
 
         >>> graph.update_state(config, {"approved": True}, as_node="review")
         """
+        config = self._bound(config)
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = self._load((*where, ns))
@@ -604,6 +629,7 @@ class CompiledStateGraph:
         self, config: RunnableConfig, values: Any, as_node: str | None = None
     ) -> RunnableConfig:
         """The async twin of ``update_state``."""
+        config = self._bound(config)
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = await self._aload((*where, ns))
@@ -646,7 +672,7 @@ class CompiledStateGraph:
         return await self._saga(config).arun()
 
     def _saga(self, config: RunnableConfig) -> saga.Saga:
-        thread_id, _ = state.thread_of(self, config)
+        thread_id, _ = state.thread_of(self, self._bound(config))
         head = self.checkpointer.get_tuple(thread_id)
         if head is None:
             raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoints")
@@ -663,6 +689,7 @@ class CompiledStateGraph:
 
         Invoke with it (``graph.invoke(None, cfg)``) to run again from there.
         """
+        config = self._bound(config)
         configurable = dict(config.get("configurable") or {})
         configurable.pop("checkpoint_id", None)  # the whole thread, newest first
         for snap in self.get_state_history({**config, "configurable": configurable}):

@@ -1,0 +1,34 @@
+"""Merging run configs: what ``with_config`` binds under each call's own config."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from trellis.types import RunnableConfig
+
+__all__ = ["merge_configs"]
+
+
+def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableConfig:
+    """``configs`` merged left to right, as LangChain merges them: ``configurable``
+    and ``metadata`` key by key, ``tags`` as a sorted union, anything else the
+    latest value that is not None.
+
+    >>> merge_configs({"recursion_limit": 50, "configurable": {"user": "ann"}},
+    ...               {"configurable": {"thread_id": "t1"}})
+    {'recursion_limit': 50, 'configurable': {'user': 'ann', 'thread_id': 't1'}}
+    """
+    merged: dict[str, Any] = {}
+    for config in configs:
+        if not config:
+            continue
+        items: Any = config.items()
+        for key, value in items:
+            old: Any = merged.get(key)
+            if key in ("configurable", "metadata"):
+                merged[key] = {**(old or {}), **(value or {})}
+            elif key == "tags":
+                merged[key] = sorted({*(old or ()), *(value or ())})
+            elif value is not None or key not in merged:
+                merged[key] = value
+    return cast("RunnableConfig", merged)
