@@ -627,6 +627,22 @@ def test_prune_keep_last_keeps_what_the_survivors_need(saver: Any) -> None:
     assert saver.prune(keep_last=5) == 1
 
 
+def test_an_edit_of_a_checkpoint_pruned_meanwhile_is_refused(saver: Any) -> None:
+    """A fork or update_state of an older checkpoint reads it, then writes a child that
+    copies its small values and shares its blobs: if a prune removed it in between,
+    the write must fail whole rather than leave a head that cannot be read."""
+    h = History(saver)
+    ids = [h.put(set={"i": i, "note": f"{i}" * 300}, append={"log": [i]}) for i in range(5)]
+    old = h.checkpoints[ids[1]]
+    assert saver.prune(keep_last=1) == 3  # another process, after the read of ``old``
+    with pytest.raises(ConcurrentUpdateError, match=f"{old.id!r}.*pruned meanwhile"):
+        h.put(parent=old.id, set={"i": 99})
+    assert [t.checkpoint.id for t in saver.list(h.thread_id)] == ids[:-3:-1]  # the head's parent
+    h.check(saver.get_tuple(h.thread_id), ids[-1])
+    h.put(set={"i": 100})  # the thread goes on from its head
+    h.check(saver.get_tuple(h.thread_id))
+
+
 def test_prune_ttl_spares_heads_and_threads_waiting_for_a_human(saver: Any) -> None:
     now = 10_000.0
     old, fresh, waiting = History(saver), History(saver), History(saver)

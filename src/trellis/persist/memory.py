@@ -24,6 +24,12 @@ from trellis.persist.base import (
     ThreadInfo,
     thread_deleted,
 )
+from trellis.persist.messages import (
+    duplicate_checkpoint,
+    head_moved,
+    no_checkpoint,
+    parent_pruned,
+)
 from trellis.persist.serde import Serializer
 from trellis.persist.storage import (
     INTERRUPT,
@@ -38,14 +44,11 @@ from trellis.persist.storage import (
     check_prune_args,
     compensation_reads,
     decode_writes,
-    duplicate_checkpoint,
     encode_filter,
     encode_put,
     encode_writes,
-    head_moved,
     metadata_matcher,
     needed_blobs,
-    no_checkpoint,
     prune_plan,
     retention,
 )
@@ -163,10 +166,15 @@ class MemorySaver(SaverBase):
                 if head == puts[-1].checkpoint.id:
                     return  # a retry of a put that committed: already done
                 raise ConcurrentUpdateError(head_moved(thread_id, checkpoint_ns, expected_head))
+            continued = puts[0].checkpoint.parent_id
+            if continued not in (None, head) and (ns is None or continued not in ns.checkpoints):
+                # An edit or fork of an older checkpoint that a prune removed since it
+                # was read: its values are gone with it (the head is never pruned).
+                raise ConcurrentUpdateError(parent_pruned(thread_id, checkpoint_ns, continued))
             # Everything is encoded before anything is stored: an unserializable
             # value in any checkpoint leaves no trace of the others.
             encoded = []
-            parent_id = puts[0].checkpoint.parent_id or ""
+            parent_id = continued or ""
             parent = ns.versions.get(parent_id) if ns else None
             held = ns.inline.get(parent_id) if ns else None
             chains: dict[str, ChainState] = {}

@@ -44,7 +44,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresSaver"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 _CONFLICT: Final = "TR409"
 """SQLSTATE raised by ``trellis_put``: the head moved (or a base was pruned)."""
 # not_null_violation, foreign_key_violation, unique_violation: see Txn.integrity
@@ -127,6 +127,13 @@ def _migrations(s: str) -> dict[int, list[str]]:
         # Checkpoint records hold small values themselves (state format 2), which a
         # Trellis knowing only version 4 would read as corrupt: it now refuses them.
         5: [],
+        # trellis_put checks that the older checkpoint an edit or fork continues
+        # still exists (p_parent): a prune may have removed it since it was read.
+        6: [
+            f"DROP FUNCTION IF EXISTS {s}.trellis_put(text, text, text, text, double precision,"
+            " text, jsonb, text, jsonb, bytea)",
+            _put_function(s),
+        ],
     }
 
 
@@ -139,11 +146,13 @@ def _put_function(s: str) -> str:
     The head compare-and-set comes first, so the thread row stays locked for the
     checks after it; a moved head or a pruned base raises the conflict SQLSTATE, a
     duplicate id a unique violation. ``p_required`` is an array of ``[channel,
-    version]`` pairs: the stored blobs the new deltas link to.
+    version]`` pairs: the stored blobs the new deltas link to; ``p_parent`` the
+    older checkpoint an edit or fork continues, which must still exist.
     """
     return f"""CREATE OR REPLACE FUNCTION {s}.trellis_put(
             p_thread text, p_ns text, p_expected text, p_head text, p_now double precision,
-            p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea
+            p_moved text, p_required jsonb, p_pruned text, p_rows jsonb, p_data bytea,
+            p_parent text, p_gone text
         ) RETURNS void LANGUAGE plpgsql AS $$
         DECLARE
             v_tid bigint;
@@ -160,6 +169,10 @@ def _put_function(s: str) -> str:
             END IF;
             IF v_tid IS NULL THEN
                 RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_moved;
+            END IF;
+            IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {s}.trellis_checkpoints c
+                WHERE c.tid = v_tid AND c.id = p_parent) THEN
+                RAISE EXCEPTION USING ERRCODE = '{_CONFLICT}', MESSAGE = p_gone;
             END IF;
             IF p_required IS NOT NULL AND EXISTS (
                 SELECT 1 FROM jsonb_array_elements(p_required) r
@@ -221,6 +234,8 @@ class PostgresDialect(SqlDialect):
             "text",
             "jsonb",
             "bytea",
+            "text",
+            "text",
         )
         args = ", ".join(f"%s::{t}" for t in types)
         self._put_call = f"SELECT {self.schema}.trellis_put({args})"
@@ -268,6 +283,8 @@ class PostgresDialect(SqlDialect):
             rows.pruned if rows.required else None,  # read only when a base is required
             _JSON.encode(doc),
             bytes(data),
+            rows.parent,
+            rows.parent_gone if rows.parent is not None else None,
         )
         return [Stmt(self._put_call, params)]
 

@@ -37,6 +37,13 @@ from trellis.errors import (
     ConcurrentUpdateError,
 )
 from trellis.persist.base import Checkpoint, CheckpointTuple, PendingWrite, Put, ThreadInfo
+from trellis.persist.messages import (
+    duplicate_checkpoint,
+    head_moved,
+    no_checkpoint,
+    parent_pruned,
+    thread_label,
+)
 from trellis.persist.storage import (
     INTERRUPT,
     BlobRow,
@@ -54,17 +61,13 @@ from trellis.persist.storage import (
     compensation_reads,
     decode_state,
     decode_writes,
-    duplicate_checkpoint,
     encode_filter,
     encode_put,
     encode_writes,
     exact_json,
     has_number,
-    head_moved,
     needed_blobs,
-    no_checkpoint,
     prune_plan,
-    thread_label,
 )
 
 __all__ = [
@@ -149,6 +152,14 @@ class PutRows:
     required: set[tuple[str, str]] = field(default_factory=set)
     """(channel, version) of each stored blob a delta links to, which must still
     exist: a put of several checkpoints may link to several of one channel."""
+    parent: str | None = None
+    """The checkpoint the first put continues, when it is not the head (an edit or
+    fork of an older one), which must still exist: the new record copies its small
+    values and shares its blobs, which a concurrent prune may have removed."""
+
+    @property
+    def parent_gone(self) -> str:
+        return parent_pruned(self.thread_id, self.ns, self.parent)
 
     @property
     def pruned(self) -> str:
@@ -447,6 +458,8 @@ class SqlDialect:
         last = puts[-1].checkpoint
         moved = head_moved(thread_id, ns, expected_head)
         rows = PutRows(thread_id, ns, expected_head, last.id, float(last.created_at), moved)
+        first = puts[0].checkpoint.parent_id
+        rows.parent = first if first is not None and first != expected_head else None
         ours = {put.checkpoint.id for put in puts}
         parent = yield from self._parent(serde, cache, thread_id, ns, puts[0].checkpoint)
         # Chain states as of the checkpoint put last, by channel: the parent's, as far
@@ -481,6 +494,9 @@ class SqlDialect:
         stmts = [
             self._advance_head(thread_id, ns, rows.expected_head, rows.head, rows.now, rows.moved)
         ]
+        if rows.parent is not None:  # (the head itself is never pruned)
+            sql = f"SELECT count(*) FROM {self.checkpoints} WHERE tid = {self.tid} AND id = ?"
+            stmts.append(Stmt(self.q(sql), (thread_id, ns, rows.parent), required=rows.parent_gone))
         if rows.required:
             # The bases were read before this transaction; a concurrent prune may
             # have removed them since.
