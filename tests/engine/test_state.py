@@ -858,3 +858,18 @@ def test_a_step_that_interrupts_with_conflicting_finished_writes_fails_at_once()
         graph.invoke({"v": "in"}, config)
     record = graph.get_state(next(iter(graph.get_state_history(config))).config)
     assert [i.value for i in record.interrupts] == ["q"]  # what ran is kept all the same
+
+
+def test_an_integer_thread_id_is_the_same_thread_on_every_saver(saver_factory: Any) -> None:
+    """LangGraph's tutorials write {"thread_id": 1}; every saver keys it as "1"."""
+    builder = StateGraph(S)
+    builder.add_node("step", lambda s: {"log": ["step"]})
+    builder.add_edge(START, "step")
+    saver = saver_factory.make()
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": 1}}
+    assert graph.invoke({"a": "x"}, config) == {"a": "x", "log": ["step"]}
+    assert graph.invoke(None, config) == {"a": "x", "log": ["step"]}  # found again
+    assert graph.invoke({"a": "y"}, config) == {"a": "y", "log": ["step", "step"]}
+    assert graph.get_state({"configurable": {"thread_id": "1"}}).values["a"] == "y"
+    assert [t.thread_id for t in saver.threads()] == ["1"]
