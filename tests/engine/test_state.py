@@ -873,3 +873,19 @@ def test_an_integer_thread_id_is_the_same_thread_on_every_saver(saver_factory: A
     assert graph.invoke({"a": "y"}, config) == {"a": "y", "log": ["step", "step"]}
     assert graph.get_state({"configurable": {"thread_id": "1"}}).values["a"] == "y"
     assert [t.thread_id for t in saver.threads()] == ["1"]
+
+
+@pytest.mark.parametrize("thread_id", ["a\x00b", "a\ud800b"], ids=["NUL", "surrogate"])
+def test_a_thread_id_no_backend_can_store_is_refused_by_name(
+    saver_factory: Any, thread_id: str
+) -> None:
+    builder = StateGraph(S)
+    builder.add_node("step", lambda s: {"log": ["step"]})
+    builder.add_edge(START, "step")
+    saver = saver_factory.make()
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": thread_id}}
+    for call in (lambda: graph.invoke({"a": "x"}, config), lambda: graph.get_state(config)):
+        with pytest.raises(InvalidConfigError, match="thread_id .* NUL character or an unpaired"):
+            call()
+    assert list(saver.threads()) == []

@@ -247,7 +247,7 @@ class CompiledStateGraph:
                 f"graph {self.name!r} has a checkpointer, so every call needs a thread id: "
                 "config={'configurable': {'thread_id': ...}}"
             )
-        return loop, (str(thread_id), loop.configurable.get("checkpoint_id"), loop.checkpoint_ns)
+        return loop, (thread_id, loop.configurable.get("checkpoint_id"), loop.checkpoint_ns)
 
     def _start(
         self, loop: RunLoop, input: Any, saved: CheckpointTuple | None, head: CheckpointTuple | None

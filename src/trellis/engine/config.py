@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from trellis.errors import InvalidConfigError
 from trellis.types import RunnableConfig
 
-__all__ = ["merge_configs"]
+__all__ = ["merge_configs", "thread_key"]
 
 
 def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableConfig:
@@ -32,3 +33,27 @@ def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableC
             elif value is not None or key not in merged:
                 merged[key] = value
     return cast("RunnableConfig", merged)
+
+
+def thread_key(value: Any) -> str:
+    """``configurable["thread_id"]`` as every checkpointer keys the thread: a string
+    (``1`` is ``"1"``) that each backend can store, checked before anything is.
+
+    >>> thread_key(7)
+    '7'
+    """
+    key = str(value)
+    if "\x00" in key or not (key.isascii() or _utf8(key)):
+        raise InvalidConfigError(
+            f"thread_id {key!r} holds a NUL character or an unpaired surrogate, which "
+            "not every checkpointer can store (PostgreSQL text cannot)"
+        )
+    return key
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

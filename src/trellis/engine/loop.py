@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from operator import is_
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.config import thread_key
 from trellis.engine.durable import (
     COMMAND_GOTO_IDX,
     COMMAND_TASK,
@@ -174,7 +175,7 @@ class RunLoop:
         self.durability = durability
         # As the savers key threads: {"thread_id": 1} (as LangGraph's tutorials) is "1".
         thread_id = self.configurable.get("thread_id")
-        self.thread_id: str | None = None if thread_id is None else str(thread_id)
+        self.thread_id: str | None = None if thread_id is None else thread_key(thread_id)
         # "" for a graph's own checkpoints; "node:task" for a subgraph run inside a task.
         self.checkpoint_ns: str = self.configurable.get("checkpoint_ns") or ""
         self.head: str | None = None

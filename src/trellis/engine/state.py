@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.config import thread_key
 from trellis.engine.durable import (
     DONE,
     ERROR,
@@ -54,7 +55,7 @@ def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple
             f"graph {graph.name!r} keeps state per thread: "
             "config needs {'configurable': {'thread_id': ...}}"
         )
-    return str(thread_id), configurable.get("checkpoint_id")
+    return thread_key(thread_id), configurable.get("checkpoint_id")
 
 
 def checkpoint_config(thread_id: str, checkpoint_id: str | None, ns: str = "") -> RunnableConfig:
