@@ -59,6 +59,26 @@ def test_values_metadata_and_pending_round_trip(saver: Any) -> None:
     h.check(saver.get_tuple(h.thread_id, first), first)
 
 
+def test_metadata_numbers_come_back_as_given(saver: Any) -> None:
+    """Floats written with an exponent stay floats (PostgreSQL's jsonb keeps digits,
+    not spelling: 1e+16 would read back as an int), strings that look like them stay."""
+    h = History(saver)
+    metadata = {
+        "big": 1e16,
+        "huge": -1.5e300,
+        "tiny": 1.5e-7,
+        "plain": 0.1,
+        "int": 10**16,
+        "text": 'q"1e+5',
+        "nested": [{"x": 2e20}],
+    }
+    cid = h.put(metadata=metadata)
+    got = saver.get_tuple(h.thread_id, cid).metadata
+    assert {k: (v, type(v)) for k, v in got.items()} == {
+        k: (v, type(v)) for k, v in metadata.items()
+    }
+
+
 def test_allowlisted_dataclass_needs_the_allowlist(saver: Any) -> None:
     allowed = saver.with_allowlist([Point])
     h = History(allowed)

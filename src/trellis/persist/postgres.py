@@ -13,10 +13,12 @@ import asyncio
 import copy
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -209,6 +211,21 @@ def _put_function(s: str) -> str:
 
 # Built once: json.dumps with options builds a new encoder on every put.
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+# A JSON string (kept as is), or a number with a positive exponent (1e+16).
+_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?[eE]\+\d+)')
+
+
+def _floats_kept(metadata: str) -> str:
+    """``metadata`` JSON with each ``1e+16``-style float spelled ``10000000000000000.0``:
+    jsonb keeps a number's digits, not its spelling, and reads 1e+16 back as an int."""
+    if "e+" not in metadata and "E+" not in metadata:
+        return metadata
+    return _EXPONENT.sub(_spelled_out, metadata)
+
+
+def _spelled_out(match: re.Match[str]) -> str:
+    number = match.group(1)
+    return match.group(0) if number is None else f"{Decimal(number):f}.0"
 
 
 class PostgresDialect(SqlDialect):
@@ -258,7 +275,8 @@ class PostgresDialect(SqlDialect):
 
         doc = {
             "c": [
-                [r.id, r.parent_id, r.step, r.created_at, r.metadata, r.codec, r.fingerprint,
+                [r.id, r.parent_id, r.step, r.created_at, _floats_kept(r.metadata), r.codec,
+                 r.fingerprint,
                  *at(r.state)]
                 for r in rows.checkpoints
             ],
