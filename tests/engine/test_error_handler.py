@@ -82,3 +82,28 @@ def test_a_handler_writing_an_unknown_key_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="'nope'"):
         _graph(handler).invoke({"log": []})
+
+
+@pytest.mark.parametrize("route", ["on_error", "error_handler"])
+def test_a_routed_failure_still_skips_its_edges_when_its_step_resumes(route: str) -> None:
+    """A sibling's interrupt keeps the routed task's result in the step's writes; the
+    resumed step must not fire the failed node's own edges."""
+    from trellis import MemorySaver, interrupt
+
+    builder = StateGraph(S)
+    options = (
+        {"on_error": "fallback"}
+        if route == "on_error"
+        else {"error_handler": _to_fallback, "destinations": ("fallback",)}
+    )
+    builder.add_node("boom", _boom, **options)
+    builder.add_node("ask", lambda s: {"log": [f"ask:{interrupt('ok?')}"]})
+    builder.add_node("fallback", _log("fallback"))
+    builder.add_node("after", _log("after"))
+    builder.add_edge(START, "boom")
+    builder.add_edge(START, "ask")
+    builder.add_edge("boom", "after")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({}, config)
+    assert graph.invoke(Command(resume="yes"), config)["log"] == ["ask:yes", "fallback"]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, RetryPolicy, StateGraph
+from trellis import END, START, Command, RetryPolicy, StateGraph
 from trellis.errors import GraphRecursionError, InvalidUpdateError, NodeError
 
 
@@ -518,3 +518,52 @@ def test_prune_keeps_what_a_later_compensate_reads(saver_factory: Any) -> None:
         ("B", ["A", "B"]),
         ("A", ["A"]),
     ]
+
+
+@pytest.mark.parametrize("route", ["on_error", "error_handler", "rejected", "parallel"])
+def test_a_node_that_did_not_do_its_work_is_not_compensated(route: str) -> None:
+    """A failure routed elsewhere, or a gate's no, leaves nothing to undo; the
+    run's later rollback undoes only what completed."""
+    from trellis import Approval, MemorySaver, ReviewQueue, interrupt
+
+    book = Book()
+    book.broken_node = {"charge", "D"}
+    saver = MemorySaver()
+    b = StateGraph(S)
+    options: dict[str, Any] = {
+        "on_error": {"on_error": "review"},
+        "parallel": {"on_error": "review"},
+        "error_handler": {
+            "error_handler": lambda s: Command(update={"trail": ["handled"]}, goto="review"),
+            "destinations": ("review",),
+        },
+        "rejected": {"approval": Approval(risk="high", on_reject="review")},
+    }[route]
+    if route == "rejected":
+        book.broken_node = {"D"}
+    b.add_node("A", book.node("A"), compensate=book.undo("A"))
+    b.add_node("charge", book.node("charge"), compensate=book.undo("charge"), **options)
+    b.add_node("review", lambda s: {"trail": ["review"]})
+    b.add_node("D", book.node("D"))
+    b.add_edge(START, "A")
+    b.add_edge("A", "charge")
+    b.add_edge("charge", "D")
+    b.add_edge("review", "D")
+    if route == "parallel":  # a sibling asks, so the routed task waits in pending writes
+        b.add_node("ask", lambda s: {"trail": [interrupt("ok?")]})
+        b.add_edge("A", "ask")
+    graph = b.compile(checkpointer=saver)
+    cfg = config()
+    if route == "rejected":
+        graph.invoke({}, cfg)
+        queue = ReviewQueue(saver, graph=graph)
+        with pytest.raises(ValueError, match="D is broken"):
+            queue.reject(queue.pending()[0].id, reviewer="bob")
+    elif route == "parallel":
+        graph.invoke({}, cfg)  # charge's routed failure waits in the step's writes
+        with pytest.raises(ValueError, match="D is broken"):
+            graph.invoke(Command(resume="yes"), cfg)
+    else:
+        with pytest.raises(ValueError, match="D is broken"):
+            graph.invoke({}, cfg)
+    assert [name for kind, name, _ in book.log if kind == "undo"] == ["A"]

@@ -43,6 +43,10 @@ GOTO, DONE, ERROR, INTERRUPT, RESUME, ONCE = (
     "__once__",
 )
 _SPECIAL_IDX = {ERROR: -1, INTERRUPT: -3, RESUME: -4, ONCE: -6}
+# The DONE write's value for a task that finished without doing its own work: its
+# failure was routed (on_error, error_handler) or a gate sent the run elsewhere. Its
+# edges do not fire when its step commits, and there is nothing to compensate.
+HALTED: Final = "halted"
 RETRY, RETRY_IDX = "__retry__", -7  # the attempt count and next attempt time of a task
 # The saga's record of finished compensations, written on the head it ran at.
 COMPENSATED, COMPENSATED_IDX = "__compensated__", -8
@@ -232,7 +236,7 @@ def unsaved_compensable(saved: CheckpointTuple, compensable: set[str]) -> list[l
     checkpoint does not hold that update yet."""
     finished: dict[str, list[Any]] = {}
     for write in saved.pending_writes:
-        if write.channel == DONE and write.task_name in compensable:
+        if write.channel == DONE and write.value != HALTED and write.task_name in compensable:
             finished[write.task_id] = [write.task_name, saved.checkpoint.id, write.task_id, {}]
     for write in sorted(saved.pending_writes, key=lambda w: w.idx):
         entry = finished.get(write.task_id)
@@ -321,7 +325,7 @@ def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
                 out.append(PendingWrite(tid, name, idx, key, value))
                 idx += 1
             out.append(PendingWrite(tid, name, idx, GOTO, list(task.goto)))
-            out.append(PendingWrite(tid, name, idx + 1, DONE, True))
+            out.append(PendingWrite(tid, name, idx + 1, DONE, HALTED if task.halt else True))
         if task.resume:
             out.append(PendingWrite(tid, name, _SPECIAL_IDX[RESUME], RESUME, list(task.resume)))
         if task.once:
@@ -344,6 +348,7 @@ def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[I
         for write in sorted(saved, key=lambda w: w.idx):
             if write.channel == DONE:
                 done = True
+                task.halt = write.value == HALTED
             elif write.channel == GOTO:
                 task.goto = list(write.value)
             elif write.channel == INTERRUPT:

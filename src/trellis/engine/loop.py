@@ -500,7 +500,7 @@ class RunLoop:
                         self.next_sends = []
                     self.next_sends.append(target)
         compensable = (
-            [t for t in tasks if t.node.compensate is not None and t.done]
+            [t for t in tasks if t.node.compensate is not None and t.done and not t.halt]
             if self.plan.compensating
             else _NO_LIST
         )
@@ -573,8 +573,8 @@ class RunLoop:
         record, so none is undone twice.
         """
         for task in tasks:
-            if task.node.compensate is None or not task.done:
-                continue
+            if task.node.compensate is None or not task.done or task.halt:
+                continue  # a failure routed elsewhere, or a gate's no: nothing was done
             update = task.update or _NO_DICT
             if self.compensable_states is None:
                 self._compensable([task.name, self.checkpoint_id, task.id, update])
