@@ -131,6 +131,15 @@ class Overwrite:
     type: Literal["__overwrite__"] = "__overwrite__"
 
 
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A reviewer's edit that replaced a reducer key's value (an ``Overwrite`` in the
+    edit): the node's own writes, and the step's after it, fold into ``value``
+    rather than being kept out. Made by the engine, never by a node."""
+
+    value: Any
+
+
 class RetryPolicy(NamedTuple):
     """How a failing node is retried; fields and defaults as in LangGraph.
 

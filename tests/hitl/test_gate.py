@@ -468,6 +468,39 @@ def test_an_edit_may_replace_a_reducer_key_and_the_node_writes_after_it(
     assert app.get_state(cfg("t1")).values == {"amount": 1, "log": ["clean", "act"]}
 
 
+@pytest.mark.parametrize("own", ["two Commands", "update pairs", "an Overwrite last"])
+def test_every_write_of_the_node_folds_into_a_replaced_key(backend: Backend, own: str) -> None:
+    def act(state: State) -> Any:
+        if own == "two Commands":
+            return [Command(update={"log": ["act1"]}), Command(update={"log": ["act2"]})]
+        if own == "update pairs":
+            return Command(update=[("log", ["act1"]), ("log", ["act2"])])
+        return [Command(update={"log": ["act1"]}), Command(update={"log": Overwrite(["own"])})]
+
+    app = _edited(backend, act, {"log": {"__overwrite__": ["clean"]}})
+    expected = ["own"] if own == "an Overwrite last" else ["clean", "act1", "act2"]
+    assert app.get_state(cfg("t1")).values["log"] == expected
+
+
+def test_two_reviewers_replacing_one_key_in_one_step_both_take_effect(backend: Backend) -> None:
+    """Each edit replaces the key in turn (task order); the step still commits."""
+    b = StateGraph(State)
+    b.add_node("prepare", lambda s: {"log": ["prepare"]})
+    for name in ("act1", "act2"):
+        b.add_node(name, (lambda n: lambda s: {"log": [n]})(name), approval=Approval())
+        b.add_edge("prepare", name)
+    b.add_edge(START, "prepare")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    app.invoke({"amount": 1}, cfg("t1"))
+    queue = ReviewQueue(saver, graph=app)
+    for request in queue.pending():
+        replaced = {"log": {"__overwrite__": [f"clean-{request.node}"]}}
+        queue.edit(request.id, replaced, reviewer="carol")
+    state = app.get_state(cfg("t1"))
+    assert state.next == () and state.values["log"] == ["clean-act2", "act2"]
+
+
 class Order(BaseModel):
     amount: int = 0
     done: bool = False

@@ -36,7 +36,7 @@ from trellis.errors import (
 )
 from trellis.graph.reducers import NOT_OVERWRITE, overwrite_value, two_overwrites
 from trellis.persist.base import PendingWrite, new_checkpoint_id
-from trellis.types import END, START, Command, Overwrite, RunnableConfig, Send
+from trellis.types import END, START, Command, Overwrite, Replaced, RunnableConfig, Send
 
 if TYPE_CHECKING:
     from trellis.engine.output import OutputKeys
@@ -690,7 +690,9 @@ class RunLoop:
                 new = value
             else:
                 kind = type(value)
-                if (kind is Overwrite or kind is dict) and (
+                if kind is Replaced:  # a reviewer's edit: the writes after it fold in
+                    new = value.value
+                elif (kind is Overwrite or kind is dict) and (
                     new := overwrite_value(value)
                 ) is not NOT_OVERWRITE:
                     if key in overwritten:

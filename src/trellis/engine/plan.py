@@ -19,7 +19,7 @@ from trellis.graph.node import BranchSpec, NodeSpec, call_shape
 from trellis.graph.reducers import NOT_OVERWRITE, add_messages, overwrite_value, two_overwrites
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
 from trellis.resilience.retry import normalize_policies
-from trellis.types import END, START, Overwrite
+from trellis.types import END, START, Overwrite, Replaced
 
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
@@ -145,6 +145,9 @@ class GraphPlan:
                 values[key] = value
                 continue
             kind = type(value)
+            if kind is Replaced:  # a reviewer's edit: the writes after it fold in
+                values[key] = value.value
+                continue
             if kind is Overwrite or kind is dict:
                 new = overwrite_value(value)
                 if new is not NOT_OVERWRITE:

@@ -21,7 +21,7 @@ from trellis.types import (
     Command,
     ExecutionInfo,
     Interrupt,
-    Overwrite,
+    Replaced,
     RunnableConfig,
     Runtime,
     Send,
@@ -328,14 +328,16 @@ class Task:
         """
         reducers = self.loop.plan.reducers
         merged = dict(edit)
+        for key, value in edit.items():
+            if key in reducers and (new := overwrite_value(value)) is not NOT_OVERWRITE:
+                # The reviewer replaced the value: what is written after folds into it.
+                merged[key] = Replaced(new)
         for key, value in update.items():
             reducer = reducers.get(key) if key in merged else None
             if reducer is None:
                 merged[key] = value
-            elif (edited := overwrite_value(merged[key])) is not NOT_OVERWRITE:
-                # The reviewer replaced the value; the node's writes still fold into it.
-                own = overwrite_value(value)
-                merged[key] = Overwrite(own if own is not NOT_OVERWRITE else reducer(edited, value))
+            elif type(merged[key]) is Replaced:
+                merged[key] = fold_writes(reducer, key, merged[key], value, self.name)
             elif isinstance(merged[key], list) and isinstance(value, list):
                 merged[key] = [*merged[key], *value]
             else:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from typing_extensions import TypedDict
 
 from trellis.errors import InvalidUpdateError
-from trellis.types import Overwrite
+from trellis.types import Overwrite, Replaced
 
 __all__ = [
     "NOT_OVERWRITE",
@@ -66,6 +66,8 @@ def fold_writes(
         if overwrite_value(first) is not NOT_OVERWRITE:
             raise two_overwrites(key, by)
         return then
+    if type(first) is Replaced:  # a reviewer's replacement: the node's writes fold in
+        return Replaced(reducer(first.value, then))
     if overwrite_value(first) is not NOT_OVERWRITE:
         return first
     return reducer(first, then)

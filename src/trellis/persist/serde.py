@@ -31,7 +31,7 @@ from trellis.persist.serde_codec import MAX_DEPTH, OPTS, build_specs, corrupt_er
 from trellis.persist.serde_decode import Decoder
 from trellis.persist.serde_encode import Encoder, Unsupported, is_plain
 from trellis.persist.serde_schema import allowlist_from_schema
-from trellis.types import Command, Interrupt, Overwrite, Send
+from trellis.types import Command, Interrupt, Overwrite, Replaced, Send
 
 __all__ = [
     "MSGPACK",
@@ -46,7 +46,7 @@ MSGPACK: Final = "msgpack"
 MSGPACK_ZLIB: Final = "msgpack+zlib"
 PICKLE: Final = "pickle"
 
-ALWAYS_ALLOWED: Final[frozenset[type]] = frozenset({Send, Command, Interrupt, Overwrite})
+ALWAYS_ALLOWED: Final[frozenset[type]] = frozenset({Send, Command, Interrupt, Overwrite, Replaced})
 MAX_DECOMPRESSED_BYTES: Final = 1 << 30
 """A zlib blob that inflates beyond this is treated as corrupt (a zip bomb)."""
 # Level 3 inflates as fast as 6 and deflates ~2x faster, for a few percent in size.
