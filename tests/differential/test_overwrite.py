@@ -211,3 +211,25 @@ def test_seeds_reach_every_outcome() -> None:
     raised = [o for o in outcomes if any(v == ("raised", "InvalidUpdateError") for _, v in o)]
     resumed = [o for o in outcomes if any(label.startswith("resume") for label, _ in o)]
     assert len(raised) >= 3 and len(resumed) >= 5 and len(outcomes) - len(raised) >= 30
+
+
+@pytest.mark.parametrize("saver", ["none", "memory", "sqlite"])
+@pytest.mark.parametrize("value", [None, "xy", ("x", "y"), {"k": 1}], ids=repr)
+def test_an_overwrite_may_put_any_value_on_a_list_key(saver: str, value: Any) -> None:
+    """Even one that is not a list, as LangGraph: then the checkpoint stores it whole."""
+
+    def run(api: SimpleNamespace) -> Any:
+        g = api.StateGraph(State)
+        g.add_node("reset", lambda s: {"log": api.Overwrite(value)})
+        g.add_edge(api.START, "reset")
+        graph = g.compile(checkpointer=api.Saver() if api.Saver else None)
+        config = {"configurable": {"thread_id": "t"}}
+        out = graph.invoke({"log": ["a"]}, config)
+        return out, graph.get_state(config).values if api.Saver else None
+
+    reference = run(SimpleNamespace(**{**vars(langgraph_api()), "Saver": None}))
+    ours = run(trellis_api(saver))
+    assert ours[0] == reference[0]
+    assert reference[0]["log"] == value
+    if saver != "none":
+        assert ours[1] == ours[0]

@@ -706,8 +706,8 @@ class RunLoop:
             updated.add(key)
             if key not in appendable:
                 continue
-            if old is MISSING:
-                appends[key] = None  # stored whole
+            if old is MISSING or type(new) is not list or type(old) is not list:
+                appends[key] = None  # stored whole (an Overwrite may write anything)
                 continue
             n = len(old)
             # Appended iff the old items are still there, the very same objects.
