@@ -889,3 +889,12 @@ def test_a_thread_id_no_backend_can_store_is_refused_by_name(
         with pytest.raises(InvalidConfigError, match="thread_id .* NUL character or an unpaired"):
             call()
     assert list(saver.threads()) == []
+
+
+def test_any_thread_id_runs_a_graph_without_a_checkpointer() -> None:
+    """Nothing is stored, so nothing is refused (as LangGraph)."""
+    builder = StateGraph(S)
+    builder.add_node("step", lambda s: {"log": ["step"]})
+    builder.add_edge(START, "step")
+    config = {"configurable": {"thread_id": "a\x00b"}}
+    assert builder.compile().invoke({"a": "x"}, config) == {"a": "x", "log": ["step"]}

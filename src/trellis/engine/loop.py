@@ -175,7 +175,9 @@ class RunLoop:
         self.durability = durability
         # As the savers key threads: {"thread_id": 1} (as LangGraph's tutorials) is "1".
         thread_id = self.configurable.get("thread_id")
-        self.thread_id: str | None = None if thread_id is None else thread_key(thread_id)
+        self.thread_id: str | None = (
+            None if thread_id is None else thread_key(thread_id) if saver else str(thread_id)
+        )
         # "" for a graph's own checkpoints; "node:task" for a subgraph run inside a task.
         self.checkpoint_ns: str = self.configurable.get("checkpoint_ns") or ""
         self.head: str | None = None
