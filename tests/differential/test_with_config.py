@@ -36,7 +36,7 @@ def build(api: SimpleNamespace) -> Any:
 
     def inc(state: S) -> dict[str, Any]:
         config = api.get_config()
-        seen = [config["configurable"].get("user"), sorted(config.get("tags") or [])]
+        seen = [config["configurable"].get("user"), list(config.get("tags") or [])]
         return {"n": state.get("n", 0) + 1, "seen": [*seen, config.get("recursion_limit")]}
 
     g = api.StateGraph(S)
@@ -48,11 +48,11 @@ def build(api: SimpleNamespace) -> Any:
 
 def observe(api: SimpleNamespace) -> list[Any]:
     graph = build(api).compile()
-    bound = graph.with_config(recursion_limit=3, configurable={"user": "ann"}, tags=["x"])
+    bound = graph.with_config(recursion_limit=3, configurable={"user": "ann"}, tags=["z", "x"])
     calls = [
         lambda: bound.invoke({"n": 0}),  # the bound limit stops the loop
         lambda: bound.invoke(
-            {"n": 0}, {"recursion_limit": 10, "tags": ["y"], "configurable": {"user": "bob"}}
+            {"n": 0}, {"recursion_limit": 10, "tags": ["y", "z"], "configurable": {"user": "bob"}}
         ),
         lambda: bound.with_config({"recursion_limit": 10}).invoke(
             {"n": 3}, {"configurable": {"other": 1}}

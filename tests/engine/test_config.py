@@ -15,7 +15,7 @@ def test_later_configs_win_key_by_key_and_tags_join() -> None:
     call = {"tags": ["a", "c"], "metadata": {"run": 2}, "configurable": {"thread_id": "t1"}}
     assert merge_configs(bound, None, call) == {
         "recursion_limit": 5,
-        "tags": ["a", "b", "c"],
+        "tags": ["b", "a", "a", "c"],  # joined in order, as LangGraph's
         "metadata": {"team": "ops", "run": 2},
         "configurable": {"user": "ann", "thread_id": "t1"},
     }

@@ -11,9 +11,9 @@ __all__ = ["merge_configs", "thread_key"]
 
 
 def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableConfig:
-    """``configs`` merged left to right, as LangChain merges them: ``configurable``
-    and ``metadata`` key by key, ``tags`` as a sorted union, anything else the
-    latest value that is not None.
+    """``configs`` merged left to right, as LangGraph's ``with_config`` merges them:
+    ``configurable`` and ``metadata`` key by key, ``tags`` joined in order, anything
+    else the latest value that is not None.
 
     >>> merge_configs({"recursion_limit": 50, "configurable": {"user": "ann"}},
     ...               {"configurable": {"thread_id": "t1"}})
@@ -29,7 +29,7 @@ def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableC
             if key in ("configurable", "metadata"):
                 merged[key] = {**(old or {}), **(value or {})}
             elif key == "tags":
-                merged[key] = sorted({*(old or ()), *(value or ())})
+                merged[key] = [*(old or ()), *(value or ())]
             elif value is not None or key not in merged:
                 merged[key] = value
     return cast("RunnableConfig", merged)
