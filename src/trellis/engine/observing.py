@@ -8,7 +8,8 @@ or ``task_error`` with its measured duration, then ``step_end``.
 
 Timestamps come from one wall-clock reading per run plus the monotonic clock
 (``ts = perf_counter() + offset``): one clock read per step edge serves both the
-event time and the step duration, and ``ts`` never goes backwards within a run.
+event time and the step duration. A ``task_end`` carries when its node ended, so
+the ends of a step's tasks, sent in task order, need not be in time order.
 """
 
 from __future__ import annotations
