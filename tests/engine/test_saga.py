@@ -567,3 +567,26 @@ def test_a_node_that_did_not_do_its_work_is_not_compensated(route: str) -> None:
         with pytest.raises(ValueError, match="D is broken"):
             graph.invoke({}, cfg)
     assert [name for kind, name, _ in book.log if kind == "undo"] == ["A"]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_subgraph_on_its_parents_checkpointer_rolls_its_own_nodes_back(
+    saver_factory: Any, is_async: bool
+) -> None:
+    """The subgraph's saga lives in its own checkpoint namespace, not the parent's."""
+    book = Book()
+    inner = StateGraph(S)
+    inner.add_node("A", book.node("A"), compensate=book.undo("A"))
+    inner.add_node("D", book.node("D"))
+    inner.add_edge(START, "A")
+    inner.add_edge("A", "D")
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "sub")
+    graph = outer.compile(checkpointer=saver_factory.make())
+    with pytest.raises(ValueError, match="D is broken"):
+        if is_async:
+            asyncio.run(graph.ainvoke({}, config()))
+        else:
+            graph.invoke({}, config())
+    assert [(kind, name) for kind, name, _ in book.log] == [("do", "A"), ("do", "D"), ("undo", "A")]

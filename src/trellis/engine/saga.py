@@ -59,6 +59,7 @@ class Saga:
     states: list[dict[str, Any]] | None = None
     done: dict[str, Any] = field(default_factory=dict)
     observer: Any = None  # the failed run's RunObserver, told of each compensation
+    ns: str = ""  # the checkpoint namespace: a subgraph's run keeps its saga there
 
     @classmethod
     def of_run(cls, graph: CompiledStateGraph, loop: RunLoop) -> Saga:
@@ -70,20 +71,25 @@ class Saga:
             loop.compensable_states,
             dict(loop.compensated),
             observer=loop.observer,
+            ns=loop.checkpoint_ns,
         )
 
     def _state(self, index: int) -> dict[str, Any]:
         if self.states is not None:
             return self.states[index]
         checkpoint_id = self.entries[index][1]
-        saved = self.graph.checkpointer.get_tuple(self.thread_id, checkpoint_id)
+        saved = self.graph.checkpointer.get_tuple(
+            self.thread_id, checkpoint_id, checkpoint_ns=self.ns
+        )
         return self._after(index, saved)
 
     async def _astate(self, index: int) -> dict[str, Any]:
         if self.states is not None:
             return self.states[index]
         checkpoint_id = self.entries[index][1]
-        saved = await self.graph.checkpointer.aget_tuple(self.thread_id, checkpoint_id)
+        saved = await self.graph.checkpointer.aget_tuple(
+            self.thread_id, checkpoint_id, checkpoint_ns=self.ns
+        )
         return self._after(index, saved)
 
     def _after(self, index: int, saved: Any) -> dict[str, Any]:
@@ -141,7 +147,9 @@ class Saga:
                 error = exc
             writes = self._settle(report, index, name, error)
             if writes:
-                self.graph.checkpointer.put_writes(self.thread_id, self.head_id, writes)
+                self.graph.checkpointer.put_writes(
+                    self.thread_id, self.head_id, writes, checkpoint_ns=self.ns
+                )
         return report
 
     async def arun(self) -> CompensationReport:
@@ -161,7 +169,9 @@ class Saga:
             if observer is not None:
                 await observer.astore()
             if writes:
-                await self.graph.checkpointer.aput_writes(self.thread_id, self.head_id, writes)
+                await self.graph.checkpointer.aput_writes(
+                    self.thread_id, self.head_id, writes, checkpoint_ns=self.ns
+                )
         return report
 
 
