@@ -590,3 +590,28 @@ def test_a_subgraph_on_its_parents_checkpointer_rolls_its_own_nodes_back(
         else:
             graph.invoke({}, config())
     assert [(kind, name) for kind, name, _ in book.log] == [("do", "A"), ("do", "D"), ("undo", "A")]
+
+
+def test_under_exit_a_resumed_run_rolls_back_the_earlier_runs_nodes_too() -> None:
+    """Durability "exit" keeps each node's state in memory; the entries of the runs
+    before an interrupt get the state the resumed run starts from."""
+    from trellis import MemorySaver, interrupt
+
+    book = Book()
+    b = StateGraph(S)
+    b.add_node("A", book.node("A"), compensate=book.undo("A"))
+    b.add_node("ask", lambda s: {"trail": [f"ask:{interrupt('go?')}"]})
+    b.add_node("C", book.node("C"), compensate=book.undo("C"))
+    b.add_node("D", book.node("D"))
+    b.add_edge(START, "A")
+    b.add_edge("A", "ask")
+    b.add_edge("ask", "C")
+    b.add_edge("C", "D")
+    graph = b.compile(checkpointer=MemorySaver())
+    cfg = config()
+    graph.invoke({}, cfg, durability="exit")
+    with pytest.raises(ValueError, match="D is broken") as caught:
+        graph.invoke(Command(resume="yes"), cfg, durability="exit")
+    assert caught.value.compensation.compensated == ["C", "A"]  # type: ignore[attr-defined]
+    undone = [(name, trail) for kind, name, trail in book.log if kind == "undo"]
+    assert undone == [("C", ["A", "ask:yes", "C"]), ("A", ["A"])]

@@ -175,6 +175,10 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
     loop.compensable = [list(entry) for entry in pending.get("compensable", ())]
     if loop.compensable:
         loop.compensated = compensations_done(saved)
+        if loop.compensable_states is not None:
+            # "exit" keeps each entry's state in memory, one per entry: the earlier
+            # runs' entries get the state this run starts from, the latest known.
+            loop.compensable_states = [dict(loop.values) for _ in loop.compensable]
     loop.first_step = loop.step + 1
     if "start" in pending:
         from trellis.engine.task import PULL, Task
