@@ -107,3 +107,38 @@ def test_a_routed_failure_still_skips_its_edges_when_its_step_resumes(route: str
     config = {"configurable": {"thread_id": "t"}}
     graph.invoke({}, config)
     assert graph.invoke(Command(resume="yes"), config)["log"] == ["ask:yes", "fallback"]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_an_error_handler_may_ask_a_human_and_the_resume_answers_it(is_async: bool) -> None:
+    """interrupt() in the handler pauses the run (as LangGraph); on resume the node
+    runs again and, failing again, its handler gets the answer."""
+    import asyncio
+
+    from trellis import MemorySaver, interrupt
+
+    calls: list[str] = []
+
+    def ask(state: S, error: NodeError) -> dict[str, Any]:
+        calls.append("handler")
+        return {"status": f"{error.node}: human said {interrupt('skip it?')}"}
+
+    def boom(state: S) -> dict[str, Any]:
+        calls.append("boom")
+        raise ConnectionError("api down")
+
+    builder = StateGraph(S)
+    builder.add_node("boom", boom, error_handler=ask)
+    builder.add_edge(START, "boom")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+
+    def run(value: Any) -> Any:
+        return (
+            asyncio.run(graph.ainvoke(value, config)) if is_async else graph.invoke(value, config)
+        )
+
+    (asked,) = run({})["__interrupt__"]
+    assert asked.value == "skip it?"
+    assert run(Command(resume="yes"))["status"] == "boom: human said yes"
+    assert calls == ["boom", "handler", "boom", "handler"]

@@ -115,7 +115,11 @@ def run_task(task: Task) -> None:
     except ParentCommand:
         raise  # a subgraph steering its parent: not this node's failure
     except BaseException as exc:
-        routed = route_failure(task, exc)
+        try:
+            routed = route_failure(task, exc)
+        except GraphInterrupt as signal:  # the error_handler asked a human: the task waits
+            task.interrupts = list(signal.interrupts)
+            return
         if inspect.isawaitable(routed):
             routed.close()  # type: ignore[attr-defined]
             routed = False
@@ -512,9 +516,13 @@ def _node_cancelled(exc: BaseException) -> bool:
 
 async def _afailed(task: Task, exc: BaseException) -> None:
     """A task failed: its error_handler or on_error takes over, or ``exc`` is raised."""
-    routed = route_failure(task, exc)
-    if inspect.isawaitable(routed):
-        finish_handled(task, await routed)
+    try:
+        routed = route_failure(task, exc)
+        if inspect.isawaitable(routed):
+            finish_handled(task, await routed)
+            return
+    except GraphInterrupt as signal:  # the error_handler asked a human: the task waits
+        task.interrupts = list(signal.interrupts)
         return
     if not routed:
         task.error = exc
