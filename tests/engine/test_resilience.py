@@ -375,7 +375,9 @@ def test_a_timed_out_subgraph_stops_writing_so_the_retry_owns_its_checkpoints(
         middle.add_edge(START, "inner")
         inner = middle
     outer = StateGraph(S)
-    outer.add_node("sub", inner.compile(), timeout=0.5, retry_policy=TIMEOUT_RETRY)
+    # The retry sleeps 0.2 s and runs nested subgraphs on PostgreSQL within its timeout:
+    # 1.5 s keeps a loaded CI machine from timing it out too.
+    outer.add_node("sub", inner.compile(), timeout=1.5, retry_policy=TIMEOUT_RETRY)
     outer.add_edge(START, "sub")
     outer.add_edge("sub", END)
     saver = saver_factory.make()
