@@ -615,3 +615,30 @@ def test_under_exit_a_resumed_run_rolls_back_the_earlier_runs_nodes_too() -> Non
     assert caught.value.compensation.compensated == ["C", "A"]  # type: ignore[attr-defined]
     undone = [(name, trail) for kind, name, trail in book.log if kind == "undo"]
     assert undone == [("C", ["A", "ask:yes", "C"]), ("A", ["A"])]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_ctrl_c_in_a_node_stops_the_run_without_rolling_it_back(parallel: bool) -> None:
+    """A KeyboardInterrupt is the caller stopping, not the run failing: the thread
+    stays resumable, so its side effects are not undone (one task or several)."""
+    from trellis import MemorySaver
+
+    book = Book()
+
+    def boom(state: S) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    b = StateGraph(S)
+    b.add_node("A", book.node("A"), compensate=book.undo("A"))
+    b.add_node("boom", boom)
+    b.add_edge(START, "A")
+    b.add_edge("A", "boom")
+    if parallel:
+        b.add_node("other", book.node("other"))
+        b.add_edge("A", "other")
+    graph = b.compile(checkpointer=MemorySaver())
+    cfg = config()
+    with pytest.raises(KeyboardInterrupt):
+        graph.invoke({}, cfg)
+    assert [kind for kind, _, _ in book.log].count("undo") == 0
+    assert "boom" in graph.get_state(cfg).next

@@ -218,6 +218,9 @@ def run_tasks(tasks: list[Task]) -> None:
     # not waited for: the queue is empty, so they would find nothing to do.
     wait([h for h in helpers if not h.cancel()])
     if failures:
+        for _, error in failures:
+            if not isinstance(error, Exception):
+                raise error  # Ctrl-C or an exit, as from a one-task step: not a failure
         # The first failure in task order, so the error reported is deterministic.
         _, error = min(failures, key=lambda f: tasks.index(f[0]))
         raise StepFailed(error) from error
