@@ -286,3 +286,39 @@ def test_a_charge_made_before_a_sigkill_is_not_made_again_by_the_new_process(
     assert out["result"]["trail"] == ["A", "P", "Z"]
     ran = Counter(e["node"] for e in crash.events("node"))
     assert ran == {"A": 1, "P": 2, "Z": 1}
+
+
+def test_a_charge_under_a_cancelled_ainvoke_is_not_made_again_on_resume(
+    saver_factory: Any,
+) -> None:
+    """The caller gives up while aonce's call is in flight; the call finishes (it is
+    shielded) and its result is saved, so resuming the thread does not charge again."""
+    payments = Payments()
+    landed = asyncio.Event()
+
+    async def slow_charge(amount: int) -> str:
+        await asyncio.sleep(0.2)
+        receipt = payments.charge(amount)
+        landed.set()
+        return receipt
+
+    async def pay(state: S) -> dict[str, Any]:
+        return {"receipt": await aonce("charge", slow_charge, state["amount"])}
+
+    graph = one_node(pay, saver_factory.make())
+    cfg = config()
+
+    async def main() -> dict[str, Any]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(graph.ainvoke({"amount": 5}, cfg), 0.05)
+        await landed.wait()
+        thread = cfg["configurable"]["thread_id"]
+        for _ in range(500):  # the save that follows the charge, in the background
+            saved = await graph.checkpointer.aget_tuple(thread)
+            if any(w.channel == "__once__" for w in saved.pending_writes):
+                break
+            await asyncio.sleep(0.01)
+        return await graph.ainvoke(None, cfg)  # type: ignore[no-any-return]
+
+    assert asyncio.run(main())["receipt"] == "receipt-1"
+    assert payments.charges == [5]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -127,9 +128,40 @@ async def aonce(key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwa
             _keep(task, key, done.result())  # even if nobody awaits
 
     running.add_done_callback(finished)
-    await asyncio.shield(running)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        # The run was cancelled, the call goes on: save its result once it is in,
+        # so that resuming the thread does not make the call again.
+        running.add_done_callback(lambda done: _save_later(task, key, done))
+        raise
     result: T = await _persisted(task, key)
     return result
+
+
+_saving: set[Any] = set()  # saves in flight after a cancel: kept from the collector
+
+
+def _save_later(task: Task, key: str, done: Any) -> None:
+    import asyncio
+
+    if done.cancelled() or done.exception() is not None:
+        return
+
+    async def save() -> None:
+        try:
+            await _persisted(task, key)
+        except Exception:  # nobody awaits this: say so rather than lose it quietly
+            logging.getLogger("trellis").exception(
+                "could not save the result of aonce(%r) in node %r after its run was "
+                "cancelled; resuming the thread calls it again",
+                key,
+                task.name,
+            )
+
+    saving = asyncio.ensure_future(save())
+    _saving.add(saving)
+    saving.add_done_callback(_saving.discard)
 
 
 async def _persisted(task: Task, key: str) -> Any:
