@@ -142,3 +142,46 @@ def test_an_error_handler_may_ask_a_human_and_the_resume_answers_it(is_async: bo
     assert asked.value == "skip it?"
     assert run(Command(resume="yes"))["status"] == "boom: human said yes"
     assert calls == ["boom", "handler", "boom", "handler"]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_handler_that_fails_fails_the_task_and_a_resume_retries_in_full(
+    is_async: bool,
+) -> None:
+    """The task's error is the handler's (get_state shows it), and resuming the failed
+    run gives the node its whole retry budget again, as any failed run's."""
+    import asyncio
+
+    from trellis import MemorySaver
+
+    attempts: list[int] = []
+    broken = [True]
+
+    def boom(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        raise ConnectionError("api down")
+
+    def handler(state: S) -> dict[str, Any]:
+        if broken[0]:
+            raise RuntimeError("the handler broke too")
+        return {"status": "handled"}
+
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    builder = StateGraph(S)
+    builder.add_node("boom", boom, retry_policy=policy, error_handler=handler)
+    builder.add_edge(START, "boom")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+
+    def run(value: Any) -> Any:
+        return (
+            asyncio.run(graph.ainvoke(value, config)) if is_async else graph.invoke(value, config)
+        )
+
+    with pytest.raises(RuntimeError, match="the handler broke too"):
+        run({})
+    (task,) = graph.get_state(config).tasks
+    assert task.error == {"type": "RuntimeError", "message": "the handler broke too"}
+    broken[0] = False
+    assert run(None)["status"] == "handled"
+    assert attempts == [1, 2, 3, 1, 2, 3]

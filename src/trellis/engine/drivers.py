@@ -120,6 +120,10 @@ def run_task(task: Task) -> None:
         except GraphInterrupt as signal:  # the error_handler asked a human: the task waits
             task.interrupts = list(signal.interrupts)
             return
+        except Exception as failed:  # the error_handler failed too: the task fails with it
+            task.error = failed
+            _name_the_node(task, failed)
+            raise
         if inspect.isawaitable(routed):
             routed.close()  # type: ignore[attr-defined]
             routed = False
@@ -527,6 +531,10 @@ async def _afailed(task: Task, exc: BaseException) -> None:
     except GraphInterrupt as signal:  # the error_handler asked a human: the task waits
         task.interrupts = list(signal.interrupts)
         return
+    except Exception as failed:  # the error_handler failed too: the task fails with it
+        task.error = failed
+        _name_the_node(task, failed)
+        raise
     if not routed:
         task.error = exc
         _name_the_node(task, exc)
