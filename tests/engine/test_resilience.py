@@ -760,3 +760,32 @@ def test_an_open_breaker_with_on_error_routes_without_calling_the_node() -> None
     assert second["errors"][0]["error_type"] == "CircuitOpenError"
     assert second["trail"] == ["review"]
     assert len(body.attempts) == 1, "the open breaker kept the node from running"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "exit"])
+def test_a_retried_node_that_asks_gets_a_full_budget_after_the_answer(
+    saver_factory: Any, mode: str
+) -> None:
+    """Retries that reached an interrupt() are over: the answered node starts again at
+    attempt 1 (as LangGraph), whatever the durability mode."""
+    from trellis import Command, interrupt
+
+    flaky = [2]
+    attempts: list[int] = []
+
+    def node(state: S, runtime: Any) -> dict[str, Any]:
+        attempts.append(runtime.execution_info.node_attempt)
+        if flaky[0] > 0:
+            flaky[0] -= 1
+            raise ConnectionError("flaky")
+        return {"trail": [str(interrupt("ok?"))]}
+
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    app = graph_of(
+        node, retry_policy=policy, compile_options={"checkpointer": saver_factory.make()}
+    )
+    cfg = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    app.invoke({"n": 0}, cfg, durability=mode)
+    flaky[0] = 2  # two more transient failures after the answer: within a fresh budget
+    assert app.invoke(Command(resume="yes"), cfg, durability=mode)["trail"] == ["yes"]
+    assert attempts == [1, 2, 3, 1, 2, 3]

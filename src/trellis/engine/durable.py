@@ -310,6 +310,8 @@ def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
         tid, name = task.id, task.name
         if task.interrupts:
             out.append(PendingWrite(tid, name, _SPECIAL_IDX[INTERRUPT], INTERRUPT, task.interrupts))
+            if task.attempt > 1:  # a retry reached the question: the answer starts afresh
+                out.append(PendingWrite(tid, name, RETRY_IDX, RETRY, None))
         elif task.error is not None:
             err = task.error
             out.append(
