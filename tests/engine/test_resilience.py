@@ -789,3 +789,28 @@ def test_a_retried_node_that_asks_gets_a_full_budget_after_the_answer(
     flaky[0] = 2  # two more transient failures after the answer: within a fresh budget
     assert app.invoke(Command(resume="yes"), cfg, durability=mode)["trail"] == ["yes"]
     assert attempts == [1, 2, 3, 1, 2, 3]
+
+
+def test_a_timed_out_attempt_writes_nothing_into_the_retrys_custom_stream() -> None:
+    from trellis import get_stream_writer
+
+    calls: list[int] = []
+    retry_running, stale_written = threading.Event(), threading.Event()
+
+    def node(state: S) -> dict[str, Any]:
+        calls.append(1)
+        write = get_stream_writer()
+        if len(calls) == 1:
+            retry_running.wait(30)  # abandoned at its timeout, it runs on meanwhile
+            write("stale, from the first attempt")
+            stale_written.set()
+            return {"n": 1}
+        retry_running.set()
+        stale_written.wait(30)  # the abandoned thread has written by now
+        write("from the retry")
+        return {"n": 2}
+
+    policy = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False)
+    app = graph_of(node, timeout=0.2, retry_policy=policy)
+    chunks = list(app.stream({"n": 0}, stream_mode="custom"))
+    assert chunks == ["from the retry"]

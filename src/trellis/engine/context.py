@@ -44,7 +44,7 @@ def get_stream_writer() -> StreamWriter:
     task = CURRENT_TASK.get()
     if task is None:
         return _discard
-    return task.write_custom
+    return task.writer()
 
 
 def get_config() -> RunnableConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
@@ -202,7 +202,20 @@ class Task:
             run_id=loop.run_id,
             checkpoint_ns=loop.checkpoint_ns,
         )
-        return Runtime(context=loop.context, stream_writer=self.write_custom, execution_info=info)
+        return Runtime(context=loop.context, stream_writer=self.writer(), execution_info=info)
+
+    def writer(self) -> Callable[[Any], None]:
+        """The custom-stream writer of this attempt: an attempt abandoned at its
+        timeout, whose thread runs on, writes nothing into the retry's stream."""
+        if not self.node.timeout:
+            return self.write_custom
+        attempt = self.attempt
+
+        def write(chunk: Any) -> None:
+            if self.attempt == attempt and not self.done:
+                self.write_custom(chunk)
+
+        return write
 
     def write_custom(self, chunk: Any) -> None:
         if self.custom is None:
