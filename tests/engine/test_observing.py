@@ -405,3 +405,16 @@ def test_a_traced_run_that_crashes_keeps_its_history_up_to_the_crash(
     assert ended == [("task_end", "a"), ("task_end", "b")]
     (run,) = build_timeline(Event.from_dict(e) for e in events)
     assert run.status == "running"
+
+
+def test_a_task_that_never_began_adds_no_latency_sample() -> None:
+    """Left when its stream was abandoned before it ran, it counts as cancelled, and
+    its 0 s is not a latency (it would drag the percentiles down)."""
+    graph = _one_node(lambda s: {"x": 1}, metrics=True)
+    stream = graph.stream({}, stream_mode="events")
+    for event in stream:
+        if event.kind.value == "task_start" and event.node == "work":
+            break
+    stream.close()
+    work = graph.metrics()["nodes"]["work"]
+    assert (work["calls"], work["cancelled"], work["latency"]["count"]) == (1, 1, 0)

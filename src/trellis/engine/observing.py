@@ -379,7 +379,7 @@ class RunObserver:
                 # Tally.add inlined: a function call is a tenth of an observed step.
                 for tally in counts.get(task.name) or self.routes.tallies_for(task.name):
                     pending = tally.pending
-                    pending.append((duration, status))
+                    pending.append((duration if task.began else None, status))
                     if len(pending) >= tally.fold_at:
                         tally.fold()
         targets = self.to_step_end
