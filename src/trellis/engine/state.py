@@ -311,6 +311,26 @@ def _writer_of(saved: CheckpointTuple | None, parent: CheckpointTuple | None) ->
     return names.pop() if len(names) == 1 else None
 
 
+COPY = "__copy__"
+"""``update_state(config, None, as_node=COPY)``: a copy of the checkpoint, to run on."""
+
+
+def _copy_loop(
+    loop: RunLoop, saved: CheckpointTuple | None, head: CheckpointTuple | None, thread_id: str
+) -> RunLoop:
+    """A fork of ``saved`` (``source="fork"``, one step later, what runs next the same),
+    as the time travel of ``invoke(None, config)`` makes before it runs; as LangGraph,
+    the values given are not applied."""
+    if saved is None:
+        raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint to copy")
+    restore(loop, saved, continue_run=True)
+    if head is not None and head.checkpoint.id != saved.checkpoint.id:
+        inherit_compensations(loop, head)
+    loop.expected_head = head.checkpoint.id if head is not None else None
+    loop.fork()
+    return loop
+
+
 def update_loop(
     graph: CompiledStateGraph,
     config: RunnableConfig | None,
@@ -334,6 +354,8 @@ def update_loop(
     if checkpoint_id and saved is None:
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
     loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
+    if as_node == COPY:
+        return _copy_loop(loop, saved, head, thread_id)
     if saved is not None:
         # Joins, visit counts and compensations carry on; only what runs next
         # is decided anew when the update comes from a node.
