@@ -749,3 +749,37 @@ def test_an_edit_and_the_nodes_message_removals_apply_in_order(
     ReviewQueue(saver, graph=app).edit(rid, edit, reviewer="carol")
     messages = app.get_state(cfg("t1")).values["messages"]
     assert [(m["id"], m["content"]) for m in messages] == left
+
+
+@pytest.mark.parametrize("route", ["error_handler", "on_error"])
+def test_an_edit_stands_when_the_node_fails_and_its_failure_is_routed(
+    backend: Backend, route: str
+) -> None:
+    """The reviewer's edit is applied before the node runs; a failure routed
+    elsewhere does not take it back."""
+    seen: list[int] = []
+
+    def act(state: State) -> Any:
+        seen.append(state["amount"])
+        raise ValueError("payment API down")
+
+    def handled(state: State) -> dict[str, Any]:
+        seen.append(state["amount"])
+        return {"log": ["handled"]}
+
+    b = StateGraph(State)
+    options: dict[str, Any] = (
+        {"error_handler": handled} if route == "error_handler" else {"on_error": "fallback"}
+    )
+    b.add_node("act", act, approval=Approval(risk="high"), **options)
+    b.add_node("fallback", handled)
+    b.add_edge(START, "act")
+    if route == "error_handler":
+        b.add_edge("fallback", END)
+        b.add_edge(START, "fallback")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver, graph=app).edit(rid, {"amount": 50}, reviewer="carol")
+    assert app.get_state(cfg("t1")).values["amount"] == 50
+    assert seen[-2:] == [50, 50]

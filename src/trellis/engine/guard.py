@@ -293,7 +293,8 @@ def route_failure(task: Task, exc: BaseException) -> Any:
         "attempts": task.attempt,
         "time": time.time(),
     }
-    task.update = {**(task.update or {}), "errors": [record]}
+    update, task.update = {**(task.update or {}), "errors": [record]}, None
+    task._set_update(update)  # after a reviewer's edit, if the gate holds one
     task.goto = [target] if target != END else []
     task.halt = True
     task.error = None
@@ -302,8 +303,9 @@ def route_failure(task: Task, exc: BaseException) -> Any:
 
 
 def finish_handled(task: Task, out: Any) -> None:
-    """The error handler's result becomes the task's; the failed node's edges do not fire."""
-    task.update = task.pre_update = None
+    """The error handler's result becomes the task's (after a reviewer's edit, if the
+    gate holds one); the failed node's edges do not fire."""
+    task.update = None
     task.goto = []
     task.accept(out)
     task.halt = True
