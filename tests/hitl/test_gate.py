@@ -783,3 +783,24 @@ def test_an_edit_stands_when_the_node_fails_and_its_failure_is_routed(
     ReviewQueue(saver, graph=app).edit(rid, {"amount": 50}, reviewer="carol")
     assert app.get_state(cfg("t1")).values["amount"] == 50
     assert seen[-2:] == [50, 50]
+
+
+def test_a_gate_that_fails_is_not_the_nodes_failure_to_route(backend: Backend) -> None:
+    """An edit stored without the graph that does not fit the state fails the run
+    when the gate applies it, as without a handler: the node never ran."""
+    handled: list[str] = []
+    b = StateGraph(Order)
+    b.add_node(
+        "act",
+        lambda s: {"done": True},
+        approval=Approval(),
+        error_handler=lambda s: handled.append("handled") or {"done": False},
+    )
+    b.add_edge(START, "act")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    rid = request_id(app.invoke({"amount": 1}, cfg("t1")))
+    ReviewQueue(saver).edit(rid, {"amount": "lots"}, reviewer="carol")  # no graph to check it
+    with pytest.raises(InvalidUpdateError, match=rid):
+        app.invoke(None, cfg("t1"))
+    assert handled == []
