@@ -207,3 +207,32 @@ def test_a_sqlite_url_names_the_same_file_as_its_path(tmp_path: Path) -> None:
     listed = approvals("list", "--db", f"sqlite:///{path}", "--json")
     assert listed.exit_code == 0, listed.output
     assert [r["id"] for r in json.loads(listed.stdout)] == [ids["12345"]]
+
+
+def test_a_graph_with_its_own_checkpointer_says_db_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its requests live with its own checkpointer, as its runs do; --db naming
+    another database is ignored, and said to be, as `trellis run` says."""
+    (tmp_path / "own_saver_graph.py").write_text(
+        "from typing_extensions import TypedDict\n"
+        "from trellis import START, MemorySaver, StateGraph\n"
+        "from trellis.hitl import Approval\n"
+        "class S(TypedDict, total=False):\n"
+        "    done: bool\n"
+        "b = StateGraph(S)\n"
+        "b.add_node('act', lambda s: {'done': True}, approval=Approval())\n"
+        "b.add_edge(START, 'act')\n"
+        "graph = b.compile(checkpointer=MemorySaver())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import own_saver_graph  # type: ignore[import-not-found]
+
+    config = {"configurable": {"thread_id": "t"}}
+    (asked,) = own_saver_graph.graph.invoke({}, config)["__interrupt__"]
+    other = tmp_path / "other.db"
+    ReviewQueue.from_url(str(other)).close()  # a database of its own, without the request
+    result = approvals("approve", asked.id, "--db", str(other), "--graph", "own_saver_graph:graph")
+    assert result.exit_code == 0, result.output
+    assert "the graph has its own checkpointer; --db is ignored" in result.output
+    assert own_saver_graph.graph.get_state(config).values == {"done": True}

@@ -92,6 +92,8 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     if app.checkpointer is None:
         saver = open_saver(target, must_exist=True)
         app = app.with_checkpointer(saver, trace=True)  # as `trellis run` does
+    elif db is not None:  # its requests live with its own checkpointer, as its runs do
+        err_console().print("[yellow]note:[/] the graph has its own checkpointer; --db is ignored")
     try:
         yield ReviewQueue(app.checkpointer, graph=app)
     finally:
