@@ -94,8 +94,8 @@ def assign_resume(
     for task in tasks:
         for i in task.interrupts:
             owner[i.id] = task
-    if isinstance(resume, Mapping) and resume and all(k in by_id for k in resume):
-        answers = dict(resume)
+    if isinstance(resume, Mapping) and all(k in by_id for k in resume):
+        answers = dict(resume)  # {} answers nothing: the question is asked again (LangGraph)
     elif isinstance(resume, Mapping) and resume and all(_looks_like_id(k) for k in resume):
         unknown = [k for k in resume if k not in by_id]
         raise InterruptError(
