@@ -317,3 +317,19 @@ async def test_a_sync_decision_inside_an_event_loop_is_refused_before_it_is_stor
     assert queue.get(waiting.id).status == PENDING
     await queue.aapprove(waiting.id, reviewer="alice")
     assert runs == ["act"]
+
+
+def test_a_queue_with_the_graph_tells_time_by_the_policys_clock(
+    backend: Backend, clock: Clock
+) -> None:
+    """The gate set the deadline by ApprovalPolicy(clock=...); the queue checks it by
+    the same clock unless given its own."""
+    runs: list[str] = []
+    saver = backend.saver()
+    app = build(saver, clock, Approval(timeout=60, on_timeout="reject"), runs)
+    app.invoke({"amount": 1}, cfg("t1"))
+    queue = ReviewQueue(saver, graph=app)  # no clock= of its own
+    assert queue.expire_due() == []  # the wall clock is years past the policy's deadline
+    clock.advance(60)
+    (resolved,) = queue.expire_due()
+    assert resolved.status == TIMED_OUT and runs == []

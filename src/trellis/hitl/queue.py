@@ -45,7 +45,8 @@ class ReviewQueue:
     soon as its request is decided. ``store=`` uses an ``ApprovalStore``
     directly (by default the graph's ``ApprovalPolicy(store=...)``, else the
     one beside the checkpoints); ``clock`` is what "now" means (deadlines,
-    ``older_than``).
+    ``older_than``): by default the graph's ``ApprovalPolicy(clock=...)``, which
+    set the deadlines, else the wall clock.
 
     With a graph, the decision is stored first and the run resumed after; if
     the resumed run raises, the decision stands and the error propagates (the
@@ -61,12 +62,15 @@ class ReviewQueue:
         *,
         graph: Any = None,
         store: ApprovalStore | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if checkpointer is None and graph is not None:
             checkpointer = graph.checkpointer
-        if store is None and graph is not None:  # where the graph's gates keep requests
-            store = policy_of(graph.options).store
+        policy = policy_of(graph.options) if graph is not None else None
+        if store is None and policy is not None:  # where the graph's gates keep requests
+            store = policy.store
+        if clock is None:  # the clock the graph's gates set deadlines by, else the wall's
+            clock = getattr(policy, "clock", None) or time.time
         if store is None:
             if checkpointer is None:
                 raise ValueError("ReviewQueue needs a checkpointer, a graph with one, or a store")
