@@ -322,3 +322,42 @@ def test_a_charge_under_a_cancelled_ainvoke_is_not_made_again_on_resume(
 
     assert asyncio.run(main())["receipt"] == "receipt-1"
     assert payments.charges == [5]
+
+
+def test_a_late_save_after_a_cancel_keeps_what_a_resumed_run_saved_meanwhile() -> None:
+    """Resumed at once, the thread records charge and ship and asks; the cancelled run's
+    charge lands after that and is saved beside them, never over them."""
+    from trellis import MemorySaver
+
+    calls: list[str] = []
+    first_landed = asyncio.Event()
+
+    async def charge() -> str:
+        calls.append("charge")
+        if calls.count("charge") == 1:
+            await asyncio.sleep(0.3)  # the first call is slow; its caller gives up
+            first_landed.set()
+        return f"receipt-{calls.count('charge')}"
+
+    async def ship() -> str:
+        calls.append("ship")
+        return "label"
+
+    async def pay(state: S) -> dict[str, Any]:
+        receipt = await aonce("charge", charge)
+        label = await aonce("ship", ship)
+        return {"receipt": f"{receipt} {label} {interrupt('confirm?')}"}
+
+    graph = one_node(pay, MemorySaver())
+    cfg = config()
+
+    async def main() -> dict[str, Any]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(graph.ainvoke({}, cfg), 0.05)
+        assert "__interrupt__" in await graph.ainvoke(None, cfg)  # its own calls, then asks
+        await first_landed.wait()
+        await asyncio.sleep(0.1)  # the cancelled run's save, in the background
+        return await graph.ainvoke(Command(resume="yes"), cfg)  # type: ignore[no-any-return]
+
+    assert asyncio.run(main())["receipt"] == "receipt-2 label yes"
+    assert calls.count("ship") == 1

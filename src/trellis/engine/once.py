@@ -149,8 +149,30 @@ def _save_later(task: Task, key: str, done: Any) -> None:
         return
 
     async def save() -> None:
+        loop = task.loop
+        if not loop.saves_writes():
+            return
         try:
-            await _persisted(task, key)
+            # A run resumed meanwhile (same checkpoint, same task id) may have saved
+            # results of its own since: add this one to them, never replace them.
+            saved = await loop.saver.aget_tuple(
+                loop.thread_id, loop.checkpoint_id, checkpoint_ns=loop.checkpoint_ns
+            )
+            kept: dict[str, Any] = next(
+                (
+                    w.value
+                    for w in (saved.pending_writes if saved is not None else ())
+                    if w.task_id == task.id and w.channel == ONCE
+                ),
+                {},
+            )
+            if key in kept:
+                return
+            merged = {key: (task.once or {})[key], **kept}
+            write = PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, merged)
+            await loop.saver.aput_writes(
+                loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
+            )
         except Exception:  # nobody awaits this: say so rather than lose it quietly
             logging.getLogger("trellis").exception(
                 "could not save the result of aonce(%r) in node %r after its run was "
