@@ -791,15 +791,15 @@ def test_a_retried_node_that_asks_gets_a_full_budget_after_the_answer(
     assert attempts == [1, 2, 3, 1, 2, 3]
 
 
-def test_a_timed_out_attempt_writes_nothing_into_the_retrys_custom_stream() -> None:
+@pytest.mark.parametrize("style", ["get_stream_writer", "injected writer"])
+def test_a_timed_out_attempt_writes_nothing_into_the_retrys_custom_stream(style: str) -> None:
     from trellis import get_stream_writer
 
     calls: list[int] = []
     retry_running, stale_written = threading.Event(), threading.Event()
 
-    def node(state: S) -> dict[str, Any]:
+    def body(write: Any) -> dict[str, Any]:
         calls.append(1)
-        write = get_stream_writer()
         if len(calls) == 1:
             retry_running.wait(30)  # abandoned at its timeout, it runs on meanwhile
             write("stale, from the first attempt")
@@ -810,6 +810,13 @@ def test_a_timed_out_attempt_writes_nothing_into_the_retrys_custom_stream() -> N
         write("from the retry")
         return {"n": 2}
 
+    def fetched(state: S) -> dict[str, Any]:
+        return body(get_stream_writer())
+
+    def injected(state: S, writer: Any) -> dict[str, Any]:  # LangGraph's way
+        return body(writer)
+
+    node = fetched if style == "get_stream_writer" else injected
     policy = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False)
     app = graph_of(node, timeout=0.2, retry_policy=policy)
     chunks = list(app.stream({"n": 0}, stream_mode="custom"))

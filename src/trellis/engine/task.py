@@ -162,7 +162,7 @@ class Task:
         if name == "runtime":
             return self.runtime()
         if name == "writer":
-            return self.write_custom
+            return self.writer()
         return None  # store: Trellis has no store; LangGraph passes None without one
 
     def config(self) -> RunnableConfig:
