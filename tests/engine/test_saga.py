@@ -642,3 +642,27 @@ def test_ctrl_c_in_a_node_stops_the_run_without_rolling_it_back(parallel: bool) 
         graph.invoke({}, cfg)
     assert [kind for kind, _, _ in book.log].count("undo") == 0
     assert "boom" in graph.get_state(cfg).next
+
+
+def test_an_exit_resume_rolls_back_earlier_saved_nodes_with_their_own_states() -> None:
+    """Entries an earlier run saved name their checkpoints; a resumed run under "exit"
+    reads those, keeping the in-memory states for its own entries."""
+    from trellis import MemorySaver, interrupt
+
+    book = Book()
+    b = StateGraph(S)
+    b.add_node("A", book.node("A"), compensate=book.undo("A"))
+    b.add_node("B", book.node("B"), compensate=book.undo("B"))
+    b.add_node("ask", lambda s: {"trail": [f"ask:{interrupt('go?')}"]})
+    b.add_node("C", book.node("C"), compensate=book.undo("C"))
+    b.add_node("D", book.node("D"))
+    for a, z in (("A", "B"), ("B", "ask"), ("ask", "C"), ("C", "D")):
+        b.add_edge(a, z)
+    b.add_edge(START, "A")
+    graph = b.compile(checkpointer=MemorySaver())
+    cfg = config()
+    graph.invoke({}, cfg, durability="sync")
+    with pytest.raises(ValueError, match="D is broken"):
+        graph.invoke(Command(resume="yes"), cfg, durability="exit")
+    undone = [(name, trail) for kind, name, trail in book.log if kind == "undo"]
+    assert undone == [("C", ["A", "B", "ask:yes", "C"]), ("B", ["A", "B"]), ("A", ["A"])]

@@ -74,9 +74,16 @@ class Saga:
             ns=loop.checkpoint_ns,
         )
 
+    def _in_memory(self, index: int) -> bool:
+        """Whether entry ``index``'s state is kept in memory: a run under "exit", or a
+        run without a checkpointer. An entry an earlier run saved names its checkpoint."""
+        return self.states is not None and (
+            self.entries[index][1] is None or self.graph.checkpointer is None
+        )
+
     def _state(self, index: int) -> dict[str, Any]:
-        if self.states is not None:
-            return self.states[index]
+        if self._in_memory(index):
+            return self.states[index]  # type: ignore[index]
         checkpoint_id = self.entries[index][1]
         saved = self.graph.checkpointer.get_tuple(
             self.thread_id, checkpoint_id, checkpoint_ns=self.ns
@@ -84,8 +91,8 @@ class Saga:
         return self._after(index, saved)
 
     async def _astate(self, index: int) -> dict[str, Any]:
-        if self.states is not None:
-            return self.states[index]
+        if self._in_memory(index):
+            return self.states[index]  # type: ignore[index]
         checkpoint_id = self.entries[index][1]
         saved = await self.graph.checkpointer.aget_tuple(
             self.thread_id, checkpoint_id, checkpoint_ns=self.ns
