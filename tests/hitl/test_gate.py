@@ -804,3 +804,22 @@ def test_a_gate_that_fails_is_not_the_nodes_failure_to_route(backend: Backend) -
     with pytest.raises(InvalidUpdateError, match=rid):
         app.invoke(None, cfg("t1"))
     assert handled == []
+
+
+def test_a_replacement_reads_back_as_the_overwrite_it_was(backend: Backend) -> None:
+    """What a task wrote after a reviewer replaced a key shows as an Overwrite (its
+    public form), not as the engine's own marker."""
+    b = StateGraph(State)
+    b.add_node("prepare", lambda s: {"log": ["prepare"]})
+    for name in ("act1", "act2"):
+        b.add_node(name, (lambda n: lambda s: {"log": [n]})(name), approval=Approval())
+        b.add_edge("prepare", name)
+    b.add_edge(START, "prepare")
+    saver = backend.saver()
+    app = b.compile(checkpointer=saver)
+    app.invoke({"amount": 1}, cfg("t1"))
+    queue = ReviewQueue(saver, graph=app)
+    first = next(r for r in queue.pending() if r.node == "act1")
+    queue.edit(first.id, {"log": {"__overwrite__": ["clean"]}}, reviewer="carol")
+    done = next(t for t in app.get_state(cfg("t1")).tasks if t.name == "act1")
+    assert done.result == {"log": Overwrite(["clean", "act1"])}  # act2 still waits

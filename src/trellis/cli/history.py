@@ -25,6 +25,7 @@ from trellis.cli.common import (
     saver_label,
 )
 from trellis.engine.durable import DONE, ERROR, GOTO, INTERRUPT
+from trellis.graph.reducers import shown
 from trellis.persist.base import CheckpointTuple
 from trellis.persist.events import event_log_for
 from trellis.types import START
@@ -202,11 +203,13 @@ def _finished(item: CheckpointTuple, live: bool) -> list[dict[str, Any]]:
     return [
         {
             "node": writes[0].task_name,
-            "writes": {
-                w.channel: w.value
-                for w in sorted(writes, key=lambda w: w.idx)
-                if w.idx >= 0 and w.channel not in bookkeeping
-            },
+            "writes": shown(
+                {
+                    w.channel: w.value
+                    for w in sorted(writes, key=lambda w: w.idx)
+                    if w.idx >= 0 and w.channel not in bookkeeping
+                }
+            ),
         }
         for writes in by_task.values()
         if any(w.channel == DONE for w in writes)

@@ -23,6 +23,7 @@ from trellis.engine.durable import (
 from trellis.engine.loop import RunLoop
 from trellis.engine.task import PULL, PUSH, Task, scheduled_paths, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
+from trellis.graph.reducers import shown
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
 from trellis.persist.storage import canonical_json, encode_filter, metadata_matcher
 from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, StateTask
@@ -154,7 +155,7 @@ def snapshot(
         error = writes.get(ERROR)
         result = None
         if done:  # finished in a step that did not commit
-            result = {k: v for k, v in writes.items() if not k.startswith("__")}
+            result = shown({k: v for k, v in writes.items() if not k.startswith("__")})
             if live:
                 task.update = result
                 finished.append(task)

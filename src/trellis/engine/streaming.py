@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import Task, scheduled_paths, sends_first, task_id
+from trellis.graph.reducers import shown
 from trellis.types import START, Interrupt
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             yield "debug", _debug_result(task)
         if updates:
             update = task.update if keys is None else keys.update(task.update)
+            if update and task.node.approval is not None:  # only a gate's edit replaces
+                update = shown(update)
             if loop.replayed and task.id in loop.replayed:  # as LangGraph marks it
                 yield "updates", {task.name: update, "__metadata__": {"cached": True}}
             else:
@@ -206,7 +209,7 @@ def _debug_result(task: Task) -> dict[str, Any]:
             "id": task.id,
             "name": task.name,
             "error": task.error,
-            "result": dict(task.update or {}) if task.error is None else {},
+            "result": shown(dict(task.update or {})) if task.error is None else {},
             "interrupts": [{"value": i.value, "id": i.id} for i in task.interrupts],
         },
     }

@@ -26,6 +26,7 @@ __all__ = [
     "fold_writes",
     "langchain_messages",
     "overwrite_value",
+    "shown",
     "two_overwrites",
 ]
 
@@ -46,6 +47,14 @@ def overwrite_value(value: Any) -> Any:
         if value.get("type") == _OVERWRITE and "value" in value:
             return value["value"]
     return NOT_OVERWRITE
+
+
+def shown(update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` as a user reads it (streams, task results): a reviewer's
+    replacement as the ``Overwrite`` it was given as."""
+    if not any(type(v) is Replaced for v in update.values()):
+        return update
+    return {k: Overwrite(v.value) if type(v) is Replaced else v for k, v in update.items()}
 
 
 def two_overwrites(key: str, by: str | None = None) -> InvalidUpdateError:
