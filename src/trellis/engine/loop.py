@@ -128,9 +128,10 @@ class RunLoop:
     ) -> None:
         self.plan = plan
         # Folds one task's update into a values dict through the reducers.
-        self.apply: Callable[..., None] = plan.apply
-        # The reducer keys an Overwrite set in the step being committed.
-        self.overwritten: set[str] = set()
+        self.apply: Callable[..., set[str] | None] = plan.apply
+        # The reducer keys an Overwrite set in the step being committed (made on the
+        # first: most runs never see one, and thousands of them may wait at once).
+        self.overwritten: set[str] | None = None
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
         if "max_concurrency" in config:  # read by the drivers from the config itself
@@ -258,7 +259,7 @@ class RunLoop:
         task = Task(self, self.plan.start, None, self.step, (PULL, START))
         task.accept(Command(update=command.update))
         if task.update:
-            self.overwritten.clear()  # a step of its own
+            self.overwritten = None  # a step of its own
             if self.track:
                 self._track(task.update)
             else:
@@ -462,9 +463,7 @@ class RunLoop:
             self.output_keys.note(tasks)
         track = self.track
         self.wrote = False
-        overwritten = self.overwritten
-        if overwritten:
-            overwritten.clear()
+        self.overwritten = overwritten = None
         for task in tasks:
             update = task.update
             if update is not None:
@@ -473,7 +472,7 @@ class RunLoop:
                     if track:
                         self._track(update)
                     else:
-                        self.apply(values, update, overwritten)
+                        overwritten = self.apply(values, update, overwritten)
                 except Exception as exc:
                     keys = ", ".join(map(repr, update))
                     exc.add_note(f"while applying the update of node {task.name!r} (keys {keys})")
@@ -657,9 +656,9 @@ class RunLoop:
         applied, as a step that commits would; conflicting writes raise."""
         self.check_conflicts(finished)
         out = dict(values)
-        overwritten: set[str] = set()
+        overwritten = None
         for task in finished:
-            self.apply(out, task.update or {}, overwritten)
+            overwritten = self.apply(out, task.update or {}, overwritten)
         return out
 
     def check_conflicts(self, tasks: list[Task]) -> None:
@@ -697,7 +696,9 @@ class RunLoop:
                 elif (kind is Overwrite or kind is dict) and (
                     new := overwrite_value(value)
                 ) is not NOT_OVERWRITE:
-                    if key in overwritten:
+                    if overwritten is None:
+                        overwritten = self.overwritten = set()
+                    elif key in overwritten:
                         raise two_overwrites(key)
                     overwritten.add(key)
                 elif overwritten and key in overwritten:

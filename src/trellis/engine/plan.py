@@ -132,11 +132,12 @@ class GraphPlan:
 
     def apply(
         self, values: dict[str, Any], update: Mapping[str, Any], overwritten: set[str] | None = None
-    ) -> None:
+    ) -> set[str] | None:
         """Fold one update into ``values`` through the reducers.
 
         ``overwritten``: the reducer keys an ``Overwrite`` already set this step
-        (shared by the step's updates); their other writes are dropped.
+        (shared by the step's updates); their other writes are dropped. Returns
+        it, made on the step's first ``Overwrite``, for the step's next update.
         """
         reducers = self.reducers
         for key, value in update.items():
@@ -151,16 +152,18 @@ class GraphPlan:
             if kind is Overwrite or kind is dict:
                 new = overwrite_value(value)
                 if new is not NOT_OVERWRITE:
-                    if overwritten is not None:
-                        if key in overwritten:
-                            raise two_overwrites(key)
-                        overwritten.add(key)
+                    if overwritten is None:
+                        overwritten = set()
+                    elif key in overwritten:
+                        raise two_overwrites(key)
+                    overwritten.add(key)
                     values[key] = new
                     continue
             if overwritten and key in overwritten:
                 continue
             current = values.get(key, _ABSENT)
             values[key] = value if current is _ABSENT else reducer(current, value)
+        return overwritten
 
     def input_after(
         self, node: NodePlan, values: Mapping[str, Any], update: Mapping[str, Any]
