@@ -113,7 +113,6 @@ def test_a_routed_failure_still_skips_its_edges_when_its_step_resumes(route: str
 def test_an_error_handler_may_ask_a_human_and_the_resume_answers_it(is_async: bool) -> None:
     """interrupt() in the handler pauses the run (as LangGraph); on resume the node
     runs again and, failing again, its handler gets the answer."""
-    import asyncio
 
     from trellis import MemorySaver, interrupt
 
@@ -131,12 +130,9 @@ def test_an_error_handler_may_ask_a_human_and_the_resume_answers_it(is_async: bo
     builder.add_node("boom", boom, error_handler=ask)
     builder.add_edge(START, "boom")
     graph = builder.compile(checkpointer=MemorySaver())
-    config = {"configurable": {"thread_id": "t"}}
 
     def run(value: Any) -> Any:
-        return (
-            asyncio.run(graph.ainvoke(value, config)) if is_async else graph.invoke(value, config)
-        )
+        return _invoke(graph, value, is_async)
 
     (asked,) = run({})["__interrupt__"]
     assert asked.value == "skip it?"
@@ -150,7 +146,6 @@ def test_a_handler_that_fails_fails_the_task_and_a_resume_retries_in_full(
 ) -> None:
     """The task's error is the handler's (get_state shows it), and resuming the failed
     run gives the node its whole retry budget again, as any failed run's."""
-    import asyncio
 
     from trellis import MemorySaver
 
@@ -171,17 +166,22 @@ def test_a_handler_that_fails_fails_the_task_and_a_resume_retries_in_full(
     builder.add_node("boom", boom, retry_policy=policy, error_handler=handler)
     builder.add_edge(START, "boom")
     graph = builder.compile(checkpointer=MemorySaver())
-    config = {"configurable": {"thread_id": "t"}}
 
     def run(value: Any) -> Any:
-        return (
-            asyncio.run(graph.ainvoke(value, config)) if is_async else graph.invoke(value, config)
-        )
+        return _invoke(graph, value, is_async)
 
     with pytest.raises(RuntimeError, match="the handler broke too"):
         run({})
-    (task,) = graph.get_state(config).tasks
+    (task,) = graph.get_state({"configurable": {"thread_id": "t"}}).tasks
     assert task.error == {"type": "RuntimeError", "message": "the handler broke too"}
     broken[0] = False
     assert run(None)["status"] == "handled"
     assert attempts == [1, 2, 3, 1, 2, 3]
+
+
+def _invoke(graph: Any, value: Any, is_async: bool) -> Any:
+    """``value`` into thread t, with invoke or ainvoke."""
+    import asyncio
+
+    config = {"configurable": {"thread_id": "t"}}
+    return asyncio.run(graph.ainvoke(value, config)) if is_async else graph.invoke(value, config)

@@ -482,8 +482,8 @@ def test_every_write_of_the_node_folds_into_a_replaced_key(backend: Backend, own
     assert app.get_state(cfg("t1")).values["log"] == expected
 
 
-def test_two_reviewers_replacing_one_key_in_one_step_both_take_effect(backend: Backend) -> None:
-    """Each edit replaces the key in turn (task order); the step still commits."""
+def _two_gated_nodes(backend: Backend) -> tuple[Any, ReviewQueue]:
+    """prepare, then act1 and act2 in one step, each gated; run to the gates on t1."""
     b = StateGraph(State)
     b.add_node("prepare", lambda s: {"log": ["prepare"]})
     for name in ("act1", "act2"):
@@ -493,7 +493,12 @@ def test_two_reviewers_replacing_one_key_in_one_step_both_take_effect(backend: B
     saver = backend.saver()
     app = b.compile(checkpointer=saver)
     app.invoke({"amount": 1}, cfg("t1"))
-    queue = ReviewQueue(saver, graph=app)
+    return app, ReviewQueue(saver, graph=app)
+
+
+def test_two_reviewers_replacing_one_key_in_one_step_both_take_effect(backend: Backend) -> None:
+    """Each edit replaces the key in turn (task order); the step still commits."""
+    app, queue = _two_gated_nodes(backend)
     for request in queue.pending():
         replaced = {"log": {"__overwrite__": [f"clean-{request.node}"]}}
         queue.edit(request.id, replaced, reviewer="carol")
@@ -809,16 +814,7 @@ def test_a_gate_that_fails_is_not_the_nodes_failure_to_route(backend: Backend) -
 def test_a_replacement_reads_back_as_the_overwrite_it_was(backend: Backend) -> None:
     """What a task wrote after a reviewer replaced a key shows as an Overwrite (its
     public form), not as the engine's own marker."""
-    b = StateGraph(State)
-    b.add_node("prepare", lambda s: {"log": ["prepare"]})
-    for name in ("act1", "act2"):
-        b.add_node(name, (lambda n: lambda s: {"log": [n]})(name), approval=Approval())
-        b.add_edge("prepare", name)
-    b.add_edge(START, "prepare")
-    saver = backend.saver()
-    app = b.compile(checkpointer=saver)
-    app.invoke({"amount": 1}, cfg("t1"))
-    queue = ReviewQueue(saver, graph=app)
+    app, queue = _two_gated_nodes(backend)
     first = next(r for r in queue.pending() if r.node == "act1")
     queue.edit(first.id, {"log": {"__overwrite__": ["clean"]}}, reviewer="carol")
     done = next(t for t in app.get_state(cfg("t1")).tasks if t.name == "act1")

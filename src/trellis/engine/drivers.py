@@ -121,16 +121,14 @@ def run_task(task: Task) -> None:
             task.interrupts = list(signal.interrupts)
             return
         except Exception as failed:  # the error_handler failed too: the task fails with it
-            task.error = failed
-            _name_the_node(task, failed)
+            _fail(task, failed)
             raise
         if inspect.isawaitable(routed):
             routed.close()  # type: ignore[attr-defined]
             routed = False
             exc.add_note(f"the error_handler of {task.name!r} is async: run with ainvoke")
         if not routed:
-            task.error = exc
-            _name_the_node(task, exc)
+            _fail(task, exc)
             raise
     finally:
         CURRENT_TASK.reset(token)
@@ -138,6 +136,12 @@ def run_task(task: Task) -> None:
             task.duration = perf_counter() - started
             if entered:
                 observer.leave(entered)
+
+
+def _fail(task: Task, error: BaseException) -> None:
+    """``task`` failed with ``error`` (its own, or its error_handler's)."""
+    task.error = error
+    _name_the_node(task, error)
 
 
 def _name_the_node(task: Task, exc: BaseException) -> None:
@@ -532,12 +536,10 @@ async def _afailed(task: Task, exc: BaseException) -> None:
         task.interrupts = list(signal.interrupts)
         return
     except Exception as failed:  # the error_handler failed too: the task fails with it
-        task.error = failed
-        _name_the_node(task, failed)
+        _fail(task, failed)
         raise
     if not routed:
-        task.error = exc
-        _name_the_node(task, exc)
+        _fail(task, exc)
         raise exc
 
 
