@@ -337,7 +337,8 @@ class Task:
         Two lists are joined rather than reduced into each other, so the reducer
         later folds the edit and then the node's writes into the state, in order
         (``add_messages``: a RemoveMessage of the node's names a message of the
-        state, not of the edit).
+        state, not of the edit). An edit that replaces a reducer key (an
+        ``Overwrite`` in it) becomes a ``Replaced``, which the node's writes fold into.
         """
         reducers = self.loop.plan.reducers
         merged = dict(edit)
