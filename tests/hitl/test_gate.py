@@ -482,11 +482,11 @@ def test_every_write_of_the_node_folds_into_a_replaced_key(backend: Backend, own
     assert app.get_state(cfg("t1")).values["log"] == expected
 
 
-def _two_gated_nodes(backend: Backend) -> tuple[Any, ReviewQueue]:
-    """prepare, then act1 and act2 in one step, each gated; run to the gates on t1."""
+def _two_gated_nodes(backend: Backend, n: int = 2) -> tuple[Any, ReviewQueue]:
+    """prepare, then act1 .. act<n> in one step, each gated; run to the gates on t1."""
     b = StateGraph(State)
     b.add_node("prepare", lambda s: {"log": ["prepare"]})
-    for name in ("act1", "act2"):
+    for name in (f"act{i}" for i in range(1, n + 1)):
         b.add_node(name, (lambda n: lambda s: {"log": [n]})(name), approval=Approval())
         b.add_edge("prepare", name)
     b.add_edge(START, "prepare")
@@ -819,3 +819,17 @@ def test_a_replacement_reads_back_as_the_overwrite_it_was(backend: Backend) -> N
     queue.edit(first.id, {"log": {"__overwrite__": ["clean"]}}, reviewer="carol")
     done = next(t for t in app.get_state(cfg("t1")).tasks if t.name == "act1")
     assert done.result == {"log": Overwrite(["clean", "act1"])}  # act2 still waits
+
+
+def test_the_state_of_a_step_waiting_after_two_replacements_reads_as_it_commits(
+    backend: Backend,
+) -> None:
+    """get_state (which the queue's own edit reads) merges a waiting step's finished
+    writes by the rules its commit uses: two replacements are not two Overwrites."""
+    app, queue = _two_gated_nodes(backend, n=3)
+    by_node = {r.node: r.id for r in queue.pending()}
+    for node in ("act1", "act2"):
+        queue.edit(by_node[node], {"log": {"__overwrite__": [f"clean-{node}"]}}, reviewer="c")
+    assert app.get_state(cfg("t1")).values["log"] == ["clean-act2", "act2"]
+    queue.edit(by_node["act3"], {"amount": 7}, reviewer="c")
+    assert app.get_state(cfg("t1")).values["log"] == ["clean-act2", "act2", "act3"]

@@ -155,9 +155,10 @@ def snapshot(
         error = writes.get(ERROR)
         result = None
         if done:  # finished in a step that did not commit
-            result = shown({k: v for k, v in writes.items() if not k.startswith("__")})
+            update = {k: v for k, v in writes.items() if not k.startswith("__")}
+            result = shown(update)  # the user's form; the merge below needs the engine's
             if live:
-                task.update = result
+                task.update = update
                 finished.append(task)
         if not (done and live):
             still_to_run.append(name)
