@@ -361,3 +361,43 @@ def test_a_late_save_after_a_cancel_keeps_what_a_resumed_run_saved_meanwhile() -
 
     assert asyncio.run(main())["receipt"] == "receipt-2 label yes"
     assert calls.count("ship") == 1
+
+
+def test_a_timed_out_attempts_late_save_keeps_what_its_retry_saved() -> None:
+    """The retry (same task) waits for the call, then records more; the timed-out
+    attempt's save, read before and written after that, keeps the retry's results."""
+    from trellis import MemorySaver
+
+    class SlowRead(MemorySaver):  # as a network round trip: the save's read yields
+        async def aget_tuple(self, *args: Any, **kwargs: Any) -> Any:
+            got = await super().aget_tuple(*args, **kwargs)
+            await asyncio.sleep(0.1)
+            return got
+
+    calls: list[str] = []
+
+    async def charge() -> str:
+        calls.append("charge")
+        await asyncio.sleep(0.3)  # longer than the node's timeout
+        return "receipt"
+
+    async def ship() -> str:
+        calls.append("ship")
+        return "label"
+
+    async def pay(state: S) -> dict[str, Any]:
+        receipt = await aonce("charge", charge)
+        label = await aonce("ship", ship)
+        return {"receipt": f"{receipt} {label} {interrupt('confirm?')}"}
+
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
+    graph = one_node(pay, SlowRead(), timeout=0.1, retry_policy=policy)
+    cfg = config()
+
+    async def main() -> dict[str, Any]:
+        assert "__interrupt__" in await graph.ainvoke({}, cfg)
+        await asyncio.sleep(0.4)  # the timed-out attempt's save lands
+        return await graph.ainvoke(Command(resume="yes"), cfg)  # type: ignore[no-any-return]
+
+    assert asyncio.run(main())["receipt"] == "receipt label yes"
+    assert calls == ["charge", "ship"]

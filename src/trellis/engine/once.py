@@ -168,12 +168,14 @@ def _save_later(task: Task, key: str, done: Any) -> None:
             )
             if key in kept:
                 return
-            merged = {key: (task.once or {})[key], **kept}
+            # This task's results as of now (a retry of it may have added more since the
+            # read), then what a resumed run saved, which wins.
+            merged = {**(task.once or {}), **kept}
             write = PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, merged)
             await loop.saver.aput_writes(
                 loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
             )
-        except Exception:  # nobody awaits this: say so rather than lose it quietly
+        except (Exception, asyncio.CancelledError):  # nobody awaits this: say so
             logging.getLogger("trellis").exception(
                 "could not save the result of aonce(%r) in node %r after its run was "
                 "cancelled; resuming the thread calls it again",
