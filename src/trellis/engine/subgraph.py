@@ -16,7 +16,7 @@ one whose value names the subgraph and the nodes it stopped at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
@@ -137,7 +137,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(graph.invoke(value, cfg, context=context))
             else:
-                collect = _Collector(task, self.namespace("", task.id))
+                collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
                 chunks = graph.stream(
                     value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
                 )
@@ -165,7 +165,7 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(await graph.ainvoke(value, cfg, context=context))
             else:
-                collect = _Collector(task, self.namespace("", task.id))
+                collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
                 async for item in graph.astream(
                     value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
                 ):
@@ -203,9 +203,10 @@ class SubgraphNode:
 class _Collector:
     """Keeps a subgraph's stream for the parent (namespaced) and its final state."""
 
-    def __init__(self, task: Task, prefix: str) -> None:
+    def __init__(self, task: Task, prefix: str, output_keys: Collection[str]) -> None:
         self.task = task
         self.prefix = prefix
+        self.keys = frozenset(output_keys)
         self.wanted = task.loop.modes
         self.modes = list(dict.fromkeys([*self.wanted, "values"]))
         self.output: Any = None
@@ -213,7 +214,10 @@ class _Collector:
     def __call__(self, item: tuple[Any, ...]) -> None:
         namespace, mode, chunk = item
         if mode == "values" and not namespace:
-            self.output = chunk  # the subgraph's own latest state is the node's result
+            # The subgraph's latest state, cut to its output schema as invoke's result
+            # is, is the node's result (a "values" chunk is the whole state).
+            keys = self.keys
+            self.output = {k: v for k, v in chunk.items() if k in keys or k == "__interrupt__"}
         if mode in self.wanted:
             if self.task.nested is None:
                 self.task.nested = []
