@@ -107,9 +107,7 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             if debug and (task.error is not None or task.interrupts):
                 yield "debug", _debug_result(task)  # as LangGraph: how it stopped
             continue
-        if debug:
-            yield "debug", _debug_result(task)
-        if updates:
+        if updates:  # a task's update, then its result (as LangGraph streams them)
             update = task.update if keys is None else keys.update(task.update)
             if update and task.node.approval is not None:  # only a gate's edit replaces
                 update = shown(update)
@@ -117,6 +115,8 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
                 yield "updates", {task.name: update, "__metadata__": {"cached": True}}
             else:
                 yield "updates", {task.name: update}
+        if debug:
+            yield "debug", _debug_result(task)
 
 
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
