@@ -37,3 +37,37 @@ def test_a_tasks_update_comes_before_its_result(modes: list[str]) -> None:
     reference = _kinds("langgraph", modes)
     assert ("updates", "update") in reference
     assert _kinds("trellis", modes) == reference
+
+
+def _checkpoints(engine: str) -> list[tuple[int, list[str], list[str]]]:
+    import operator
+    from typing import Annotated
+
+    if engine == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver as Saver
+        from langgraph.graph import START, StateGraph
+        from langgraph.types import Send
+    else:
+        from trellis import START, Send, StateGraph
+        from trellis import MemorySaver as Saver
+
+    class Log(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    g = StateGraph(Log)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("w", lambda s: {"log": ["w"]})
+    g.add_edge(START, "a")
+    g.add_conditional_edges("a", lambda s: [Send("w", s), Send("w", s)])
+    graph = g.compile(checkpointer=Saver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    return [
+        (c["metadata"]["step"], c["next"], [t["name"] for t in c["tasks"]])
+        for c in graph.stream({"log": []}, cfg, stream_mode="checkpoints")
+    ]
+
+
+def test_a_checkpoint_chunk_lists_its_sends_in_next() -> None:
+    reference = _checkpoints("langgraph")
+    assert (1, ["w", "w"], ["w", "w"]) in reference
+    assert _checkpoints("trellis") == reference

@@ -119,6 +119,11 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             yield "debug", _debug_result(task)
 
 
+def _next_names(pending: dict[str, Any]) -> list[str]:
+    """What runs next from a checkpoint, as ``StateSnapshot.next``: Sends, then nodes."""
+    return [*(send.node for send in pending.get("sends", ())), *pending.get("nodes", ())]
+
+
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
     saved, loop.saved = loop.saved, []
@@ -144,7 +149,7 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                         if k in checkpoint.values
                     },
                     "metadata": dict(effect.kwargs["metadata"]),
-                    "next": ["__start__"] if "start" in pending else list(pending.get("nodes", ())),
+                    "next": ["__start__"] if "start" in pending else _next_names(pending),
                     "tasks": _next_tasks(checkpoint),
                 },
             },
