@@ -71,3 +71,34 @@ def test_a_checkpoint_chunk_lists_its_sends_in_next() -> None:
     reference = _checkpoints("langgraph")
     assert (1, ["w", "w"], ["w", "w"]) in reference
     assert _checkpoints("trellis") == reference
+
+
+def _resumed(engine: str) -> tuple[list[Any], list[Any]]:
+    if engine == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver as Saver
+        from langgraph.graph import START, StateGraph
+        from langgraph.types import Command, interrupt
+    else:
+        from trellis import START, Command, StateGraph, interrupt
+        from trellis import MemorySaver as Saver
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"x": 1})
+    g.add_node("ask", lambda s: {"x": interrupt("how much?")})
+    g.add_edge(START, "a")
+    g.add_edge("a", "ask")
+    graph = g.compile(checkpointer=Saver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    list(graph.stream({"x": 0}, cfg))
+
+    def seen(inp: Any) -> list[Any]:
+        chunks = graph.stream(inp, cfg, stream_mode="checkpoints")
+        return [(c["metadata"]["step"], c["next"], c["values"]) for c in chunks]
+
+    return seen(Command(resume=5)), seen(None)  # then again, on the finished thread
+
+
+def test_a_resumed_runs_checkpoint_stream_starts_where_it_resumes() -> None:
+    reference = _resumed("langgraph")
+    assert reference[0][0][:2] == (1, ["ask"])
+    assert _resumed("trellis") == reference

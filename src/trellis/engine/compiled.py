@@ -15,6 +15,7 @@ from trellis.engine import drivers, saga, state
 from trellis.engine.config import merge_configs
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
+    Effect,
     compensations_done,
     has_tasks,
     inherit_compensations,
@@ -276,9 +277,16 @@ class CompiledStateGraph:
                 )
             restore(loop, saved, continue_run=True)
             loop.resuming = True
+            forks = input is None and head is not None and head.checkpoint.id != saved.checkpoint.id
+            if "debug" in loop.modes and not forks:
+                # As LangGraph, a resumed run's checkpoint stream starts with the one it
+                # resumes from (a fork's starts with the fork's own, saved next).
+                loop.saved = [
+                    Effect("put", {"checkpoint": saved.checkpoint, "metadata": saved.metadata})
+                ]
             if loop.output_keys is not None and loop.wrote_any:
                 loop.output_keys.shown = True  # a resumed run first shows where it stands
-            if input is None and head is not None and head.checkpoint.id != saved.checkpoint.id:
+            if forks and head is not None:
                 inherit_compensations(loop, head)
                 loop.fork()  # time travel: the step runs again, on a branch of its own
                 return
