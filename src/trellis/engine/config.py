@@ -1,4 +1,5 @@
-"""Merging run configs: what ``with_config`` binds under each call's own config."""
+"""Run configs: merging what ``with_config`` binds under each call's own config, and
+the thread id as every checkpointer keys a thread."""
 
 from __future__ import annotations
 
