@@ -67,3 +67,54 @@ def test_a_subgraph_hands_its_parent_its_output_schema(subgraphs: bool, is_async
     reference = _run("langgraph", subgraphs, is_async)
     assert reference[-1] == ("values", {"q": "hi", "log": ["a"], "ans": "hi!"})
     assert _run("trellis", subgraphs, is_async) == reference
+
+
+class Asked(TypedDict, total=False):
+    q: str
+    ans: str
+
+
+class AskedAll(TypedDict, total=False):
+    q: str
+    ans: str
+    secret: str
+
+
+def _chunks(engine: str) -> list[Any]:
+    """Every chunk, the subgraph's too (by namespace depth), of a run that the subgraph
+    pauses and of its resume: the subgraph's show its output schema, never ``secret``."""
+    if engine == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver as Saver
+        from langgraph.graph import START, StateGraph
+        from langgraph.types import Command, interrupt
+    else:
+        from trellis import START, Command, StateGraph, interrupt
+        from trellis import MemorySaver as Saver
+
+    sub = StateGraph(AskedAll, output_schema=SubOut)
+    sub.add_node("ask", lambda s: {"secret": interrupt("ok?")})
+    sub.add_node("say", lambda s: {"ans": s["q"] + s["secret"]})
+    sub.add_edge(START, "ask")
+    sub.add_edge("ask", "say")
+    g = StateGraph(Asked)
+    g.add_node("sub", sub.compile())
+    g.add_edge(START, "sub")
+    graph = g.compile(checkpointer=Saver())
+    cfg = {"configurable": {"thread_id": "t"}}
+
+    def norm(item: Any) -> Any:
+        namespace, mode, chunk = item
+        if isinstance(chunk, dict) and "__interrupt__" in chunk:
+            chunk = {**chunk, "__interrupt__": [i.value for i in chunk["__interrupt__"]]}
+        return len(namespace), mode, chunk
+
+    modes = ["values", "updates"]
+    first = graph.stream({"q": "hi"}, cfg, stream_mode=modes, subgraphs=True)
+    resumed = graph.stream(Command(resume="!"), cfg, stream_mode=modes, subgraphs=True)
+    return [[norm(c) for c in first], [norm(c) for c in resumed]]
+
+
+def test_a_subgraphs_own_chunks_show_its_output_schema() -> None:
+    reference = _chunks("langgraph")
+    assert (1, "values", {"ans": "hi!"}) in reference[1]
+    assert _chunks("trellis") == reference

@@ -138,8 +138,14 @@ class SubgraphNode:
                 output = _bubble(graph.invoke(value, cfg, context=context))
             else:
                 collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
+                # As LangGraph's subgraph call, its chunks show its output schema only.
                 chunks = graph.stream(
-                    value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
+                    value,
+                    cfg,
+                    context=context,
+                    stream_mode=collect.modes,
+                    subgraphs=True,
+                    output_keys=list(graph.plan.output_keys),
                 )
                 for item in chunks:
                     collect(item)
@@ -167,7 +173,12 @@ class SubgraphNode:
             else:
                 collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
                 async for item in graph.astream(
-                    value, cfg, context=context, stream_mode=collect.modes, subgraphs=True
+                    value,
+                    cfg,
+                    context=context,
+                    stream_mode=collect.modes,
+                    subgraphs=True,
+                    output_keys=list(graph.plan.output_keys),
                 ):
                     collect(item)
                 output = _bubble(collect.output)
