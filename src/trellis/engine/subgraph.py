@@ -16,7 +16,7 @@ one whose value names the subgraph and the nodes it stopped at.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
@@ -137,17 +137,8 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(graph.invoke(value, cfg, context=context))
             else:
-                collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
-                # As LangGraph's subgraph call, its chunks show its output schema only.
-                chunks = graph.stream(
-                    value,
-                    cfg,
-                    context=context,
-                    stream_mode=collect.modes,
-                    subgraphs=True,
-                    output_keys=list(graph.plan.output_keys),
-                )
-                for item in chunks:
+                collect = _Collector(task, self.namespace("", task.id), graph)
+                for item in graph.stream(value, cfg, context=context, **collect.options):
                     collect(item)
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
@@ -171,15 +162,8 @@ class SubgraphNode:
             if task is None or not task.loop.subgraphs:
                 output = _bubble(await graph.ainvoke(value, cfg, context=context))
             else:
-                collect = _Collector(task, self.namespace("", task.id), graph.plan.output_keys)
-                async for item in graph.astream(
-                    value,
-                    cfg,
-                    context=context,
-                    stream_mode=collect.modes,
-                    subgraphs=True,
-                    output_keys=list(graph.plan.output_keys),
-                ):
+                collect = _Collector(task, self.namespace("", task.id), graph)
+                async for item in graph.astream(value, cfg, context=context, **collect.options):
                     collect(item)
                 output = _bubble(collect.output)
         except ParentCommand as bubbled:
@@ -214,21 +198,23 @@ class SubgraphNode:
 class _Collector:
     """Keeps a subgraph's stream for the parent (namespaced) and its final state."""
 
-    def __init__(self, task: Task, prefix: str, output_keys: Collection[str]) -> None:
+    def __init__(self, task: Task, prefix: str, graph: CompiledStateGraph) -> None:
         self.task = task
         self.prefix = prefix
-        self.keys = frozenset(output_keys)
         self.wanted = task.loop.modes
-        self.modes = list(dict.fromkeys([*self.wanted, "values"]))
+        # As LangGraph's subgraph call: the chunks show the subgraph's output schema
+        # only, so its last top-level "values" chunk is what invoke would return.
+        self.options: dict[str, Any] = {
+            "stream_mode": list(dict.fromkeys([*self.wanted, "values"])),
+            "subgraphs": True,
+            "output_keys": list(graph.plan.output_keys),
+        }
         self.output: Any = None
 
     def __call__(self, item: tuple[Any, ...]) -> None:
         namespace, mode, chunk = item
         if mode == "values" and not namespace:
-            # The subgraph's latest state, cut to its output schema as invoke's result
-            # is, is the node's result (a "values" chunk is the whole state).
-            keys = self.keys
-            self.output = {k: v for k, v in chunk.items() if k in keys or k == "__interrupt__"}
+            self.output = chunk  # the subgraph's latest output state is the node's result
         if mode in self.wanted:
             if self.task.nested is None:
                 self.task.nested = []
