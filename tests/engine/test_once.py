@@ -324,6 +324,21 @@ def test_a_charge_under_a_cancelled_ainvoke_is_not_made_again_on_resume(
     assert payments.charges == [5]
 
 
+def _charge_ship_confirm(charge: Any, calls: list[str]) -> Any:
+    """A node that charges and ships once each (aonce), then asks for a confirmation."""
+
+    async def ship() -> str:
+        calls.append("ship")
+        return "label"
+
+    async def pay(state: S) -> dict[str, Any]:
+        receipt = await aonce("charge", charge)
+        label = await aonce("ship", ship)
+        return {"receipt": f"{receipt} {label} {interrupt('confirm?')}"}
+
+    return pay
+
+
 def test_a_late_save_after_a_cancel_keeps_what_a_resumed_run_saved_meanwhile() -> None:
     """Resumed at once, the thread records charge and ship and asks; the cancelled run's
     charge lands after that and is saved beside them, never over them."""
@@ -339,15 +354,7 @@ def test_a_late_save_after_a_cancel_keeps_what_a_resumed_run_saved_meanwhile() -
             first_landed.set()
         return f"receipt-{calls.count('charge')}"
 
-    async def ship() -> str:
-        calls.append("ship")
-        return "label"
-
-    async def pay(state: S) -> dict[str, Any]:
-        receipt = await aonce("charge", charge)
-        label = await aonce("ship", ship)
-        return {"receipt": f"{receipt} {label} {interrupt('confirm?')}"}
-
+    pay = _charge_ship_confirm(charge, calls)
     graph = one_node(pay, MemorySaver())
     cfg = config()
 
@@ -381,15 +388,7 @@ def test_a_timed_out_attempts_late_save_keeps_what_its_retry_saved() -> None:
         await asyncio.sleep(0.3)  # longer than the node's timeout
         return "receipt"
 
-    async def ship() -> str:
-        calls.append("ship")
-        return "label"
-
-    async def pay(state: S) -> dict[str, Any]:
-        receipt = await aonce("charge", charge)
-        label = await aonce("ship", ship)
-        return {"receipt": f"{receipt} {label} {interrupt('confirm?')}"}
-
+    pay = _charge_ship_confirm(charge, calls)
     policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False)
     graph = one_node(pay, SlowRead(), timeout=0.1, retry_policy=policy)
     cfg = config()
