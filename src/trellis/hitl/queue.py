@@ -70,7 +70,7 @@ class ReviewQueue:
         if store is None and policy is not None:  # where the graph's gates keep requests
             store = policy.store
         if clock is None:  # the clock the graph's gates set deadlines by, else the wall's
-            clock = getattr(policy, "clock", None) or time.time
+            clock = policy.clock if policy is not None else time.time
         if store is None:
             if checkpointer is None:
                 raise ValueError("ReviewQueue needs a checkpointer, a graph with one, or a store")
