@@ -15,7 +15,6 @@ from trellis.engine import drivers, saga, state
 from trellis.engine.config import merge_configs
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
-    Effect,
     compensations_done,
     has_tasks,
     inherit_compensations,
@@ -281,9 +280,7 @@ class CompiledStateGraph:
             if "debug" in loop.modes and not forks:
                 # As LangGraph, a resumed run's checkpoint stream starts with the one it
                 # resumes from (a fork's starts with the fork's own, saved next).
-                loop.saved = [
-                    Effect("put", {"checkpoint": saved.checkpoint, "metadata": saved.metadata})
-                ]
+                loop.saved = [(saved.checkpoint, saved.metadata)]
             if loop.output_keys is not None and loop.wrote_any:
                 loop.output_keys.shown = True  # a resumed run first shows where it stands
             if forks and head is not None:

@@ -342,7 +342,7 @@ def _saved(loop: RunLoop, effect: Any) -> None:
     if loop.observer is not None:
         loop.observer.checkpoint_saved(checkpoint.id, checkpoint.step)
     if "debug" in loop.modes:
-        loop.saved = [*loop.saved, effect]
+        loop.saved = [*loop.saved, (checkpoint, effect.kwargs["metadata"])]
 
 
 def run_steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:

@@ -186,10 +186,10 @@ class RunLoop:
         self.versions: dict[str, str] = {} if saver is not None else _NO_DICT
         self.updated: set[str] = set() if saver is not None else _NONE  # type: ignore[assignment]
         self.appends: dict[str, list[Any] | None] = {} if saver is not None else _NO_DICT
-        # Saver calls to make, and checkpoints put this step (for stream_mode="debug"):
-        # a run without a saver never allocates these lists.
+        # Saver calls to make, and (checkpoint, metadata) put this step (for
+        # stream_mode="debug"): a run without a saver never allocates these lists.
         self.effects: list[Any] = _NO_LIST
-        self.saved: list[Any] = _NO_LIST
+        self.saved: list[tuple[Any, Any]] = _NO_LIST
         self.subgraphs = False  # stream(subgraphs=True): subgraph chunks come out too
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options

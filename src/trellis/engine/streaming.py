@@ -127,8 +127,7 @@ def _next_names(pending: dict[str, Any]) -> list[str]:
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
     saved, loop.saved = loop.saved, []
-    for effect in saved:
-        checkpoint = effect.kwargs["checkpoint"]
+    for checkpoint, metadata in saved:
         thread = {"thread_id": loop.thread_id, "checkpoint_ns": loop.checkpoint_ns}
         pending = checkpoint.pending
         parent = checkpoint.parent_id
@@ -148,7 +147,7 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                         for k in loop.plan.channels
                         if k in checkpoint.values
                     },
-                    "metadata": dict(effect.kwargs["metadata"]),
+                    "metadata": dict(metadata),
                     "next": ["__start__"] if "start" in pending else _next_names(pending),
                     "tasks": _next_tasks(checkpoint),
                 },
