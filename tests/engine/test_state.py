@@ -898,3 +898,12 @@ def test_any_thread_id_runs_a_graph_without_a_checkpointer() -> None:
     builder.add_edge(START, "step")
     config = {"configurable": {"thread_id": "a\x00b"}}
     assert builder.compile().invoke({"a": "x"}, config) == {"a": "x", "log": ["step"]}
+
+
+def test_an_update_of_a_new_thread_is_step_0_as_in_langgraph() -> None:
+    app = abc()
+    cfg = thread()
+    app.update_state(cfg, {"log": ["x"]}, as_node="a")
+    app.update_state(cfg, {"log": ["y"]}, as_node="b")
+    assert [h.metadata["step"] for h in app.get_state_history(cfg)] == [1, 0]
+    assert app.invoke(None, cfg)["log"] == ["x", "y", "c"]

@@ -365,6 +365,8 @@ def update_loop(
         loop.start_task = None
         if head is not None and head.checkpoint.id != saved.checkpoint.id:
             inherit_compensations(loop, head)  # an edit of an older checkpoint forks too
+    else:
+        loop.step = -1  # as LangGraph: the first checkpoint of a thread made by an update is step 0
     loop.expected_head = head.checkpoint.id if head is not None else None
     known = as_node in graph.plan.nodes or as_node in (START, END)
     if as_node is not None and not known:
