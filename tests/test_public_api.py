@@ -47,6 +47,7 @@ EXTRA_NAMES = frozenset(
         "RunnableConfig",
         "Runtime",
         "StateSnapshot",
+        "StateUpdate",
         "aonce",
         "get_config",
     }

@@ -35,6 +35,7 @@ from trellis.types import (
     Runtime,
     Send,
     StateSnapshot,
+    StateUpdate,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ __all__ = [
     "SqliteSaver",
     "StateGraph",
     "StateSnapshot",
+    "StateUpdate",
     "add_messages",
     "aonce",
     "get_config",

@@ -248,3 +248,17 @@ class StateSnapshot:
     parent_config: RunnableConfig | None
     tasks: tuple[StateTask, ...] = ()
     interrupts: tuple[Interrupt, ...] = field(default=())
+
+
+class StateUpdate(NamedTuple):
+    """One update of a ``bulk_update_state`` superstep, as LangGraph's.
+
+    ``task_id`` is accepted for LangGraph's signature; Trellis names the task itself.
+
+    >>> StateUpdate({"approved": True}, as_node="review")
+    StateUpdate(values={'approved': True}, as_node='review', task_id=None)
+    """
+
+    values: dict[str, Any] | None
+    as_node: str | None = None
+    task_id: str | None = None

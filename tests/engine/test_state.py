@@ -907,3 +907,30 @@ def test_an_update_of_a_new_thread_is_step_0_as_in_langgraph() -> None:
     app.update_state(cfg, {"log": ["y"]}, as_node="b")
     assert [h.metadata["step"] for h in app.get_state_history(cfg)] == [1, 0]
     assert app.invoke(None, cfg)["log"] == ["x", "y", "c"]
+
+
+def test_bulk_update_state_saves_every_superstep_or_none(saver_factory: Any) -> None:
+    builder = StateGraph(S)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, counting(Counter(), name))
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("a", "c")
+    app = builder.compile(checkpointer=saver_factory.make())
+    cfg = thread()
+    app.invoke({"log": []}, cfg)
+    before = [h.config for h in app.get_state_history(cfg)]
+    bad = [
+        [({"log": ["A"]}, "a", None)],
+        [({"a": "from b"}, "b", None), ({"a": "from c"}, "c", None)],  # one value, two writers
+    ]
+    with pytest.raises(InvalidUpdateError, match="'a'"):
+        app.bulk_update_state(cfg, bad)
+    assert [h.config for h in app.get_state_history(cfg)] == before
+
+    done = app.bulk_update_state(cfg, [bad[0], [({"log": ["B"]}, "b"), ({"a": "x"}, "c")]])
+    history = list(app.get_state_history(cfg))
+    assert history[0].config == done and len(history) == len(before) + 2
+    assert history[0].values == {"log": ["a", "b", "c", "A", "B"], "a": "x"}
+    assert history[1].values["log"][-1] == "A" and history[1].next == ("b", "c")
+    assert [h.metadata["source"] for h in history[:2]] == ["update", "update"]

@@ -39,7 +39,7 @@ from trellis.errors import (
 from trellis.graph.reducers import add_messages, langchain_messages
 from trellis.graph.schema import is_pydantic_class
 from trellis.persist.base import CheckpointTuple
-from trellis.types import Command, RunnableConfig, StateSnapshot
+from trellis.types import Command, RunnableConfig, StateSnapshot, StateUpdate
 
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
@@ -613,38 +613,69 @@ class CompiledStateGraph:
             yield snap
 
     def update_state(
-        self, config: RunnableConfig, values: Any, as_node: str | None = None
+        self,
+        config: RunnableConfig,
+        values: Any,
+        as_node: str | None = None,
+        task_id: str | None = None,
     ) -> RunnableConfig:
         """Write ``values`` into the thread as a new checkpoint, as if ``as_node`` had.
 
+        ``task_id`` is accepted for LangGraph's signature; Trellis names the task itself.
+
         >>> graph.update_state(config, {"approved": True}, as_node="review")
         """
+        return self.bulk_update_state(config, [[StateUpdate(values, as_node)]])
+
+    async def aupdate_state(
+        self,
+        config: RunnableConfig,
+        values: Any,
+        as_node: str | None = None,
+        task_id: str | None = None,
+    ) -> RunnableConfig:
+        """The async twin of ``update_state``."""
+        return await self.abulk_update_state(config, [[StateUpdate(values, as_node)]])
+
+    def bulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        """Apply supersteps of updates, each a checkpoint on the one before, all saved
+        in one transaction; the updates of one superstep apply as parallel tasks.
+
+        >>> graph.bulk_update_state(config, [
+        ...     [StateUpdate({"draft": "v2"}, "write")],
+        ...     [StateUpdate({"ok": True}, "review"), StateUpdate({"tags": ["x"]}, "tag")],
+        ... ])
+        """
+        steps = state.supersteps_of(supersteps)
         config = self._bound(config)
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = self._load((*where, ns))
-        writer = state.writer_step(saved, as_node)
+        writer = state.writer_step(saved, steps[0][0][1]) if len(steps[0]) == 1 else None
         parent = self.checkpointer.get_tuple(where[0], writer, checkpoint_ns=ns) if writer else None
-        loop = state.update_loop(graph, config, saved, head, values, as_node, parent)
+        loop = state.bulk_update_loop(graph, config, saved, head, steps, parent)
         drivers.perform(loop)
         drivers.settle(loop)
         return state.checkpoint_config(where[0], loop.head, ns)
 
-    async def aupdate_state(
-        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    async def abulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
     ) -> RunnableConfig:
-        """The async twin of ``update_state``."""
+        """The async twin of ``bulk_update_state``."""
+        steps = state.supersteps_of(supersteps)
         config = self._bound(config)
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = await self._aload((*where, ns))
-        writer = state.writer_step(saved, as_node)
+        writer = state.writer_step(saved, steps[0][0][1]) if len(steps[0]) == 1 else None
         parent = (
             await self.checkpointer.aget_tuple(where[0], writer, checkpoint_ns=ns)
             if writer
             else None
         )
-        loop = state.update_loop(graph, config, saved, head, values, as_node, parent)
+        loop = state.bulk_update_loop(graph, config, saved, head, steps, parent)
         await drivers.aperform(loop)
         await drivers.asettle(loop)
         return state.checkpoint_config(where[0], loop.head, ns)

@@ -37,6 +37,8 @@ __all__ = [
     "snapshot",
     "thread_of",
     "subgraph_configs",
+    "bulk_update_loop",
+    "supersteps_of",
     "update_loop",
     "with_subgraph_states",
     "writer_step",
@@ -333,21 +335,94 @@ def _copy_loop(
     return loop
 
 
+Update = tuple[Any, "str | None"]
+"""One update of a superstep: its values and the node it counts as written by."""
+
+
+def supersteps_of(supersteps: Any) -> list[list[Update]]:
+    """``bulk_update_state``'s argument as lists of ``(values, as_node)``, checked:
+    every superstep has an update, and one of several names its node on each.
+
+    >>> supersteps_of([[({"n": 1}, "a"), ({"m": 2}, "b", None)]])
+    [[({'n': 1}, 'a'), ({'m': 2}, 'b')]]
+    """
+    steps = list(supersteps)
+    if not steps:
+        raise ValueError("bulk_update_state: no supersteps provided")
+    out: list[list[Update]] = []
+    for i, superstep in enumerate(steps):
+        updates: list[Update] = []
+        for update in superstep:
+            if not isinstance(update, tuple) or not 1 <= len(update) <= 3:
+                raise InvalidUpdateError(
+                    f"bulk_update_state: superstep {i} holds {update!r}, not a "
+                    "StateUpdate(values, as_node, task_id)"
+                )
+            # task_id only names LangGraph's task for the writes; Trellis names its own.
+            values, as_node = update[0], update[1] if len(update) > 1 else None
+            updates.append((values, as_node))
+        if not updates:
+            raise ValueError(f"bulk_update_state: superstep {i} has no updates")
+        if len(updates) > 1:
+            for _, as_node in updates:
+                if as_node is None:
+                    raise InvalidUpdateError(
+                        f"bulk_update_state: superstep {i} applies {len(updates)} updates, "
+                        "so each needs as_node"
+                    )
+                if as_node in (END, COPY):
+                    raise InvalidUpdateError(
+                        f"bulk_update_state: as_node={as_node!r} cannot share superstep {i} "
+                        "with other updates"
+                    )
+        out.append(updates)
+    return out
+
+
+def bulk_update_loop(
+    graph: CompiledStateGraph,
+    config: RunnableConfig | None,
+    saved: CheckpointTuple | None,
+    head: CheckpointTuple | None,
+    supersteps: list[list[Update]],
+    parent: CheckpointTuple | None = None,
+) -> RunLoop:
+    """A loop whose effects save one checkpoint per superstep, each on the one
+    before (one transaction: a superstep that fails leaves nothing saved)."""
+    thread_id, _ = thread_of(graph, config)
+    ns = (config or {}).get("configurable", {}).get("checkpoint_ns", "")
+    began = head.checkpoint.id if head is not None else None
+    effects: list[Any] = []
+    left: list[str] = []
+    for i, updates in enumerate(supersteps):
+        loop = update_loop(graph, config, saved, head, updates, parent if i == 0 else None)
+        effects += loop.effects
+        if loop.waiting:
+            left += [x for x in loop.waiting[1] if x not in left]
+        put = loop.effects[-1].kwargs
+        saved = head = CheckpointTuple(
+            thread_id, ns, put["checkpoint"], put["metadata"], tuple(put["writes"])
+        )
+    loop.effects = effects
+    loop.waiting = (began, tuple(left)) if left else None
+    return loop
+
+
 def update_loop(
     graph: CompiledStateGraph,
     config: RunnableConfig | None,
     saved: CheckpointTuple | None,
     head: CheckpointTuple | None,
-    values: Any,
-    as_node: str | None,
+    updates: list[Update],
     parent: CheckpointTuple | None = None,
 ) -> RunLoop:
-    """A loop holding the state after ``values`` is applied as if ``as_node`` wrote it.
+    """A loop holding the state after ``updates`` are applied as one step, each
+    ``(values, as_node)`` as if ``as_node`` wrote it (several: as parallel tasks).
 
     With ``as_node``, its edges decide what runs next (with any target of a join
-    that was already met). Without it, as LangGraph, the update counts as written
-    by the node whose step made the checkpoint (from ``parent``, the checkpoint
-    :func:`writer_step` names), whose edges decide;
+    that was already met). Without it (one update only), as LangGraph, the update
+    counts as written by the node whose step made the checkpoint (from ``parent``,
+    the checkpoint :func:`writer_step` names), whose edges decide;
     a node that was waiting in ``interrupt()`` and is scheduled again keeps
     waiting. When no single node made it (a parallel step, an update, the input),
     the update changes the state only.
@@ -356,6 +431,7 @@ def update_loop(
     if checkpoint_id and saved is None:
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
     loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
+    values, as_node = updates[0]
     if as_node == COPY:
         return _copy_loop(loop, saved, head, thread_id)
     if saved is not None:
@@ -368,32 +444,41 @@ def update_loop(
     else:
         loop.step = -1  # as LangGraph: the first checkpoint of a thread made by an update is step 0
     loop.expected_head = head.checkpoint.id if head is not None else None
-    known = as_node in graph.plan.nodes or as_node in (START, END)
-    if as_node is not None and not known:
-        raise InvalidUpdateError(f"update_state(as_node={as_node!r}): the graph has no such node")
+    for _, name in updates:
+        if name is not None and name not in graph.plan.nodes and name not in (START, END):
+            raise InvalidUpdateError(f"update_state(as_node={name!r}): the graph has no such node")
     routed = as_node if as_node is not None else _writer_of(saved, parent)
-    node = graph.plan.nodes.get(routed or "", graph.plan.start)
-    task = Task(loop, node, None, loop.step, (PULL, node.name))
-    if values is not None:
-        task.accept(values)
     if routed is None or routed == END:
+        node = graph.plan.nodes.get(routed or "", graph.plan.start)
+        task = Task(loop, node, None, loop.step, (PULL, node.name))
+        if values is not None:
+            task.accept(values)
         task.goto = []
         if task.update:
             loop._track(task.update)
         if routed == END:
             loop.next_nodes, loop.next_sends = [], []
     else:
+        tasks = []
+        for update, name in updates:
+            node = graph.plan.nodes.get(name or routed, graph.plan.start)
+            task = Task(loop, node, None, loop.step, (PULL, node.name))
+            if update is not None:
+                task.accept(update)
+            tasks.append(task)
         # As LangGraph, whose update is a step of its own: what ran before it
         # scheduled is dropped, except a join's target (its barrier was met and
-        # stays met until the target runs); then what the node leads to.
+        # stays met until the target runs); then what the nodes lead to.
         joined = graph.plan.join_targets
-        kept = [n for n in loop.next_nodes if n != routed and n in joined]
+        names = {task.name for task in tasks}
+        kept = [n for n in loop.next_nodes if n not in names and n in joined]
         loop.next_nodes, loop.next_sends = [], []
-        # As if the node had just run: its routers see the update and pick what is next.
-        for branch in node.branches:
-            args, kwargs = task.router_args(branch)
-            task.route(branch, branch.router(*args, **kwargs))
-        loop.commit([task], save=False)  # the update is recorded below
+        # As if the nodes had just run: their routers see the update and pick what is next.
+        for task in tasks:
+            for branch in task.node.branches:
+                args, kwargs = task.router_args(branch)
+                task.route(branch, branch.router(*args, **kwargs))
+        loop.commit(tasks, save=False)  # the update is recorded below
         loop.next_nodes = kept + [n for n in loop.next_nodes if n not in kept]
     loop.step += 1
     new_id = new_checkpoint_id()
