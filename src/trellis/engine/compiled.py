@@ -736,6 +736,39 @@ class CompiledStateGraph:
             f"thread {thread_id!r} has no checkpoint before node {to_node!r} ran"
         )
 
+    def get_subgraphs(
+        self, *, namespace: str | None = None, recurse: bool = False
+    ) -> Iterator[tuple[str, CompiledStateGraph]]:
+        """The ``(namespace, graph)`` of each node that is a compiled graph, as
+        LangGraph's: ``namespace`` (``parent|child``, without task ids) picks one,
+        ``recurse`` goes into subgraphs' subgraphs.
+
+        >>> [name for name, _ in graph.get_subgraphs(recurse=True)]
+        ['research', 'research|search']
+        """
+        for name, node in self.plan.nodes.items():
+            if namespace is not None and namespace != name and not namespace.startswith(f"{name}|"):
+                continue
+            sub = node.subgraph
+            if sub is None:
+                continue
+            if name == namespace:
+                yield name, sub.graph
+                return
+            if namespace is None:
+                yield name, sub.graph
+            if recurse:
+                inner = None if namespace is None else namespace[len(name) + 1 :]
+                for path, graph in sub.graph.get_subgraphs(namespace=inner, recurse=True):
+                    yield f"{name}|{path}", graph
+
+    async def aget_subgraphs(
+        self, *, namespace: str | None = None, recurse: bool = False
+    ) -> AsyncIterator[tuple[str, CompiledStateGraph]]:
+        """The async twin of ``get_subgraphs``."""
+        for found in self.get_subgraphs(namespace=namespace, recurse=recurse):
+            yield found
+
     # -- drawing ------------------------------------------------------------
 
     def get_graph(
