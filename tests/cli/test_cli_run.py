@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -123,6 +124,39 @@ def test_an_interrupt_is_printed_with_its_id_and_resume_finishes_it(tmp_path: Pa
     state = state_of(done)
     assert state["escalated"] is True
     assert state["reply"] == "A support agent reviewed your case: refund approved"
+
+
+def test_two_interrupts_of_one_step_are_both_listed_and_resumed_by_id(tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path,
+        "two_asks",
+        """
+        import operator
+        from typing import Annotated, TypedDict
+        from trellis import StateGraph, START, interrupt
+
+        class S(TypedDict, total=False):
+            log: Annotated[list[str], operator.add]
+
+        builder = StateGraph(S)
+        builder.add_node("a", lambda s: {"log": ["a:" + interrupt("qa")]})
+        builder.add_node("b", lambda s: {"log": ["b:" + interrupt("qb")]})
+        builder.add_edge(START, "a")
+        builder.add_edge(START, "b")
+        graph = builder.compile()
+        """,
+    )
+    args = ("run", f"{module}:graph", "--thread", "t2", "--db", tmp_path / "t.db")
+    paused = trellis(*args, "--input", "{}")
+    assert paused.exit_code == 0, paused.output
+    assert "2 interrupt(s) waiting on thread t2" in paused.stderr
+    ids = dict(re.findall(r"^\s+(\w)\s+id (\S+)$", paused.stderr, re.MULTILINE))
+    assert sorted(ids) == ["a", "b"]
+    assert all(f'"{i}": <JSON>' in paused.stderr for i in ids.values())
+    answers = json.dumps({i: f"yes-{node}" for node, i in ids.items()})
+    done = trellis(*args, "--resume", answers)
+    assert done.exit_code == 0, done.output
+    assert sorted(state_of(done)["log"]) == ["a:yes-a", "b:yes-b"]
 
 
 def test_a_thread_id_that_looks_like_markup_is_printed_as_given(tmp_path: Path) -> None:

@@ -181,7 +181,9 @@ def _execute(
                 elif mode == "values":
                     outcome.values = chunk
                 elif mode == "updates" and "__interrupt__" in chunk:
-                    outcome.interrupts = list(chunk["__interrupt__"])
+                    # One chunk per interrupting task: a parallel step may bring several.
+                    seen = {i.id for i in outcome.interrupts}
+                    outcome.interrupts += [i for i in chunk["__interrupt__"] if i.id not in seen]
         except BaseException:
             _settle_failure(graph, config, tracker, view)
             if graph.checkpointer is not None and tracker.lines:
