@@ -165,7 +165,11 @@ def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None
     assert "thread 'nobody' has no checkpoints" in unknown.stderr
     bad_id = trellis("state", "c-1", "--db", db, "--checkpoint", "f" * 32)
     assert bad_id.exit_code == 1
-    assert "CheckpointNotFoundError" in bad_id.stderr
+    assert "error: thread 'c-1' has no checkpoint 'fff" in bad_id.stderr
+    assert "`trellis history c-1` lists its checkpoints" in bad_id.stderr
+    bad_diff = trellis("diff", "c-1", "a" * 32, "b" * 32, "--db", db)
+    assert bad_diff.exit_code == 1
+    assert f"error: thread 'c-1' has no checkpoint {'a' * 32!r}, {'b' * 32!r}" in bad_diff.stderr
     missing = tmp_path / "missing.db"
     for command in (["history", "c-1"], ["state", "c-1"], ["threads"]):
         result = trellis(*command, "--db", missing)

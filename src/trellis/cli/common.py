@@ -24,6 +24,7 @@ from trellis.persist.base import Database
 __all__ = [
     "DEFAULT_DB",
     "CliError",
+    "checkpoint_or_none",
     "DbOption",
     "err_console",
     "open_saver",
@@ -105,6 +106,21 @@ def reported_errors(
         for note in hints:
             console.print(escape(note), style="dim", soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def checkpoint_or_none(saver: Any, thread: str, checkpoint_id: str | None = None) -> Any:
+    """``saver.get_tuple``, with None for a checkpoint id the thread does not have
+    (the saver raises for it), so a command can name what to try instead.
+
+    >>> checkpoint_or_none(saver, "t1", "no-such-id") is None
+    True
+    """
+    from trellis.errors import CheckpointNotFoundError
+
+    try:
+        return saver.get_tuple(thread, checkpoint_id)
+    except CheckpointNotFoundError:
+        return None
 
 
 def parse_json(text: str, option: str) -> Any:

@@ -17,6 +17,7 @@ from rich.table import Table
 from trellis.cli.common import (
     CliError,
     DbOption,
+    checkpoint_or_none,
     err_console,
     open_saver,
     out_console,
@@ -89,7 +90,12 @@ def state_command(
     tasks that finished in a step that has not committed yet (a sibling asked a
     question or failed), which apply with it and do not run again."""
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
-        item = saver.get_tuple(thread, checkpoint)
+        item = checkpoint_or_none(saver, thread, checkpoint)
+        if item is None and checkpoint is not None and saver.get_tuple(thread) is not None:
+            raise CliError(
+                f"thread {thread!r} has no checkpoint {checkpoint!r}; "
+                f"`trellis history {thread}` lists its checkpoints"
+            )
         if item is None:
             raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         cp = item.checkpoint

@@ -17,6 +17,7 @@ from rich.markup import escape
 from trellis.cli.common import (
     CliError,
     DbOption,
+    checkpoint_or_none,
     err_console,
     open_saver,
     out_console,
@@ -87,8 +88,8 @@ def diff_command(
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         if saver.get_tuple(thread) is None:
             raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
-        a = saver.get_tuple(thread, first)
-        b = saver.get_tuple(thread, second)
+        a = checkpoint_or_none(saver, thread, first)
+        b = checkpoint_or_none(saver, thread, second)
         missing = [c for c, found in ((first, a), (second, b)) if found is None]
         if a is None or b is None:
             raise CliError(
