@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -176,6 +177,34 @@ def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None
         assert result.exit_code == 1
         assert "no checkpoint database at" in result.stderr
     assert not missing.exists()  # reading never creates a database
+
+
+def test_reading_another_programs_database_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    before = db.read_bytes()
+    for command in (["threads"], ["history", "t"], ["state", "t"], ["prune", "--keep-last", "1"]):
+        result = trellis(*command, "--db", db)
+        assert result.exit_code == 1, command
+        assert f"error: no Trellis checkpoints in {str(db)!r}; check --db" in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_a_database_url_of_another_kind_is_refused_without_a_file_or_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("postgresql+psycopg://app:s3cret@db.example/prod", "mysql://app:s3cret@db/x"):
+        result = trellis("threads", "--db", url)
+        assert result.exit_code == 1
+        scheme = url.split("://")[0]
+        assert f"database URL scheme {scheme!r} is not supported" in result.stderr
+        assert "s3cret" not in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_threads_lists_every_thread(tmp_path: Path) -> None:

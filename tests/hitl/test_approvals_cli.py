@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -179,6 +180,18 @@ def test_a_missing_database_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+def test_another_programs_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    before = db.read_bytes()
+    result = approvals("list", "--db", str(db))
+    assert result.exit_code == 1
+    assert f"no Trellis tables in {db}; check --db" in result.stderr
+    assert db.read_bytes() == before
+
+
 def test_a_mistyped_postgres_schema_is_refused_not_created(pg_url: str, pg_schema: str) -> None:
     import psycopg
 

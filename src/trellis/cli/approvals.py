@@ -69,14 +69,16 @@ def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     where = Database.from_url(target)
     if where.kind == "sqlite" and not Path(where.target).exists():
         raise CliError(f"no database at {target!r}; give --db (a SQLite file or a postgresql URL)")
-    # Asked before a store opens its pool: a mistyped ?schema= is refused rather than
-    # created, and an unreachable server fails at once rather than after the pool's wait.
-    if where.kind == "postgres" and not any(
+    # Asked before a store opens its pool: a mistyped ?schema= or --db is refused rather
+    # than given Trellis's tables, and an unreachable server fails at once rather than
+    # after the pool's wait.
+    if not any(
         where.has_table(table) for table in ("trellis_approval_requests", "trellis_checkpoints")
     ):
+        within = f"schema {where.schema!r} of " if where.kind == "postgres" else ""
         raise CliError(
-            f"no Trellis tables in schema {where.schema!r} of {shown_db(target)}; "
-            "check the URL and its ?schema="
+            f"no Trellis tables in {within}{shown_db(target)}; check --db"
+            + (" and its ?schema=" if where.kind == "postgres" else "")
         )
     if graph is None:
         queue = ReviewQueue.from_url(target)

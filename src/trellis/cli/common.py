@@ -201,6 +201,9 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
                 f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
                 f"{str(DEFAULT_DB)!r} unless given --db"
             )
+        if must_exist and not Database("sqlite", str(path)).has_table("trellis_checkpoints"):
+            # Opening the saver would add Trellis's tables to someone else's database.
+            raise CliError(f"no Trellis checkpoints in {str(path)!r}; check --db")
         saver = SqliteSaver.from_path(path)
     if graph is not None:
         from trellis.cli.loader import load_graph

@@ -440,6 +440,9 @@ class SaverBase(PutAsPutMany):
         return await self._call(self._blocking.prune, ttl=ttl, keep_last=keep_last, now=now)
 
 
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 @dataclass(frozen=True)
 class Database:
     """Where a saver keeps its rows, so the stores that live beside its checkpoints
@@ -488,6 +491,14 @@ class Database:
                 schema = checked_schema(named[-1])
                 url = f"{base}?{'&'.join(kept)}" if kept else base
             return cls("postgres", url, schema)
+        scheme = _URL_SCHEME.match(url)
+        if scheme is not None and scheme[1].lower() != "sqlite":
+            # Else a typo'd or SQLAlchemy-style URL (postgresql+psycopg://) would become
+            # a SQLite file named after it, its password in the path. Not named here.
+            raise InvalidConfigError(
+                f"database URL scheme {scheme[1]!r} is not supported: give a "
+                "postgresql:// URL or a SQLite file path"
+            )
         return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
 
     def has_table(self, name: str) -> bool:
