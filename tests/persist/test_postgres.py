@@ -431,3 +431,69 @@ async def test_an_async_connection_that_failed_unexpectedly_is_replaced(
         assert await backend() != first
     finally:
         await saver.aclose()
+
+
+def _named(url: str, name: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+def _backends(url: str, name: str) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    return int(_sql(url, sql, name)[0][0])
+
+
+async def test_a_burst_of_first_async_calls_stays_within_the_pool(
+    pg_url: str, pg_schema: str
+) -> None:
+    # Each of the burst used to set the schema up on a connection of its own.
+    name = f"trellis_burst_{pg_schema[-8:]}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    peak, done = 0, False
+
+    async def watch() -> None:
+        nonlocal peak
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            while not done:
+                row = await (await conn.execute(sql, (name,))).fetchone()
+                peak = max(peak, row[0] if row else 0)
+                await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.05)
+    try:
+        histories = [History(saver) for _ in range(30)]
+        await asyncio.gather(*(h.aput(set={"n": 1}) for h in histories))
+        for h in histories:
+            h.check(await saver.aget_tuple(h.thread_id))
+    finally:
+        done = True
+        await watcher
+        await saver.aclose()
+    assert 1 <= peak <= 3  # the pool's 2, and the one connection that set up
+
+
+async def test_a_closed_saver_raises_and_opens_no_pool_again(pg_url: str, pg_schema: str) -> None:
+    name = f"trellis_closed_{pg_schema[-8:]}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    h = History(saver)
+    await h.aput(set={"n": 1})
+    h.check(saver.get_tuple(h.thread_id))
+    await saver.aclose()
+    for read in (
+        lambda: saver.get_tuple(h.thread_id),
+        lambda: asyncio.run(saver.aget_tuple(h.thread_id)),
+    ):
+        with pytest.raises(CheckpointError, match="is closed; open a new one"):
+            await asyncio.to_thread(read)
+    with pytest.raises(CheckpointError, match="is closed; open a new one"):
+        await saver.aget_tuple(h.thread_id)  # on the loop whose pool it closed
+    deadline = time.monotonic() + 5
+    while _backends(pg_url, name) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _backends(pg_url, name) == 0
+    again = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, pool_size=2)
+    try:
+        h.check(again.get_tuple(h.thread_id))  # nothing was lost by closing
+    finally:
+        again.close()

@@ -334,6 +334,7 @@ class _Shared:
     alock: asyncio.Lock | None = None
     alock_loop: asyncio.AbstractEventLoop | None = None
     owns_apool: bool = False  # a pool the caller gave us is theirs to close
+    closed: bool = False  # close()d pools of our own: further use is an error, not a new pool
 
 
 class PostgresSaver(SqlSaverMethods):
@@ -382,6 +383,7 @@ class PostgresSaver(SqlSaverMethods):
         self._sql = PostgresDialect(schema)
         self._cache = ChainCache()
         self._sync_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
         info = conninfo_to_dict(pool.conninfo)
         self.where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
 
@@ -424,25 +426,48 @@ class PostgresSaver(SqlSaverMethods):
         sh = self._shared
         if sh.ready:
             return
-        try:
-            with psycopg.connect(sh.conninfo, **self._connect_kwargs()) as conn:
-                self._drive(conn, self._migrate_plan(), write=True)
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-        sh.ready = True
+        # One caller sets up, the others wait for it: each would open a connection
+        # of its own, outside the pool (a burst of first calls could exhaust the server).
+        with self._setup_lock:
+            if sh.ready:
+                return
+            try:
+                with psycopg.connect(sh.conninfo, **self._connect_kwargs()) as conn:
+                    self._drive(conn, self._migrate_plan(), write=True)
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+            sh.ready = True
 
     async def asetup(self) -> None:
         """:meth:`setup` for async code."""
         sh = self._shared
         if sh.ready:
             return
-        try:
-            conn = await psycopg.AsyncConnection.connect(sh.conninfo, **self._connect_kwargs())
-            async with conn:
-                await self._adrive(conn, self._migrate_plan(), write=True)
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-        sh.ready = True
+        async with self._loop_lock():  # as setup: one connection, not one per caller
+            if sh.ready:
+                return
+            try:
+                conn = await psycopg.AsyncConnection.connect(sh.conninfo, **self._connect_kwargs())
+                async with conn:
+                    await self._adrive(conn, self._migrate_plan(), write=True)
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+            sh.ready = True
+
+    def _check_open(self, pool: Any, owned: bool) -> None:
+        """A closed saver makes no pool anew (it would never be closed): it raises."""
+        if self._shared.closed and (pool is None or owned):
+            raise CheckpointError(
+                f"PostgresSaver at {self.where} is closed; open a new one to go on"
+            )
+
+    def _loop_lock(self) -> asyncio.Lock:
+        """The lock that serializes this saver's pool and setup work on the running loop."""
+        sh, loop = self._shared, asyncio.get_running_loop()
+        with self._sync_lock:
+            if sh.alock is None or sh.alock_loop is not loop:
+                sh.alock, sh.alock_loop = asyncio.Lock(), loop
+            return sh.alock
 
     def _migrate_plan(self) -> Plan[None]:
         s = self._sql.schema
@@ -476,6 +501,7 @@ class PostgresSaver(SqlSaverMethods):
 
     def _sync_pool(self) -> ConnectionPool[Any]:
         sh = self._shared
+        self._check_open(sh.pool, sh.owns_pool)
         if sh.pool is None:
             with self._sync_lock:
                 if sh.pool is None:
@@ -497,11 +523,9 @@ class PostgresSaver(SqlSaverMethods):
         sh, loop = self._shared, asyncio.get_running_loop()
         if sh.apool is not None and sh.apool_loop is loop and not sh.apool.closed:
             return sh.apool
-        with self._sync_lock:
-            if sh.alock is None or sh.alock_loop is not loop:
-                sh.alock, sh.alock_loop = asyncio.Lock(), loop
-            lock = sh.alock
-        async with lock:
+        self._check_open(sh.apool, sh.owns_apool)
+        async with self._loop_lock():
+            self._check_open(sh.apool, sh.owns_apool)
             if sh.apool is None or (sh.apool_loop is not None and sh.apool_loop is not loop):
                 # An async pool serves one event loop; a new loop gets its own pool.
                 sh.apool = AsyncConnectionPool(
@@ -524,17 +548,21 @@ class PostgresSaver(SqlSaverMethods):
         return Database("postgres", sh.conninfo, self.schema, dict(sh.kwargs))
 
     def close(self) -> None:
-        """Close the pools this saver created (not a pool it was given)."""
+        """Close the pools this saver created (not a pool it was given); a closed
+        saver raises CheckpointError on use rather than opening new pools."""
         sh = self._shared
+        if sh.owns_pool or sh.owns_apool:
+            sh.closed = True
         if sh.owns_pool and sh.pool is not None:
             sh.pool.close()
 
     async def aclose(self) -> None:
         """Close the async pool (and the sync one this saver created)."""
         sh = self._shared
+        if sh.owns_pool or sh.owns_apool:
+            sh.closed = True
         if sh.owns_apool and sh.apool is not None and sh.apool_loop is asyncio.get_running_loop():
             await sh.apool.close()
-            sh.apool = None
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:
