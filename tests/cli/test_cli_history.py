@@ -353,3 +353,14 @@ def test_a_printed_database_url_hides_its_password() -> None:
     )
     assert shown_db("runs.db") == "runs.db"
     assert shown_db("postgresql://app@db/prod") == "postgresql://app@db/prod"
+
+
+def test_help_shows_the_defaults_and_what_ttl_removes() -> None:
+    def help_of(*command: str) -> str:
+        result = CliRunner(env={"COLUMNS": "300"}).invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    assert "[default: .trellis/trellis.db]" in help_of("threads")
+    assert "[default: $TRELLIS_REVIEWER or your login]" in help_of("approvals", "approve")
+    assert "--ttl also removes whole threads" in help_of("prune")

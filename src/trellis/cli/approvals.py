@@ -56,7 +56,7 @@ GraphOption = Annotated[
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The request id.")]
 ReviewerOption = Annotated[
     str | None,
-    typer.Option("--reviewer", help="Who decides [default: $TRELLIS_REVIEWER or your login]."),
+    typer.Option("--reviewer", help="Who decides \\[default: $TRELLIS_REVIEWER or your login]."),
 ]
 NotesOption = Annotated[str | None, typer.Option("--notes", help="Why (kept in the audit trail).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -41,7 +41,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
-        "[default: .trellis/trellis.db].",
+        "\\[default: .trellis/trellis.db].",
     ),
 ]
 """``--db``, as every command that opens the checkpoint database takes it."""

@@ -152,9 +152,11 @@ def prune_command(
         int | None, typer.Option("--keep-last", min=1, help="Keep each thread's newest N.")
     ] = None,
 ) -> None:
-    """Apply retention: drop old checkpoints (heads, their parents and pending
-    interrupts always stay) and, with --ttl, the run history (``trellis trace``) of
-    runs that ended before."""
+    """Apply retention: --keep-last keeps each thread's newest N checkpoints (heads,
+    their parents and pending interrupts always stay); --ttl also removes whole
+    threads last written before then, unless they wait on a person (an interrupt
+    or a breakpoint), and the run history (``trellis trace``) of runs that ended
+    before."""
     with reported_errors(err_console()):
         if ttl is None and keep_last is None:
             raise CliError("give --ttl SECONDS and/or --keep-last N")
