@@ -358,6 +358,34 @@ def test_compile_options_survive_the_recompile_with_a_checkpointer(tmp_path: Pat
     assert state_of(finished) == {"n": 20}
 
 
+def test_a_pause_under_the_graphs_memory_saver_offers_no_resume_that_cannot_work(
+    tmp_path: Path,
+) -> None:
+    module = write_module(
+        tmp_path,
+        "memory_ask",
+        """
+        from typing import TypedDict
+        from trellis import StateGraph, START, interrupt
+        from trellis.persist.memory import MemorySaver
+
+        class State(TypedDict, total=False):
+            ok: str
+
+        builder = StateGraph(State)
+        builder.add_node("ask", lambda s: {"ok": interrupt("ship it?")})
+        builder.add_edge(START, "ask")
+        graph = builder.compile(checkpointer=MemorySaver())
+        """,
+    )
+    result = trellis("run", f"{module}:graph", "--thread", "m1", "--input", "{}")
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "⏸ paused on thread m1" in stderr
+    assert "keeps nothing after this command exits" in stderr
+    assert "resume with" not in stderr and "inspect it with" not in stderr
+
+
 def test_a_graph_with_its_own_checkpointer_keeps_it(tmp_path: Path) -> None:
     module = write_module(
         tmp_path,

@@ -274,6 +274,19 @@ def _report_pause(
     """Say why the run stopped early, if it did, and the command that goes on
     (``again``: the command that continues the thread)."""
     snapshot = graph.get_state(config)
+    # A checkpointer keeping nothing outside this process (a MemorySaver the graph
+    # brought): no later command can resume or inspect the thread.
+    from trellis.persist.memory import MemorySaver
+
+    gone = isinstance(graph.checkpointer, MemorySaver)
+    if gone and (outcome.interrupts or snapshot.next):
+        notes = (
+            "[yellow]note:[/] the graph's own checkpointer keeps nothing after this command "
+            "exits, so the thread cannot be resumed or inspected from the command line; "
+            "compile the graph without a checkpointer and `trellis run` saves it to --db"
+        )
+        err.print(f"\n[bold yellow]⏸ paused[/] on thread {escape(thread_id)}\n{notes}")
+        return
     if outcome.interrupts:
         owner = {i.id: t.name for t in snapshot.tasks for i in t.interrupts}
         n = len(outcome.interrupts)
