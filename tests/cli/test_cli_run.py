@@ -386,6 +386,51 @@ def test_a_pause_under_the_graphs_memory_saver_offers_no_resume_that_cannot_work
     assert "resume with" not in stderr and "inspect it with" not in stderr
 
 
+def test_a_file_path_and_its_module_name_are_the_same_graph_for_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checkpoints name the state's classes by module: a thread started from the
+    # file must read and resume under the module name a worker would import.
+    package = f"pkg_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / package).mkdir()
+    write_module(
+        tmp_path / package,
+        "flow",
+        """
+        import dataclasses
+        from typing import TypedDict
+        from trellis import StateGraph, START, interrupt
+
+        @dataclasses.dataclass
+        class Item:
+            name: str
+
+        class S(TypedDict, total=False):
+            item: Item
+            ok: str
+
+        builder = StateGraph(S)
+        builder.add_node("make", lambda s: {"item": Item("box")})
+        builder.add_node("ask", lambda s: {"ok": interrupt("ship " + s["item"].name + "?")})
+        builder.add_edge(START, "make")
+        builder.add_edge("make", "ask")
+        graph = builder.compile()
+        """,
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    db = tmp_path / "t.db"
+    started = trellis("run", f"{package}/flow.py:graph", "-t", "t1", "--db", db, "--input", "{}")
+    assert started.exit_code == 0, started.output
+    assert "ship box?" in started.stderr
+    state = trellis("state", "t1", "--db", db, "--graph", f"{package}.flow:graph")
+    assert state.exit_code == 0, state.output
+    assert json.loads(state.stdout)["values"]["item"] == {"name": "box"}
+    done = trellis("run", f"{package}.flow:graph", "-t", "t1", "--db", db, "--resume", '"yes"')
+    assert done.exit_code == 0, done.output
+    assert state_of(done)["ok"] == "yes"
+
+
 def test_a_graph_with_its_own_checkpointer_keeps_it(tmp_path: Path) -> None:
     module = write_module(
         tmp_path,

@@ -60,6 +60,17 @@ def _import(name: str) -> Any:
 def _import_file(path: Path) -> Any:
     if not path.is_file():
         raise CliError(f"no such file: {str(path)!r}")
+    dotted = _dotted_name(path)
+    if dotted is not None:
+        # As MODULE:ATTR: checkpoints name the state's classes by module, so a thread
+        # started as rp/dc.py:graph must be readable as rp.dc:graph, and by a worker
+        # that imports rp.dc.
+        try:
+            module = _import(dotted)
+        except CliError:  # the name is another (installed) package's: load the file itself
+            module = None
+        if Path(getattr(module, "__file__", "") or "").resolve() == path.resolve():
+            return module
     name = f"_trellis_cli_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -68,6 +79,17 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _dotted_name(path: Path) -> str | None:
+    """``rp/dc.py`` under the current directory as the module name ``rp.dc``; None
+    for a file outside it or a path that is no module name."""
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve()).with_suffix("")
+    except ValueError:
+        return None
+    parts = relative.parts
+    return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else None
 
 
 def _as_graph(obj: Any, target: str) -> CompiledStateGraph:
