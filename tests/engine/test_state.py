@@ -934,3 +934,14 @@ def test_bulk_update_state_saves_every_superstep_or_none(saver_factory: Any) -> 
     assert history[0].values == {"log": ["a", "b", "c", "A", "B"], "a": "x"}
     assert history[1].values["log"][-1] == "A" and history[1].next == ("b", "c")
     assert [h.metadata["source"] for h in history[:2]] == ["update", "update"]
+
+
+def test_an_update_that_starts_a_thread_holds_every_keys_default() -> None:
+    builder = StateGraph(S)
+    builder.add_node("count", lambda s: {"log": [f"count:{len(s['log'])}"]})
+    builder.add_edge(START, "count")
+    app = builder.compile(checkpointer=MemorySaver())
+    cfg = thread()
+    app.update_state(cfg, {"a": "seeded"})
+    assert app.get_state(cfg).values == {"a": "seeded", "log": []}
+    assert app.invoke(None, cfg) == {"a": "seeded", "log": ["count:0"]}

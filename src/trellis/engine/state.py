@@ -443,6 +443,11 @@ def update_loop(
             inherit_compensations(loop, head)  # an edit of an older checkpoint forks too
     else:
         loop.step = -1  # as LangGraph: the first checkpoint of a thread made by an update is step 0
+        # A thread's first checkpoint holds every key's default (a reducer's empty
+        # list), as the one a run's input makes would.
+        for key, make in graph.plan.initial.items():
+            loop.values[key] = make()
+            loop.updated.add(key)
     loop.expected_head = head.checkpoint.id if head is not None else None
     for _, name in updates:
         if name is not None and name not in graph.plan.nodes and name not in (START, END):
