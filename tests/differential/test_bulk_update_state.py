@@ -121,3 +121,22 @@ def test_bad_supersteps_raise_as_in_langgraph(case: str) -> None:
         expected = getattr(api, error) if isinstance(error, str) else error
         with pytest.raises(expected):
             app.bulk_update_state(cfg, make(api.StateUpdate))
+
+
+def test_an_update_as_a_met_joins_target_leaves_it_scheduled_as_in_langgraph() -> None:
+    def observe(api: SimpleNamespace) -> list[Any]:
+        g = api.StateGraph(S)
+        for name in "spqjk":
+            g.add_node(name, lambda s, name=name: {"log": [name]})
+        g.add_edge(api.START, "s")
+        g.add_edge("s", "p")
+        g.add_edge("s", "q")
+        g.add_edge(["p", "q"], "j")
+        g.add_edge("j", "k")
+        app = g.compile(checkpointer=api.Saver(), interrupt_before=["j"])
+        cfg = {"configurable": {"thread_id": "t"}}
+        app.invoke({"log": []}, cfg)
+        app.update_state(cfg, {"log": ["j-by-hand"]}, as_node="j")
+        return [app.get_state(cfg).next, app.invoke(None, cfg), app.invoke(None, cfg)]
+
+    assert observe(trellis_api()) == observe(langgraph_api())

@@ -473,10 +473,10 @@ def update_loop(
             tasks.append(task)
         # As LangGraph, whose update is a step of its own: what ran before it
         # scheduled is dropped, except a join's target (its barrier was met and
-        # stays met until the target runs); then what the nodes lead to.
+        # stays met until the target runs, even an update as the target itself);
+        # then what the nodes lead to.
         joined = graph.plan.join_targets
-        names = {task.name for task in tasks}
-        kept = [n for n in loop.next_nodes if n not in names and n in joined]
+        kept = [n for n in loop.next_nodes if n in joined]
         loop.next_nodes, loop.next_sends = [], []
         # As if the nodes had just run: their routers see the update and pick what is next.
         for task in tasks:
