@@ -345,17 +345,6 @@ def test_a_persistent_subgraph_streams_the_namespace_its_state_is_under() -> Non
     assert (inside.values["log"], inside.next) == (["s1"], ("ask",))
 
 
-def test_a_subgraph_task_that_has_not_run_points_at_its_namespace() -> None:
-    builder = StateGraph(Parent)
-    builder.add_node("sub", _child(work=lambda s: {"answer": "done"}))
-    builder.add_edge(START, "sub")
-    graph = builder.compile(checkpointer=MemorySaver(), interrupt_before=["sub"])
-    config = {"configurable": {"thread_id": "before"}}
-    graph.invoke({"q": "x"}, config)
-    (task,) = graph.get_state(config, subgraphs=True).tasks
-    assert task.state["configurable"]["checkpoint_ns"].startswith("sub:")
-
-
 @pytest.mark.parametrize("how", ["resume", "retry"])
 def test_a_subgraph_that_failed_carries_on_from_its_failed_step(how: str) -> None:
     """Resumed (invoke(None)) or retried, it does not start over from its input."""
@@ -469,3 +458,24 @@ def test_the_runs_context_reaches_the_nodes_of_a_subgraph(how: str) -> None:
         )
         out = [chunk for _, chunk in chunks][-1]
     assert out == {"log": ["alice"]}
+
+
+def test_get_state_subgraphs_shows_a_subgraph_not_yet_started_as_an_empty_snapshot() -> None:
+    from trellis import StateSnapshot
+
+    inner = StateGraph(Log)
+    inner.add_node("c1", lambda s: {"log": ["c1"]})
+    inner.add_edge(START, "c1")
+    outer = StateGraph(Log)
+    outer.add_node("p", lambda s: {"log": ["p"]})
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "p")
+    outer.add_edge("p", "sub")
+    app = outer.compile(checkpointer=MemorySaver(), interrupt_before=["sub"])
+    cfg = {"configurable": {"thread_id": "t"}}
+    app.invoke({"log": []}, cfg)
+    (task,) = app.get_state(cfg, subgraphs=True).tasks
+    assert isinstance(task.state, StateSnapshot)
+    assert (task.state.values, task.state.next, task.state.created_at) == ({}, (), None)
+    assert task.state.config["configurable"]["checkpoint_ns"].startswith("sub:")
+    assert app.invoke(None, cfg)["log"][-1] == "c1"

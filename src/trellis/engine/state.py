@@ -205,13 +205,12 @@ def subgraph_configs(snap: StateSnapshot) -> dict[str, RunnableConfig]:
 
 def with_subgraph_states(snap: StateSnapshot, found: Mapping[str, StateSnapshot]) -> StateSnapshot:
     """``snap`` with each subgraph task's ``state`` config replaced by the snapshot
-    ``found`` has for its namespace (kept as the config where the subgraph has not
-    run yet: its snapshot is empty)."""
+    ``found`` has for its namespace (empty where the subgraph has not run yet, as
+    LangGraph's)."""
     tasks = []
     for task in snap.tasks:
         child = found.get(task.state["configurable"]["checkpoint_ns"]) if task.state else None
-        ran = child is not None and child.created_at is not None
-        tasks.append(replace(task, state=child) if ran else task)
+        tasks.append(replace(task, state=child) if child is not None else task)
     return replace(snap, tasks=tuple(tasks))
 
 
