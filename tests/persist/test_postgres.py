@@ -497,3 +497,42 @@ async def test_a_closed_saver_raises_and_opens_no_pool_again(pg_url: str, pg_sch
         h.check(again.get_tuple(h.thread_id))  # nothing was lost by closing
     finally:
         again.close()
+
+
+def test_two_event_loops_in_turn_keep_one_async_pool_each(pg_url: str, pg_schema: str) -> None:
+    # Each loop's call used to find the other loop's pool and build a new one.
+    name = f"trellis_loops_{pg_schema[-8:]}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    saver.setup()
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            while not done.is_set():
+                seen.update(pid for (pid,) in conn.execute(sql, (name,)).fetchall())
+                time.sleep(0.005)
+
+    def worker(tag: str) -> None:
+        async def main() -> None:
+            for i in range(20):
+                h = History(saver, thread_id=f"{tag}-{i}")
+                await h.aput(set={"n": i})
+                h.check(await saver.aget_tuple(h.thread_id))
+
+        asyncio.run(main())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        workers = [threading.Thread(target=worker, args=(tag,)) for tag in "ab"]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        done.set()
+        watcher.join()
+        saver.close()
+    assert len(seen) <= 4  # two loops, a pool of at most 2 connections each

@@ -16,8 +16,9 @@ import json
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -331,9 +332,15 @@ class _Shared:
     kwargs: dict[str, Any]
     ready: bool = False
     apool_loop: asyncio.AbstractEventLoop | None = None
-    alock: asyncio.Lock | None = None
-    alock_loop: asyncio.AbstractEventLoop | None = None
     owns_apool: bool = False  # a pool the caller gave us is theirs to close
+    # An async pool serves one event loop: a loop other than apool's (another
+    # thread's asyncio.run, say) gets a pool of its own, dropped with the loop.
+    loop_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = (
+        field(default_factory=weakref.WeakKeyDictionary)
+    )
+    loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     closed: bool = False  # close()d pools of our own: further use is an error, not a new pool
 
 
@@ -465,9 +472,10 @@ class PostgresSaver(SqlSaverMethods):
         """The lock that serializes this saver's pool and setup work on the running loop."""
         sh, loop = self._shared, asyncio.get_running_loop()
         with self._sync_lock:
-            if sh.alock is None or sh.alock_loop is not loop:
-                sh.alock, sh.alock_loop = asyncio.Lock(), loop
-            return sh.alock
+            lock = sh.loop_locks.get(loop)
+            if lock is None:
+                lock = sh.loop_locks[loop] = asyncio.Lock()
+            return lock
 
     def _migrate_plan(self) -> Plan[None]:
         s = self._sql.schema
@@ -523,23 +531,38 @@ class PostgresSaver(SqlSaverMethods):
         sh, loop = self._shared, asyncio.get_running_loop()
         if sh.apool is not None and sh.apool_loop is loop and not sh.apool.closed:
             return sh.apool
-        self._check_open(sh.apool, sh.owns_apool)
+        pool = sh.loop_pools.get(loop)
+        if pool is not None and not pool.closed:
+            return pool
         async with self._loop_lock():
-            self._check_open(sh.apool, sh.owns_apool)
-            if sh.apool is None or (sh.apool_loop is not None and sh.apool_loop is not loop):
-                # An async pool serves one event loop; a new loop gets its own pool.
-                sh.apool = AsyncConnectionPool(
-                    sh.conninfo,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    open=False,
-                    kwargs=own_connection_kwargs(sh.kwargs),
-                )
-                sh.owns_apool = True
-            if sh.apool.closed:
-                await sh.apool.open(wait=False)
-            sh.apool_loop = loop
-        return sh.apool
+            main = sh.apool_loop
+            if sh.apool is None or main is None or main is loop or main.is_closed():
+                # The saver's pool: the caller's, or ours, made for the first loop and
+                # made anew once that loop has closed (an earlier asyncio.run).
+                self._check_open(sh.apool, sh.owns_apool)
+                if sh.apool is None or (main is not None and main is not loop):
+                    sh.apool, sh.owns_apool = self._new_async_pool(), True
+                if sh.apool.closed:
+                    await sh.apool.open(wait=False)
+                sh.apool_loop = loop
+                return sh.apool
+            pool = sh.loop_pools.get(loop)
+            self._check_open(pool, True)
+            if pool is None:
+                pool = sh.loop_pools[loop] = self._new_async_pool()
+            if pool.closed:
+                await pool.open(wait=False)
+            return pool
+
+    def _new_async_pool(self) -> AsyncConnectionPool[Any]:
+        sh = self._shared
+        return AsyncConnectionPool(
+            sh.conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            kwargs=own_connection_kwargs(sh.kwargs),
+        )
 
     @property
     def database(self) -> Database:
@@ -551,7 +574,7 @@ class PostgresSaver(SqlSaverMethods):
         """Close the pools this saver created (not a pool it was given); a closed
         saver raises CheckpointError on use rather than opening new pools."""
         sh = self._shared
-        if sh.owns_pool or sh.owns_apool:
+        if sh.owns_pool or sh.owns_apool or sh.loop_pools:
             sh.closed = True
         if sh.owns_pool and sh.pool is not None:
             sh.pool.close()
@@ -559,10 +582,14 @@ class PostgresSaver(SqlSaverMethods):
     async def aclose(self) -> None:
         """Close the async pool (and the sync one this saver created)."""
         sh = self._shared
-        if sh.owns_pool or sh.owns_apool:
+        if sh.owns_pool or sh.owns_apool or sh.loop_pools:
             sh.closed = True
-        if sh.owns_apool and sh.apool is not None and sh.apool_loop is asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        if sh.owns_apool and sh.apool is not None and sh.apool_loop is loop:
             await sh.apool.close()
+        pool = sh.loop_pools.pop(loop, None)
+        if pool is not None:
+            await pool.close()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:
