@@ -34,9 +34,9 @@ from trellis.errors import (
     InvalidConfigError,
     InvalidUpdateError,
 )
-from trellis.graph.reducers import NOT_OVERWRITE, overwrite_value, two_overwrites
+from trellis.graph.reducers import ABSENT, DROPPED, reduce_write
 from trellis.persist.base import PendingWrite, new_checkpoint_id
-from trellis.types import END, START, Command, Overwrite, Replaced, RunnableConfig, Send
+from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
     from trellis.engine.output import OutputKeys
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MISSING", "NO_RESUME", "RunLoop"]
 
-MISSING: Any = object()
+MISSING: Any = ABSENT  # a key not written yet (the reducers' own marker)
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
@@ -690,21 +690,10 @@ class RunLoop:
             if reducer is None:
                 new = value
             else:
-                kind = type(value)
-                if kind is Replaced:  # a reviewer's edit: the writes after it fold in
-                    new = value.value
-                elif (kind is Overwrite or kind is dict) and (
-                    new := overwrite_value(value)
-                ) is not NOT_OVERWRITE:
-                    if overwritten is None:
-                        overwritten = self.overwritten = set()
-                    elif key in overwritten:
-                        raise two_overwrites(key)
-                    overwritten.add(key)
-                elif overwritten and key in overwritten:
+                new, overwritten = reduce_write(reducer, key, old, value, overwritten)
+                self.overwritten = overwritten
+                if new is DROPPED:
                     continue
-                else:
-                    new = value if old is MISSING else reducer(old, value)
             values[key] = new
             updated.add(key)
             if key not in appendable:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL
 from trellis.graph.node import BranchSpec, NodeSpec, call_shape
-from trellis.graph.reducers import NOT_OVERWRITE, add_messages, overwrite_value, two_overwrites
+from trellis.graph.reducers import ABSENT, DROPPED, add_messages, reduce_write
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
 from trellis.resilience.retry import normalize_policies
-from trellis.types import END, START, Overwrite, Replaced
+from trellis.types import END, START
 
 if TYPE_CHECKING:
     from trellis.graph.builder import StateGraph
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["BranchPlan", "GraphPlan", "JoinPlan", "NodePlan", "build_plan"]
 
 InputMaker = Callable[[Mapping[str, Any]], Any]
-_ABSENT: Any = object()
 
 
 @dataclass(slots=True)
@@ -145,24 +144,11 @@ class GraphPlan:
             if reducer is None:
                 values[key] = value
                 continue
-            kind = type(value)
-            if kind is Replaced:  # a reviewer's edit: the writes after it fold in
-                values[key] = value.value
-                continue
-            if kind is Overwrite or kind is dict:
-                new = overwrite_value(value)
-                if new is not NOT_OVERWRITE:
-                    if overwritten is None:
-                        overwritten = set()
-                    elif key in overwritten:
-                        raise two_overwrites(key)
-                    overwritten.add(key)
-                    values[key] = new
-                    continue
-            if overwritten and key in overwritten:
-                continue
-            current = values.get(key, _ABSENT)
-            values[key] = value if current is _ABSENT else reducer(current, value)
+            new, overwritten = reduce_write(
+                reducer, key, values.get(key, ABSENT), value, overwritten
+            )
+            if new is not DROPPED:
+                values[key] = new
         return overwritten
 
     def input_after(

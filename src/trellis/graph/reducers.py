@@ -18,6 +18,8 @@ from trellis.errors import InvalidUpdateError
 from trellis.types import Overwrite, Replaced
 
 __all__ = [
+    "ABSENT",
+    "DROPPED",
     "NOT_OVERWRITE",
     "REMOVE_ALL_MESSAGES",
     "MessagesState",
@@ -26,6 +28,7 @@ __all__ = [
     "fold_writes",
     "langchain_messages",
     "overwrite_value",
+    "reduce_write",
     "shown",
     "two_overwrites",
 ]
@@ -47,6 +50,41 @@ def overwrite_value(value: Any) -> Any:
         if value.get("type") == _OVERWRITE and "value" in value:
             return value["value"]
     return NOT_OVERWRITE
+
+
+ABSENT: Any = object()
+"""A state key's value before anything was written to it."""
+DROPPED: Any = object()
+"""``reduce_write``'s result for a write that an ``Overwrite`` of the step replaces."""
+
+
+def reduce_write(
+    reducer: Callable[[Any, Any], Any],
+    key: str,
+    old: Any,
+    value: Any,
+    overwritten: set[str] | None,
+) -> tuple[Any, set[str] | None]:
+    """What reducer key ``key``, holding ``old`` (or ``ABSENT``), holds after one
+    write of a step, and the step's set of keys an ``Overwrite`` replaced (made on
+    its first). A reviewer's ``Replaced`` edit is taken as is and later writes fold
+    into it; an ``Overwrite`` wins over the step's other writes (two raise), which
+    come back ``DROPPED``."""
+    kind = type(value)
+    if kind is Replaced:
+        return value.value, overwritten
+    if kind is Overwrite or kind is dict:
+        new = overwrite_value(value)
+        if new is not NOT_OVERWRITE:
+            if overwritten is None:
+                overwritten = set()
+            elif key in overwritten:
+                raise two_overwrites(key)
+            overwritten.add(key)
+            return new, overwritten
+    if overwritten and key in overwritten:
+        return DROPPED, overwritten
+    return (value if old is ABSENT else reducer(old, value)), overwritten
 
 
 def shown(update: dict[str, Any]) -> dict[str, Any]:
