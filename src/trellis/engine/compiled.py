@@ -653,7 +653,7 @@ class CompiledStateGraph:
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = self._load((*where, ns))
-        writer = state.writer_step(saved, steps[0][0][1]) if len(steps[0]) == 1 else None
+        writer = state.writer_step(saved, steps)
         parent = self.checkpointer.get_tuple(where[0], writer, checkpoint_ns=ns) if writer else None
         loop = state.bulk_update_loop(graph, config, saved, head, steps, parent)
         drivers.perform(loop)
@@ -669,7 +669,7 @@ class CompiledStateGraph:
         where = state.thread_of(self, config)
         graph, ns = state.in_namespace(self, config)
         saved, head = await self._aload((*where, ns))
-        writer = state.writer_step(saved, steps[0][0][1]) if len(steps[0]) == 1 else None
+        writer = state.writer_step(saved, steps)
         parent = (
             await self.checkpointer.aget_tuple(where[0], writer, checkpoint_ns=ns)
             if writer

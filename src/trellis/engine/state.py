@@ -288,11 +288,18 @@ def _listed(
     return pairs is not None and metadata_matcher(pairs)(canonical_json(saved.metadata))
 
 
-def writer_step(saved: CheckpointTuple | None, as_node: str | None) -> str | None:
-    """The checkpoint to read to infer ``as_node`` for an update of ``saved``: its
-    parent, when a step of the graph made it (not an update, a fork or the input)
-    and no ``as_node`` was given; else None."""
-    if as_node is not None or saved is None or saved.metadata.get("source") != "loop":
+Update = tuple[Any, "str | None"]
+"""One update of a superstep: its values and the node it counts as written by."""
+
+
+def writer_step(saved: CheckpointTuple | None, supersteps: list[list[Update]]) -> str | None:
+    """The checkpoint to read to infer ``as_node`` for the first superstep of updates
+    of ``saved``: its parent, when a step of the graph made it (not an update, a fork
+    or the input) and that superstep is one update without ``as_node``; else None."""
+    first = supersteps[0]
+    if len(first) != 1 or first[0][1] is not None:
+        return None
+    if saved is None or saved.metadata.get("source") != "loop":
         return None
     return saved.checkpoint.parent_id
 
@@ -332,10 +339,6 @@ def _copy_loop(
     loop.expected_head = head.checkpoint.id if head is not None else None
     loop.fork()
     return loop
-
-
-Update = tuple[Any, "str | None"]
-"""One update of a superstep: its values and the node it counts as written by."""
 
 
 def supersteps_of(supersteps: Any) -> list[list[Update]]:
