@@ -91,15 +91,16 @@ def state_command(
     question or failed), which apply with it and do not run again."""
     with reported_errors(err_console()), open_saver(db, must_exist=True, graph=graph) as saver:
         item = checkpoint_or_none(saver, thread, checkpoint)
-        if item is None and checkpoint is not None and saver.get_tuple(thread) is not None:
+        head = item if checkpoint is None else saver.get_tuple(thread)
+        if head is None:
+            raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
+        if item is None:
             raise CliError(
                 f"thread {thread!r} has no checkpoint {checkpoint!r}; "
                 f"`trellis history {thread}` lists its checkpoints"
             )
-        if item is None:
-            raise CliError(f"thread {thread!r} has no checkpoints in {saver_label(saver)}")
         cp = item.checkpoint
-        live = checkpoint is None or cp.id == _head_id(saver, thread)
+        live = cp.id == head.checkpoint.id
         errors = [
             {"node": w.task_name, **_as_dict(w.value)}
             for w in item.pending_writes
@@ -175,11 +176,6 @@ def prune_command(
                     runs = max(0, before - count())  # runs may end meanwhile
                 report += f" and the history of {runs} run(s)"
         typer.echo(report)
-
-
-def _head_id(saver: Any, thread: str) -> str | None:
-    head = saver.get_tuple(thread)
-    return head.checkpoint.id if head is not None else None
 
 
 def _next(item: CheckpointTuple, live: bool) -> list[str]:
