@@ -356,7 +356,8 @@ def _gate_of(graph: Any, request: ApprovalRequest) -> tuple[Any, Any, Any] | Non
         node = graph.plan.nodes[task.name]
         inner = task.state
         # Asked inside the subgraph, rather than by a gate on the subgraph node itself
-        # (whose subgraph has not started: its state is then only a config).
+        # (whose subgraph has not started: its snapshot is empty; it is only a config
+        # where the subgraph keeps a checkpointer of its own).
         asked_inside = isinstance(inner, StateSnapshot) and _waiting(inner, request.id)
         if node.subgraph is not None and asked_inside:
             graph, snapshot = node.subgraph.graph, inner
