@@ -366,11 +366,11 @@ def supersteps_of(supersteps: Any) -> list[list[Update]]:
         if not updates:
             raise ValueError(f"bulk_update_state: superstep {i} has no updates")
         if len(updates) > 1:
-            for _, as_node in updates:
+            for j, (_, as_node) in enumerate(updates):
                 if as_node is None:
                     raise InvalidUpdateError(
                         f"bulk_update_state: superstep {i} applies {len(updates)} updates, "
-                        "so each needs as_node"
+                        f"so each needs as_node; update {j} has none"
                     )
                 if as_node in (END, COPY):
                     raise InvalidUpdateError(
@@ -453,7 +453,9 @@ def update_loop(
     loop.expected_head = head.checkpoint.id if head is not None else None
     for _, name in updates:
         if name is not None and name not in graph.plan.nodes and name not in (START, END):
-            raise InvalidUpdateError(f"update_state(as_node={name!r}): the graph has no such node")
+            raise InvalidUpdateError(
+                f"update_state(as_node={name!r}): graph {graph.name!r} has no such node"
+            )
     routed = as_node if as_node is not None else _writer_of(saved, parent)
     if routed is None or routed == END:
         node = graph.plan.nodes.get(routed or "", graph.plan.start)
