@@ -83,6 +83,28 @@ def test_a_timeout_under_a_retry_policy_is_reported_and_counted_as_a_timeout() -
     assert (node["failures"], node["timeouts"], node["retries"]) == (1, 1, 1)
 
 
+class TimeoutSettingInvalid(ValueError):
+    """A user's error whose name mentions a timeout but which is not one."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "counted"),
+    [(TimeoutSettingInvalid("bad setting"), "failures"), (TimeoutError("socket"), "timeouts")],
+)
+def test_only_a_real_timeout_is_counted_as_one(raised: Exception, counted: str) -> None:
+    def work(state: S) -> dict[str, int]:
+        raise raised
+
+    sink = MemorySink()
+    graph = _one_node(work, observers=[sink], metrics=True)
+    with pytest.raises(type(raised)):
+        graph.invoke({})
+    node = graph.metrics()["nodes"]["work"]
+    assert (node["failures"], node["timeouts"]) == (1, 1 if counted == "timeouts" else 0)
+    status = "timeout" if counted == "timeouts" else "error"
+    assert ("task_error", status) in _kinds(sink, "work")
+
+
 async def test_a_task_stopped_because_a_sibling_failed_is_not_its_failure() -> None:
     async def bad(state: S) -> dict[str, int]:
         raise ValueError("bad input")

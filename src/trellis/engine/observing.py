@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
-from trellis.errors import NodeError
+from trellis.errors import NodeError, NodeTimeoutError
 from trellis.observe.events import (
     NO_DATA,
     Event,
@@ -515,9 +515,12 @@ def _step_status(error: BaseException | None, cancelled: bool) -> str:
 
 
 def _failure_status(error: BaseException) -> str:
-    """``timeout`` for an error that is (or, under a retry policy, wraps) a timeout."""
+    """``timeout`` for an error that is (or, under a retry policy, wraps) the node's
+    own timeout or a ``TimeoutError`` (asyncio's and socket's included), not for any
+    error whose class name merely mentions one."""
     cause = error.original if isinstance(error, NodeError) else error
-    return Outcome.TIMEOUT if "Timeout" in type(cause).__name__ else Outcome.ERROR
+    timed_out = isinstance(cause, (NodeTimeoutError, TimeoutError))
+    return Outcome.TIMEOUT if timed_out else Outcome.ERROR
 
 
 def _error_fields(error: BaseException | None) -> dict[str, Any]:
