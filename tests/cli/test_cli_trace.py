@@ -144,6 +144,36 @@ def test_trace_of_an_unknown_run_names_it_and_the_runs_there(
     assert "thread 't1' has no run 'no-such-run'; its runs: " in result.output
 
 
+def test_trace_takes_the_short_run_id_its_tree_prints(
+    traced_run: tuple[CliRunner, Path],
+) -> None:
+    runner, db = traced_run
+    tree = runner.invoke(app, ["trace", "t1", "--db", str(db)]).output
+    short = next(line.split()[1] for line in tree.splitlines() if line.startswith("run "))
+    assert len(short) == 8
+    result = runner.invoke(app, ["trace", "t1", "--db", str(db), "--run", short, "--json"])
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)["runs"]
+    assert only["run_id"].startswith(short)
+
+
+def test_a_run_prefix_shared_by_two_runs_is_refused_naming_both(tmp_path: Path) -> None:
+    from trellis.persist.events import event_log_for
+    from trellis.persist.sqlite import SqliteSaver
+
+    db = tmp_path / "runs.db"
+    with SqliteSaver.from_path(db) as saver:
+        event_log_for(saver).append("t", [_event("abc1"), _event("abc2")])
+    result = CliRunner().invoke(app, ["trace", "t", "--db", str(db), "--run", "abc"])
+    assert result.exit_code == 1
+    assert "run 'abc' of thread 't' is ambiguous: abc1, abc2" in result.output
+
+
+def _event(run_id: str) -> dict[str, object]:
+    return {"kind": "run_start", "trace_id": "0" * 32, "span_id": "1" * 16, "ts": 1.0,
+            "thread_id": "t", "run_id": run_id, "graph": "g"}  # fmt: skip
+
+
 def test_an_html_path_that_looks_like_markup_is_reported_as_given(
     traced_run: tuple[CliRunner, Path], tmp_path: Path
 ) -> None:

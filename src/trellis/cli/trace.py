@@ -44,15 +44,17 @@ def trace_command(
         str | None,
         typer.Option("--graph", help="MODULE:ATTR of the graph, to draw it on the HTML page."),
     ] = None,
-    run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Only this run: its id, or the start of it the tree prints."),
+    ] = None,
 ) -> None:
     """Show the timeline of THREAD's runs: step, node, ✓/✗, duration, retries, interrupts."""
     with reported_errors(err_console()), open_saver(db, must_exist=True) as saver:
         log = event_log_for(saver)
+        if run is not None:
+            run = _run_named(log.runs(thread), thread, run)
         rows = log.list(thread, run_id=run)
-        runs = log.runs(thread) if not rows and run is not None else []
-        if runs:
-            raise CliError(f"thread {thread!r} has no run {run!r}; its runs: {', '.join(runs)}")
         if not rows:
             raise CliError(
                 f"no run history for thread {thread!r}; runs are traced when compiled with "
@@ -75,6 +77,19 @@ def trace_command(
             print(render_json(events))
         else:
             print(render_tree(events), end="")
+
+
+def _run_named(runs: list[str], thread: str, run: str) -> str:
+    """The run id ``run`` stands for: itself, or the one id it begins (the tree
+    prints the first 8 characters of each)."""
+    if run in runs or not runs:
+        return run
+    begun = [r for r in runs if run and r.startswith(run)]
+    if len(begun) == 1:
+        return begun[0]
+    if begun:
+        raise CliError(f"run {run!r} of thread {thread!r} is ambiguous: {', '.join(begun)}")
+    raise CliError(f"thread {thread!r} has no run {run!r}; its runs: {', '.join(runs)}")
 
 
 def diff_command(
