@@ -143,6 +143,8 @@ def test_edit_and_bad_input_are_named_errors(db_backend: Backend) -> None:
     assert bad_key.exit_code == 1 and "InvalidUpdateError" in bad_key.stderr
     not_json = approvals("edit", rid, "--db", db_backend.db, "--update", "{oops")
     assert not_json.exit_code == 1 and "--update is not valid JSON" in not_json.stderr
+    risk = approvals("list", "--db", db_backend.db, "--risk", "hihg")
+    assert risk.exit_code == 1 and "unknown risk 'hihg'; risks are low, medium, high" in risk.stderr
     unknown = approvals("approve", "0" * 32, "--db", db_backend.db)
     assert unknown.exit_code == 1 and "ApprovalNotFoundError" in unknown.stderr
     ok = approvals("edit", rid, "--db", db_backend.db, "--update", '{"reason": "edited"}')

@@ -28,6 +28,7 @@ from trellis.hitl.records import (
     APPROVED,
     EDITED,
     REJECTED,
+    RISKS,
     ApprovalRequest,
     Decision,
 )
@@ -108,8 +109,12 @@ class ReviewQueue:
 
         >>> queue.pending(risk=["medium", "high"], older_than=600)
         """
+        risks = names(risk)
+        unknown = [r for r in risks or () if r not in RISKS]
+        if unknown:  # a typo would otherwise list nothing, as if none were waiting
+            raise ValueError(f"unknown risk {unknown[0]!r}; risks are {', '.join(RISKS)}")
         return self.store.pending(
-            risk=names(risk),
+            risk=risks,
             node=names(node),
             created_before=self._cutoff(older_than),
             limit=_page(limit),
