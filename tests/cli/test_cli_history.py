@@ -179,6 +179,20 @@ def test_unknown_thread_checkpoint_or_database_is_exit_1(tmp_path: Path) -> None
     assert not missing.exists()  # reading never creates a database
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["history", "c-1"], ["threads"], ["approvals", "list"], ["run", "examples.support:graph"]],
+)
+def test_an_empty_db_is_refused_by_every_command_alike(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where an empty --db would have been read or written
+    result = trellis(*command, "--db", "")
+    assert result.exit_code == 2
+    assert "Invalid value for '--db': is empty" in " ".join(result.stderr.split())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_reading_another_programs_database_is_refused_and_changes_nothing(
     tmp_path: Path,
 ) -> None:

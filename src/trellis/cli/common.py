@@ -36,16 +36,27 @@ __all__ = [
 ]
 
 DEFAULT_DB = Path(".trellis") / "trellis.db"
+"""Where ``trellis run`` keeps checkpoints when the graph brings no checkpointer."""
+
+
+def _named_db(value: str | None) -> str | None:
+    # An empty --db (an unset shell variable, say) would otherwise be the current
+    # directory to some commands and the default file to others.
+    if value is not None and not value.strip():
+        raise typer.BadParameter("is empty; give a SQLite file or a postgresql:// URL")
+    return value
+
+
 DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
         help="SQLite checkpoint file, or postgresql:// URL (?schema=NAME outside 'public') "
         "\\[default: .trellis/trellis.db].",
+        callback=_named_db,
     ),
 ]
 """``--db``, as every command that opens the checkpoint database takes it."""
-"""Where ``trellis run`` keeps checkpoints when the graph brings no checkpointer."""
 
 # Tables and JSON are for reading whole: when piped, do not wrap them at 80 columns.
 _PIPE_WIDTH = 200
