@@ -337,6 +337,41 @@ def test_a_subgraphs_run_is_a_child_of_the_task_that_ran_it() -> None:
     assert runs["parent"].parent_span_id is None
 
 
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_parents_observers_and_metrics_see_inside_its_subgraphs(durable: bool) -> None:
+    own = MemorySink()
+    sub = _one_node(lambda s: {"x": 1}, observers=[own], name="research")
+    parent = StateGraph(S)
+    parent.add_node("call_research", sub)
+    parent.add_edge(START, "call_research")
+    sink = MemorySink()
+    options: dict[str, Any] = {"checkpointer": MemorySaver()} if durable else {}
+    graph = parent.compile(observers=[sink, own], metrics=True, **options)
+    for i in range(3):
+        graph.invoke({}, {"configurable": {"thread_id": f"t{i}"}})
+    inside = [e for e in sink.events if e.graph == "research"]
+    assert [e.node for e in inside if e.kind.value == "task_end"] == ["work"] * 3
+    # A sink of both graphs gets each of the subgraph's events once.
+    assert [e.kind for e in own.events].count(inside[0].kind) == 3 * 2  # 3 runs, 2 graphs
+    metrics = graph.metrics()
+    assert (metrics["runs_started"], list(metrics["nodes"])) == (3, ["call_research"])
+    research = metrics["subgraphs"]["research"]
+    assert (research["runs_started"], research["nodes"]["work"]["calls"]) == (3, 3)
+
+
+def test_a_subgraph_named_as_its_parent_is_counted_under_its_node() -> None:
+    sub = _one_node(lambda s: {"x": 1})  # both graphs keep the default name
+    parent = StateGraph(S)
+    parent.add_node("call_sub", sub)
+    parent.add_edge(START, "call_sub")
+    graph = parent.compile(metrics=True)
+    graph.invoke({})
+    graph.invoke({})
+    metrics = graph.metrics()
+    assert (metrics["runs_started"], list(metrics["nodes"])) == (2, ["call_sub"])
+    assert metrics["subgraphs"]["call_sub"]["nodes"]["work"]["calls"] == 2
+
+
 @pytest.mark.parametrize("stop_at", ["task_end", "step_end", "checkpoint_saved"])
 def test_a_stream_abandoned_after_a_step_ran_keeps_that_step(stop_at: str) -> None:
     """The events of a step's end come out once the step is committed and saved:

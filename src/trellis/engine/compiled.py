@@ -355,18 +355,22 @@ class CompiledStateGraph:
         return loop
 
     def metrics(self) -> dict[str, Any]:
-        """Per-node and per-graph metrics of this graph's runs.
+        """Per-node and per-graph metrics of this graph's runs; those of the
+        subgraphs that ran inside them under ``subgraphs``, by subgraph name.
 
         Needs ``compile(metrics=True)``.
 
         >>> graph.metrics()["nodes"]["fetch"]["latency"]["p95"]
+        >>> graph.metrics()["subgraphs"]["research"]["nodes"]["search"]["calls"]
         """
         if self.collector is None:
             raise InvalidConfigError(
                 f"graph {self.name!r} collects no metrics: compile(metrics=True) to collect them"
             )
-        snapshot: dict[str, Any] = self.collector.snapshot(graph=self.name)
-        metrics: dict[str, Any] = snapshot.get("graphs", {}).get(self.name, {})
+        graphs: dict[str, Any] = self.collector.snapshot().get("graphs", {})
+        metrics: dict[str, Any] = graphs.pop(self.name, {})
+        if metrics:
+            metrics["subgraphs"] = graphs  # only this graph's runs feed its collector
         return metrics
 
     def _failed(self, loop: RunLoop, failure: Exception) -> BaseException:

@@ -16,6 +16,7 @@ one whose value names the subgraph and the nodes it stopped at.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from trellis.types import Command, Interrupt, RunnableConfig
 
 if TYPE_CHECKING:
     from trellis.engine.compiled import CompiledStateGraph
+    from trellis.engine.loop import RunLoop
     from trellis.engine.task import Task
 
 __all__ = ["ParentCommand", "SubgraphNode"]
@@ -42,12 +44,15 @@ class ParentCommand(Exception):
 class SubgraphNode:
     """Calls a compiled graph as a node, sync or async."""
 
-    __slots__ = ("_breakpoints", "_durable", "graph", "name")
+    __slots__ = ("_breakpoints", "_durable", "_observed", "graph", "name")
 
     def __init__(self, graph: CompiledStateGraph, name: str) -> None:
         self.graph = graph
         self.name = name
         self._durable: dict[tuple[int, bool], CompiledStateGraph] = {}
+        self._observed: dict[
+            int, tuple[CompiledStateGraph, tuple[Any, ...], CompiledStateGraph]
+        ] = {}
         self._breakpoints = bool(graph.interrupt_before or graph.interrupt_after)
 
     def _input(self, state: Any) -> Any:
@@ -75,12 +80,36 @@ class SubgraphNode:
             )
         if detached or not self.shares_saver:
             configurable.pop("checkpoint_ns", None)
+            graph = self.observed(graph, parent)
             return graph, self._input(state), {**config, "configurable": configurable}, None
         assert parent is not None and task is not None  # not detached
         graph = self.bound(parent.saver, trace=bool(parent.options.get("trace")))
+        graph = self.observed(graph, parent)
         configurable["thread_id"] = parent.thread_id
         configurable["checkpoint_ns"] = self.namespace(parent.checkpoint_ns, task.id)
         return graph, self._input(state), {**config, "configurable": configurable}, task
+
+    def observed(self, graph: CompiledStateGraph, parent: RunLoop | None) -> CompiledStateGraph:
+        """``graph`` sending its events to the parent run's sinks as well (its own
+        come first), as LangGraph's callbacks reach a subgraph: the parent's
+        observers see the nodes inside it, and its ``metrics()`` count them under
+        ``subgraphs``. A subgraph named as its parent (both ``LangGraph``, the
+        default) is named after its node instead, so the two are counted apart."""
+        observer = parent.observer if parent is not None else None
+        sinks = tuple(s for s in observer.routes.sinks if s not in graph.sinks) if observer else ()
+        if not sinks:
+            return graph
+        assert observer is not None
+        hit = self._observed.get(id(graph))
+        if hit is not None and hit[0] is graph and hit[1] == sinks:
+            return hit[2]
+        twin = copy.copy(graph)  # the same graph, checkpointer and collector
+        twin.sinks = [*graph.sinks, *sinks]
+        twin.routes = None
+        if twin.name == observer.graph:
+            twin.name = self.name
+        self._observed[id(graph)] = (graph, sinks, twin)
+        return twin
 
     def _carry_on(self, task: Task, value: Any, saved: Any) -> Any:
         """The input of a run that finds ``saved`` in its namespace."""
