@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 from typing_extensions import TypedDict
@@ -223,9 +223,14 @@ class Runtime(Generic[ContextT]):
         return dataclasses.replace(self, **changes)
 
 
-@dataclass(frozen=True, slots=True)
-class StateTask:
-    """A task that is next to run (or failed or interrupted) at a checkpoint."""
+class StateTask(NamedTuple):
+    """A task that is next to run (or failed or interrupted) at a checkpoint.
+
+    A named tuple, as LangGraph's: ``task.name`` or ``task[1]``.
+
+    >>> StateTask("f3a9", "review")._asdict()["name"]
+    'review'
+    """
 
     id: str
     name: str
@@ -236,9 +241,15 @@ class StateTask:
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class StateSnapshot:
-    """The state of a thread at one checkpoint, as ``get_state`` returns it."""
+class StateSnapshot(NamedTuple):
+    """The state of a thread at one checkpoint, as ``get_state`` returns it.
+
+    A named tuple, as LangGraph's: ``snapshot.values``, ``snapshot[0]``,
+    ``values, next_nodes, *_ = snapshot`` and ``snapshot._asdict()`` all work.
+
+    >>> graph.get_state({"configurable": {"thread_id": "t1"}}).next
+    ('review',)
+    """
 
     values: dict[str, Any]
     next: tuple[str, ...]
@@ -247,7 +258,7 @@ class StateSnapshot:
     created_at: str | None
     parent_config: RunnableConfig | None
     tasks: tuple[StateTask, ...] = ()
-    interrupts: tuple[Interrupt, ...] = field(default=())
+    interrupts: tuple[Interrupt, ...] = ()
 
 
 class StateUpdate(NamedTuple):

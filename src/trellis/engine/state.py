@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -210,8 +210,8 @@ def with_subgraph_states(snap: StateSnapshot, found: Mapping[str, StateSnapshot]
     tasks = []
     for task in snap.tasks:
         child = found.get(task.state["configurable"]["checkpoint_ns"]) if task.state else None
-        tasks.append(replace(task, state=child) if child is not None else task)
-    return replace(snap, tasks=tuple(tasks))
+        tasks.append(task._replace(state=child) if child is not None else task)
+    return snap._replace(tasks=tuple(tasks))
 
 
 def history(
