@@ -499,6 +499,28 @@ async def test_a_closed_saver_raises_and_opens_no_pool_again(pg_url: str, pg_sch
         again.close()
 
 
+async def test_aclose_closes_the_pools_of_other_running_loops(pg_url: str, pg_schema: str) -> None:
+    name = f"trellis_other_{pg_schema[-8:]}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    other = asyncio.new_event_loop()  # another thread's loop, still running when we close
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        h = History(saver)
+        await h.aput(set={"n": 1})  # a pool on this loop
+        read = asyncio.run_coroutine_threadsafe(saver.aget_tuple(h.thread_id), other)
+        h.check(read.result(timeout=10))  # and one on the other
+        await saver.aclose()
+        deadline = time.monotonic() + 5
+        while _backends(pg_url, name) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert _backends(pg_url, name) == 0
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join()
+        other.close()
+
+
 def test_two_event_loops_in_turn_keep_one_async_pool_each(pg_url: str, pg_schema: str) -> None:
     # Each loop's call used to find the other loop's pool and build a new one.
     name = f"trellis_loops_{pg_schema[-8:]}"

@@ -585,11 +585,16 @@ class PostgresSaver(SqlSaverMethods):
         if sh.owns_pool or sh.owns_apool or sh.loop_pools:
             sh.closed = True
         loop = asyncio.get_running_loop()
-        if sh.owns_apool and sh.apool is not None and sh.apool_loop is loop:
-            await sh.apool.close()
-        pool = sh.loop_pools.pop(loop, None)
-        if pool is not None:
-            await pool.close()
+        pools = list(sh.loop_pools.items())
+        sh.loop_pools.clear()
+        if sh.owns_apool and sh.apool is not None and sh.apool_loop is not None:
+            pools.append((sh.apool_loop, sh.apool))
+        for owner, pool in pools:
+            if owner is loop:
+                await pool.close()
+            elif owner.is_running():  # a pool is closed on its own loop (another thread's)
+                done = asyncio.run_coroutine_threadsafe(pool.close(), owner)
+                await asyncio.wait_for(asyncio.wrap_future(done), self._timeout)
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:
