@@ -1050,3 +1050,29 @@ PROGRAMS: dict[str, Callable[[Api], Case]] = {
     for name, fn in sorted(globals().items())
     if name.startswith("build_") and callable(fn)
 }
+
+
+class Asked(TypedDict):
+    x: int
+
+
+def paused_at_ask(engine: str) -> tuple[Any, dict[str, Any]]:
+    """START -> a -> ask (``interrupt()``) on ``engine``'s memory saver, run until
+    ``ask`` asks; the graph and the thread's config."""
+    if engine == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver as Saver
+        from langgraph.graph import START, StateGraph
+        from langgraph.types import interrupt
+    else:
+        from trellis import START, StateGraph, interrupt  # type: ignore[assignment]
+        from trellis import MemorySaver as Saver  # type: ignore[assignment]
+
+    g = StateGraph(Asked)
+    g.add_node("a", lambda s: {"x": 1})
+    g.add_node("ask", lambda s: {"x": interrupt("how much?")})
+    g.add_edge(START, "a")
+    g.add_edge("a", "ask")
+    graph = g.compile(checkpointer=Saver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    list(graph.stream({"x": 0}, cfg))
+    return graph, cfg

@@ -3,6 +3,7 @@
 from typing import Any, TypedDict
 
 import pytest
+from tests.differential.programs import paused_at_ask
 
 pytest.importorskip("langgraph.graph", reason="the bench extra (LangGraph) is not installed")
 
@@ -75,21 +76,11 @@ def test_a_checkpoint_chunk_lists_its_sends_in_next() -> None:
 
 def _resumed(engine: str) -> tuple[list[Any], list[Any]]:
     if engine == "langgraph":
-        from langgraph.checkpoint.memory import InMemorySaver as Saver
-        from langgraph.graph import START, StateGraph
-        from langgraph.types import Command, interrupt
+        from langgraph.types import Command
     else:
-        from trellis import START, Command, StateGraph, interrupt
-        from trellis import MemorySaver as Saver
+        from trellis import Command
 
-    g = StateGraph(S)
-    g.add_node("a", lambda s: {"x": 1})
-    g.add_node("ask", lambda s: {"x": interrupt("how much?")})
-    g.add_edge(START, "a")
-    g.add_edge("a", "ask")
-    graph = g.compile(checkpointer=Saver())
-    cfg = {"configurable": {"thread_id": "t"}}
-    list(graph.stream({"x": 0}, cfg))
+    graph, cfg = paused_at_ask(engine)
 
     def seen(inp: Any) -> list[Any]:
         chunks = graph.stream(inp, cfg, stream_mode="checkpoints")
