@@ -50,6 +50,7 @@ class SubgraphNode:
         self.graph = graph
         self.name = name
         self._durable: dict[tuple[int, bool], CompiledStateGraph] = {}
+        # id of the graph run -> (that graph, the parent's sinks it adds, its twin)
         self._observed: dict[
             int, tuple[CompiledStateGraph, tuple[Any, ...], CompiledStateGraph]
         ] = {}
