@@ -1,5 +1,6 @@
 """Within one task, the order of its chunks across stream modes, as in LangGraph 1.2."""
 
+import asyncio
 from typing import Any, TypedDict
 
 import pytest
@@ -93,3 +94,39 @@ def test_a_resumed_runs_checkpoint_stream_starts_where_it_resumes() -> None:
     reference = _resumed("langgraph")
     assert reference[0][0][:2] == (1, ["ask"])
     assert _resumed("trellis") == reference
+
+
+def _after_last(engine: str, modes: list[str], *, is_async: bool) -> list[Any]:
+    """interrupt_after on the node that ends the run: nothing is left to pause before."""
+    if engine == "langgraph":
+        from langgraph.checkpoint.memory import InMemorySaver as Saver
+        from langgraph.graph import START, StateGraph
+    else:
+        from trellis import START, StateGraph
+        from trellis import MemorySaver as Saver
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"x": 1})
+    g.add_node("b", lambda s: {"x": 2})
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    graph = g.compile(checkpointer=Saver(), interrupt_after=["b"])
+    cfg = {"configurable": {"thread_id": "t"}}
+    if not is_async:
+        chunks = list(graph.stream({"x": 0}, cfg, stream_mode=modes))
+    else:
+
+        async def collect() -> list[Any]:
+            return [c async for c in graph.astream({"x": 0}, cfg, stream_mode=modes)]
+
+        chunks = asyncio.run(collect())
+    return [*chunks, graph.get_state(cfg).next, graph.invoke(None, cfg)]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("modes", [["updates"], ["values"], ["updates", "values"]])
+def test_interrupt_after_the_last_node_marks_the_pause_as_langgraph(
+    modes: list[str], is_async: bool
+) -> None:
+    reference = _after_last("langgraph", modes, is_async=is_async)
+    assert _after_last("trellis", modes, is_async=is_async) == reference

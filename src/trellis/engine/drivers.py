@@ -392,7 +392,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
         if loop.saved:
             yield from checkpoint_chunks(loop)
         if not tasks:
-            if loop.status == "interrupt_before":
+            if loop.status == "interrupt_before" or loop.stopped_at_end:
                 yield from interrupt_chunks(loop)
             break
         if debug:
@@ -678,7 +678,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
             for chunk in checkpoint_chunks(loop):
                 yield chunk
         if not tasks:
-            if loop.status == "interrupt_before":
+            if loop.status == "interrupt_before" or loop.stopped_at_end:
                 for chunk in interrupt_chunks(loop):
                     yield chunk
             break

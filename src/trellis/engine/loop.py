@@ -99,6 +99,7 @@ class RunLoop:
         "saver",
         "start_task",
         "status",
+        "stopped_at_end",
         "step",
         "subgraphs",
         "thread_id",
@@ -164,6 +165,9 @@ class RunLoop:
         self.wrote = False
         self.wrote_any = False
         self.status = "running"
+        # interrupt_after matched the last step: nothing is left to pause before, but
+        # LangGraph still marks the pause in the stream (an empty __interrupt__).
+        self.stopped_at_end = False
         self.interrupts: list[Any] = _NO_LIST  # replaced (never appended to) on suspend
         # (head id, interrupt ids) of what the thread's head waited on when the run
         # began, if anything (see left_behind).
@@ -518,12 +522,11 @@ class RunLoop:
             if save and self.saver is not None:  # "exit": the next step's id is minted later
                 self.unsaved_id = False
         after = self.breakpoints[1]
-        if (
-            after
-            and (next_nodes or self.next_sends)
-            and any(t.name in after or "*" in after for t in tasks if t.name != START)
-        ):
-            self.status = "interrupt_after"
+        if after and any(t.name in after or "*" in after for t in tasks if t.name != START):
+            if next_nodes or self.next_sends:
+                self.status = "interrupt_after"
+            else:
+                self.stopped_at_end = True
 
     def fork(self) -> None:
         """Start a branch from the restored past checkpoint, as LangGraph's time
