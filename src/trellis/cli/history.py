@@ -26,10 +26,10 @@ from trellis.cli.common import (
     saver_label,
 )
 from trellis.engine.durable import DONE, ERROR, GOTO, INTERRUPT
+from trellis.engine.task import scheduled_paths
 from trellis.graph.reducers import shown
 from trellis.persist.base import CheckpointTuple
 from trellis.persist.events import event_log_for
-from trellis.types import START
 
 __all__ = ["history_command", "prune_command", "state_command", "threads_command"]
 
@@ -63,13 +63,13 @@ def history_command(
         head = saved[0].checkpoint.id  # newest first: the thread's head
         for item in saved:
             cp = item.checkpoint
-            live = cp.id == head
-            asked = " (interrupted)" if _interrupts(item, live) else ""
+            finished = _finished(item) if cp.id == head else {}
+            asked = " (interrupted)" if _interrupts(item, finished) else ""
             table.add_row(
                 cp.id,
                 str(cp.step),
                 escape(str(item.metadata.get("source", ""))),
-                escape(", ".join(_next(item, live)) + asked),
+                escape(", ".join(_next(item, finished)) + asked),
                 _created(cp.created_at),
             )
         out_console().print(table)
@@ -100,7 +100,7 @@ def state_command(
                 f"`trellis history {thread}` lists its checkpoints"
             )
         cp = item.checkpoint
-        live = cp.id == head.checkpoint.id
+        finished = _finished(item) if cp.id == head.checkpoint.id else {}
         errors = [
             {"node": w.task_name, **_as_dict(w.value)}
             for w in item.pending_writes
@@ -113,10 +113,10 @@ def state_command(
             "step": cp.step,
             "source": item.metadata.get("source"),
             "created_at": _created(cp.created_at),
-            "next": _next(item, live),
+            "next": _next(item, finished),
             "values": dict(cp.values),
-            "finished": _finished(item, live),
-            "interrupts": _interrupts(item, live),
+            "finished": list(finished.values()),
+            "interrupts": _interrupts(item, finished),
             "errors": errors,
         }
         print_json(out_console(), document)
@@ -178,55 +178,46 @@ def prune_command(
         typer.echo(report)
 
 
-def _next(item: CheckpointTuple, live: bool) -> list[str]:
+def _next(item: CheckpointTuple, finished: dict[str, dict[str, Any]]) -> list[str]:
     """What runs next from this checkpoint, as ``StateSnapshot.next`` lists it:
-    ``Send``s first, then nodes; at the thread's head (``live``), not the tasks
-    that already finished there."""
+    ``Send``s first, then nodes; not the tasks that already ``finished`` there."""
     pending = item.checkpoint.pending or {}
-    if "start" in pending:
-        return [START]
-    sends = [getattr(s, "node", "?") for s in pending.get("sends", ())]
-    scheduled = [*sends, *pending.get("nodes", ())]
-    for done in _finished(item, live):  # one scheduled task per finished one
+    scheduled = [name for name, _ in scheduled_paths(pending, pending.get("nodes", ()))]
+    for done in finished.values():  # one scheduled task per finished one
         if done["node"] in scheduled:
             scheduled.remove(done["node"])
     return scheduled
 
 
-def _finished(item: CheckpointTuple, live: bool) -> list[dict[str, Any]]:
-    """The tasks that finished in the step after the thread's head (``live``),
-    which did not commit (a sibling failed or asked a question): their writes,
-    kept to be applied with the step (``graph.get_state`` shows them applied).
-    Past a checkpoint that is not the head, its step did commit: none."""
-    if not live:
-        return []
+_BOOKKEEPING = (GOTO, DONE)
+
+
+def _finished(item: CheckpointTuple) -> dict[str, dict[str, Any]]:
+    """By task id, the tasks that finished in the step after this checkpoint, the
+    thread's head, which did not commit (a sibling failed or asked a question):
+    their writes, kept to be applied with the step (``graph.get_state`` shows them
+    applied). Past a checkpoint that is not the head, its step did commit: ask
+    only of the head."""
     by_task: dict[str, list[Any]] = {}
     for write in item.pending_writes:
         by_task.setdefault(write.task_id, []).append(write)
-    bookkeeping = (GOTO, DONE)
-    return [
-        {
-            "node": writes[0].task_name,
-            "writes": shown(
-                {
-                    w.channel: w.value
-                    for w in sorted(writes, key=lambda w: w.idx)
-                    if w.idx >= 0 and w.channel not in bookkeeping
-                }
-            ),
-        }
-        for writes in by_task.values()
-        if any(w.channel == DONE for w in writes)
-    ]
+    finished = {}
+    for task_id, writes in by_task.items():
+        if any(w.channel == DONE for w in writes):
+            ordered = sorted(writes, key=lambda w: w.idx)
+            update = {w.channel: w.value for w in ordered if w.idx >= 0}
+            for key in _BOOKKEEPING:
+                update.pop(key, None)
+            finished[task_id] = {"node": writes[0].task_name, "writes": shown(update)}
+    return finished
 
 
-def _interrupts(item: CheckpointTuple, live: bool) -> list[dict[str, Any]]:
-    """The interrupts raised in the step after this checkpoint; at the head, only
-    those still waiting (not of a task that was answered and finished)."""
-    done = {w.task_id for w in item.pending_writes if w.channel == DONE} if live else set()
+def _interrupts(item: CheckpointTuple, finished: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The interrupts raised in the step after this checkpoint, but those of tasks
+    that were answered and ``finished``."""
     found = []
     for write in item.pending_writes:
-        if write.channel == INTERRUPT and write.task_id not in done:
+        if write.channel == INTERRUPT and write.task_id not in finished:
             for i in write.value:
                 found.append({"node": write.task_name, "id": i.id, "value": i.value})
     return found

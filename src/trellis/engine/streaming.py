@@ -119,17 +119,13 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             yield "debug", _debug_result(task)
 
 
-def _next_names(pending: dict[str, Any]) -> list[str]:
-    """What runs next from a checkpoint, as ``StateSnapshot.next``: Sends, then nodes."""
-    return [*(send.node for send in pending.get("sends", ())), *pending.get("nodes", ())]
-
-
 def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     """``debug`` chunks for the checkpoints just saved, shaped as LangGraph's."""
     saved, loop.saved = loop.saved, []
     for checkpoint, metadata in saved:
         thread = {"thread_id": loop.thread_id, "checkpoint_ns": loop.checkpoint_ns}
         pending = checkpoint.pending
+        paths = scheduled_paths(pending, pending.get("nodes", ()))  # Sends, then nodes
         parent = checkpoint.parent_id
         yield (
             "debug",
@@ -148,18 +144,16 @@ def checkpoint_chunks(loop: RunLoop) -> Iterator[tuple[str, Any]]:
                         if k in checkpoint.values
                     },
                     "metadata": dict(metadata),
-                    "next": ["__start__"] if "start" in pending else _next_names(pending),
-                    "tasks": _next_tasks(checkpoint),
+                    "next": [name for name, _ in paths],
+                    "tasks": _next_tasks(checkpoint, paths),
                 },
             },
         )
 
 
-def _next_tasks(checkpoint: Any) -> list[dict[str, Any]]:
-    """The tasks a checkpoint schedules, as a checkpoint chunk lists them."""
-    pending = checkpoint.pending
+def _next_tasks(checkpoint: Any, paths: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks a checkpoint schedules (their ``paths``), as a checkpoint chunk lists them."""
     step = checkpoint.step + 1
-    paths = scheduled_paths(pending, pending.get("nodes", ()))
     return [
         {
             "id": task_id(checkpoint.id, step, name, path),
