@@ -25,6 +25,7 @@ __all__ = [
     "compensation_key",
     "compensations_done",
     "inherit_compensations",
+    "once_write",
     "pending_writes",
     "record",
     "restore",
@@ -335,8 +336,13 @@ def pending_writes(tasks: list[Task]) -> list[PendingWrite]:
         if task.resume:
             out.append(PendingWrite(tid, name, _SPECIAL_IDX[RESUME], RESUME, list(task.resume)))
         if task.once:
-            out.append(PendingWrite(tid, name, _SPECIAL_IDX[ONCE], ONCE, dict(task.once)))
+            out.append(once_write(task, dict(task.once)))
     return out
+
+
+def once_write(task: Task, results: dict[str, Any]) -> PendingWrite:
+    """The write that keeps ``task``'s ``once()`` ``results`` (by key) with its step."""
+    return PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, results)
 
 
 def restore_tasks(tasks: list[Task], writes: tuple[PendingWrite, ...]) -> list[Interrupt]:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trellis.engine.context import current_task
-from trellis.engine.durable import _SPECIAL_IDX, ONCE
+from trellis.engine.durable import ONCE, once_write
 from trellis.persist.base import PendingWrite
 
 if TYPE_CHECKING:
@@ -43,11 +43,7 @@ def _once_writes(task: Task) -> list[PendingWrite]:
     """The write saving ``task``'s recorded results, if its run saves writes mid-step."""
     if not task.loop.saves_writes():
         return []  # none, or saved with the run's one save (durability="exit")
-    return [_once_write(task, dict(task.once or {}))]
-
-
-def _once_write(task: Task, results: dict[str, Any]) -> PendingWrite:
-    return PendingWrite(task.id, task.name, _SPECIAL_IDX[ONCE], ONCE, results)
+    return [once_write(task, dict(task.once or {}))]
 
 
 def once(key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -174,7 +170,7 @@ def _save_later(task: Task, key: str, done: Any) -> None:
                 return
             # This task's results as of now (a retry of it may have added more since the
             # read), then what a resumed run saved, which wins.
-            write = _once_write(task, {**(task.once or {}), **kept})
+            write = once_write(task, {**(task.once or {}), **kept})
             await loop.saver.aput_writes(
                 loop.thread_id, loop.checkpoint_id, [write], checkpoint_ns=loop.checkpoint_ns
             )
