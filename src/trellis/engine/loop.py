@@ -34,7 +34,7 @@ from trellis.errors import (
     InvalidConfigError,
     InvalidUpdateError,
 )
-from trellis.graph.reducers import ABSENT, DROPPED, reduce_write
+from trellis.graph.reducers import ABSENT, DROPPED, SPECIAL_WRITES, reduce_write
 from trellis.persist.base import PendingWrite, new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
@@ -84,7 +84,6 @@ class RunLoop:
         "options",
         "outer",
         "output_keys",
-        "overwritten",
         "plan",
         "recursion_limit",
         "resume",
@@ -130,9 +129,6 @@ class RunLoop:
         self.plan = plan
         # Folds one task's update into a values dict through the reducers.
         self.apply: Callable[..., set[str] | None] = plan.apply
-        # The reducer keys an Overwrite set in the step being committed (made on the
-        # first: most runs never see one, and thousands of them may wait at once).
-        self.overwritten: set[str] | None = None
         self.config = config
         self.configurable: dict[str, Any] = config.get("configurable") or _NO_DICT
         if "max_concurrency" in config:  # read by the drivers from the config itself
@@ -262,8 +258,7 @@ class RunLoop:
         """``Command(resume=..., update=...)``: write ``update`` into the state first."""
         task = Task(self, self.plan.start, None, self.step, (PULL, START))
         task.accept(Command(update=command.update))
-        if task.update:
-            self.overwritten = None  # a step of its own
+        if task.update:  # a step of its own
             if self.track:
                 self._track(task.update)
             else:
@@ -467,14 +462,16 @@ class RunLoop:
             self.output_keys.note(tasks)
         track = self.track
         self.wrote = False
-        self.overwritten = overwritten = None
+        # The reducer keys an Overwrite set this step (made on the first: most runs
+        # never see one), shared by the step's updates.
+        overwritten = None
         for task in tasks:
             update = task.update
             if update is not None:
                 self.wrote = self.wrote_any = True
                 try:  # free in 3.11 unless it raises
                     if track:
-                        self._track(update)
+                        overwritten = self._track(update, overwritten)
                     else:
                         overwritten = self.apply(values, update, overwritten)
                 except Exception as exc:
@@ -683,18 +680,23 @@ class RunLoop:
                     )
                 writers[key] = task
 
-    def _track(self, update: Mapping[str, Any]) -> None:
+    def _track(
+        self, update: Mapping[str, Any], overwritten: set[str] | None = None
+    ) -> set[str] | None:
+        """``apply`` for a checkpointed run, noting what changed and what was appended;
+        ``overwritten`` as ``GraphPlan.apply`` takes and returns it."""
         values, reducers, updated = self.values, self.plan.reducers, self.updated
         appendable = self.plan.append_channels
-        appends, overwritten = self.appends, self.overwritten
+        appends = self.appends
         for key, value in update.items():
             old = values.get(key, MISSING)
             reducer = reducers.get(key)  # as apply(), inlined: this runs for every write
             if reducer is None:
                 new = value
+            elif overwritten is None and type(value) not in SPECIAL_WRITES:
+                new = value if old is MISSING else reducer(old, value)
             else:
                 new, overwritten = reduce_write(reducer, key, old, value, overwritten)
-                self.overwritten = overwritten
                 if new is DROPPED:
                     continue
             values[key] = new
@@ -712,6 +714,7 @@ class RunLoop:
                     appends[key] = [*items, *new[n:]]
             else:
                 appends[key] = None
+        return overwritten
 
     # -- reading ------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.task import PULL
 from trellis.graph.node import BranchSpec, NodeSpec, call_shape
-from trellis.graph.reducers import ABSENT, DROPPED, add_messages, reduce_write
+from trellis.graph.reducers import ABSENT, DROPPED, SPECIAL_WRITES, add_messages, reduce_write
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
 from trellis.resilience.retry import normalize_policies
 from trellis.types import END, START
@@ -143,12 +143,15 @@ class GraphPlan:
             reducer = reducers.get(key)
             if reducer is None:
                 values[key] = value
-                continue
-            new, overwritten = reduce_write(
-                reducer, key, values.get(key, ABSENT), value, overwritten
-            )
-            if new is not DROPPED:
-                values[key] = new
+            elif overwritten is None and type(value) not in SPECIAL_WRITES:
+                old = values.get(key, ABSENT)  # the common case, without a call
+                values[key] = value if old is ABSENT else reducer(old, value)
+            else:
+                new, overwritten = reduce_write(
+                    reducer, key, values.get(key, ABSENT), value, overwritten
+                )
+                if new is not DROPPED:
+                    values[key] = new
         return overwritten
 
     def input_after(

@@ -350,8 +350,6 @@ class Task:
             reducer = reducers.get(key) if key in merged else None
             if reducer is None:
                 merged[key] = value
-            elif type(merged[key]) is Replaced:
-                merged[key] = fold_writes(reducer, key, merged[key], value, self.name)
             elif isinstance(merged[key], list) and isinstance(value, list):
                 merged[key] = [*merged[key], *value]
             else:

@@ -10,7 +10,7 @@ import importlib.util
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from typing_extensions import TypedDict
 
@@ -22,6 +22,7 @@ __all__ = [
     "DROPPED",
     "NOT_OVERWRITE",
     "REMOVE_ALL_MESSAGES",
+    "SPECIAL_WRITES",
     "MessagesState",
     "RemoveMessage",
     "add_messages",
@@ -56,6 +57,9 @@ ABSENT: Any = object()
 """A state key's value before anything was written to it."""
 DROPPED: Any = object()
 """``reduce_write``'s result for a write that an ``Overwrite`` of the step replaces."""
+SPECIAL_WRITES: Final = frozenset({dict, Overwrite, Replaced})
+"""The types of write ``reduce_write`` must see: any other write to a reducer key,
+in a step with no ``Overwrite`` yet, simply reduces (the hot paths do that inline)."""
 
 
 def reduce_write(
