@@ -325,22 +325,6 @@ COPY = "__copy__"
 """``update_state(config, None, as_node=COPY)``: a copy of the checkpoint, to run on."""
 
 
-def _copy_loop(
-    loop: RunLoop, saved: CheckpointTuple | None, head: CheckpointTuple | None, thread_id: str
-) -> RunLoop:
-    """A fork of ``saved`` (``source="fork"``, one step later, what runs next the same),
-    as the time travel of ``invoke(None, config)`` makes before it runs; as LangGraph,
-    the values given are not applied."""
-    if saved is None:
-        raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint to copy")
-    restore(loop, saved, continue_run=True)
-    if head is not None and head.checkpoint.id != saved.checkpoint.id:
-        inherit_compensations(loop, head)
-    loop.expected_head = head.checkpoint.id if head is not None else None
-    loop.fork()
-    return loop
-
-
 def supersteps_of(supersteps: Any) -> list[list[Update]]:
     """``bulk_update_state``'s argument as lists of ``(values, as_node)``, checked:
     every superstep has an update, and one of several names its node on each.
@@ -433,16 +417,23 @@ def update_loop(
     if checkpoint_id and saved is None:
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
     loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
+    loop.expected_head = head.checkpoint.id if head is not None else None
     values, as_node = updates[0]
-    if as_node == COPY:
-        return _copy_loop(loop, saved, head, thread_id)
     if saved is not None:
         # Joins, visit counts and compensations carry on; only what runs next
         # is decided anew when the update comes from a node.
         restore(loop, saved, continue_run=True)
-        loop.start_task = None
         if head is not None and head.checkpoint.id != saved.checkpoint.id:
             inherit_compensations(loop, head)  # an edit of an older checkpoint forks too
+        if as_node == COPY:
+            # A fork of saved (source="fork", one step later, what runs next the same),
+            # as invoke(None, config)'s time travel makes before it runs; as
+            # LangGraph, the values given are not applied.
+            loop.fork()
+            return loop
+        loop.start_task = None
+    elif as_node == COPY:
+        raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint to copy")
     else:
         loop.step = -1  # as LangGraph: the first checkpoint of a thread made by an update is step 0
         # A thread's first checkpoint holds every key's default (a reducer's empty
@@ -450,7 +441,6 @@ def update_loop(
         for key, make in graph.plan.initial.items():
             loop.values[key] = make()
             loop.updated.add(key)
-    loop.expected_head = head.checkpoint.id if head is not None else None
     for _, name in updates:
         if name is not None and name not in graph.plan.nodes and name not in (START, END):
             raise InvalidUpdateError(
