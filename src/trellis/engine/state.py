@@ -418,7 +418,7 @@ def update_loop(
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
     loop = RunLoop(graph.plan, config or {}, recursion_limit=1, saver=graph.checkpointer)
     loop.expected_head = head.checkpoint.id if head is not None else None
-    values, as_node = updates[0]
+    as_node = updates[0][1]
     if saved is not None:
         # Joins, visit counts and compensations carry on; only what runs next
         # is decided anew when the update comes from a node.
@@ -447,24 +447,21 @@ def update_loop(
                 f"update_state(as_node={name!r}): graph {graph.name!r} has no such node"
             )
     routed = as_node if as_node is not None else _writer_of(saved, parent)
-    if routed is None or routed == END:
-        node = graph.plan.nodes.get(routed or "", graph.plan.start)
+    tasks = []
+    for update, name in updates:  # each as its node (or the writer) wrote it, else the input
+        node = graph.plan.nodes.get(name or routed or "", graph.plan.start)
         task = Task(loop, node, None, loop.step, (PULL, node.name))
-        if values is not None:
-            task.accept(values)
+        if update is not None:
+            task.accept(update)
+        tasks.append(task)
+    if routed is None or routed == END:  # one update (supersteps_of): the state only
+        (task,) = tasks
         task.goto = []
         if task.update:
             loop._track(task.update)
         if routed == END:
             loop.next_nodes, loop.next_sends = [], []
     else:
-        tasks = []
-        for update, name in updates:
-            node = graph.plan.nodes.get(name or routed, graph.plan.start)
-            task = Task(loop, node, None, loop.step, (PULL, node.name))
-            if update is not None:
-                task.accept(update)
-            tasks.append(task)
         # As LangGraph, whose update is a step of its own: what ran before it
         # scheduled is dropped, except a join's target (its barrier was met and
         # stays met until the target runs, even an update as the target itself);
