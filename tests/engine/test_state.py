@@ -597,6 +597,11 @@ def test_history_of_a_config_naming_a_checkpoint_lists_that_checkpoint_only() ->
     assert list(graph.get_state_history(middle.config, filter={"source": "input"})) == []
     assert list(graph.get_state_history(middle.config, before=snaps[3].config)) == []
     assert graph.rollback(middle.config, to_node="a") == snaps[-2].config  # the whole thread
+    # ... also when with_config bound the checkpoint id (bound once, not again under it).
+    bound = graph.with_config(
+        configurable={"checkpoint_id": middle.config["configurable"]["checkpoint_id"]}
+    )
+    assert bound.rollback(config, to_node="a") == snaps[-2].config
 
 
 def test_new_input_on_an_old_checkpoint_forks_from_its_values() -> None:

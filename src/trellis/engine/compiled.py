@@ -732,7 +732,7 @@ class CompiledStateGraph:
         config = self._bound(config)
         configurable = dict(config.get("configurable") or {})
         configurable.pop("checkpoint_id", None)  # the whole thread, newest first
-        for snap in self.get_state_history({**config, "configurable": configurable}):
+        for snap in state.history(self, {**config, "configurable": configurable}):
             if to_node in snap.next:
                 return snap.config
         thread_id, _ = state.thread_of(self, config)

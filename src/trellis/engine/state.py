@@ -375,8 +375,6 @@ def bulk_update_loop(
 ) -> RunLoop:
     """A loop whose effects save one checkpoint per superstep, each on the one
     before (one transaction: a superstep that fails leaves nothing saved)."""
-    thread_id, _ = thread_of(graph, config)
-    ns = (config or {}).get("configurable", {}).get("checkpoint_ns", "")
     began = head.checkpoint.id if head is not None else None
     effects: list[Any] = []
     left: list[str] = []
@@ -386,9 +384,10 @@ def bulk_update_loop(
         if loop.waiting:
             left += [x for x in loop.waiting[1] if x not in left]
         put = loop.effects[-1].kwargs
-        saved = head = CheckpointTuple(
-            thread_id, ns, put["checkpoint"], put["metadata"], tuple(put["writes"])
-        )
+        saved = head = CheckpointTuple(  # what the put saves, for the next superstep
+            put["thread_id"], put["checkpoint_ns"], put["checkpoint"], put["metadata"],
+            tuple(put["writes"]),
+        )  # fmt: skip
     loop.effects = effects
     loop.waiting = (began, tuple(left)) if left else None
     return loop
