@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, Overwrite, Send, StateGraph
+from trellis import END, START, Command, MemorySaver, Overwrite, Send, StateGraph, interrupt
 from trellis.errors import (
     GraphRecursionError,
     InterruptError,
@@ -323,3 +323,20 @@ def test_two_overwrites_of_one_key_name_the_key_and_the_node() -> None:
 
     with pytest.raises(InvalidUpdateError, match="'log' got two Overwrite values from node 'n'"):
         single(twice, name="n").invoke({"log": ["x"]})
+
+
+def test_two_overwrites_in_a_step_that_waits_name_the_node_when_read() -> None:
+    """The step does not commit (a sibling asks a question), so its writes are merged
+    when the run pauses and when the state is read: both errors say which node."""
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: {"log": Overwrite(["a"])})
+    builder.add_node("b", lambda s: {"log": Overwrite(["b"])})
+    builder.add_node("ask", lambda s: {"log": [interrupt("go on?")]})
+    for node in ("a", "b", "ask"):
+        builder.add_edge(START, node)
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    for call in (lambda: graph.invoke({"log": []}, config), lambda: graph.get_state(config)):
+        with pytest.raises(InvalidUpdateError, match="two Overwrite") as caught:
+            call()
+        assert "while applying the update of node 'b' (keys 'log')" in caught.value.__notes__

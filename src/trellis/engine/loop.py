@@ -475,8 +475,7 @@ class RunLoop:
                     else:
                         overwritten = self.apply(values, update, overwritten)
                 except Exception as exc:
-                    keys = ", ".join(map(repr, update))
-                    exc.add_note(f"while applying the update of node {task.name!r} (keys {keys})")
+                    exc.add_note(_applying(task, update))
                     raise
         next_nodes = self.next_nodes
         if next_nodes is _NO_LIST:
@@ -658,7 +657,11 @@ class RunLoop:
         out = dict(values)
         overwritten = None
         for task in finished:
-            overwritten = self.apply(out, task.update or {}, overwritten)
+            try:
+                overwritten = self.apply(out, task.update or {}, overwritten)
+            except Exception as exc:
+                exc.add_note(_applying(task, task.update or {}))
+                raise
         return out
 
     def check_conflicts(self, tasks: list[Task]) -> None:
@@ -757,6 +760,12 @@ def _hits(breakpoints: frozenset[str], names: list[str], sends: list[Send]) -> b
         or any(n in breakpoints for n in names)
         or any(s.node in breakpoints for s in sends)
     )
+
+
+def _applying(task: Task, update: Mapping[str, Any]) -> str:
+    """The note on an error raised while ``task``'s ``update`` is applied."""
+    keys = ", ".join(map(repr, update))
+    return f"while applying the update of node {task.name!r} (keys {keys})"
 
 
 def _writer(task: Task) -> str:
