@@ -472,7 +472,10 @@ class Database:
         >>> Database.from_url("postgresql://db/prod?schema=billing").schema
         'billing'
         """
-        if url.startswith(("postgres://", "postgresql://")):
+        scheme = _URL_SCHEME.match(url)
+        kind = scheme[1].lower() if scheme is not None else None  # schemes ignore case
+        if scheme is not None and kind in ("postgres", "postgresql"):
+            url = f"{kind}{url[len(kind) :]}"  # libpq reads the scheme in lower case only
             base, _, query = url.partition("?")
             # The other parameters are passed on as written: re-encoding them would
             # turn %20 into '+', which libpq does not read as a space.
@@ -491,15 +494,17 @@ class Database:
                 schema = checked_schema(named[-1])
                 url = f"{base}?{'&'.join(kept)}" if kept else base
             return cls("postgres", url, schema)
-        scheme = _URL_SCHEME.match(url)
-        if scheme is not None and scheme[1].lower() != "sqlite":
+        if scheme is None:
+            return cls("sqlite", url)  # a path
+        if kind != "sqlite":
             # Else a typo'd or SQLAlchemy-style URL (postgresql+psycopg://) would become
             # a SQLite file named after it, its password in the path. Not named here.
             raise InvalidConfigError(
                 f"database URL scheme {scheme[1]!r} is not supported: give a "
                 "postgresql:// URL or a SQLite file path"
             )
-        return cls("sqlite", url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+        path = url[scheme.end() :]  # sqlite:///runs.db and sqlite://runs.db: runs.db
+        return cls("sqlite", path.removeprefix("/"))
 
     def has_table(self, name: str) -> bool:
         """Whether table ``name`` exists here (in the schema, on PostgreSQL). Opens
