@@ -44,12 +44,12 @@ from trellis.hitl.records import (
     HUMAN,
     PENDING,
     REJECTED,
-    RISKS,
     SUPERSEDED,
     TIMED_OUT,
     ApprovalRequest,
     Decision,
     Risk,
+    check_risk,
     storable_text,
 )
 from trellis.hitl.store import (
@@ -162,8 +162,7 @@ class Approval:
     context: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.risk not in RISKS:
-            raise ValueError(f"Approval risk must be one of {RISKS}, got {self.risk!r}")
+        check_risk(self.risk, "Approval(risk=...)")
         timeout = self.timeout
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()

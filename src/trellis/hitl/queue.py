@@ -28,9 +28,9 @@ from trellis.hitl.records import (
     APPROVED,
     EDITED,
     REJECTED,
-    RISKS,
     ApprovalRequest,
     Decision,
+    check_risk,
 )
 from trellis.hitl.store import ApprovalStore, names, open_store, store_for
 from trellis.types import Command, StateSnapshot
@@ -110,9 +110,8 @@ class ReviewQueue:
         >>> queue.pending(risk=["medium", "high"], older_than=600)
         """
         risks = names(risk)
-        unknown = [r for r in risks or () if r not in RISKS]
-        if unknown:  # a typo would otherwise list nothing, as if none were waiting
-            raise ValueError(f"unknown risk {unknown[0]!r}; risks are {', '.join(RISKS)}")
+        for r in risks or ():  # a typo would otherwise list nothing, as if none were waiting
+            check_risk(r, "pending(risk=...)")
         return self.store.pending(
             risk=risks,
             node=names(node),

@@ -27,6 +27,7 @@ __all__ = [
     "PENDING",
     "REJECTED",
     "RISKS",
+    "check_risk",
     "SUPERSEDED",
     "TIMED_OUT",
     "ApprovalRequest",
@@ -39,6 +40,18 @@ __all__ = [
 
 Risk = Literal["low", "medium", "high"]
 RISKS: Final = ("low", "medium", "high")
+
+
+def check_risk(risk: str, where: str) -> None:
+    """Raise ValueError naming ``risk`` (given as ``where``) unless it is one of RISKS.
+
+    >>> check_risk("urgent", "Approval(risk=...)")
+    Traceback (most recent call last):
+    ValueError: Approval(risk=...): unknown risk 'urgent'; risks are low, medium, high
+    """
+    if risk not in RISKS:
+        raise ValueError(f"{where}: unknown risk {risk!r}; risks are {', '.join(RISKS)}")
+
 
 PENDING: Final = "pending"
 APPROVED: Final = "approved"
