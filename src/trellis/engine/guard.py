@@ -31,21 +31,12 @@ __all__ = ["acall_guarded", "call_guarded", "route_failure"]
 SKIPPED: Any = object()
 
 
-_FROM_GATE = "_trellis_from_gate"
-"""Set on an exception the approval gate raised: the node never ran, so its
-``error_handler`` / ``on_error`` does not take it over."""
-
-
 def _gate(task: Task) -> bool:
     """Run the node's approval gate; False when the node must not run."""
     approval = task.node.approval
     if approval is None:
         return True
-    try:
-        return _follow(task, approval.gate(task))
-    except Exception as exc:
-        setattr(exc, _FROM_GATE, True)
-        raise
+    return _follow(task, approval.gate(task))
 
 
 async def _agate(task: Task) -> bool:
@@ -53,11 +44,7 @@ async def _agate(task: Task) -> bool:
     approval = task.node.approval
     if approval is None:
         return True
-    try:
-        return _follow(task, await approval.agate(task))
-    except Exception as exc:
-        setattr(exc, _FROM_GATE, True)
-        raise
+    return _follow(task, await approval.agate(task))
 
 
 def _follow(task: Task, outcome: Any) -> bool:
@@ -280,8 +267,10 @@ def route_failure(task: Task, exc: BaseException) -> Any:
     failure was routed, or — for an async ``error_handler`` — the awaitable
     whose result the caller passes to ``finish_handled``.
     """
-    if not isinstance(exc, Exception) or getattr(exc, _FROM_GATE, False):
+    if not isinstance(exc, Exception):
         return False
+    if task.node.approval is not None and not task.started:
+        return False  # its gate raised: the node never ran (started is set once it passed)
     node = task.node
     handler = node.error_handler
     if handler is not None or node.on_error is not None:
