@@ -50,10 +50,8 @@ class SubgraphNode:
         self.graph = graph
         self.name = name
         self._durable: dict[tuple[int, bool], CompiledStateGraph] = {}
-        # id of the graph run -> (that graph, the parent's sinks it adds, its twin)
-        self._observed: dict[
-            int, tuple[CompiledStateGraph, tuple[Any, ...], CompiledStateGraph]
-        ] = {}
+        # id of the graph run -> (that graph, the parent's routes, what runs for it)
+        self._observed: dict[int, tuple[CompiledStateGraph, Any, CompiledStateGraph]] = {}
         self._breakpoints = bool(graph.interrupt_before or graph.interrupt_after)
 
     def _input(self, state: Any) -> Any:
@@ -97,19 +95,21 @@ class SubgraphNode:
         ``subgraphs``. A subgraph named as its parent (both ``LangGraph``, the
         default) is named after its node instead, so the two are counted apart."""
         observer = parent.observer if parent is not None else None
-        sinks = tuple(s for s in observer.routes.sinks if s not in graph.sinks) if observer else ()
-        if not sinks:
+        if observer is None:
             return graph
-        assert observer is not None
+        routes = observer.routes  # made anew when the parent's sinks change
         hit = self._observed.get(id(graph))
-        if hit is not None and hit[0] is graph and hit[1] == sinks:
+        if hit is not None and hit[0] is graph and hit[1] is routes:
             return hit[2]
-        twin = copy.copy(graph)  # the same graph, checkpointer and collector
-        twin.sinks = [*graph.sinks, *sinks]
-        twin.routes = None
-        if twin.name == observer.graph:
-            twin.name = self.name
-        self._observed[id(graph)] = (graph, sinks, twin)
+        twin = graph
+        sinks = [s for s in routes.sinks if s not in graph.sinks]
+        if sinks:
+            twin = copy.copy(graph)  # the same graph, checkpointer and collector
+            twin.sinks = [*graph.sinks, *sinks]
+            twin.routes = None
+            if twin.name == observer.graph:
+                twin.name = self.name
+        self._observed[id(graph)] = (graph, routes, twin)
         return twin
 
     def _carry_on(self, task: Task, value: Any, saved: Any) -> Any:
