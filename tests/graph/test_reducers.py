@@ -17,9 +17,19 @@ from trellis import (
     START,
     MessagesState,
     RemoveMessage,
+    SqliteSaver,
     StateGraph,
     add_messages,
 )
+from trellis.graph import reducers
+
+
+@pytest.fixture(autouse=True)
+def without_langchain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages as dicts, as where LangChain is not installed (tests marked
+    ``with_langchain`` see LangChain's message objects instead)."""
+    if "with_langchain" not in request.keywords:
+        monkeypatch.setattr(reducers, "langchain_converter", lambda: None)
 
 
 def msg(mid: str | None, content: str = "", role: str = "user") -> dict[str, Any]:
@@ -172,3 +182,43 @@ def test_add_messages_never_loses_or_duplicates_ids(updates: list[list[Any]]) ->
         assert [i for i, s in zip(got_ids, kept, strict=True) if s[0] is not None] == [
             s[0] for s in kept if s[0] is not None
         ]
+
+
+# --- with LangChain installed: message objects, as LangGraph makes them ---------------------
+
+with_langchain = pytest.mark.with_langchain
+
+
+@with_langchain
+def test_shorthands_become_langchain_messages_with_ids() -> None:
+    messages = pytest.importorskip("langchain_core.messages")
+    merged = add_messages([], ["hello", ("ai", "hi"), {"role": "user", "content": "and?"}])
+    assert [type(m) for m in merged] == [
+        messages.HumanMessage, messages.AIMessage, messages.HumanMessage
+    ]  # fmt: skip
+    assert [m.content for m in merged] == ["hello", "hi", "and?"]
+    for m in merged:
+        assert str(uuid.UUID(m.id)) == m.id
+    kept = add_messages(merged, {"role": "ai", "content": "edited", "id": merged[1].id})
+    assert [m.content for m in kept] == ["hello", "edited", "and?"]
+
+
+@with_langchain
+def test_a_ported_chat_graph_reads_content_and_checkpoints_the_messages(tmp_path: Any) -> None:
+    messages = pytest.importorskip("langchain_core.messages")
+
+    def bot(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [("ai", f"you said {state['messages'][-1].content}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("bot", bot)
+    builder.add_edge(START, "bot")
+    config: Any = {"configurable": {"thread_id": "chat"}}
+    with SqliteSaver.from_path(tmp_path / "chat.db") as saver:
+        graph = builder.compile(checkpointer=saver)
+        graph.invoke({"messages": [("user", "hi")]}, config)
+    with SqliteSaver.from_path(tmp_path / "chat.db") as saver:
+        stored = builder.compile(checkpointer=saver).get_state(config).values["messages"]
+    assert [(type(m), m.content) for m in stored] == [
+        (messages.HumanMessage, "hi"), (messages.AIMessage, "you said hi")
+    ]  # fmt: skip

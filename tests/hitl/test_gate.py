@@ -753,7 +753,7 @@ def test_an_edit_and_the_nodes_message_removals_apply_in_order(
     edit = {"messages": [{"role": "user", "content": "edited", "id": "m2"}]}
     ReviewQueue(saver, graph=app).edit(rid, edit, reviewer="carol")
     messages = app.get_state(cfg("t1")).values["messages"]
-    assert [(m["id"], m["content"]) for m in messages] == left
+    assert [(m.id, m.content) for m in messages] == left  # LangChain's, as in LangGraph
 
 
 @pytest.mark.parametrize("route", ["error_handler", "on_error"])

@@ -1,11 +1,14 @@
 """Reducers shipped with Trellis: ``add_messages`` and its ``RemoveMessage``.
 
-A message is a dict with ``role``/``content`` (and optionally ``id``), or any
-object with an ``id`` attribute (LangChain message objects work unchanged).
+A message is any object with an ``id`` attribute (LangChain's message objects),
+or a dict with ``role``/``content`` (and optionally ``id``). With ``langchain_core``
+installed, shorthands (``"hi"``, ``("user", "hi")``, a dict) become LangChain
+message objects, as in LangGraph; without it they stay dicts.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import uuid
 from collections.abc import Callable
@@ -144,8 +147,23 @@ def _is_remove(message: Any) -> bool:
     return isinstance(message, RemoveMessage) or type(message).__name__ == "RemoveMessage"
 
 
+@functools.cache
+def langchain_converter() -> Callable[[Any], Any] | None:
+    """LangChain's ``convert_to_messages`` when ``langchain_core`` is installed."""
+    if importlib.util.find_spec("langchain_core") is None:
+        return None
+    from langchain_core.messages import convert_to_messages
+
+    return convert_to_messages
+
+
 def _coerce(message: Any) -> Any:
-    """Give a message an id (LangGraph does the same) and turn shorthands into dicts."""
+    """Give a message an id (LangGraph does the same) and turn shorthands into
+    LangChain message objects, as LangGraph does, or into dicts without LangChain."""
+    if isinstance(message, (str, tuple, dict)):
+        convert = langchain_converter()
+        if convert is not None:
+            (message,) = convert([message])
     if isinstance(message, str):
         return {"role": "user", "content": message, "id": str(uuid.uuid4())}
     if isinstance(message, tuple) and len(message) == 2:
