@@ -39,6 +39,8 @@ DESIGN_NAMES = frozenset(
 EXTRA_NAMES = frozenset(
     {
         "REMOVE_ALL_MESSAGES",
+        "AsyncPostgresSaver",
+        "AsyncSqliteSaver",
         "CompensationReport",
         "CompiledStateGraph",
         "Interrupt",

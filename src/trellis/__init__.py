@@ -41,8 +41,8 @@ from trellis.types import (
 if TYPE_CHECKING:
     from trellis.hitl import Approval, ApprovalPolicy, ReviewQueue
     from trellis.persist.memory import InMemorySaver, MemorySaver
-    from trellis.persist.postgres import PostgresSaver
-    from trellis.persist.sqlite import SqliteSaver
+    from trellis.persist.postgres import AsyncPostgresSaver, PostgresSaver
+    from trellis.persist.sqlite import AsyncSqliteSaver, SqliteSaver
 
 __all__ = [
     "END",
@@ -50,6 +50,8 @@ __all__ = [
     "START",
     "Approval",
     "ApprovalPolicy",
+    "AsyncPostgresSaver",
+    "AsyncSqliteSaver",
     "CircuitBreaker",
     "Command",
     "CompensationReport",
@@ -85,7 +87,9 @@ _LAZY = {
     "MemorySaver": "trellis.persist",
     "InMemorySaver": "trellis.persist",
     "SqliteSaver": "trellis.persist",
+    "AsyncSqliteSaver": "trellis.persist",
     "PostgresSaver": "trellis.persist",
+    "AsyncPostgresSaver": "trellis.persist",
     "Approval": "trellis.hitl",
     "ApprovalPolicy": "trellis.hitl",
     "ReviewQueue": "trellis.hitl",

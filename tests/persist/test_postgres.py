@@ -10,11 +10,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from tests.persist.conftest import History
 
+from trellis import START, StateGraph
 from trellis.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -29,7 +30,11 @@ psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 rows = pytest.importorskip("psycopg.rows")
 
-from trellis.persist.postgres import SCHEMA_VERSION, PostgresSaver  # noqa: E402
+from trellis.persist.postgres import (  # noqa: E402
+    SCHEMA_VERSION,
+    AsyncPostgresSaver,
+    PostgresSaver,
+)
 
 
 @pytest.fixture
@@ -236,6 +241,65 @@ async def test_an_async_pool_can_be_passed(pg_url: str, pg_schema: str) -> None:
         await pool.close()
 
 
+async def test_the_connections_of_loops_that_ended_are_closed(pg_url: str, pg_schema: str) -> None:
+    """Each asyncio.run in another thread gets connections of its own; once that loop
+    has closed, the next new loop closes them, instead of keeping them for good."""
+    name = f"trellis_{pg_schema}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    await History(saver).aput(set={"n": 0})  # this loop's connection
+    for i in range(3):
+        h = History(saver)
+        thread = threading.Thread(target=asyncio.run, args=(h.aput(set={"n": i}),))
+        thread.start()
+        thread.join()
+        h.check(await saver.aget_tuple(h.thread_id))
+    # this loop's and the last thread's, until a next loop comes
+    assert _backends(pg_url, name) == 2
+    await saver.aclose()
+    assert _backends(pg_url, name) == 0
+
+
+def test_close_closes_the_connections_of_runs_that_ended(pg_url: str, pg_schema: str) -> None:
+    name = f"trellis_{pg_schema}"
+    saver = PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema, pool_size=2)
+    asyncio.run(History(saver).aput(set={"n": 1}))
+    assert _backends(pg_url, name) == 1
+    saver.close()
+    assert _backends(pg_url, name) == 0
+
+
+def test_a_loop_that_ends_without_aclose_has_no_task_of_the_savers(make: Any) -> None:
+    """asyncio.run cancels what is left on its loop as it returns; the saver leaves
+    nothing there (a pool's maintenance task, cancelled mid-connect, hung it)."""
+    saver = make(pool_size=4)
+
+    async def use() -> set[asyncio.Task[Any]]:
+        await asyncio.gather(*(History(saver).aput(set={"n": i}) for i in range(4)))
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    for _ in range(2):
+        assert asyncio.run(use()) == set()
+
+
+def test_a_closed_saver_opens_no_pool_for_a_new_loop(pg_url: str, pg_schema: str) -> None:
+    """The caller's async pool is theirs; once the saver (owning a sync pool) is
+    closed, a later event loop gets an error, not a new pool no one would close."""
+
+    async def with_callers_pool() -> PostgresSaver:
+        pool = psycopg_pool.AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+        await pool.open()
+        saver = PostgresSaver(pool, schema=pg_schema)
+        await History(saver).aput(set={"n": 1})
+        await pool.close()
+        return saver
+
+    saver = asyncio.run(with_callers_pool())
+    History(saver).put(set={"n": 2})  # a sync pool of the saver's own
+    saver.close()
+    with pytest.raises(CheckpointError, match="is closed"):
+        asyncio.run(saver.aget_tuple("t"))
+
+
 async def test_concurrent_async_writers_on_many_threads(make: Any) -> None:
     saver = make()
     hs = [History(saver) for _ in range(8)]
@@ -418,7 +482,7 @@ async def test_an_async_connection_that_failed_unexpectedly_is_replaced(
     h = History(saver)
     try:
         await h.aput(set={"n": 1})
-        pool = await saver._async_pool()
+        pool = saver._async_conns()
 
         async def backend() -> int:
             async with pool.connection() as conn:
@@ -558,3 +622,30 @@ def test_two_event_loops_in_turn_keep_one_async_pool_each(pg_url: str, pg_schema
         watcher.join()
         saver.close()
     assert len(seen) <= 4  # two loops, a pool of at most 2 connections each
+
+
+async def test_async_postgres_saver_is_awaited_as_langgraph_writes_it(
+    pg_url: str, pg_schema: str
+) -> None:
+    class S(TypedDict):
+        n: int
+
+    g = StateGraph(S)
+    g.add_node("inc", lambda s: {"n": s["n"] + 1})
+    g.add_edge(START, "inc")
+    config: Any = {"configurable": {"thread_id": "t"}}
+    async with AsyncPostgresSaver.from_conn_string(f"{pg_url}?schema={pg_schema}") as saver:
+        assert isinstance(saver, AsyncPostgresSaver)
+        await saver.setup()
+        assert await g.compile(checkpointer=saver).ainvoke({"n": 1}, config) == {"n": 2}
+    assert _sql(pg_url, f'SELECT count(*) > 0 FROM "{pg_schema}".trellis_checkpoints') == [(True,)]
+    with pytest.raises(CheckpointError, match="closed"):  # the async with closed it
+        await saver.aget_tuple("t")
+
+
+def test_a_connection_passed_for_a_pool_is_refused_with_the_fix(pg_url: str) -> None:
+    with (
+        psycopg.connect(pg_url) as conn,
+        pytest.raises(TypeError, match=r"got Connection; .*from_conn_string"),
+    ):
+        PostgresSaver(conn)  # type: ignore[arg-type]

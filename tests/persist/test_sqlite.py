@@ -6,16 +6,18 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.persist.conftest import History
 
+from trellis import END, START, StateGraph
 from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
 from trellis.persist.base import PendingWrite
 from trellis.persist.serde import Serializer
-from trellis.persist.sqlite import SCHEMA_VERSION, SqliteSaver
+from trellis.persist.sqlite import SCHEMA_VERSION, AsyncSqliteSaver, SqliteSaver
 from trellis.persist.storage import decode_state
 
 
@@ -299,3 +301,73 @@ async def test_async_calls_from_many_tasks(db: Path, level: str) -> None:
         await asyncio.gather(*(h.aput(append={"log": [i]}) for h in hs))
     for h in hs:
         h.check(await saver.aget_tuple(h.thread_id))
+
+
+# --- LangGraph's constructors, so ported code runs unchanged ------------------------------
+
+
+def _counter() -> Any:
+    class S(TypedDict):
+        n: int
+
+    g = StateGraph(S)
+    g.add_node("inc", lambda s: {"n": s["n"] + 1})
+    g.add_edge(START, "inc")
+    g.add_edge("inc", END)
+    return g
+
+
+def test_from_conn_string_in_a_with_block_as_langgraph_writes_it(tmp_path: Path) -> None:
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with SqliteSaver.from_conn_string(":memory:") as saver:
+        graph = _counter().compile(checkpointer=saver)
+        assert graph.invoke({"n": 1}, config) == {"n": 2}
+        assert saver.database is None
+    path = tmp_path / "ported.sqlite"
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        _counter().compile(checkpointer=saver).invoke({"n": 5}, config)
+    uri = f"file:{path}?mode=ro"  # a URI, as sqlite3.connect(uri=True) reads it
+    with SqliteSaver.from_conn_string(uri) as saver:
+        assert _counter().compile(checkpointer=saver).get_state(config).values == {"n": 6}
+
+
+def test_a_conn_string_that_cannot_open_names_itself(tmp_path: Path) -> None:
+    uri = f"file:{tmp_path / 'missing.db'}?mode=ro"
+    with pytest.raises(CheckpointError, match="missing.db"):
+        SqliteSaver.from_conn_string(uri)
+
+
+def test_a_path_passed_for_a_connection_is_refused_with_the_fix(db: Path) -> None:
+    with pytest.raises(TypeError, match=r"got str; .*SqliteSaver\.from_conn_string"):
+        SqliteSaver(str(db))  # type: ignore[arg-type]
+    assert not db.exists()
+
+
+def test_bad_options_close_the_connection_the_saver_opened(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteSaver.from_path(db, synchronous="sometimes")
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+
+
+async def test_async_sqlite_saver_is_awaited_as_langgraph_writes_it(db: Path) -> None:
+    config: Any = {"configurable": {"thread_id": "t"}}
+    async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
+        assert isinstance(saver, AsyncSqliteSaver)
+        await saver.setup()
+        graph = _counter().compile(checkpointer=saver)
+        assert await graph.ainvoke({"n": 1}, config) == {"n": 2}
+    with pytest.raises(sqlite3.ProgrammingError):  # the async with closed it
+        saver._conn.execute("SELECT 1")
+    with SqliteSaver.from_path(db) as again:
+        assert _counter().compile(checkpointer=again).get_state(config).values == {"n": 2}

@@ -23,10 +23,12 @@ from trellis.persist.base import (
 
 if TYPE_CHECKING:
     from trellis.persist.memory import InMemorySaver, MemorySaver
-    from trellis.persist.postgres import PostgresSaver
-    from trellis.persist.sqlite import SqliteSaver
+    from trellis.persist.postgres import AsyncPostgresSaver, PostgresSaver
+    from trellis.persist.sqlite import AsyncSqliteSaver, SqliteSaver
 
 __all__ = [
+    "AsyncPostgresSaver",
+    "AsyncSqliteSaver",
     "Checkpoint",
     "CheckpointTuple",
     "Checkpointer",
@@ -46,7 +48,9 @@ _SAVERS = {
     "MemorySaver": "trellis.persist.memory",
     "InMemorySaver": "trellis.persist.memory",
     "SqliteSaver": "trellis.persist.sqlite",
+    "AsyncSqliteSaver": "trellis.persist.sqlite",
     "PostgresSaver": "trellis.persist.postgres",
+    "AsyncPostgresSaver": "trellis.persist.postgres",
 }
 
 

@@ -474,7 +474,7 @@ class Database:
         """
         scheme = _URL_SCHEME.match(url)
         kind = scheme[1].lower() if scheme is not None else None  # schemes ignore case
-        if scheme is not None and kind in ("postgres", "postgresql"):
+        if kind in ("postgres", "postgresql"):
             url = f"{kind}{url[len(kind) :]}"  # libpq reads the scheme in lower case only
             base, _, query = url.partition("?")
             # The other parameters are passed on as written: re-encoding them would

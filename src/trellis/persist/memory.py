@@ -82,6 +82,9 @@ class MemorySaver(SaverBase):
     >>> graph = builder.compile(checkpointer=saver)
     """
 
+    database: None = None
+    """Nothing is kept outside the process (``Database``'s contract for such a saver)."""
+
     def __init__(
         self,
         *,

@@ -16,7 +16,6 @@ import json
 import re
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,12 +37,13 @@ from trellis.persist.base import (
     own_connection_kwargs,
     thread_deleted,
 )
+from trellis.persist.loop_connections import LoopConnections
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import Batch, ChainCache, Plan, PutRows, SqlDialect, Stmt, Txn, arun_job
 from trellis.persist.sql_saver import SqlSaverMethods
 from trellis.persist.storage import Serde, check_prune_args, retention
 
-__all__ = ["SCHEMA_VERSION", "PostgresSaver"]
+__all__ = ["SCHEMA_VERSION", "AsyncPostgresSaver", "PostgresSaver"]
 
 T = TypeVar("T")
 
@@ -331,16 +331,13 @@ class _Shared:
     conninfo: str
     kwargs: dict[str, Any]
     ready: bool = False
-    apool_loop: asyncio.AbstractEventLoop | None = None
-    owns_apool: bool = False  # a pool the caller gave us is theirs to close
-    # An async pool serves one event loop: a loop other than apool's (another
-    # thread's asyncio.run, say) gets a pool of its own, dropped with the loop.
-    loop_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = (
-        field(default_factory=weakref.WeakKeyDictionary)
-    )
-    loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
-        default_factory=weakref.WeakKeyDictionary
-    )
+    apool_loop: asyncio.AbstractEventLoop | None = None  # the loop the caller's apool serves
+    # Async connections of our own, one set per event loop (a loop other than the
+    # caller's pool's: another thread's asyncio.run, say). Those of loops that have
+    # closed are dropped when the next new loop comes. (Not weak-keyed: what a loop
+    # keys holds that loop.)
+    loop_conns: dict[asyncio.AbstractEventLoop, LoopConnections] = field(default_factory=dict)
+    loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = field(default_factory=dict)
     closed: bool = False  # close()d pools of our own: further use is an error, not a new pool
 
 
@@ -348,8 +345,10 @@ class PostgresSaver(SqlSaverMethods):
     """Checkpoints in PostgreSQL, for services with many workers.
 
     Pass a ``psycopg_pool.ConnectionPool`` (or an ``AsyncConnectionPool``), or use
-    :meth:`from_conn_string`. The other kind of pool is created from the same
-    connection string when first needed, so sync and async calls both work.
+    :meth:`from_conn_string`. What the given pool does not serve is connected from
+    the same connection string when first needed, so sync and async calls, on any
+    event loop, all work: a sync pool, or async connections kept for each loop
+    that leave no task running on it (an ``asyncio.run`` ending need not close them).
     Tables live in ``schema`` (created if missing). The schema is created or
     migrated on first use (or by :meth:`setup`), safely from several processes.
     ``timeout`` bounds the wait for a connection; ``ttl`` (seconds) and
@@ -374,6 +373,11 @@ class PostgresSaver(SqlSaverMethods):
         timeout: float = 30.0,
         pool_size: int | None = None,
     ) -> None:
+        if not isinstance(pool, (ConnectionPool, AsyncConnectionPool)):
+            raise TypeError(
+                "PostgresSaver takes a psycopg_pool ConnectionPool or AsyncConnectionPool, "
+                f"got {type(pool).__name__}; for a URL use PostgresSaver.from_conn_string(url)"
+            )
         checked_schema(schema)
         check_prune_args(ttl, keep_last)
         self.serde: Any = serde if serde is not None else Serializer()
@@ -430,6 +434,9 @@ class PostgresSaver(SqlSaverMethods):
 
     def setup(self) -> None:
         """Create or migrate the schema; safe to call again, and from many processes."""
+        self._prepare()
+
+    def _prepare(self) -> None:
         sh = self._shared
         if sh.ready:
             return
@@ -461,21 +468,30 @@ class PostgresSaver(SqlSaverMethods):
                 raise self._error(exc) from exc
             sh.ready = True
 
-    def _check_open(self, pool: Any, owned: bool) -> None:
-        """A closed saver makes no pool anew (it would never be closed): it raises."""
-        if self._shared.closed and (pool is None or owned):
+    def _check_open(self) -> None:
+        """A closed saver makes or reopens no pool (it would never be closed): it raises."""
+        if self._shared.closed:
             raise CheckpointError(
                 f"PostgresSaver at {self.where} is closed; open a new one to go on"
             )
 
     def _loop_lock(self) -> asyncio.Lock:
-        """The lock that serializes this saver's pool and setup work on the running loop."""
+        """The lock that serializes this saver's setup work on the running loop."""
         sh, loop = self._shared, asyncio.get_running_loop()
         with self._sync_lock:
             lock = sh.loop_locks.get(loop)
             if lock is None:
+                self._drop_ended_loops()
                 lock = sh.loop_locks[loop] = asyncio.Lock()
             return lock
+
+    def _drop_ended_loops(self) -> None:
+        """Let go of what loops that have closed kept (with ``_sync_lock`` held)."""
+        sh = self._shared
+        for loop in [loop for loop in sh.loop_locks if loop.is_closed()]:
+            del sh.loop_locks[loop]
+        for loop in [loop for loop in sh.loop_conns if loop.is_closed()]:
+            sh.loop_conns.pop(loop).discard()
 
     def _migrate_plan(self) -> Plan[None]:
         s = self._sql.schema
@@ -509,54 +525,38 @@ class PostgresSaver(SqlSaverMethods):
 
     def _sync_pool(self) -> ConnectionPool[Any]:
         sh = self._shared
-        self._check_open(sh.pool, sh.owns_pool)
-        if sh.pool is None:
+        if sh.pool is None or sh.pool.closed:
             with self._sync_lock:
                 if sh.pool is None:
-                    sh.pool = ConnectionPool(
-                        sh.conninfo,
-                        min_size=1,
-                        max_size=self._pool_size,
-                        open=False,
-                        kwargs=own_connection_kwargs(sh.kwargs),
-                    )
-                    sh.owns_pool = True
-        if sh.pool.closed:
-            with self._sync_lock:
+                    self._check_open()
+                    sh.pool, sh.owns_pool = self._new_pool(), True
                 if sh.pool.closed:
+                    self._check_open()
                     sh.pool.open(wait=False)
         return sh.pool
 
-    async def _async_pool(self) -> AsyncConnectionPool[Any]:
+    def _async_conns(self) -> AsyncConnectionPool[Any] | LoopConnections:
+        """Where this loop's connections come from: the caller's async pool on the
+        first loop that uses it, else connections of our own for the running loop."""
         sh, loop = self._shared, asyncio.get_running_loop()
-        if sh.apool is not None and sh.apool_loop is loop and not sh.apool.closed:
-            return sh.apool
-        pool = sh.loop_pools.get(loop)
-        if pool is not None and not pool.closed:
-            return pool
-        async with self._loop_lock():
-            main = sh.apool_loop
-            if sh.apool is None or main is None or main is loop or main.is_closed():
-                # The saver's pool: the caller's, or ours, made for the first loop and
-                # made anew once that loop has closed (an earlier asyncio.run).
-                self._check_open(sh.apool, sh.owns_apool)
-                if sh.apool is None or (main is not None and main is not loop):
-                    sh.apool, sh.owns_apool = self._new_async_pool(), True
-                if sh.apool.closed:
-                    await sh.apool.open(wait=False)
+        if sh.apool is not None and not sh.apool.closed:
+            if sh.apool_loop is None:  # a pool's tasks run on the loop that opened it
                 sh.apool_loop = loop
+            if sh.apool_loop is loop:
                 return sh.apool
-            pool = sh.loop_pools.get(loop)
-            self._check_open(pool, True)
-            if pool is None:
-                pool = sh.loop_pools[loop] = self._new_async_pool()
-            if pool.closed:
-                await pool.open(wait=False)
-            return pool
+        conns = sh.loop_conns.get(loop)
+        if conns is None or conns.closed:
+            with self._sync_lock:
+                self._check_open()
+                self._drop_ended_loops()
+                conns = LoopConnections(sh.conninfo, self._connect_kwargs(), size=self._pool_size)
+                sh.loop_conns[loop] = conns
+        return conns
 
-    def _new_async_pool(self) -> AsyncConnectionPool[Any]:
+    def _new_pool(self) -> ConnectionPool[Any]:
+        """A sync pool of our own (opened on first use)."""
         sh = self._shared
-        return AsyncConnectionPool(
+        return ConnectionPool(
             sh.conninfo,
             min_size=1,
             max_size=self._pool_size,
@@ -574,27 +574,35 @@ class PostgresSaver(SqlSaverMethods):
         """Close the pools this saver created (not a pool it was given); a closed
         saver raises CheckpointError on use rather than opening new pools."""
         sh = self._shared
-        if sh.owns_pool or sh.owns_apool or sh.loop_pools:
-            sh.closed = True
+        self._mark_closed()
+        with self._sync_lock:  # a running loop's connections are closed by aclose on it
+            for loop in [loop for loop in sh.loop_conns if not loop.is_running()]:
+                sh.loop_conns.pop(loop).discard()
         if sh.owns_pool and sh.pool is not None:
             sh.pool.close()
 
-    async def aclose(self) -> None:
-        """Close the async pool (and the sync one this saver created)."""
+    def _mark_closed(self) -> None:
+        """A saver that made pools of its own makes no more (a caller's pool stays usable)."""
         sh = self._shared
-        if sh.owns_pool or sh.owns_apool or sh.loop_pools:
+        if sh.owns_pool or sh.loop_conns:
             sh.closed = True
+
+    async def aclose(self) -> None:
+        """Close the async connections (and the sync pool this saver created)."""
+        sh = self._shared
+        self._mark_closed()  # before loop_conns is emptied below
         loop = asyncio.get_running_loop()
-        pools = list(sh.loop_pools.items())
-        sh.loop_pools.clear()
-        if sh.owns_apool and sh.apool is not None and sh.apool_loop is not None:
-            pools.append((sh.apool_loop, sh.apool))
-        for owner, pool in pools:
+        with self._sync_lock:
+            conns = list(sh.loop_conns.items())
+            sh.loop_conns.clear()
+        for owner, conn in conns:
             if owner is loop:
-                await pool.close()
-            elif owner.is_running():  # a pool is closed on its own loop (another thread's)
-                done = asyncio.run_coroutine_threadsafe(pool.close(), owner)
+                await conn.close()
+            elif owner.is_running():  # closed on its own loop (another thread's)
+                done = asyncio.run_coroutine_threadsafe(conn.close(), owner)
                 await asyncio.wait_for(asyncio.wrap_future(done), self._timeout)
+            else:
+                conn.discard()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:
@@ -617,7 +625,7 @@ class PostgresSaver(SqlSaverMethods):
     # replaces it rather than lending out a connection in an unknown state.
 
     def _run(self, txn: Txn[T]) -> T:
-        self.setup()
+        self._prepare()
         try:
             with self._sync_pool().connection(timeout=self._timeout) as conn:
                 threshold, conn.prepare_threshold = conn.prepare_threshold, None
@@ -635,7 +643,7 @@ class PostgresSaver(SqlSaverMethods):
     async def _arun(self, txn: Txn[T]) -> T:
         await self.asetup()
         try:
-            async with (await self._async_pool()).connection(timeout=self._timeout) as conn:
+            async with self._async_conns().connection(timeout=self._timeout) as conn:
                 threshold, conn.prepare_threshold = conn.prepare_threshold, None
                 try:
                     return await self._adrive(conn, txn.plan, write=txn.write)
@@ -788,6 +796,18 @@ class PostgresSaver(SqlSaverMethods):
         if gone:
             await asyncio.to_thread(thread_deleted, self, *gone)
         return removed
+
+
+class AsyncPostgresSaver(PostgresSaver):
+    """:class:`PostgresSaver` under LangGraph's async name, for code that awaits
+    ``setup()``; everything else is the same saver.
+
+    >>> async with AsyncPostgresSaver.from_conn_string(url) as saver:
+    ...     await saver.setup()
+    """
+
+    async def setup(self) -> None:  # type: ignore[override]  # LangGraph's is awaited
+        await self.asetup()
 
 
 def _reusable_after(exc: BaseException, txn: Txn[Any]) -> bool:

@@ -16,7 +16,7 @@ from trellis.persist.sql import JSON_EQUAL, ChainCache, Rows, SqlDialect, Stmt, 
 from trellis.persist.sql_saver import SqlSaverMethods
 from trellis.persist.storage import Serde, check_prune_args, json_text_equal
 
-__all__ = ["SCHEMA_VERSION", "SqliteSaver"]
+__all__ = ["SCHEMA_VERSION", "AsyncSqliteSaver", "SqliteSaver"]
 
 T = TypeVar("T")
 
@@ -115,6 +115,11 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
         keep_last: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not isinstance(conn, sqlite3.Connection):
+            raise TypeError(
+                f"SqliteSaver takes an open sqlite3.Connection, got {type(conn).__name__}; "
+                "for a file or ':memory:' use SqliteSaver.from_conn_string(...)"
+            )
         level = synchronous.upper()
         if level not in _SYNC_LEVELS:
             raise ValueError(f"synchronous must be one of {_SYNC_LEVELS}, got {synchronous!r}")
@@ -139,17 +144,34 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
 
         >>> saver = SqliteSaver.from_path("state/checkpoints.db", synchronous="FULL")
         """
-        p = Path(path)
+        return cls._open(Path(path), kwargs)
+
+    @classmethod
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> SqliteSaver:
+        """LangGraph's constructor: a path, ``":memory:"`` or a ``file:`` URI, as
+        ``sqlite3.connect`` takes it. The saver is its own context manager, so
+        LangGraph's ``with`` form ports unchanged.
+
+        >>> with SqliteSaver.from_conn_string(":memory:") as saver:
+        ...     graph = builder.compile(checkpointer=saver)
+        """
+        return cls._open(conn_string, kwargs, uri=conn_string.startswith("file:"))
+
+    @classmethod
+    def _open(cls, target: str | Path, kwargs: dict[str, Any], *, uri: bool = False) -> SqliteSaver:
+        """A saver owning a new connection to ``target`` (a path's directory is
+        created), its schema ready; the connection is closed if that fails."""
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
+            if not uri:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None, uri=uri)
         except (OSError, sqlite3.Error) as exc:
             raise CheckpointError(
-                f"cannot open SQLite checkpoint database {str(p)!r}: {exc}"
+                f"cannot open SQLite checkpoint database {str(target)!r}: {exc}"
             ) from exc
-        saver = cls(conn, **kwargs)
         try:
-            saver.setup()
+            saver = cls(conn, **kwargs)
+            saver._prepare()
         except BaseException:
             conn.close()
             raise
@@ -174,6 +196,12 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> SqliteSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     # --- setup ---------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -181,6 +209,9 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
 
         Raises SchemaVersionError if the file was written by a newer Trellis.
         """
+        self._prepare()
+
+    def _prepare(self) -> None:
         with self._lock:
             if self._ready:
                 return
@@ -230,7 +261,7 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
         """Run one plan as one transaction (``BEGIN IMMEDIATE`` when it writes)."""
         with self._lock:
             if not self._ready:
-                self.setup()
+                self._prepare()
             conn, plan = self._conn, txn.plan
             try:
                 conn.execute("BEGIN IMMEDIATE" if txn.write else "BEGIN")
@@ -279,6 +310,18 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
 
     def _after_removal(self) -> None:
         self._vacuum()  # freed pages go back to the file system
+
+
+class AsyncSqliteSaver(SqliteSaver):
+    """:class:`SqliteSaver` under LangGraph's async name, for code that awaits
+    ``setup()``; everything else is the same saver.
+
+    >>> async with AsyncSqliteSaver.from_conn_string("checkpoints.db") as saver:
+    ...     await saver.setup()
+    """
+
+    async def setup(self) -> None:  # type: ignore[override]  # LangGraph's is awaited
+        self._prepare()
 
 
 def _db_path(conn: sqlite3.Connection) -> str:
