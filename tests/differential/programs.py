@@ -92,6 +92,17 @@ def _log(name: str) -> Callable[[S], dict[str, Any]]:
     return node
 
 
+def compiled_chain(api: Api, schema: Any, *nodes: tuple[str, Any]) -> Any:
+    """START -> each of ``nodes`` (name, fn or subgraph) in turn, compiled."""
+    g = api.StateGraph(schema)
+    for name, fn in nodes:
+        g.add_node(name, fn)
+    g.add_edge(api.START, nodes[0][0])
+    for (a, _), (b, _) in zip(nodes, nodes[1:], strict=False):
+        g.add_edge(a, b)
+    return g.compile()
+
+
 def _graph(api: Api, *names: str) -> Any:
     """A StateGraph(S) with one logging node per name."""
     g = api.StateGraph(S)

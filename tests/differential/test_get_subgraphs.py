@@ -5,6 +5,7 @@ from types import SimpleNamespace
 from typing import Any, TypedDict
 
 import pytest
+from tests.differential.programs import compiled_chain
 
 pytest.importorskip("langgraph.graph", reason="the bench extra (LangGraph) is not installed")
 
@@ -25,13 +26,7 @@ def _nested(api: SimpleNamespace) -> Any:
     """outer: a, inner (whose node deep is itself a graph); plain: no subgraphs."""
 
     def chain(*nodes: tuple[str, Any]) -> Any:
-        g = api.StateGraph(S)
-        for name, fn in nodes:
-            g.add_node(name, fn)
-        g.add_edge(api.START, nodes[0][0])
-        for (a, _), (b, _) in zip(nodes, nodes[1:], strict=False):
-            g.add_edge(a, b)
-        return g.compile()
+        return compiled_chain(api, S, *nodes)
 
     leaf = chain(("x", lambda s: {"n": 1}))
     inner = chain(("pre", lambda s: {"n": 2}), ("deep", leaf))

@@ -170,8 +170,10 @@ def test_a_handler_that_fails_fails_the_task_and_a_resume_retries_in_full(
     def run(value: Any) -> Any:
         return _invoke(graph, value, is_async)
 
-    with pytest.raises(RuntimeError, match="the handler broke too"):
+    with pytest.raises(RuntimeError, match="the handler broke too") as failed:
         run({})
+    notes = getattr(failed.value, "__notes__", [])
+    assert any(n.startswith("raised by the error_handler of node 'boom' at step") for n in notes)
     (task,) = graph.get_state({"configurable": {"thread_id": "t"}}).tasks
     assert task.error == {"type": "RuntimeError", "message": "the handler broke too"}
     broken[0] = False

@@ -62,6 +62,14 @@ def abc(calls: Counter[str] | None = None, **compile_options: Any) -> Any:
 # -- get_state ----------------------------------------------------------------------
 
 
+def test_update_as_an_unknown_node_names_the_nodes_there_are() -> None:
+    graph, config = abc(), thread()
+    graph.invoke({"a": "x"}, config)
+    with pytest.raises(InvalidUpdateError, match=r"as_node='d'.*its nodes are 'a', 'b', 'c'"):
+        graph.update_state(config, {"a": "y"}, as_node="d")
+    assert graph.get_state(config).values["a"] == "x"
+
+
 def test_get_state_after_a_finished_run() -> None:
     graph = abc()
     config = thread()

@@ -257,67 +257,6 @@ async def test_ainvoke_with_a_stream_mode_returns_every_chunk() -> None:
     assert chunks == [{"x": {"log": ["x"]}}, {"y": {"log": ["y"]}}]
 
 
-# -- batch ----------------------------------------------------------------------
-
-
-def _echo_graph() -> Any:
-    def node(state: S) -> dict[str, Any]:
-        return {"a": state["a"] + "!"}
-
-    builder = StateGraph(S)
-    builder.add_node("n", node)
-    builder.add_edge(START, "n")
-    return builder.compile()
-
-
-def test_batch_keeps_input_order() -> None:
-    graph = _echo_graph()
-    assert graph.batch([{"a": "1"}, {"a": "2"}, {"a": "3"}]) == [
-        {"a": "1!", "log": []},
-        {"a": "2!", "log": []},
-        {"a": "3!", "log": []},
-    ]
-
-
-def test_batch_raises_or_returns_exceptions() -> None:
-    graph = _echo_graph()
-    with pytest.raises(KeyError):
-        graph.batch([{"a": "1"}, {}])
-    out = graph.batch([{"a": "1"}, {}, {"a": "3"}], return_exceptions=True)
-    assert out[0] == {"a": "1!", "log": []} and out[2] == {"a": "3!", "log": []}
-    assert isinstance(out[1], KeyError)
-
-
-async def test_abatch_keeps_input_order_and_returns_exceptions() -> None:
-    async def node(state: S) -> dict[str, Any]:
-        await asyncio.sleep(0.01 * (3 - int(state["a"])))  # the last input finishes first
-        return {"a": state["a"] + "!"}
-
-    builder = StateGraph(S)
-    builder.add_node("n", node)
-    builder.add_edge(START, "n")
-    graph = builder.compile()
-    assert [r["a"] for r in await graph.abatch([{"a": "1"}, {"a": "2"}, {"a": "3"}])] == [
-        "1!",
-        "2!",
-        "3!",
-    ]
-    out = await graph.abatch([{"a": "1"}, {}], return_exceptions=True)
-    assert out[0]["a"] == "1!" and isinstance(out[1], KeyError)
-    with pytest.raises(KeyError):
-        await graph.abatch([{"a": "1"}, {}])
-
-
-def test_batch_with_one_config_per_input() -> None:
-    graph = chain("x", checkpointer=MemorySaver())
-    threads = [uuid.uuid4().hex, uuid.uuid4().hex]
-    configs = [{"configurable": {"thread_id": t}} for t in threads]
-    graph.batch([{"a": "1"}, {"a": "2"}], configs)
-    assert [graph.get_state(c).values["a"] for c in configs] == ["1", "2"]
-    with pytest.raises(ValueError, match="2 inputs"):
-        graph.batch([{"a": "1"}, {"a": "2"}], configs[:1])
-
-
 def test_debug_stream_with_a_checkpointer_has_checkpoint_events() -> None:
     graph = chain("x", checkpointer=MemorySaver())
     config = {"configurable": {"thread_id": uuid.uuid4().hex}}

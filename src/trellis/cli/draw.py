@@ -25,12 +25,15 @@ def draw_command(
     format: Annotated[
         DrawFormat, typer.Option("--format", "-f", help="Mermaid text or an ASCII picture.")
     ] = DrawFormat.mermaid,
+    xray: Annotated[
+        bool, typer.Option("--xray", help="Draw each subgraph's nodes inside its node.")
+    ] = False,
 ) -> None:
     """Print the graph: Mermaid (paste into a Markdown ```mermaid block) or ASCII.
 
     trellis draw examples.code_analysis:graph --format ascii
     """
     with reported_errors(err_console()):
-        drawable = load_graph(target).get_graph()
+        drawable = load_graph(target).get_graph(xray=xray)
         text = drawable.draw_ascii() if format is DrawFormat.ascii else drawable.draw_mermaid()
         typer.echo(text.rstrip("\n"))

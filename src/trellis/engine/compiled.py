@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from trellis.engine import drivers, saga, state
-from trellis.engine.config import merge_configs
+from trellis.engine import batching, drivers, saga, state
+from trellis.engine.config import check_compile_options, merge_configs
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
     compensations_done,
@@ -96,6 +96,7 @@ class CompiledStateGraph:
         debug: bool = False,
         **options: Any,
     ) -> None:
+        check_compile_options(options, checkpointer)
         self.builder = builder
         self.plan: GraphPlan = build_plan(builder, retry_policy=options.get("retry_policy"))
         self.checkpointer = checkpointer
@@ -526,16 +527,21 @@ class CompiledStateGraph:
         **kwargs: Any,
     ) -> list[Any]:
         """``invoke`` each input; results in input order."""
-        configs = _configs(config, len(inputs))
-        results: list[Any] = []
-        for value, cfg in zip(inputs, configs, strict=True):
-            try:
-                results.append(self.invoke(value, cfg, **kwargs))
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
+        return batching.batch(self, inputs, config, return_exceptions, kwargs)
+
+    def batch_as_completed(
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, Any]]:
+        """``invoke`` each input, yielding ``(index, result)`` as each finishes.
+
+        >>> for i, out in graph.batch_as_completed([{"n": 1}, {"n": 2}]): ...
+        """
+        return batching.batch_as_completed(self, inputs, config, return_exceptions, kwargs)
 
     async def abatch(
         self,
@@ -546,11 +552,19 @@ class CompiledStateGraph:
         **kwargs: Any,
     ) -> list[Any]:
         """``ainvoke`` every input concurrently; results in input order."""
-        configs = _configs(config, len(inputs))
-        coros = [self.ainvoke(v, c, **kwargs) for v, c in zip(inputs, configs, strict=True)]
-        import asyncio
+        return await batching.abatch(self, inputs, config, return_exceptions, kwargs)
 
-        return list(await asyncio.gather(*coros, return_exceptions=return_exceptions))
+    def abatch_as_completed(
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """``ainvoke`` every input concurrently, yielding ``(index, result)`` in the
+        order they finish; the rest are cancelled if the caller stops early."""
+        return batching.abatch_as_completed(self, inputs, config, return_exceptions, kwargs)
 
     # -- state and history -------------------------------------------------
 
@@ -776,12 +790,22 @@ class CompiledStateGraph:
     # -- drawing ------------------------------------------------------------
 
     def get_graph(
-        self, config: RunnableConfig | None = None, *, xray: Any = False
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
     ) -> DrawableGraph:
-        """The graph's structure, for ``draw_mermaid()`` and ``draw_ascii()``."""
+        """The graph's structure, for ``draw_mermaid()`` and ``draw_ascii()``;
+        ``xray`` draws subgraphs inside their nodes (``True``: every level, ``n``: ``n``).
+
+        >>> print(graph.get_graph(xray=True).draw_mermaid())
+        """
         from trellis.graph.drawing import DrawableGraph
 
-        return DrawableGraph.from_builder(self.builder)
+        return DrawableGraph.from_builder(self.builder, xray)
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> DrawableGraph:
+        """:meth:`get_graph` for async code (drawing does no I/O)."""
+        return self.get_graph(config, xray=xray)
 
 
 def _allow_schemas(plan: GraphPlan, checkpointer: Any, extra: Sequence[Any]) -> None:
@@ -850,12 +874,3 @@ def _names(value: Sequence[str] | str | None) -> frozenset[str]:
     if not value:
         return _NO_NAMES
     return frozenset([value] if isinstance(value, str) else value)
-
-
-def _configs(config: Any, n: int) -> list[RunnableConfig | None]:
-    if config is None or isinstance(config, dict):
-        return [cast(RunnableConfig | None, config)] * n
-    configs = list(config)
-    if len(configs) != n:
-        raise ValueError(f"batch got {n} inputs but {len(configs)} configs")
-    return configs

@@ -1,14 +1,15 @@
 """Run configs: merging what ``with_config`` binds under each call's own config, and
-the thread id as every checkpointer keys a thread."""
+the thread id as every checkpointer keys a thread; and ``compile()``'s options."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from trellis.errors import InvalidConfigError
+from trellis.persist.base import Checkpointer
 from trellis.types import RunnableConfig
 
-__all__ = ["merge_configs", "thread_key"]
+__all__ = ["check_compile_options", "merge_configs", "thread_key"]
 
 
 def merge_configs(*configs: RunnableConfig | dict[str, Any] | None) -> RunnableConfig:
@@ -58,3 +59,32 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_COMPILE_OPTIONS = frozenset(
+    {"allowlist", "approval_policy", "durability", "metrics", "observers", "retry_policy", "trace"}
+)
+
+
+def check_compile_options(options: dict[str, Any], checkpointer: Any) -> None:
+    """Refuse what would otherwise be silently ignored: a misspelt option, LangGraph's
+    ``store``/``cache`` (not built), a checkpointer that is not a Trellis one."""
+    unsupported = [k for k in ("store", "cache") if options.pop(k, None) is not None]
+    if unsupported:
+        raise InvalidConfigError(
+            f"compile({unsupported[0]}=...): Trellis has no LangGraph {unsupported[0]} yet; "
+            "keep long-term memory in the state or your own database"
+        )
+    unknown = sorted(set(options) - _COMPILE_OPTIONS)
+    if unknown:
+        raise InvalidConfigError(
+            f"compile() got unknown option(s) {', '.join(map(repr, unknown))}; it takes "
+            f"checkpointer, interrupt_before, interrupt_after, name, debug, "
+            f"{', '.join(sorted(_COMPILE_OPTIONS))}"
+        )
+    if checkpointer not in (None, True, False) and not isinstance(checkpointer, Checkpointer):
+        kind = f"{type(checkpointer).__module__}.{type(checkpointer).__qualname__}"
+        raise InvalidConfigError(
+            f"checkpointer {kind} is not a Trellis checkpointer; use trellis.MemorySaver, "
+            "SqliteSaver or PostgresSaver (LangGraph's savers store another format)"
+        )

@@ -121,7 +121,7 @@ def run_task(task: Task) -> None:
             task.interrupts = list(signal.interrupts)
             return
         except Exception as failed:  # the error_handler failed too: the task fails with it
-            _fail(task, failed)
+            _fail(task, failed, by_handler=True)
             raise
         if inspect.isawaitable(routed):
             routed.close()  # type: ignore[attr-defined]
@@ -138,17 +138,17 @@ def run_task(task: Task) -> None:
                 observer.leave(entered)
 
 
-def _fail(task: Task, error: BaseException) -> None:
-    """``task`` failed with ``error`` (its own, or its error_handler's)."""
+def _fail(task: Task, error: BaseException, *, by_handler: bool = False) -> None:
+    """``task`` failed with ``error``: its own, or (``by_handler``) its error_handler's."""
     task.error = error
-    _name_the_node(task, error)
+    _name_the_node(task, error, "the error_handler of node" if by_handler else "node")
 
 
-def _name_the_node(task: Task, exc: BaseException) -> None:
+def _name_the_node(task: Task, exc: BaseException, who: str = "node") -> None:
     # A node's own exception propagates unchanged (callers catch its type), so
     # say where it came from in a note rather than by wrapping it.
     if isinstance(exc, Exception) and not isinstance(exc, TrellisError):
-        exc.add_note(f"raised by node {task.name!r} at step {task.step} (task {task.id})")
+        exc.add_note(f"raised by {who} {task.name!r} at step {task.step} (task {task.id})")
 
 
 def _keeper(loop: RunLoop) -> Any:
@@ -536,7 +536,7 @@ async def _afailed(task: Task, exc: BaseException) -> None:
         task.interrupts = list(signal.interrupts)
         return
     except Exception as failed:  # the error_handler failed too: the task fails with it
-        _fail(task, failed)
+        _fail(task, failed, by_handler=True)
         raise
     if not routed:
         _fail(task, exc)

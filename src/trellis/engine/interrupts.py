@@ -96,7 +96,7 @@ def assign_resume(
             owner[i.id] = task
     if isinstance(resume, Mapping) and all(k in by_id for k in resume):
         answers = dict(resume)  # {} answers nothing: the question is asked again (LangGraph)
-    elif isinstance(resume, Mapping) and resume and all(_looks_like_id(k) for k in resume):
+    elif isinstance(resume, Mapping) and all(_looks_like_id(k) for k in resume):  # not {}
         unknown = [k for k in resume if k not in by_id]
         raise InterruptError(
             f"thread {thread_id!r}: resume map names unknown interrupt id(s) "

@@ -42,9 +42,8 @@ if TYPE_CHECKING:
     from trellis.engine.output import OutputKeys
     from trellis.engine.plan import GraphPlan, NodePlan
 
-__all__ = ["MISSING", "NO_RESUME", "RunLoop"]
+__all__ = ["NO_RESUME", "RunLoop"]
 
-MISSING: Any = ABSENT  # a key not written yet (the reducers' own marker)
 _NONE: frozenset[str] = frozenset()
 _NO_DICT: dict[str, Any] = {}  # shared placeholders; replaced before anything is stored
 _NO_BARRIERS: dict[int, set[str]] = {}
@@ -222,6 +221,15 @@ class RunLoop:
 
     # -- starting ---------------------------------------------------------
 
+    def fill_defaults(self) -> None:
+        """Give every key without a value its default (a reducer's empty list): a
+        thread's first checkpoint holds them all, whether a run or an update made it."""
+        for key, make in self.plan.initial.items():
+            if key not in self.values:
+                self.values[key] = make()
+                if self.track:
+                    self.updated.add(key)
+
     def begin(self, value: Any) -> None:
         """Start a run from ``value`` (the graph input).
 
@@ -234,11 +242,7 @@ class RunLoop:
             self.run_id = uuid.uuid4().hex
         if value is None:
             raise EmptyInputError("Received no input for __start__")
-        for key, make in self.plan.initial.items():
-            if key not in self.values:
-                self.values[key] = make()
-                if self.track:
-                    self.updated.add(key)
+        self.fill_defaults()
         update = value if isinstance(value, Command) else self.check_input(value)
         self.first_step = self.step + 2
         self.step += 1
@@ -692,12 +696,12 @@ class RunLoop:
         appendable = self.plan.append_channels
         appends = self.appends
         for key, value in update.items():
-            old = values.get(key, MISSING)
+            old = values.get(key, ABSENT)
             reducer = reducers.get(key)  # as apply(), inlined: this runs for every write
             if reducer is None:
                 new = value
             elif overwritten is None and type(value) not in SPECIAL_WRITES:
-                new = value if old is MISSING else reducer(old, value)
+                new = value if old is ABSENT else reducer(old, value)
             else:
                 new, overwritten = reduce_write(reducer, key, old, value, overwritten)
                 if new is DROPPED:
@@ -706,7 +710,7 @@ class RunLoop:
             updated.add(key)
             if key not in appendable:
                 continue
-            if old is MISSING or type(new) is not list or type(old) is not list:
+            if old is ABSENT or type(new) is not list or type(old) is not list:
                 appends[key] = None  # stored whole (an Overwrite may write anything)
                 continue
             n = len(old)

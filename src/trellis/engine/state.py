@@ -435,15 +435,12 @@ def update_loop(
         raise CheckpointNotFoundError(f"thread {thread_id!r} has no checkpoint to copy")
     else:
         loop.step = -1  # as LangGraph: the first checkpoint of a thread made by an update is step 0
-        # A thread's first checkpoint holds every key's default (a reducer's empty
-        # list), as the one a run's input makes would.
-        for key, make in graph.plan.initial.items():
-            loop.values[key] = make()
-            loop.updated.add(key)
+        loop.fill_defaults()
     for _, name in updates:
         if name is not None and name not in graph.plan.nodes and name not in (START, END):
             raise InvalidUpdateError(
-                f"update_state(as_node={name!r}): graph {graph.name!r} has no such node"
+                f"update_state(as_node={name!r}): graph {graph.name!r} has no such node; "
+                f"its nodes are {', '.join(map(repr, graph.plan.nodes))}"
             )
     routed = as_node if as_node is not None else _writer_of(saved, parent)
     tasks = []
