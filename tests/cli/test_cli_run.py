@@ -358,24 +358,24 @@ def test_compile_options_survive_the_recompile_with_a_checkpointer(tmp_path: Pat
     assert state_of(finished) == {"n": 20}
 
 
+@pytest.mark.parametrize("saver", ["MemorySaver()", "SqliteSaver.from_conn_string(':memory:')"])
 def test_a_pause_under_the_graphs_memory_saver_offers_no_resume_that_cannot_work(
-    tmp_path: Path,
+    tmp_path: Path, saver: str
 ) -> None:
     module = write_module(
         tmp_path,
-        "memory_ask",
-        """
+        f"memory_ask_{saver[:6].lower()}",
+        f"""
         from typing import TypedDict
-        from trellis import StateGraph, START, interrupt
-        from trellis.persist.memory import MemorySaver
+        from trellis import StateGraph, START, interrupt, MemorySaver, SqliteSaver
 
         class State(TypedDict, total=False):
             ok: str
 
         builder = StateGraph(State)
-        builder.add_node("ask", lambda s: {"ok": interrupt("ship it?")})
+        builder.add_node("ask", lambda s: {{"ok": interrupt("ship it?")}})
         builder.add_edge(START, "ask")
-        graph = builder.compile(checkpointer=MemorySaver())
+        graph = builder.compile(checkpointer={saver})
         """,
     )
     result = trellis("run", f"{module}:graph", "--thread", "m1", "--input", "{}")

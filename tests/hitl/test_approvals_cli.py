@@ -13,9 +13,9 @@ import pytest
 from tests.hitl.conftest import Backend
 from typer.testing import CliRunner, Result
 
-from trellis.cli.approvals import approvals_app
+from trellis.cli.approvals import Risk, approvals_app
 from trellis.hitl import ReviewQueue
-from trellis.hitl.records import PENDING, ApprovalRequest
+from trellis.hitl.records import PENDING, RISKS, ApprovalRequest
 from trellis.persist.events import event_log_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,8 @@ def test_edit_and_bad_input_are_named_errors(db_backend: Backend) -> None:
     not_json = approvals("edit", rid, "--db", db_backend.db, "--update", "{oops")
     assert not_json.exit_code == 1 and "--update is not valid JSON" in not_json.stderr
     risk = approvals("list", "--db", db_backend.db, "--risk", "hihg")
-    assert risk.exit_code == 1 and "unknown risk 'hihg'; risks are low, medium, high" in risk.stderr
+    assert risk.exit_code == 2 and "--risk" in risk.output and "'hihg'" in risk.output
+    assert [r.value for r in Risk] == list(RISKS)  # the option's choices are the queue's
     unknown = approvals("approve", "0" * 32, "--db", db_backend.db)
     assert unknown.exit_code == 1 and "ApprovalNotFoundError" in unknown.stderr
     ok = approvals("edit", rid, "--db", db_backend.db, "--update", '{"reason": "edited"}')
@@ -190,7 +191,7 @@ def test_another_programs_sqlite_database_is_refused_and_left_alone(tmp_path: Pa
     before = db.read_bytes()
     result = approvals("list", "--db", str(db))
     assert result.exit_code == 1
-    assert f"no Trellis tables in {db}; check --db" in result.stderr
+    assert f"no Trellis tables in {str(db)!r}; check --db" in result.stderr
     assert db.read_bytes() == before
 
 
@@ -245,6 +246,14 @@ def test_a_graph_with_its_own_checkpointer_says_db_is_ignored(
 
     config = {"configurable": {"thread_id": "t"}}
     (asked,) = own_saver_graph.graph.invoke({}, config)["__interrupt__"]
+    foreign = tmp_path / "notes.db"  # not Trellis's: ignored all the same, and left alone
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    shown = approvals("show", asked.id, "--db", str(foreign), "--graph", "own_saver_graph:graph")
+    assert shown.exit_code == 0, shown.output
+    assert "--db is ignored" in shown.output
+    with sqlite3.connect(foreign) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
     other = tmp_path / "other.db"
     ReviewQueue.from_url(str(other)).close()  # a database of its own, without the request
     result = approvals("approve", asked.id, "--db", str(other), "--graph", "own_saver_graph:graph")

@@ -12,6 +12,7 @@ only stores the decision: the run continues at its thread's next
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import getpass
 import os
 from collections.abc import Iterator
@@ -28,12 +29,12 @@ from trellis.cli.common import (
     CliError,
     DbOption,
     err_console,
+    no_trellis,
     open_saver,
     out_console,
     parse_json,
     print_json,
     reported_errors,
-    shown_db,
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
@@ -62,45 +63,53 @@ NotesOption = Annotated[str | None, typer.Option("--notes", help="Why (kept in t
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+class Risk(enum.StrEnum):
+    """``--risk``'s choices, the queue's ``RISKS``: typer refuses a typo naming the option."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
 @contextmanager
 def _queue(db: str | None, graph: str | None = None) -> Iterator[ReviewQueue]:
     """The queue over ``db``; with ``graph``, one that resumes runs through it."""
     target = db or str(DEFAULT_DB)
+    if graph is not None:
+        from trellis.cli.loader import load_graph
+
+        app = load_graph(graph)
+        if app.checkpointer is not None:  # its requests live with it, as its runs do
+            if db is not None:
+                note = "[yellow]note:[/] the graph has its own checkpointer; --db is ignored"
+                err_console().print(note)
+            yield ReviewQueue(app.checkpointer, graph=app)
+            return
+        saver = open_saver(target, must_exist=True)  # checks the file and its tables
+        try:
+            yield ReviewQueue(saver, graph=app.with_checkpointer(saver, trace=True))
+        finally:
+            saver.close()
+        return
+    _check_queue_db(target)
+    queue = ReviewQueue.from_url(target)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+def _check_queue_db(target: str) -> None:
+    """Asked before a store opens its pool: a mistyped ?schema= or --db is refused
+    rather than given Trellis's tables, and an unreachable server fails at once
+    rather than after the pool's wait."""
     where = Database.from_url(target)
     if where.kind == "sqlite" and not Path(where.target).exists():
         raise CliError(f"no database at {target!r}; give --db (a SQLite file or a postgresql URL)")
-    # Asked before a store opens its pool: a mistyped ?schema= or --db is refused rather
-    # than given Trellis's tables, and an unreachable server fails at once rather than
-    # after the pool's wait.
     if not any(
         where.has_table(table) for table in ("trellis_approval_requests", "trellis_checkpoints")
     ):
-        within = f"schema {where.schema!r} of " if where.kind == "postgres" else ""
-        raise CliError(
-            f"no Trellis tables in {within}{shown_db(target)}; check --db"
-            + (" and its ?schema=" if where.kind == "postgres" else "")
-        )
-    if graph is None:
-        queue = ReviewQueue.from_url(target)
-        try:
-            yield queue
-        finally:
-            queue.close()
-        return
-    from trellis.cli.loader import load_graph
-
-    app = load_graph(graph)
-    saver = None
-    if app.checkpointer is None:
-        saver = open_saver(target, must_exist=True)
-        app = app.with_checkpointer(saver, trace=True)  # as `trellis run` does
-    elif db is not None:  # its requests live with its own checkpointer, as its runs do
-        err_console().print("[yellow]note:[/] the graph has its own checkpointer; --db is ignored")
-    try:
-        yield ReviewQueue(app.checkpointer, graph=app)
-    finally:
-        if saver is not None:
-            saver.close()
+        raise no_trellis("tables", where)
 
 
 def _reviewer(given: str | None) -> str:
@@ -135,7 +144,7 @@ def _span(seconds: float) -> str:
 @approvals_app.command("list")
 def list_command(
     db: DbOption = None,
-    risk: Annotated[list[str] | None, typer.Option("--risk", help="low, medium, high.")] = None,
+    risk: Annotated[list[Risk] | None, typer.Option("--risk", help="The request's risk.")] = None,
     node: Annotated[list[str] | None, typer.Option("--node", help="Gated node name.")] = None,
     older_than: Annotated[
         float | None,
@@ -146,7 +155,8 @@ def list_command(
 ) -> None:
     """Pending requests across all threads, soonest deadline first."""
     with reported_errors(err_console()), _queue(db) as queue:
-        found = queue.pending(risk=risk, node=node, older_than=older_than, limit=limit + 1)
+        risks = [r.value for r in risk] if risk else None
+        found = queue.pending(risk=risks, node=node, older_than=older_than, limit=limit + 1)
         more, found = len(found) > limit, found[:limit]
         if as_json:
             print_json(out_console(), [r.as_dict() for r in found])

@@ -184,6 +184,17 @@ def saver_label(saver: Any) -> str:
     return repr(str(saver.path))
 
 
+def no_trellis(what: str, where: Database) -> CliError:
+    """The error for ``--db`` naming a database (or a schema of one) without Trellis's
+    ``what`` (its tables, its checkpoints)."""
+    if where.kind == "postgres":
+        return CliError(
+            f"no Trellis {what} in schema {where.schema!r} of {shown_db(where.target)}; "
+            "check --db and its ?schema="
+        )
+    return CliError(f"no Trellis {what} in {where.target!r}; check --db")
+
+
 def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = None) -> Any:
     """The checkpointer ``--db`` names: a SQLite file (default ``.trellis/trellis.db``)
     or a ``postgresql://`` URL (``?schema=NAME`` outside ``public``).
@@ -198,10 +209,7 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
         from trellis.persist.postgres import PostgresSaver
 
         if must_exist and not where.has_table("trellis_checkpoints"):
-            raise CliError(
-                f"no Trellis checkpoints in schema {where.schema!r} of {shown_db(str(db))}; "
-                "check the URL and its ?schema="
-            )
+            raise no_trellis("checkpoints", where)
         saver: Any = PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
     else:
         from trellis.persist.sqlite import SqliteSaver
@@ -212,9 +220,10 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
                 f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
                 f"{str(DEFAULT_DB)!r} unless given --db"
             )
-        if must_exist and not Database("sqlite", str(path)).has_table("trellis_checkpoints"):
+        file = Database("sqlite", str(path))
+        if must_exist and not file.has_table("trellis_checkpoints"):
             # Opening the saver would add Trellis's tables to someone else's database.
-            raise CliError(f"no Trellis checkpoints in {str(path)!r}; check --db")
+            raise no_trellis("checkpoints", file)
         saver = SqliteSaver.from_path(path)
     if graph is not None:
         from trellis.cli.loader import load_graph

@@ -189,9 +189,6 @@ def _next(item: CheckpointTuple, finished: dict[str, dict[str, Any]]) -> list[st
     return scheduled
 
 
-_BOOKKEEPING = (GOTO, DONE)
-
-
 def _finished(item: CheckpointTuple) -> dict[str, dict[str, Any]]:
     """By task id, the tasks that finished in the step after this checkpoint, the
     thread's head, which did not commit (a sibling failed or asked a question):
@@ -205,9 +202,9 @@ def _finished(item: CheckpointTuple) -> dict[str, dict[str, Any]]:
     for task_id, writes in by_task.items():
         if any(w.channel == DONE for w in writes):
             ordered = sorted(writes, key=lambda w: w.idx)
-            update = {w.channel: w.value for w in ordered if w.idx >= 0}
-            for key in _BOOKKEEPING:
-                update.pop(key, None)
+            update = {
+                w.channel: w.value for w in ordered if w.idx >= 0 and w.channel not in (GOTO, DONE)
+            }
             finished[task_id] = {"node": writes[0].task_name, "writes": shown(update)}
     return finished
 

@@ -274,11 +274,11 @@ def _report_pause(
     """Say why the run stopped early, if it did, and the command that goes on
     (``again``: the command that continues the thread)."""
     snapshot = graph.get_state(config)
-    # A checkpointer keeping nothing outside this process (a MemorySaver the graph
-    # brought): no later command can resume or inspect the thread.
-    from trellis.persist.memory import MemorySaver
-
-    gone = isinstance(graph.checkpointer, MemorySaver)
+    # A checkpointer keeping nothing outside this process (``database`` None: a
+    # MemorySaver or an in-memory SQLite the graph brought) leaves nothing that a
+    # later command could resume or inspect. (A saver of another kind may not say.)
+    saver = graph.checkpointer
+    gone = hasattr(saver, "database") and saver.database is None
     if gone and (outcome.interrupts or snapshot.next):
         notes = (
             "[yellow]note:[/] the graph's own checkpointer keeps nothing after this command "
