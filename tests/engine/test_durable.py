@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -152,3 +153,31 @@ def test_langchain_messages_in_an_add_messages_key_are_checkpointed(saver_factor
     stored = again.get_state(config).values["messages"]
     assert [type(m).__name__ for m in stored] == ["HumanMessage", "AIMessage"]
     assert stored[1].content == "hello" and stored[1].usage_metadata["total_tokens"] == 3
+
+
+def test_a_key_typed_with_base_message_checkpoints_its_subclasses(saver_factory: Any) -> None:
+    # LangGraph's classic agent state: a Sequence[BaseMessage] added to with
+    # operator.add. The schema names the base class; the state holds its subclasses.
+    messages = pytest.importorskip("langchain_core.messages")
+
+    # The functional form: under postponed annotations a class body's hints could
+    # not see the module imported in this function.
+    agent_state = TypedDict(  # noqa: UP013
+        "agent_state", {"messages": Annotated[Sequence[messages.BaseMessage], operator.add]}
+    )
+
+    def bot(state: Any) -> dict[str, Any]:
+        return {"messages": [messages.AIMessage("hello")]}
+
+    b = StateGraph(agent_state)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    config = {"configurable": {"thread_id": "agent"}}
+    b.compile(checkpointer=saver_factory.make()).invoke(
+        {"messages": [messages.HumanMessage("hi")]}, config
+    )
+    stored = b.compile(checkpointer=saver_factory.make()).get_state(config).values["messages"]
+    assert [(type(m).__name__, m.content) for m in stored] == [
+        ("HumanMessage", "hi"),
+        ("AIMessage", "hello"),
+    ]

@@ -36,7 +36,7 @@ from trellis.errors import (
     InvalidUpdateError,
     RoutingError,
 )
-from trellis.graph.reducers import add_messages, langchain_messages
+from trellis.graph.reducers import add_messages, langchain_messages, names_langchain_messages
 from trellis.graph.schema import is_pydantic_class
 from trellis.persist.base import CheckpointTuple
 from trellis.types import Command, RunnableConfig, StateSnapshot, StateUpdate
@@ -810,16 +810,17 @@ class CompiledStateGraph:
 
 def _allow_schemas(plan: GraphPlan, checkpointer: Any, extra: Sequence[Any]) -> None:
     """Let the saver decode the classes this graph's schemas name (and only those),
-    and LangChain's messages where a key is reduced by ``add_messages``."""
+    and all of LangChain's messages where a key is reduced by ``add_messages`` or
+    the schemas name one (``Sequence[BaseMessage]`` holds its subclasses)."""
     serde = getattr(checkpointer, "serde", None)
     if serde is None or not hasattr(serde, "with_allowlist"):
         return
     from trellis.persist.serde import allowlist_from_schema
 
-    schemas = list(plan.schemas)
-    if add_messages in plan.reducers.values():
-        schemas += langchain_messages()
-    checkpointer.serde = serde.with_allowlist([*allowlist_from_schema(*schemas), *extra])
+    allowed = allowlist_from_schema(*plan.schemas)
+    if add_messages in plan.reducers.values() or names_langchain_messages(allowed):
+        allowed |= frozenset(langchain_messages())
+    checkpointer.serde = serde.with_allowlist([*allowed, *extra])
 
 
 _NO_NAMES: frozenset[str] = frozenset()

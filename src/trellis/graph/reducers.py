@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
@@ -31,6 +31,7 @@ __all__ = [
     "add_messages",
     "fold_writes",
     "langchain_messages",
+    "names_langchain_messages",
     "overwrite_value",
     "reduce_write",
     "shown",
@@ -246,6 +247,23 @@ def langchain_messages() -> list[type]:
 
     found = (getattr(messages, name, None) for name in _LANGCHAIN_MESSAGES)
     return [cls for cls in found if isinstance(cls, type)]
+
+
+def names_langchain_messages(classes: Iterable[type]) -> bool:
+    """Whether ``classes`` (a schema's allowlist) hold one of LangChain's message
+    classes, ``BaseMessage`` say: LangGraph's classic agent state is
+    ``Annotated[Sequence[BaseMessage], operator.add]``, and it stores the subclasses.
+
+    >>> from langchain_core.messages import BaseMessage
+    >>> names_langchain_messages([BaseMessage]), names_langchain_messages([int])
+    (True, False)
+    """
+    ours = [cls for cls in classes if cls.__module__.startswith("langchain_core.")]
+    if not ours:  # langchain_core is not imported for a schema that names none of it
+        return False
+    from langchain_core.messages import BaseMessage
+
+    return any(issubclass(cls, BaseMessage) for cls in ours)
 
 
 class MessagesState(TypedDict):
