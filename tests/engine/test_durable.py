@@ -131,26 +131,29 @@ def test_a_half_met_join_is_not_carried_into_another_version_of_the_graph(
     assert _half_join(saver, extra=True).invoke({"go": "b"}, config)["log"] == ["a", "b"]
 
 
+def _chat_stored(schema: Any, reply: Any, saver_factory: Any) -> list[Any]:
+    """The messages a one-node chat graph over ``schema`` checkpointed, as another
+    process's saver reads them back."""
+    from langchain_core.messages import HumanMessage
+
+    b = StateGraph(schema)
+    b.add_node("bot", lambda state: {"messages": [reply]})
+    b.add_edge(START, "bot")
+    config = {"configurable": {"thread_id": "chat"}}
+    b.compile(checkpointer=saver_factory.make()).invoke({"messages": [HumanMessage("hi")]}, config)
+    stored = b.compile(checkpointer=saver_factory.make()).get_state(config).values["messages"]
+    return list(stored)
+
+
 def test_langchain_messages_in_an_add_messages_key_are_checkpointed(saver_factory: Any) -> None:
     # The everyday LangGraph agent: MessagesState (list[Any]) holding LangChain's
     # message objects. Ported by changing imports, it must checkpoint them as they are.
     messages = pytest.importorskip("langchain_core.messages")
     from trellis import MessagesState
 
-    def bot(state: MessagesState) -> dict[str, Any]:
-        usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
-        reply = messages.AIMessage("hello", usage_metadata=usage, tool_calls=[])
-        return {"messages": [reply]}
-
-    b = StateGraph(MessagesState)
-    b.add_node("bot", bot)
-    b.add_edge(START, "bot")
-    config = {"configurable": {"thread_id": "chat"}}
-    b.compile(checkpointer=saver_factory.make()).invoke(
-        {"messages": [messages.HumanMessage("hi")]}, config
-    )
-    again = b.compile(checkpointer=saver_factory.make())  # another process's saver
-    stored = again.get_state(config).values["messages"]
+    usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+    reply = messages.AIMessage("hello", usage_metadata=usage, tool_calls=[])
+    stored = _chat_stored(MessagesState, reply, saver_factory)
     assert [type(m).__name__ for m in stored] == ["HumanMessage", "AIMessage"]
     assert stored[1].content == "hello" and stored[1].usage_metadata["total_tokens"] == 3
 
@@ -165,18 +168,7 @@ def test_a_key_typed_with_base_message_checkpoints_its_subclasses(saver_factory:
     agent_state = TypedDict(  # noqa: UP013
         "agent_state", {"messages": Annotated[Sequence[messages.BaseMessage], operator.add]}
     )
-
-    def bot(state: Any) -> dict[str, Any]:
-        return {"messages": [messages.AIMessage("hello")]}
-
-    b = StateGraph(agent_state)
-    b.add_node("bot", bot)
-    b.add_edge(START, "bot")
-    config = {"configurable": {"thread_id": "agent"}}
-    b.compile(checkpointer=saver_factory.make()).invoke(
-        {"messages": [messages.HumanMessage("hi")]}, config
-    )
-    stored = b.compile(checkpointer=saver_factory.make()).get_state(config).values["messages"]
+    stored = _chat_stored(agent_state, messages.AIMessage("hello"), saver_factory)
     assert [(type(m).__name__, m.content) for m in stored] == [
         ("HumanMessage", "hi"),
         ("AIMessage", "hello"),
