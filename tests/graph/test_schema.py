@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import pydantic
 import pytest
+import typing_extensions as te
 from typing_extensions import TypedDict
 
 from trellis import END, START, StateGraph, add_messages
@@ -28,6 +29,12 @@ class TD(TypedDict, total=False):
     total: Annotated[int, operator.add]
     text: Annotated[str, operator.add]
     counts: Annotated[dict[str, int], _merge]
+
+
+class Qualified(TypedDict, total=False):
+    optional: te.NotRequired[Annotated[list[str], operator.add]]
+    required: te.Required[Annotated[list[str], operator.add]]
+    read_only: te.ReadOnly[Annotated[list[str], operator.add]]
 
 
 def single(schema: Any, fn: Any, **options: Any) -> Any:
@@ -48,6 +55,15 @@ def test_typeddict_channels_and_reducers() -> None:
     assert info.channels["name"].reducer is None
     assert info.channels["items"].reducer is operator.add
     assert info.channels["counts"].reducer is _merge
+
+
+def test_a_reducer_inside_required_or_not_required_is_kept() -> None:
+    # As LangGraph: the key qualifiers wrap the Annotated that names the reducer.
+    # Losing it would make each write replace the list instead of adding to it.
+    graph = single(Qualified, lambda s: {k: ["node"] for k in Qualified.__annotations__})
+    out = graph.invoke({k: ["input"] for k in Qualified.__annotations__})
+    assert out == {k: ["input", "node"] for k in Qualified.__annotations__}
+    assert schema_info(Qualified).channels["optional"].initial is list
 
 
 def test_annotated_without_a_two_argument_callable_is_a_last_value_key() -> None:

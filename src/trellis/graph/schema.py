@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
+import typing_extensions
 from typing_extensions import is_typeddict
 
 __all__ = ["Channel", "SchemaInfo", "is_pydantic_class", "schema_info"]
@@ -92,7 +93,19 @@ def _hints(schema: Any) -> dict[str, Any]:
         return raw
 
 
+# TypedDict key qualifiers: get_type_hints keeps them (include_extras), around the
+# Annotated that may carry the reducer.
+_QUALIFIERS = frozenset(
+    q
+    for module in (typing, typing_extensions)
+    for name in ("Required", "NotRequired", "ReadOnly")
+    if (q := getattr(module, name, None)) is not None
+)
+
+
 def _reducer_of(annotation: Any) -> tuple[Any, Reducer | None]:
+    while get_origin(annotation) in _QUALIFIERS:
+        (annotation,) = get_args(annotation)
     if get_origin(annotation) is typing.Annotated:
         base, *meta = get_args(annotation)
         for item in reversed(meta):
