@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, Command, Send, StateGraph
+from trellis import END, START, Command, MemorySaver, Send, StateGraph
 from trellis.errors import GraphRecursionError, InvalidConfigError, InvalidUpdateError, RoutingError
 
 
@@ -349,6 +349,29 @@ def test_recursion_error_names_the_scheduled_nodes_and_counts_runs() -> None:
         builder.compile().invoke({}, {"recursion_limit": 5})
     assert calls["spin"] == 5
     assert isinstance(info.value, RecursionError) and isinstance(info.value, RuntimeError)
+
+
+def test_a_run_resumed_after_a_recursion_error_counts_as_langgraph() -> None:
+    # LangGraph 1.2: a new run spends a step on its input, a resumed one does not,
+    # and the step after the checkpoint has recursion_limit + 1 left: limit + 2 steps.
+    calls: Counter[str] = Counter()
+
+    def spin(state: S) -> dict[str, Any]:
+        calls["spin"] += 1
+        return {}
+
+    builder = StateGraph(S)
+    builder.add_node("spin", spin)
+    builder.add_edge(START, "spin")
+    builder.add_edge("spin", "spin")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}, "recursion_limit": 4}
+    with pytest.raises(GraphRecursionError):
+        graph.invoke({}, config)
+    assert calls["spin"] == 4
+    with pytest.raises(GraphRecursionError):
+        graph.invoke(None, config)
+    assert calls["spin"] == 4 + 6
 
 
 def test_default_recursion_limit_allows_long_runs() -> None:

@@ -180,7 +180,9 @@ def restore(loop: RunLoop, saved: CheckpointTuple, *, continue_run: bool) -> Non
             # "exit" keeps each entry's state in memory, one per entry: the earlier
             # runs' entries get the state this run starts from, the latest known.
             loop.compensable_states = [dict(loop.values) for _ in loop.compensable]
-    loop.first_step = loop.step + 1
+    # As LangGraph: a resumed run spends no step on its input, and its first step
+    # (the one after the checkpoint) has recursion_limit + 1 steps left.
+    loop.first_step = loop.step + 2
     if "start" in pending:
         from trellis.engine.task import PULL, Task
         from trellis.types import START
