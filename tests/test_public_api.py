@@ -44,6 +44,8 @@ EXTRA_NAMES = frozenset(
         "CompensationReport",
         "CompiledStateGraph",
         "Interrupt",
+        "IsLastStep",
+        "RemainingSteps",
         "MessagesState",
         "Overwrite",
         "RunnableConfig",

@@ -22,6 +22,7 @@ from trellis.engine.interrupts import interrupt
 from trellis.engine.once import aonce, once
 from trellis.engine.saga import CompensationReport
 from trellis.graph.builder import StateGraph
+from trellis.graph.managed import IsLastStep, RemainingSteps
 from trellis.graph.reducers import REMOVE_ALL_MESSAGES, MessagesState, RemoveMessage, add_messages
 from trellis.resilience.circuit import CircuitBreaker
 from trellis.types import (
@@ -58,10 +59,12 @@ __all__ = [
     "CompiledStateGraph",
     "InMemorySaver",
     "Interrupt",
+    "IsLastStep",
     "Overwrite",
     "MemorySaver",
     "MessagesState",
     "PostgresSaver",
+    "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
     "ReviewQueue",

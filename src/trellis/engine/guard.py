@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.durable import RETRY, RETRY_IDX
 from trellis.errors import InvalidUpdateError, NodeError
+from trellis.graph.managed import managed_note
 from trellis.observe.events import EventKind
 from trellis.persist.base import PendingWrite
 from trellis.resilience.retry import RetryState, arun_with_retry, run_with_retry, select_policy
@@ -57,7 +58,7 @@ def _follow(task: Task, outcome: Any) -> bool:
         if unknown:
             raise InvalidUpdateError(
                 f"approval edit for node {task.name!r} names unknown state key(s) "
-                f"{', '.join(map(repr, unknown))}"
+                f"{', '.join(map(repr, unknown))}" + managed_note(unknown, task.loop.plan.managed)
             )
         task.pre_update = dict(update)  # the gate has already shown it to the node's input
     if goto is not None:

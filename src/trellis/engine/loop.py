@@ -34,6 +34,7 @@ from trellis.errors import (
     InvalidConfigError,
     InvalidUpdateError,
 )
+from trellis.graph.managed import managed_note
 from trellis.graph.reducers import ABSENT, DROPPED, SPECIAL_WRITES, reduce_write
 from trellis.persist.base import PendingWrite, new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
@@ -295,6 +296,7 @@ class RunLoop:
             raise InvalidUpdateError(
                 f"graph input has unknown key(s) {', '.join(map(repr, unknown))}; "
                 f"the input schema has {', '.join(sorted(allowed))}"
+                + managed_note(unknown, self.plan.managed)
             )
         return dict(value)
 
@@ -341,8 +343,8 @@ class RunLoop:
         self.next_sends = _NO_LIST
         self.step += 1
         nodes = self.plan.nodes
-        values = self.values
         step = self.step
+        values = self.managed_view(self.values, step) if self.plan.managed else self.values
         tasks = []
         for name in names:
             node = nodes[name]
@@ -367,6 +369,15 @@ class RunLoop:
         if self.saved_writes is not None:
             self._reattach(tasks)
         return tasks
+
+    def managed_view(self, values: Mapping[str, Any], step: int) -> dict[str, Any]:
+        """``values`` with the graph's managed keys (RemainingSteps, IsLastStep) as
+        they stand in ``step``: the steps ``recursion_limit`` leaves, this one included."""
+        remaining = self.recursion_limit - (step - self.first_step)
+        view = dict(values)
+        for key, get in self.plan.managed.items():
+            view[key] = get(remaining)
+        return view
 
     def _reattach(self, tasks: list[Task]) -> None:
         """Resuming a step that did not commit: reuse what finished, answer interrupts."""
@@ -404,7 +415,10 @@ class RunLoop:
             if type(target) is str:
                 if target not in running:
                     node = nodes[target]
-                    inputs = node.make_input(self.values)
+                    values = self.values
+                    if self.plan.managed:
+                        values = self.managed_view(values, step)
+                    inputs = node.make_input(values)
                     pulls.append(Task(self, node, inputs, step, node.pull_path))
                     running.add(target)
             else:

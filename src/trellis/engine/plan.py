@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import operator
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,9 @@ class GraphPlan:
     """Nodes that ``add_edge([a, b], c)`` runs once all its sources have finished."""
     needs_async: bool = False
     """A node or router (or a subgraph's) is async: only ainvoke/astream run it."""
+    managed: dict[str, Callable[[int], Any]] = field(default_factory=dict)
+    """``RemainingSteps``, ``IsLastStep``: keys filled in for each step, from the
+    steps left (empty for most graphs: the loop then gives nodes the state as is)."""
 
     def apply(
         self, values: dict[str, Any], update: Mapping[str, Any], overwritten: set[str] | None = None
@@ -175,10 +178,15 @@ class GraphPlan:
         return sorted({*names, *deferred})
 
 
-def _input_maker(info: SchemaInfo, all_channels: frozenset[str]) -> InputMaker:
+def _input_maker(
+    info: SchemaInfo, all_channels: frozenset[str], all_managed: Collection[str]
+) -> InputMaker:
+    """What a node reading ``info`` is given, from the state (and, where the graph
+    has managed keys, their values for the step: see RunLoop.managed_view)."""
     keys = tuple(info.channels) if info.kind != "dict" else tuple(sorted(all_channels))
+    keys += tuple(info.managed)
     if info.kind in ("typeddict", "dict"):
-        if frozenset(keys) == all_channels:
+        if frozenset(keys) == all_channels | frozenset(all_managed):
             # The common case: the node sees the whole state. A copy, so a node
             # that mutates its input cannot change the state behind our back.
             return dict.copy  # type: ignore[return-value]
@@ -275,13 +283,14 @@ def build_plan(builder: StateGraph[Any, Any], *, retry_policy: Any = None) -> Gr
         initial=initial,
         input_info=builder.input_info,
         output_keys=output_keys or tuple(sorted(all_channels)),
-        router_input=_input_maker(builder.state_info, all_channels),
+        router_input=_input_maker(builder.state_info, all_channels, builder.managed),
         append_channels=append_channels,
         fingerprint=_fingerprint(builder),
         compensating=any(n.compensate is not None for n in nodes.values()),
         join_targets=frozenset(j.target for j in joins),
         needs_async=any(_needs_async(n) for n in (start, *nodes.values())),
         schemas=schemas,
+        managed=dict(builder.managed),
     )
 
 
@@ -331,7 +340,7 @@ def _node_plan(
         takes_state=takes_state,
         injected=injected,
         is_async=is_async,
-        make_input=_input_maker(info, all_channels),
+        make_input=_input_maker(info, all_channels, builder.managed),
         spec=spec,
         defer=spec.defer,
         max_visits=spec.max_visits,

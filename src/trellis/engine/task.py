@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.errors import InvalidUpdateError, RoutingError
+from trellis.graph.managed import managed_note
 from trellis.graph.reducers import NOT_OVERWRITE, fold_writes, overwrite_value
 from trellis.persist.base import new_checkpoint_id
 from trellis.types import (
@@ -311,6 +312,7 @@ class Task:
             raise InvalidUpdateError(
                 f"node {self.name!r} wrote unknown state key(s) {', '.join(map(repr, unknown))}; "
                 f"the state has {', '.join(sorted(writable))}"
+                + managed_note(unknown, self.loop.plan.managed)
             )
         if self.update is None:
             self.update = update
@@ -365,6 +367,8 @@ class Task:
         if self.update:
             view = dict(view)
             loop.apply(view, self.update)
+        if loop.plan.managed:
+            view = loop.managed_view(view, self.step)
         args = (loop.plan.router_input(view),) if branch.takes_state else ()
         if not branch.injected:
             return args, {}

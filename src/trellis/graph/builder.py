@@ -65,6 +65,7 @@ class StateGraph(Generic[StateT, ContextT]):
             schema_info(output_schema) if output_schema is not None else self.state_info
         )
         self.channels: dict[str, Channel] = {}
+        self.managed: dict[str, Callable[[int], Any]] = {}  # RemainingSteps, IsLastStep
         for info in (self.state_info, self.input_info, self.output_info):
             self._add_channels(info)
         self.nodes: dict[str, NodeSpec] = {}
@@ -75,6 +76,7 @@ class StateGraph(Generic[StateT, ContextT]):
         self.compiled = False
 
     def _add_channels(self, info: SchemaInfo) -> None:
+        self.managed.update(info.managed)
         for name, channel in info.channels.items():
             existing = self.channels.get(name)
             # The state schema's reducer wins; other schemas only add keys.
@@ -221,6 +223,7 @@ class StateGraph(Generic[StateT, ContextT]):
         recompiles (``with_checkpointer``) stays what it runs, whatever is added here later."""
         twin = copy.copy(self)
         twin.channels, twin.nodes = dict(self.channels), dict(self.nodes)
+        twin.managed = dict(self.managed)
         twin.edges, twin.joins = list(self.edges), list(self.joins)
         twin.branches, twin.problems = list(self.branches), list(self.problems)
         return twin

@@ -18,6 +18,8 @@ from typing import Any, get_args, get_origin
 import typing_extensions
 from typing_extensions import is_typeddict
 
+from trellis.graph.managed import managed_getter
+
 __all__ = ["Channel", "SchemaInfo", "is_pydantic_class", "schema_info"]
 
 Reducer = Callable[[Any, Any], Any]
@@ -45,6 +47,8 @@ class SchemaInfo:
     channels: dict[str, Channel]
     defaults: dict[str, Any]
     keys: frozenset[str] = frozenset()
+    # RemainingSteps, IsLastStep: keys the engine fills in for each step (not channels)
+    managed: dict[str, Callable[[int], Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", frozenset(self.channels))
@@ -103,9 +107,21 @@ _QUALIFIERS = frozenset(
 )
 
 
-def _reducer_of(annotation: Any) -> tuple[Any, Reducer | None]:
+def _unqualified(annotation: Any) -> Any:
     while get_origin(annotation) in _QUALIFIERS:
         (annotation,) = get_args(annotation)
+    return annotation
+
+
+def _managed(annotation: Any) -> Callable[[int], Any] | None:
+    annotation = _unqualified(annotation)
+    if get_origin(annotation) is typing.Annotated:
+        return managed_getter(annotation.__metadata__)
+    return None
+
+
+def _reducer_of(annotation: Any) -> tuple[Any, Reducer | None]:
+    annotation = _unqualified(annotation)
     if get_origin(annotation) is typing.Annotated:
         base, *meta = get_args(annotation)
         for item in reversed(meta):
@@ -182,8 +198,11 @@ def schema_info(schema: Any) -> SchemaInfo:
     channels: dict[str, Channel] = {}
     defaults: dict[str, Any] = {}
     hints = _hints(schema)
+    managed = {name: get for name, hint in hints.items() if (get := _managed(hint)) is not None}
     if kind == "pydantic":
         for name, info in schema.model_fields.items():
+            if name in managed:
+                continue
             annotation = hints.get(name, info.annotation)
             base, reducer = _reducer_of(annotation)
             if reducer is None:
@@ -195,14 +214,16 @@ def schema_info(schema: Any) -> SchemaInfo:
                 defaults[name] = info.get_default(call_default_factory=True)
     else:
         for name, annotation in hints.items():
-            if name.startswith("__"):
+            if name.startswith("__") or name in managed:
                 continue
             base, reducer = _reducer_of(annotation)
             channels[name] = Channel(name, base, reducer, _initial_for(base) if reducer else None)
         if kind == "dataclass":
             for f in dataclasses.fields(schema):
+                if f.name in managed:
+                    continue
                 if f.default is not dataclasses.MISSING:
                     defaults[f.name] = f.default
                 elif f.default_factory is not dataclasses.MISSING:
                     defaults[f.name] = f.default_factory()
-    return SchemaInfo(schema=schema, kind=kind, channels=channels, defaults=defaults)
+    return SchemaInfo(schema, kind, channels, defaults, managed=managed)
