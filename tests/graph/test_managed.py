@@ -107,3 +107,16 @@ def test_langgraphs_own_markers_work_too() -> None:
     builder.add_node("a", lambda s: {"n": s["remaining_steps"]})
     builder.add_edge(START, "a")
     assert builder.compile().invoke({"n": 0}, {"recursion_limit": 5}) == {"n": 4}
+
+
+def test_a_gated_node_run_with_a_reviewers_edit_still_reads_the_steps_left() -> None:
+    from trellis import Approval, Command
+
+    builder = StateGraph(S)
+    builder.add_node("a", lambda s: {"log": [(s["n"], s["remaining_steps"])]}, approval=Approval())
+    builder.add_edge(START, "a")
+    graph = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 5}
+    (pending,) = graph.invoke({"n": 0}, config)["__interrupt__"]
+    edit = {"action": "edit", "update": {"n": 7}}
+    assert graph.invoke(Command(resume={pending.id: edit}), config)["log"] == [(7, 6)]

@@ -344,7 +344,7 @@ class RunLoop:
         self.step += 1
         nodes = self.plan.nodes
         step = self.step
-        values = self.managed_view(self.values, step) if self.plan.managed else self.values
+        values = self.state_at(step)
         tasks = []
         for name in names:
             node = nodes[name]
@@ -369,6 +369,11 @@ class RunLoop:
         if self.saved_writes is not None:
             self._reattach(tasks)
         return tasks
+
+    def state_at(self, step: int) -> dict[str, Any]:
+        """What the nodes of ``step`` read: the state, with the managed keys if the
+        graph has any (else the state itself: node inputs copy what they take)."""
+        return self.managed_view(self.values, step) if self.plan.managed else self.values
 
     def managed_view(self, values: Mapping[str, Any], step: int) -> dict[str, Any]:
         """``values`` with the graph's managed keys (RemainingSteps, IsLastStep) as
@@ -415,10 +420,7 @@ class RunLoop:
             if type(target) is str:
                 if target not in running:
                     node = nodes[target]
-                    values = self.values
-                    if self.plan.managed:
-                        values = self.managed_view(values, step)
-                    inputs = node.make_input(values)
+                    inputs = node.make_input(self.state_at(step))
                     pulls.append(Task(self, node, inputs, step, node.pull_path))
                     running.add(target)
             else:

@@ -292,7 +292,9 @@ class Approval:
             if not update:
                 return _PASS
             if task.path[0] == PULL:  # a Send's task keeps the argument it was sent
-                task.input = edited_input(task.loop.plan, task.node, task.loop.values, update, rid)
+                task.input = edited_input(
+                    task.loop.plan, task.node, task.loop.state_at(task.step), update, rid
+                )
             return GateOutcome(update=dict(update))
         if status == REJECTED:
             return _route(task, self.on_reject, policy, REJECTED)
@@ -355,7 +357,9 @@ def _record(
     if decision.update is not None:
         check_update(decision.update, current.state_keys, rid)
         if task.path[0] == PULL:  # as _outcome: a Send's task keeps the argument it was sent
-            edited_input(task.loop.plan, task.node, task.loop.values, decision.update, rid)
+            edited_input(
+                task.loop.plan, task.node, task.loop.state_at(task.step), decision.update, rid
+            )
     try:
         return store.decide(decision, now=now)
     except AlreadyDecidedError:  # decided through the queue meanwhile: that one counts
