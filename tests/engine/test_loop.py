@@ -334,8 +334,8 @@ def test_recursion_limit_one_more_than_the_steps_is_enough() -> None:
     assert _chain().invoke({}, {"recursion_limit": 3})["log"] == ["x", "y"]
 
 
-def test_recursion_error_names_the_scheduled_nodes_and_counts_runs() -> None:
-    calls: Counter[str] = Counter()
+def _spinner(calls: Counter[str]) -> StateGraph[Any, Any]:
+    """A node that loops to itself for good, counting its runs in ``calls``."""
 
     def spin(state: S) -> dict[str, Any]:
         calls["spin"] += 1
@@ -345,8 +345,13 @@ def test_recursion_error_names_the_scheduled_nodes_and_counts_runs() -> None:
     builder.add_node("spin", spin)
     builder.add_edge(START, "spin")
     builder.add_edge("spin", "spin")
+    return builder
+
+
+def test_recursion_error_names_the_scheduled_nodes_and_counts_runs() -> None:
+    calls: Counter[str] = Counter()
     with pytest.raises(GraphRecursionError, match="'spin'") as info:
-        builder.compile().invoke({}, {"recursion_limit": 5})
+        _spinner(calls).compile().invoke({}, {"recursion_limit": 5})
     assert calls["spin"] == 5
     assert isinstance(info.value, RecursionError) and isinstance(info.value, RuntimeError)
 
@@ -355,16 +360,7 @@ def test_a_run_resumed_after_a_recursion_error_counts_as_langgraph() -> None:
     # LangGraph 1.2: a new run spends a step on its input, a resumed one does not,
     # and the step after the checkpoint has recursion_limit + 1 left: limit + 2 steps.
     calls: Counter[str] = Counter()
-
-    def spin(state: S) -> dict[str, Any]:
-        calls["spin"] += 1
-        return {}
-
-    builder = StateGraph(S)
-    builder.add_node("spin", spin)
-    builder.add_edge(START, "spin")
-    builder.add_edge("spin", "spin")
-    graph = builder.compile(checkpointer=MemorySaver())
+    graph = _spinner(calls).compile(checkpointer=MemorySaver())
     config = {"configurable": {"thread_id": "t"}, "recursion_limit": 4}
     with pytest.raises(GraphRecursionError):
         graph.invoke({}, config)
