@@ -268,6 +268,35 @@ def test_close_closes_the_connections_of_runs_that_ended(pg_url: str, pg_schema:
     assert _backends(pg_url, name) == 0
 
 
+async def test_close_on_the_running_loop_closes_its_connections(
+    pg_url: str, pg_schema: str
+) -> None:
+    """``with PostgresSaver.from_conn_string(url) as saver:`` inside async code: the
+    exit closes the connections this loop is using, and the saver refuses to go on."""
+    name = f"trellis_{pg_schema}"
+    with PostgresSaver.from_conn_string(_named(pg_url, name), schema=pg_schema) as saver:
+        await History(saver).aput(set={"n": 1})
+        assert _backends(pg_url, name) == 1
+    assert _backends(pg_url, name) == 0
+    with pytest.raises(CheckpointError, match="is closed"):
+        await History(saver).aput(set={"n": 2})
+
+
+async def test_a_callers_async_pool_not_opened_yet_is_opened_on_first_use(
+    pg_url: str, pg_schema: str
+) -> None:
+    pool = psycopg_pool.AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+    saver = PostgresSaver(pool, schema=pg_schema)
+    try:
+        h = History(saver)
+        await h.aput(set={"n": 1})
+        h.check(await saver.aget_tuple(h.thread_id))
+        assert not pool.closed and pool.get_stats()["connections_num"] >= 1
+        assert saver._shared.loop_conns == {}  # the caller's pool served, not ours
+    finally:
+        await pool.close()
+
+
 def test_a_loop_that_ends_without_aclose_has_no_task_of_the_savers(make: Any) -> None:
     """asyncio.run cancels what is left on its loop as it returns; the saver leaves
     nothing there (a pool's maintenance task, cancelled mid-connect, hung it)."""
@@ -482,7 +511,7 @@ async def test_an_async_connection_that_failed_unexpectedly_is_replaced(
     h = History(saver)
     try:
         await h.aput(set={"n": 1})
-        pool = saver._async_conns()
+        pool = await saver._async_conns()
 
         async def backend() -> int:
             async with pool.connection() as conn:

@@ -29,7 +29,7 @@ class LoopConnections:
     >>> conns = LoopConnections(url, {"autocommit": True}, size=4)
     >>> async with conns.connection(timeout=30) as conn:
     ...     await conn.execute("SELECT 1")
-    >>> await conns.close()
+    >>> conns.close()
     """
 
     def __init__(self, conninfo: str, kwargs: dict[str, Any], *, size: int) -> None:
@@ -44,10 +44,9 @@ class LoopConnections:
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection for one transaction; raises PoolTimeout if all ``size`` stay
         busy for ``timeout`` seconds. It is kept for reuse if it comes back idle."""
-        if self.closed:
-            raise PoolTimeout("the connections were closed")
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise PoolTimeout(f"couldn't get a connection after {timeout} sec") from None
         try:
@@ -65,16 +64,10 @@ class LoopConnections:
         finally:
             self._slots.release()
 
-    async def close(self) -> None:
-        """Close the idle connections; one in use closes as it comes back."""
-        self.closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
-
-    def discard(self) -> None:
-        """Close the idle connections of a loop that has ended (no loop to await on):
-        libpq's finish closes the socket at once, with no round trip."""
+    def close(self) -> None:
+        """Close the idle connections; one in use closes as it comes back. Needs no
+        running loop (psycopg's close is libpq's finish: no round trip), so it also
+        serves a loop that has ended."""
         self.closed = True
         idle, self._idle = self._idle, []
         for conn in idle:

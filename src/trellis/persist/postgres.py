@@ -334,10 +334,9 @@ class _Shared:
     apool_loop: asyncio.AbstractEventLoop | None = None  # the loop the caller's apool serves
     # Async connections of our own, one set per event loop (a loop other than the
     # caller's pool's: another thread's asyncio.run, say). Those of loops that have
-    # closed are dropped when the next new loop comes. (Not weak-keyed: what a loop
-    # keys holds that loop.)
+    # closed are closed when the next new loop comes. (Not weak-keyed: the
+    # connections' semaphore holds its loop.)
     loop_conns: dict[asyncio.AbstractEventLoop, LoopConnections] = field(default_factory=dict)
-    loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = field(default_factory=dict)
     closed: bool = False  # close()d pools of our own: further use is an error, not a new pool
 
 
@@ -412,10 +411,7 @@ class PostgresSaver(SqlSaverMethods):
         """
         where = Database.from_url(url, schema=schema)
         url, schema = where.target, where.schema
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, kwargs=own_connection_kwargs({})
-        )
-        saver = cls(pool, schema=schema, pool_size=pool_size, **kwargs)
+        saver = cls(_own_pool(url, {}, pool_size), schema=schema, pool_size=pool_size, **kwargs)
         saver._shared.owns_pool = True
         return saver
 
@@ -453,20 +449,10 @@ class PostgresSaver(SqlSaverMethods):
             sh.ready = True
 
     async def asetup(self) -> None:
-        """:meth:`setup` for async code."""
-        sh = self._shared
-        if sh.ready:
-            return
-        async with self._loop_lock():  # as setup: one connection, not one per caller
-            if sh.ready:
-                return
-            try:
-                conn = await psycopg.AsyncConnection.connect(sh.conninfo, **self._connect_kwargs())
-                async with conn:
-                    await self._adrive(conn, self._migrate_plan(), write=True)
-            except psycopg.Error as exc:
-                raise self._error(exc) from exc
-            sh.ready = True
+        """:meth:`setup` for async code (in a worker thread: one connection, taken
+        under the same lock, whichever threads and loops call it)."""
+        if not self._shared.ready:
+            await asyncio.to_thread(self._prepare)
 
     def _check_open(self) -> None:
         """A closed saver makes or reopens no pool (it would never be closed): it raises."""
@@ -474,24 +460,6 @@ class PostgresSaver(SqlSaverMethods):
             raise CheckpointError(
                 f"PostgresSaver at {self.where} is closed; open a new one to go on"
             )
-
-    def _loop_lock(self) -> asyncio.Lock:
-        """The lock that serializes this saver's setup work on the running loop."""
-        sh, loop = self._shared, asyncio.get_running_loop()
-        with self._sync_lock:
-            lock = sh.loop_locks.get(loop)
-            if lock is None:
-                self._drop_ended_loops()
-                lock = sh.loop_locks[loop] = asyncio.Lock()
-            return lock
-
-    def _drop_ended_loops(self) -> None:
-        """Let go of what loops that have closed kept (with ``_sync_lock`` held)."""
-        sh = self._shared
-        for loop in [loop for loop in sh.loop_locks if loop.is_closed()]:
-            del sh.loop_locks[loop]
-        for loop in [loop for loop in sh.loop_conns if loop.is_closed()]:
-            sh.loop_conns.pop(loop).discard()
 
     def _migrate_plan(self) -> Plan[None]:
         s = self._sql.schema
@@ -527,42 +495,36 @@ class PostgresSaver(SqlSaverMethods):
         sh = self._shared
         if sh.pool is None or sh.pool.closed:
             with self._sync_lock:
+                if sh.pool is None or sh.pool.closed:
+                    self._check_open()
                 if sh.pool is None:
-                    self._check_open()
-                    sh.pool, sh.owns_pool = self._new_pool(), True
+                    sh.pool = _own_pool(sh.conninfo, sh.kwargs, self._pool_size)
+                    sh.owns_pool = True
                 if sh.pool.closed:
-                    self._check_open()
                     sh.pool.open(wait=False)
         return sh.pool
 
-    def _async_conns(self) -> AsyncConnectionPool[Any] | LoopConnections:
+    async def _async_conns(self) -> AsyncConnectionPool[Any] | LoopConnections:
         """Where this loop's connections come from: the caller's async pool on the
-        first loop that uses it, else connections of our own for the running loop."""
+        first loop that uses it (opened then, if the caller has not), else
+        connections of our own for the running loop."""
         sh, loop = self._shared, asyncio.get_running_loop()
-        if sh.apool is not None and not sh.apool.closed:
+        if sh.apool is not None:
             if sh.apool_loop is None:  # a pool's tasks run on the loop that opened it
                 sh.apool_loop = loop
+                if sh.apool.closed:
+                    await sh.apool.open(wait=False)
             if sh.apool_loop is loop:
                 return sh.apool
         conns = sh.loop_conns.get(loop)
-        if conns is None or conns.closed:
+        if conns is None:
             with self._sync_lock:
                 self._check_open()
-                self._drop_ended_loops()
+                for ended in [owner for owner in sh.loop_conns if owner.is_closed()]:
+                    sh.loop_conns.pop(ended).close()
                 conns = LoopConnections(sh.conninfo, self._connect_kwargs(), size=self._pool_size)
                 sh.loop_conns[loop] = conns
         return conns
-
-    def _new_pool(self) -> ConnectionPool[Any]:
-        """A sync pool of our own (opened on first use)."""
-        sh = self._shared
-        return ConnectionPool(
-            sh.conninfo,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            kwargs=own_connection_kwargs(sh.kwargs),
-        )
 
     @property
     def database(self) -> Database:
@@ -571,38 +533,36 @@ class PostgresSaver(SqlSaverMethods):
         return Database("postgres", sh.conninfo, self.schema, dict(sh.kwargs))
 
     def close(self) -> None:
-        """Close the pools this saver created (not a pool it was given); a closed
-        saver raises CheckpointError on use rather than opening new pools."""
+        """Close the connections this saver made (not a pool it was given); a closed
+        saver raises CheckpointError on use rather than connecting again."""
         sh = self._shared
-        self._mark_closed()
-        with self._sync_lock:  # a running loop's connections are closed by aclose on it
-            for loop in [loop for loop in sh.loop_conns if not loop.is_running()]:
-                sh.loop_conns.pop(loop).discard()
+        with self._sync_lock:
+            sh.closed = True
+            conns, sh.loop_conns = sh.loop_conns, {}
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for owner, idle in conns.items():
+            # Another thread's running loop may be lending one out: close on its thread.
+            if owner is not here and owner.is_running():
+                try:
+                    owner.call_soon_threadsafe(idle.close)
+                    continue
+                except RuntimeError:  # it closed meanwhile: nothing runs on it now
+                    pass
+            idle.close()
         if sh.owns_pool and sh.pool is not None:
             sh.pool.close()
 
-    def _mark_closed(self) -> None:
-        """A saver that made pools of its own makes no more (a caller's pool stays usable)."""
-        sh = self._shared
-        if sh.owns_pool or sh.loop_conns:
-            sh.closed = True
-
     async def aclose(self) -> None:
-        """Close the async connections (and the sync pool this saver created)."""
+        """:meth:`close` for async code (the sync pool's threads are joined off the loop)."""
         sh = self._shared
-        self._mark_closed()  # before loop_conns is emptied below
-        loop = asyncio.get_running_loop()
         with self._sync_lock:
-            conns = list(sh.loop_conns.items())
-            sh.loop_conns.clear()
-        for owner, conn in conns:
-            if owner is loop:
-                await conn.close()
-            elif owner.is_running():  # closed on its own loop (another thread's)
-                done = asyncio.run_coroutine_threadsafe(conn.close(), owner)
-                await asyncio.wait_for(asyncio.wrap_future(done), self._timeout)
-            else:
-                conn.discard()
+            sh.closed = True
+            here = sh.loop_conns.pop(asyncio.get_running_loop(), None)
+        if here is not None:
+            here.close()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> PostgresSaver:
@@ -643,7 +603,7 @@ class PostgresSaver(SqlSaverMethods):
     async def _arun(self, txn: Txn[T]) -> T:
         await self.asetup()
         try:
-            async with self._async_conns().connection(timeout=self._timeout) as conn:
+            async with (await self._async_conns()).connection(timeout=self._timeout) as conn:
                 threshold, conn.prepare_threshold = conn.prepare_threshold, None
                 try:
                     return await self._adrive(conn, txn.plan, write=txn.write)
@@ -808,6 +768,13 @@ class AsyncPostgresSaver(PostgresSaver):
 
     async def setup(self) -> None:  # type: ignore[override]  # LangGraph's is awaited
         await self.asetup()
+
+
+def _own_pool(conninfo: str, kwargs: Mapping[str, Any], size: int) -> ConnectionPool[Any]:
+    """A sync pool of the saver's own, opened on first use."""
+    return ConnectionPool(
+        conninfo, min_size=1, max_size=size, open=False, kwargs=own_connection_kwargs(kwargs)
+    )
 
 
 def _reusable_after(exc: BaseException, txn: Txn[Any]) -> bool:
