@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from tests.persist.conftest import History
 
 from trellis import END, START, StateGraph
-from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
+from trellis.errors import (
+    CheckpointError,
+    ConcurrentUpdateError,
+    InvalidConfigError,
+    SchemaVersionError,
+)
 from trellis.persist.base import PendingWrite
 from trellis.persist.serde import Serializer
 from trellis.persist.sqlite import SCHEMA_VERSION, AsyncSqliteSaver, SqliteSaver
@@ -329,6 +334,17 @@ def test_from_conn_string_in_a_with_block_as_langgraph_writes_it(tmp_path: Path)
     uri = f"file:{path}?mode=ro"  # a URI, as sqlite3.connect(uri=True) reads it
     with SqliteSaver.from_conn_string(uri) as saver:
         assert _counter().compile(checkpointer=saver).get_state(config).values == {"n": 6}
+
+
+def test_a_conn_string_url_is_read_not_made_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SqliteSaver.from_conn_string("sqlite:///runs.db") as saver:
+        assert Path(saver.path) == tmp_path / "runs.db"
+    with pytest.raises(InvalidConfigError, match="PostgresSaver.from_conn_string"):
+        SqliteSaver.from_conn_string("postgresql://app:secret@db/app")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"]  # no postgresql:/ dir
 
 
 def test_a_conn_string_that_cannot_open_names_itself(tmp_path: Path) -> None:

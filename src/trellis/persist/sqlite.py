@@ -9,7 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from trellis.errors import CheckpointError, ConcurrentUpdateError, SchemaVersionError
+from trellis.errors import (
+    CheckpointError,
+    ConcurrentUpdateError,
+    InvalidConfigError,
+    SchemaVersionError,
+)
 from trellis.persist.base import Database, SaverBase
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import JSON_EQUAL, ChainCache, Rows, SqlDialect, Stmt, Txn
@@ -155,7 +160,17 @@ class SqliteSaver(SqlSaverMethods, SaverBase):
         >>> with SqliteSaver.from_conn_string(":memory:") as saver:
         ...     graph = builder.compile(checkpointer=saver)
         """
-        return cls._open(conn_string, kwargs, uri=conn_string.startswith("file:"))
+        if conn_string.startswith("file:"):
+            return cls._open(conn_string, kwargs, uri=True)
+        # sqlite:///x.db is the path x.db; another scheme is refused, not made a file
+        # whose path spells the URL (a password in it, say).
+        where = Database.from_url(conn_string)
+        if where.kind != "sqlite":
+            raise InvalidConfigError(
+                "SqliteSaver.from_conn_string was given a PostgreSQL URL; "
+                "use PostgresSaver.from_conn_string"
+            )
+        return cls._open(where.target, kwargs)
 
     @classmethod
     def _open(cls, target: str | Path, kwargs: dict[str, Any], *, uri: bool = False) -> SqliteSaver:
@@ -321,7 +336,7 @@ class AsyncSqliteSaver(SqliteSaver):
     """
 
     async def setup(self) -> None:  # type: ignore[override]  # LangGraph's is awaited
-        self._prepare()
+        await self._call(self._prepare)
 
 
 def _db_path(conn: sqlite3.Connection) -> str:
