@@ -587,3 +587,21 @@ def test_a_breakpoint_before_a_deferred_node_stops_when_it_is_released() -> None
     assert graph.invoke({"log": []}, config)["log"] == ["a", "b", "c"]
     assert graph.get_state(config).next == ("d",)
     assert graph.invoke(None, config)["log"] == ["a", "b", "c", "d"]
+
+
+def test_interrupt_after_pauses_before_a_held_deferred_node() -> None:
+    # As LangGraph 1.2: the deferred node is what runs next, so the run stops after
+    # "c" (and says so once), and resuming runs "d".
+    builder = StateGraph(S)
+    for name in "abcd":
+        builder.add_node(name, lambda s, name=name: {"log": [name]}, defer=name == "d")
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "c")
+    builder.add_edge(START, "b")
+    builder.add_edge("b", "d")
+    graph = builder.compile(checkpointer=MemorySaver(), interrupt_after=["c"])
+    config = thread()
+    chunks = list(graph.stream({"log": []}, config))
+    assert chunks[-2:] == [{"c": {"log": ["c"]}}, {"__interrupt__": ()}]
+    assert graph.get_state(config).next == ("d",)
+    assert list(graph.stream(None, config)) == [{"d": {"log": ["d"]}}]

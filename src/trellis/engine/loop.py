@@ -539,7 +539,7 @@ class RunLoop:
                 self.unsaved_id = False
         after = self.breakpoints[1]
         if after and any(t.name in after or "*" in after for t in tasks if t.name != START):
-            if next_nodes or self.next_sends:
+            if next_nodes or self.next_sends or self.deferred:  # as LangGraph: held nodes wait too
                 self.status = "interrupt_after"
             else:
                 self.stopped_at_end = True
