@@ -373,16 +373,18 @@ class RunLoop:
     def state_at(self, step: int) -> dict[str, Any]:
         """What the nodes of ``step`` read: the state, with the managed keys if the
         graph has any (else the state itself: node inputs copy what they take)."""
-        return self.managed_view(self.values, step) if self.plan.managed else self.values
+        if not self.plan.managed:
+            return self.values
+        view = dict(self.values)
+        self.add_managed(view, step)
+        return view
 
-    def managed_view(self, values: Mapping[str, Any], step: int) -> dict[str, Any]:
-        """``values`` with the graph's managed keys (RemainingSteps, IsLastStep) as
+    def add_managed(self, view: dict[str, Any], step: int) -> None:
+        """Put the graph's managed keys (RemainingSteps, IsLastStep) into ``view`` as
         they stand in ``step``: the steps ``recursion_limit`` leaves, this one included."""
         remaining = self.recursion_limit - (step - self.first_step)
-        view = dict(values)
         for key, get in self.plan.managed.items():
             view[key] = get(remaining)
-        return view
 
     def _reattach(self, tasks: list[Task]) -> None:
         """Resuming a step that did not commit: reuse what finished, answer interrupts."""
@@ -416,11 +418,12 @@ class RunLoop:
         pulls = [t for t in tasks if t.path[0] == PULL]
         pushes = [t for t in tasks if t.path[0] != PULL]
         running = {t.name for t in pulls}
+        values = self.state_at(step)
         for target in self.goto:
             if type(target) is str:
                 if target not in running:
                     node = nodes[target]
-                    inputs = node.make_input(self.state_at(step))
+                    inputs = node.make_input(values)
                     pulls.append(Task(self, node, inputs, step, node.pull_path))
                     running.add(target)
             else:

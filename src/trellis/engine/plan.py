@@ -182,7 +182,7 @@ def _input_maker(
     info: SchemaInfo, all_channels: frozenset[str], all_managed: Collection[str]
 ) -> InputMaker:
     """What a node reading ``info`` is given, from the state (and, where the graph
-    has managed keys, their values for the step: see RunLoop.managed_view)."""
+    has managed keys, their values for the step: see RunLoop.state_at)."""
     keys = tuple(info.channels) if info.kind != "dict" else tuple(sorted(all_channels))
     keys += tuple(info.managed)
     if info.kind in ("typeddict", "dict"):

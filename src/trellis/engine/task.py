@@ -364,11 +364,11 @@ class Task:
         """What a router sees: the step's snapshot plus this task's own writes."""
         loop = self.loop
         view = loop.values
-        if self.update:
+        if self.update or loop.plan.managed:
             view = dict(view)
-            loop.apply(view, self.update)
-        if loop.plan.managed:
-            view = loop.managed_view(view, self.step)
+            if self.update:
+                loop.apply(view, self.update)
+            loop.add_managed(view, self.step)
         args = (loop.plan.router_input(view),) if branch.takes_state else ()
         if not branch.injected:
             return args, {}
