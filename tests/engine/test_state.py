@@ -70,6 +70,15 @@ def test_update_as_an_unknown_node_names_the_nodes_there_are() -> None:
     assert graph.get_state(config).values["a"] == "x"
 
 
+def test_a_bulk_update_as_an_unknown_node_names_its_superstep() -> None:
+    graph, config = abc(), thread()
+    graph.invoke({"a": "x"}, config)
+    steps = [[({"a": "y"}, "a")], [({"a": "z"}, "zz")]]
+    with pytest.raises(InvalidUpdateError, match=r"superstep 1: update_state\(as_node='zz'\)"):
+        graph.bulk_update_state(config, steps)
+    assert graph.get_state(config).values["a"] == "x"  # the first superstep is not kept
+
+
 def test_get_state_after_a_finished_run() -> None:
     graph = abc()
     config = thread()

@@ -379,7 +379,8 @@ def bulk_update_loop(
     effects: list[Any] = []
     left: list[str] = []
     for i, updates in enumerate(supersteps):
-        loop = update_loop(graph, config, saved, head, updates, parent if i == 0 else None)
+        where = f"bulk_update_state, superstep {i}: " if len(supersteps) > 1 else ""
+        loop = update_loop(graph, config, saved, head, updates, parent if i == 0 else None, where)
         effects += loop.effects
         if loop.waiting:
             left += [x for x in loop.waiting[1] if x not in left]
@@ -400,6 +401,7 @@ def update_loop(
     head: CheckpointTuple | None,
     updates: list[Update],
     parent: CheckpointTuple | None = None,
+    where: str = "",
 ) -> RunLoop:
     """A loop holding the state after ``updates`` are applied as one step, each
     ``(values, as_node)`` as if ``as_node`` wrote it (several: as parallel tasks).
@@ -439,7 +441,7 @@ def update_loop(
     for _, name in updates:
         if name is not None and name not in graph.plan.nodes and name not in (START, END):
             raise InvalidUpdateError(
-                f"update_state(as_node={name!r}): graph {graph.name!r} has no such node; "
+                f"{where}update_state(as_node={name!r}): graph {graph.name!r} has no such node; "
                 f"its nodes are {', '.join(map(repr, graph.plan.nodes))}"
             )
     routed = as_node if as_node is not None else _writer_of(saved, parent)
