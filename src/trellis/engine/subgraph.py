@@ -50,8 +50,8 @@ class SubgraphNode:
         self.graph = graph
         self.name = name
         self._durable: dict[tuple[int, bool], CompiledStateGraph] = {}
-        # id of the graph run -> (that graph, the parent's routes, what runs for it)
-        self._observed: dict[int, tuple[CompiledStateGraph, Any, CompiledStateGraph]] = {}
+        # the graph run (keyed by identity) -> (the parent's routes, what runs for it)
+        self._observed: dict[CompiledStateGraph, tuple[Any, CompiledStateGraph]] = {}
         self._breakpoints = bool(graph.interrupt_before or graph.interrupt_after)
 
     def _input(self, state: Any) -> Any:
@@ -98,9 +98,9 @@ class SubgraphNode:
         if observer is None:
             return graph
         routes = observer.routes  # made anew when the parent's sinks change
-        hit = self._observed.get(id(graph))
-        if hit is not None and hit[0] is graph and hit[1] is routes:
-            return hit[2]
+        hit = self._observed.get(graph)
+        if hit is not None and hit[0] is routes:
+            return hit[1]
         twin = graph
         sinks = [s for s in routes.sinks if s not in graph.sinks]
         if sinks:
@@ -109,7 +109,7 @@ class SubgraphNode:
             twin.routes = None
             if twin.name == observer.graph:
                 twin.name = self.name
-        self._observed[id(graph)] = (graph, routes, twin)
+        self._observed[graph] = (routes, twin)
         return twin
 
     def _carry_on(self, task: Task, value: Any, saved: Any) -> Any:
