@@ -29,12 +29,12 @@ from trellis.cli.common import (
     CliError,
     DbOption,
     err_console,
-    no_trellis,
     open_saver,
     out_console,
     parse_json,
     print_json,
     reported_errors,
+    require_trellis,
 )
 from trellis.hitl.queue import ReviewQueue
 from trellis.hitl.records import ApprovalRequest
@@ -106,10 +106,7 @@ def _check_queue_db(target: str) -> None:
     where = Database.from_url(target)
     if where.kind == "sqlite" and not Path(where.target).exists():
         raise CliError(f"no database at {target!r}; give --db (a SQLite file or a postgresql URL)")
-    if not any(
-        where.has_table(table) for table in ("trellis_approval_requests", "trellis_checkpoints")
-    ):
-        raise no_trellis("tables", where)
+    require_trellis(where, "tables", "trellis_approval_requests", "trellis_checkpoints")
 
 
 def _reviewer(given: str | None) -> str:

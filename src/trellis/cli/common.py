@@ -184,15 +184,18 @@ def saver_label(saver: Any) -> str:
     return repr(str(saver.path))
 
 
-def no_trellis(what: str, where: Database) -> CliError:
-    """The error for ``--db`` naming a database (or a schema of one) without Trellis's
-    ``what`` (its tables, its checkpoints)."""
+def require_trellis(where: Database, what: str, *tables: str) -> None:
+    """Refuse a database holding none of Trellis's ``tables`` (``what`` names them to
+    the user): opening a store on it would add them to someone else's database, or
+    to a mistyped ?schema=."""
+    if any(where.has_table(table) for table in tables):
+        return
     if where.kind == "postgres":
-        return CliError(
+        raise CliError(
             f"no Trellis {what} in schema {where.schema!r} of {shown_db(where.target)}; "
             "check --db and its ?schema="
         )
-    return CliError(f"no Trellis {what} in {where.target!r}; check --db")
+    raise CliError(f"no Trellis {what} in {where.target!r}; check --db")
 
 
 def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = None) -> Any:
@@ -208,8 +211,8 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
     if where is not None and where.kind == "postgres":
         from trellis.persist.postgres import PostgresSaver
 
-        if must_exist and not where.has_table("trellis_checkpoints"):
-            raise no_trellis("checkpoints", where)
+        if must_exist:
+            require_trellis(where, "checkpoints", "trellis_checkpoints")
         saver: Any = PostgresSaver.from_conn_string(where.target, schema=where.schema, pool_size=2)
     else:
         from trellis.persist.sqlite import SqliteSaver
@@ -220,10 +223,8 @@ def open_saver(db: str | Path | None, *, must_exist: bool, graph: str | None = N
                 f"no checkpoint database at {str(path)!r}; `trellis run` writes to "
                 f"{str(DEFAULT_DB)!r} unless given --db"
             )
-        file = Database("sqlite", str(path))
-        if must_exist and not file.has_table("trellis_checkpoints"):
-            # Opening the saver would add Trellis's tables to someone else's database.
-            raise no_trellis("checkpoints", file)
+        if must_exist:
+            require_trellis(Database("sqlite", str(path)), "checkpoints", "trellis_checkpoints")
         saver = SqliteSaver.from_path(path)
     if graph is not None:
         from trellis.cli.loader import load_graph
