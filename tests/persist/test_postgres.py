@@ -188,6 +188,39 @@ def test_a_warm_put_is_one_statement_in_one_round_trip(
     saver.close()
 
 
+def _prepared_puts(conn: Any) -> list[str]:
+    rows = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+    return [r[0] for r in rows if "trellis_put" in r[0]]
+
+
+def test_the_put_is_parsed_and_planned_once_per_connection(pg_url: str, pg_schema: str) -> None:
+    saver = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, pool_size=1)
+    h = History(saver)
+    for i in range(4):
+        h.put(append={"log": [i]}, set={"n": i})
+    with saver._sync_pool().connection() as conn:
+        assert len(_prepared_puts(conn)) == 1
+        assert conn.prepare_threshold is None  # nothing else gets prepared
+    h.check(saver.get_tuple(h.thread_id))
+    saver.close()
+
+
+async def test_the_async_put_is_parsed_and_planned_once_per_connection(
+    pg_url: str, pg_schema: str
+) -> None:
+    saver = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, pool_size=1)
+    h = History(saver)
+    try:
+        for i in range(4):
+            await h.aput(append={"log": [i]}, set={"n": i})
+        async with (await saver._async_conns()).connection() as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            assert len([r for r in await cur.fetchall() if "trellis_put" in r[0]]) == 1
+        h.check(await saver.aget_tuple(h.thread_id))
+    finally:
+        await saver.aclose()
+
+
 def test_metadata_is_jsonb(make: Any, pg_url: str, pg_schema: str) -> None:
     h = History(make())
     h.put(set={"n": 1}, metadata={"source": "loop", "step": 3})
@@ -208,11 +241,21 @@ def test_schemas_isolate_savers(pg_url: str, pg_schema: str) -> None:
         _sql(pg_url, f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
 
 
-def test_a_langgraph_style_pool_works(pg_url: str, pg_schema: str) -> None:
-    """A user pool with transactions on (psycopg's default) and dict rows."""
-    pool = psycopg_pool.ConnectionPool(
-        pg_url, min_size=1, max_size=2, open=True, kwargs={"row_factory": rows.dict_row}
-    )
+@pytest.mark.parametrize(
+    ("kwargs", "prepared"),
+    [
+        # LangGraph's way: transactions on (psycopg's default) and dict rows. A put
+        # then travels in a pipeline with its BEGIN and COMMIT, and is not prepared.
+        ({"row_factory": rows.dict_row}, 0),
+        ({"autocommit": True}, 1),
+        # Behind a PgBouncer in transaction mode, say: prepared statements turned off.
+        ({"autocommit": True, "prepare_threshold": None}, 0),
+    ],
+)
+def test_a_callers_pool_works(
+    pg_url: str, pg_schema: str, kwargs: dict[str, Any], prepared: int
+) -> None:
+    pool = psycopg_pool.ConnectionPool(pg_url, min_size=1, max_size=1, open=True, kwargs=kwargs)
     try:
         saver = PostgresSaver(pool, schema=pg_schema)
         h = History(saver)
@@ -220,6 +263,9 @@ def test_a_langgraph_style_pool_works(pg_url: str, pg_schema: str) -> None:
             h.put(append={"log": [i]})
         h.check(saver.get_tuple(h.thread_id))
         assert len(list(saver.list(h.thread_id))) == 4
+        with pool.connection() as conn:
+            conn.row_factory = rows.tuple_row
+            assert len(_prepared_puts(conn)) == prepared
         saver.close()  # not ours: stays open
         assert not pool.closed
     finally:

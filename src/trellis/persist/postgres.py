@@ -3,7 +3,8 @@
 Each batch of a plan (see :mod:`trellis.persist.sql`) is one pipelined round
 trip. A ``put`` is one statement, a call of the ``trellis_put`` function, sent
 alone in autocommit: one round trip, one commit (plus a read when the parent's
-chain states are not cached in this process). The head compare-and-set and the
+chain states are not cached in this process). It is a prepared statement, parsed
+and planned once per connection. The head compare-and-set and the
 delta-base check raise server-side, so a lost race writes nothing.
 """
 
@@ -55,6 +56,9 @@ _INTEGRITY: Final = ("23502", "23503", "23505")
 _OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 _BEGIN_RW: Final = "BEGIN"
 _BEGIN_RO: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# A prepare_threshold no count reaches: psycopg then prepares only what is sent
+# with prepare=True (executemany asks for that too, so it is set only around a put).
+_EXPLICIT_ONLY: Final = 2**31
 
 
 def _migrations(s: str) -> dict[int, list[str]]:
@@ -338,6 +342,9 @@ class _Shared:
     # connections' semaphore holds its loop.)
     loop_conns: dict[asyncio.AbstractEventLoop, LoopConnections] = field(default_factory=dict)
     closed: bool = False  # close()d pools of our own: further use is an error, not a new pool
+    # Whether the put, sent alone, is a prepared statement: parsed and planned once per
+    # connection. Not where the caller's pool turned them off (a PgBouncer, say).
+    prepares: bool = True
 
 
 class PostgresSaver(SqlSaverMethods):
@@ -389,6 +396,7 @@ class PostgresSaver(SqlSaverMethods):
         sync_pool = pool if isinstance(pool, ConnectionPool) else None
         async_pool = pool if isinstance(pool, AsyncConnectionPool) else None
         self._shared = _Shared(sync_pool, async_pool, False, pool.conninfo, kwargs)
+        self._shared.prepares = kwargs.get("prepare_threshold", 0) is not None
         self.schema = schema
         self._sql = PostgresDialect(schema)
         self._cache = ChainCache()
@@ -412,7 +420,7 @@ class PostgresSaver(SqlSaverMethods):
         where = Database.from_url(url, schema=schema)
         url, schema = where.target, where.schema
         saver = cls(_own_pool(url, {}, pool_size), schema=schema, pool_size=pool_size, **kwargs)
-        saver._shared.owns_pool = True
+        saver._shared.owns_pool = saver._shared.prepares = True
         return saver
 
     def with_allowlist(self, types: Any) -> PostgresSaver:
@@ -626,7 +634,8 @@ class PostgresSaver(SqlSaverMethods):
             begin = auto
             while True:
                 if begin and batch.atomic and batch.final:  # a transaction by itself
-                    curs = [_send(conn, stmt) for stmt in batch.stmts]
+                    prepare = self._shared.prepares
+                    curs = [_send(conn, stmt, prepare=prepare) for stmt in batch.stmts]
                     begin = False
                 else:
                     with conn.pipeline():
@@ -654,7 +663,8 @@ class PostgresSaver(SqlSaverMethods):
             begin = auto
             while True:
                 if begin and batch.atomic and batch.final:  # a transaction by itself
-                    curs = [await _asend(conn, stmt) for stmt in batch.stmts]
+                    prepare = self._shared.prepares
+                    curs = [await _asend(conn, stmt, prepare=prepare) for stmt in batch.stmts]
                     begin = False
                 else:
                     async with conn.pipeline():
@@ -792,19 +802,36 @@ def _reusable_after(exc: BaseException, txn: Txn[Any]) -> bool:
     return isinstance(exc, Exception)
 
 
-def _send(conn: psycopg.Connection[Any], stmt: Stmt) -> psycopg.Cursor[Any]:
+def _send(
+    conn: psycopg.Connection[Any], stmt: Stmt, *, prepare: bool = False
+) -> psycopg.Cursor[Any]:
+    """Send ``stmt``; ``prepare`` only outside a pipeline (see own_connection_kwargs)."""
     cur = conn.cursor(row_factory=tuple_row)
     if stmt.many is not None:
         cur.executemany(stmt.sql, stmt.many)
+    elif prepare:
+        conn.prepare_threshold = _EXPLICIT_ONLY
+        try:
+            cur.execute(stmt.sql, stmt.params or None, binary=True, prepare=True)
+        finally:
+            conn.prepare_threshold = None
     else:
         cur.execute(stmt.sql, stmt.params or None, binary=True)
     return cur
 
 
-async def _asend(conn: psycopg.AsyncConnection[Any], stmt: Stmt) -> psycopg.AsyncCursor[Any]:
+async def _asend(
+    conn: psycopg.AsyncConnection[Any], stmt: Stmt, *, prepare: bool = False
+) -> psycopg.AsyncCursor[Any]:
     cur = conn.cursor(row_factory=tuple_row)
     if stmt.many is not None:
         await cur.executemany(stmt.sql, stmt.many)
+    elif prepare:
+        conn.prepare_threshold = _EXPLICIT_ONLY
+        try:
+            await cur.execute(stmt.sql, stmt.params or None, binary=True, prepare=True)
+        finally:
+            conn.prepare_threshold = None
     else:
         await cur.execute(stmt.sql, stmt.params or None, binary=True)
     return cur
