@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from trellis.engine.config import thread_key
 from trellis.engine.durable import (
@@ -25,6 +25,7 @@ from trellis.engine.task import PULL, PUSH, Task, scheduled_paths, task_id
 from trellis.errors import CheckpointNotFoundError, InvalidConfigError, InvalidUpdateError
 from trellis.graph.reducers import shown
 from trellis.persist.base import CheckpointTuple, PendingWrite, new_checkpoint_id
+from trellis.persist.base import checkpoint_config as named_config
 from trellis.persist.storage import canonical_json, encode_filter, metadata_matcher
 from trellis.types import END, START, Interrupt, RunnableConfig, StateSnapshot, StateTask
 
@@ -63,13 +64,7 @@ def thread_of(graph: CompiledStateGraph, config: RunnableConfig | None) -> tuple
 
 def checkpoint_config(thread_id: str, checkpoint_id: str | None, ns: str = "") -> RunnableConfig:
     """The config that names one checkpoint of a thread (LangGraph's shape)."""
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": ns,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
+    return cast("RunnableConfig", named_config(thread_id, checkpoint_id, ns))
 
 
 def in_namespace(

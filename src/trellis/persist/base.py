@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 from urllib.parse import quote, unquote
 
@@ -132,6 +133,26 @@ class Checkpoint:
         me = self.id
         return [k for k, v in self.versions.items() if v == me]
 
+    def __getitem__(self, key: str) -> Any:
+        """LangGraph's checkpoint keys, for code that reads a checkpoint as its dict.
+
+        >>> saver.get(config)["channel_values"]
+        {'n': 2}
+        """
+        if key == "id":
+            return self.id
+        if key == "ts":
+            return datetime.fromtimestamp(self.created_at, UTC).isoformat()
+        if key == "channel_values":
+            return dict(self.values)
+        if key == "channel_versions":
+            return dict(self.versions)
+        raise KeyError(
+            f"{key!r}: a Trellis checkpoint has 'id', 'ts', 'channel_values' and "
+            "'channel_versions' of LangGraph's keys; its other fields are attributes "
+            "(step, parent_id, pending)"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PendingWrite:
@@ -169,6 +190,35 @@ class CheckpointTuple:
     metadata: dict[str, Any]
     pending_writes: tuple[PendingWrite, ...] = ()
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config naming this checkpoint, as LangGraph's tuple holds it.
+
+        >>> graph.invoke(None, saver.get_tuple("t1").config)
+        """
+        return checkpoint_config(self.thread_id, self.checkpoint.id, self.checkpoint_ns)
+
+    @property
+    def parent_config(self) -> dict[str, Any] | None:
+        """The config naming the checkpoint before this one; None for a first one."""
+        parent, ns = self.checkpoint.parent_id, self.checkpoint_ns
+        return None if parent is None else checkpoint_config(self.thread_id, parent, ns)
+
+
+def checkpoint_config(thread_id: str, checkpoint_id: str | None, ns: str = "") -> dict[str, Any]:
+    """The config that names one checkpoint of a thread (LangGraph's shape).
+
+    >>> checkpoint_config("t1", None)
+    {'configurable': {'thread_id': 't1', 'checkpoint_ns': '', 'checkpoint_id': None}}
+    """
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
@@ -202,6 +252,10 @@ class Checkpointer(Protocol):
     - ``list`` is newest first; ``before`` is exclusive; filter keys validated;
       filter values match metadata values as PostgreSQL's ``jsonb`` compares them
       (``storage.json_equal``): ``1`` matches ``1.0``, ``True`` does not match ``1``.
+
+    Trellis's savers also take LangGraph's config-shaped reads (``get(config)``,
+    ``get_tuple(config)``, ``list(config | None, before=config)``): see
+    :mod:`trellis.persist.config_calls`.
     """
 
     def setup(self) -> None: ...

@@ -24,6 +24,7 @@ from trellis.persist.base import (
     ThreadInfo,
     thread_deleted,
 )
+from trellis.persist.config_calls import ConfigCalls, accepts_config, lists_by_config
 from trellis.persist.messages import (
     duplicate_checkpoint,
     head_moved,
@@ -72,7 +73,7 @@ class _Namespace:
     """Each record's inline values (also in its state): what a child copies."""
 
 
-class MemorySaver(SaverBase):
+class MemorySaver(SaverBase, ConfigCalls):
     """Checkpoints in a dict, for tests and short-lived processes. Thread-safe.
 
     ``ttl`` (seconds) and ``keep_last`` are the defaults of :meth:`prune`;
@@ -105,6 +106,7 @@ class MemorySaver(SaverBase):
     def close(self) -> None:
         """Nothing to release; present so every saver can be closed alike."""
 
+    @accepts_config
     def get_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
@@ -257,6 +259,7 @@ class MemorySaver(SaverBase):
                 raise CheckpointNotFoundError(missing)
             self._store_writes(ns, checkpoint_id, rows)
 
+    @lists_by_config
     def list(
         self,
         thread_id: str,

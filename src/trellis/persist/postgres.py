@@ -38,6 +38,7 @@ from trellis.persist.base import (
     own_connection_kwargs,
     thread_deleted,
 )
+from trellis.persist.config_calls import accepts_config, alists_by_config
 from trellis.persist.loop_connections import LoopConnections
 from trellis.persist.serde import Serializer
 from trellis.persist.sql import Batch, ChainCache, Plan, PutRows, SqlDialect, Stmt, Txn, arun_job
@@ -704,6 +705,7 @@ class PostgresSaver(SqlSaverMethods):
 
     # --- the Checkpointer protocol: each call has a sync and a native async form -------
 
+    @accepts_config
     async def aget_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
@@ -734,6 +736,7 @@ class PostgresSaver(SqlSaverMethods):
         txn = self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
         await self._arun(txn)
 
+    @alists_by_config
     async def alist(
         self,
         thread_id: str,

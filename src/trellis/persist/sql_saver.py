@@ -20,6 +20,7 @@ from trellis.persist.base import (
     ThreadInfo,
     thread_deleted,
 )
+from trellis.persist.config_calls import ConfigCalls, accepts_config, lists_by_config
 from trellis.persist.sql import ChainCache, SqlDialect, Txn, run_job
 from trellis.persist.storage import retention
 
@@ -28,7 +29,7 @@ __all__ = ["SqlSaverMethods"]
 T = TypeVar("T")
 
 
-class SqlSaverMethods(PutAsPutMany):
+class SqlSaverMethods(PutAsPutMany, ConfigCalls):
     """Mixed into ``SqliteSaver`` and ``PostgresSaver``."""
 
     _sql: SqlDialect
@@ -44,6 +45,7 @@ class SqlSaverMethods(PutAsPutMany):
     def _after_removal(self) -> None:
         """Called after rows were deleted (a thread, or a prune that removed some)."""
 
+    @accepts_config
     def get_tuple(
         self, thread_id: str, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> CheckpointTuple | None:
@@ -78,6 +80,7 @@ class SqlSaverMethods(PutAsPutMany):
             self._sql.put_writes_txn(self.serde, thread_id, checkpoint_ns, checkpoint_id, writes)
         )
 
+    @lists_by_config
     def list(
         self,
         thread_id: str,

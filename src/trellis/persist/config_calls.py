@@ -1,0 +1,179 @@
+"""LangGraph's config-shaped checkpointer calls, accepted by every saver.
+
+Code written against LangGraph's ``BaseCheckpointSaver`` passes a config where
+Trellis's protocol takes a thread id: ``saver.get_tuple(config)``,
+``saver.list(config, before=config, limit=5)``, ``saver.get(config)``,
+``saver.list(None)`` for every thread. The decorators here turn that shape into
+Trellis's, so each saver writes its reads once, keyed by thread id, and both
+spellings reach the same code. A config names the thread, and optionally the
+namespace and checkpoint, under ``"configurable"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from trellis.errors import InvalidConfigError
+from trellis.persist.base import Checkpoint, CheckpointTuple
+from trellis.persist.storage import encode_filter, metadata_matcher
+
+__all__ = ["ConfigCalls", "accepts_config", "alists_by_config", "lists_by_config"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ThreadRef = str | Mapping[str, Any]
+"""A thread id, or a LangGraph config naming one."""
+
+
+def config_target(target: Any, what: str) -> tuple[str, str | None, str | None]:
+    """(thread_id, checkpoint_id, checkpoint_ns) named by a LangGraph config; the
+    namespace is None when the config does not name one."""
+    if not isinstance(target, Mapping):
+        raise TypeError(
+            f"{what} takes a thread id or a config {{'configurable': {{'thread_id': ...}}}}, "
+            f"got {type(target).__name__}"
+        )
+    configurable = target.get("configurable") or {}
+    thread_id = configurable.get("thread_id")
+    if thread_id is None:
+        raise InvalidConfigError(
+            f"{what}: the config names no thread: it needs {{'configurable': "
+            f"{{'thread_id': ...}}}}, got keys {sorted(configurable)}"
+        )
+    return str(thread_id), configurable.get("checkpoint_id"), configurable.get("checkpoint_ns")
+
+
+def accepts_config(fn: F) -> F:
+    """``get_tuple``/``aget_tuple`` that also take a LangGraph config first.
+
+    >>> saver.get_tuple({"configurable": {"thread_id": "t1", "checkpoint_id": cid}})
+    """
+
+    @functools.wraps(fn)
+    def call(
+        self: Any, thread_id: Any, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+    ) -> Any:
+        if not isinstance(thread_id, str):
+            thread_id, named, ns = config_target(thread_id, fn.__name__)
+            checkpoint_id = checkpoint_id or named
+            checkpoint_ns = checkpoint_ns or ns or ""
+        return fn(self, thread_id, checkpoint_id, checkpoint_ns=checkpoint_ns)
+
+    return call  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A ``list`` call resolved: a thread's listing the saver serves itself
+    (``direct``), or every thread's, or one named checkpoint's."""
+
+    thread_id: str | None
+    named: str | None
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        target: Any,
+        what: str,
+        *,
+        checkpoint_ns: str = "",
+        before: Any = None,
+        limit: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> _Listing:
+        named = None
+        if target is not None and not isinstance(target, str):
+            target, named, ns = config_target(target, what)
+            checkpoint_ns = checkpoint_ns or ns or ""
+        if before is not None and not isinstance(before, str):
+            before = config_target(before, what)[1]
+        kwargs = {"checkpoint_ns": checkpoint_ns, "before": before, "limit": limit}
+        return cls(target, named, {**kwargs, "filter": filter})
+
+    @property
+    def direct(self) -> bool:
+        return self.thread_id is not None and self.named is None
+
+    def read(self, saver: Any) -> list[CheckpointTuple]:
+        """Every thread's checkpoints, or the one named: (sync) reads by thread id."""
+        return self._every_thread(saver) if self.thread_id is None else self._one(saver)
+
+    def _one(self, saver: Any) -> list[CheckpointTuple]:
+        named, before, limit = self.named, self.kwargs["before"], self.kwargs["limit"]
+        pairs = encode_filter(self.kwargs["filter"])
+        assert named is not None
+        if pairs is None or limit == 0 or (before is not None and named >= before):
+            return []
+        tup = saver.get_tuple(self.thread_id, named, checkpoint_ns=self.kwargs["checkpoint_ns"])
+        if tup is None or (pairs and not metadata_matcher(pairs)(json.dumps(tup.metadata))):
+            return []
+        return [tup]
+
+    def _every_thread(self, saver: Any) -> list[CheckpointTuple]:
+        """Newest first across threads (checkpoint ids sort by time)."""
+        encode_filter(self.kwargs["filter"])  # an invalid filter fails before any read
+        lists = [saver.list(t.thread_id, **self.kwargs) for t in saver.threads()]
+        merged = heapq.merge(*lists, key=lambda t: t.checkpoint.id, reverse=True)
+        return list(itertools.islice(merged, self.kwargs["limit"]))
+
+
+def lists_by_config(fn: F) -> F:
+    """``list`` that also takes a LangGraph config (or None: every thread) first and
+    a config as ``before``. A config naming a checkpoint lists that one alone, as
+    LangGraph does.
+
+    >>> saver.list({"configurable": {"thread_id": "t1"}}, before=config, limit=5)
+    """
+
+    @functools.wraps(fn)
+    def call(self: Any, thread_id: Any, **kwargs: Any) -> Iterator[CheckpointTuple]:
+        if isinstance(thread_id, str) and not kwargs.get("before"):
+            return fn(self, thread_id, **kwargs)  # type: ignore[no-any-return]
+        q = _Listing.of(thread_id, "list", **kwargs)
+        return fn(self, q.thread_id, **q.kwargs) if q.direct else iter(q.read(self))
+
+    return call  # type: ignore[return-value]
+
+
+def alists_by_config(fn: F) -> F:
+    """:func:`lists_by_config` for ``alist``.
+
+    >>> [t async for t in saver.alist({"configurable": {"thread_id": "t1"}})]
+    """
+
+    @functools.wraps(fn)
+    async def call(self: Any, thread_id: Any, **kwargs: Any) -> AsyncIterator[CheckpointTuple]:
+        q = _Listing.of(thread_id, "alist", **kwargs)
+        if q.direct:
+            async for item in fn(self, q.thread_id, **q.kwargs):
+                yield item
+            return
+        for item in await asyncio.to_thread(q.read, self):  # many reads: off the loop
+            yield item
+
+    return call  # type: ignore[return-value]
+
+
+class ConfigCalls:
+    """LangGraph's ``get``/``aget``: the checkpoint a config names (its thread's
+    latest if it names none), or None for an unknown thread.
+
+    >>> saver.get({"configurable": {"thread_id": "t1"}}).values
+    {'n': 2}
+    """
+
+    def get(self, config: ThreadRef) -> Checkpoint | None:
+        tup = self.get_tuple(config)  # type: ignore[attr-defined]  # each saver has it
+        return tup.checkpoint if tup is not None else None
+
+    async def aget(self, config: ThreadRef) -> Checkpoint | None:
+        tup = await self.aget_tuple(config)  # type: ignore[attr-defined]
+        return tup.checkpoint if tup is not None else None
