@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10_007  # LangGraph 1.2's default
-_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "events"})
+_MODES = frozenset(
+    {"values", "updates", "custom", "messages", "debug", "tasks", "checkpoints", "events"}
+)
 
 
 # How a run fails for good: a node's error (wrapped in StepFailed), or what the

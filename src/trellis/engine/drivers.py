@@ -81,6 +81,8 @@ def run_task(task: Task) -> None:
         started = task.began = perf_counter()
         if observer.scoped:
             entered = observer.enter(task)
+    messages = task.loop.messages
+    streaming = messages.enter(task) if messages is not None else None
     try:
         if node.guarded:
             out = call_guarded(task)
@@ -132,6 +134,8 @@ def run_task(task: Task) -> None:
             raise
     finally:
         CURRENT_TASK.reset(token)
+        if streaming is not None:
+            messages.leave(task, streaming)  # type: ignore[union-attr]
         if observer is not None:
             task.duration = perf_counter() - started
             if entered:
@@ -481,6 +485,8 @@ async def arun_task(task: Task) -> None:
         started = task.began = perf_counter()
         if observer.scoped:
             entered = observer.enter(task)
+    messages = task.loop.messages
+    streaming = messages.enter(task) if messages is not None else None
     try:
         if node.guarded:  # the guard builds the arguments itself, per attempt
             out = await acall_guarded(task)
@@ -509,6 +515,8 @@ async def arun_task(task: Task) -> None:
         await _afailed(task, exc)
     finally:
         CURRENT_TASK.reset(token)
+        if streaming is not None:
+            messages.leave(task, streaming)  # type: ignore[union-attr]
         if observer is not None:
             task.duration = perf_counter() - started
             if entered:

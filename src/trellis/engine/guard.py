@@ -179,7 +179,7 @@ def call_guarded(task: Task) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
         task.interrupt_count = asked  # a retried node asks its interrupts again from the first
-        task.custom = None
+        task.streamed = None
         return _attempt_sync(task)
 
     def on_attempt(state: RetryState, exc: BaseException | None) -> None:
@@ -235,7 +235,7 @@ async def acall_guarded(task: Task) -> Any:
         task.attempt = state.attempt
         task.started = task.started or state.first_attempt_at
         task.interrupt_count = asked  # a retried node asks its interrupts again from the first
-        task.custom = None
+        task.streamed = None
         return await _attempt_async(task)
 
     async def on_attempt(state: RetryState, exc: BaseException | None) -> None:

@@ -40,6 +40,7 @@ from trellis.persist.base import PendingWrite, new_checkpoint_id
 from trellis.types import END, START, Command, RunnableConfig, Send
 
 if TYPE_CHECKING:
+    from trellis.engine.messages import MessageStream
     from trellis.engine.output import OutputKeys
     from trellis.engine.plan import GraphPlan, NodePlan
 
@@ -77,6 +78,7 @@ class RunLoop:
         "head",
         "interrupts",
         "live_values",
+        "messages",
         "modes",
         "next_nodes",
         "next_sends",
@@ -136,6 +138,11 @@ class RunLoop:
         self.context = context
         self.recursion_limit = recursion_limit
         self.modes = modes
+        self.messages: MessageStream | None = None  # set for stream_mode="messages"
+        if "messages" in modes:
+            from trellis.engine import messages  # not at import: few runs stream them
+
+            self.messages = messages.MessageStream.for_run()
         self.values: dict[str, Any] = {}
         self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
         # The step recursion_limit counts from. Kept rather than the step the run

@@ -91,7 +91,6 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
     ``stopped`` step (on interrupts, or whose writes conflict), a task that did not
     finish shows only what it streamed before it stopped."""
     modes = loop.modes
-    custom = "custom" in modes
     updates = "updates" in modes
     debug = "debug" in modes
     keys = loop.output_keys
@@ -100,9 +99,9 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             continue
         for nested in task.nested or ():
             yield NESTED, nested
-        if custom:
-            for chunk in task.custom or ():
-                yield "custom", chunk
+        for mode, chunk in task.streamed or ():
+            if mode in modes:
+                yield mode, chunk
         if stopped and (not task.done or task.interrupts):
             if debug and (task.error is not None or task.interrupts):
                 yield "debug", _debug_result(task)  # as LangGraph: how it stopped

@@ -72,7 +72,6 @@ class Task:
     __slots__ = (
         "_id",
         "attempt",
-        "custom",
         "done",
         "began",
         "duration",
@@ -93,6 +92,7 @@ class Task:
         "resume",
         "retry",
         "span",
+        "streamed",
         "started",
         "step",
         "update",
@@ -125,7 +125,8 @@ class Task:
         self.pre_update: dict[str, Any] | None = None  # an approval edit, applied first
         self.retry: Any = None  # RetryState restored from a checkpoint
         self.span: str | None = None  # set when the run is observed
-        self.custom: list[Any] | None = None
+        # What the node streamed (custom writes, messages): out when its step ends.
+        self.streamed: list[tuple[str, Any]] | None = None
         self.nested: list[tuple[Any, ...]] | None = None  # a subgraph's chunks, subgraphs=True
         self.attempt = 1
         self.started = 0.0
@@ -174,7 +175,10 @@ class Task:
             "checkpoint_id": loop.checkpoint_id,
             "task_id": self.id,
         }
-        return {
+        ns = f"{self.name}:{self.id}"
+        if loop.checkpoint_ns:
+            ns = f"{loop.checkpoint_ns}|{ns}"
+        config: RunnableConfig = {
             **loop.config,
             "configurable": configurable,
             "metadata": {
@@ -183,9 +187,13 @@ class Task:
                 "langgraph_node": self.name,
                 "langgraph_triggers": self.triggers(),
                 "langgraph_path": self.path,
+                "langgraph_checkpoint_ns": ns,
                 "thread_id": loop.configurable.get("thread_id"),
             },
         }
+        if loop.messages is not None:  # stream_mode="messages": its models report here
+            config["callbacks"] = loop.messages.callbacks(self, config.get("callbacks"))
+        return config
 
     def triggers(self) -> tuple[str, ...]:
         return self.node.pull_triggers if self.path[0] == PULL else ("__pregel_push",)
@@ -219,9 +227,13 @@ class Task:
         return write
 
     def write_custom(self, chunk: Any) -> None:
-        if self.custom is None:
-            self.custom = []
-        self.custom.append(chunk)
+        self.stream("custom", chunk)
+
+    def stream(self, mode: str, chunk: Any) -> None:
+        """Keep ``chunk`` of stream ``mode``, to come out when the step ends."""
+        if self.streamed is None:
+            self.streamed = []
+        self.streamed.append((mode, chunk))
 
     # -- what the node returned ------------------------------------------
 
