@@ -40,7 +40,7 @@ def _texts(chunks: Any) -> list[str]:
     return [message.content for message, _ in chunks]
 
 
-def test_a_retried_node_streams_its_last_attempt_only() -> None:
+def test_a_retried_node_streams_each_attempt_as_it_comes() -> None:
     model = _model("lost words", "kept words")
     attempts = []
 
@@ -54,7 +54,7 @@ def test_a_retried_node_streams_its_last_attempt_only() -> None:
     graph = _graph(ask, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0))
     chunks = list(graph.stream({"messages": [("user", "hi")]}, stream_mode="messages"))
     assert attempts == ["lost words", "kept words"]
-    assert _texts(chunks) == ["kept", " ", "words"]
+    assert _texts(chunks) == ["lost", " ", "words", "kept", " ", "words"]
     assert all(isinstance(m, AIMessageChunk) for m, _ in chunks)
 
 

@@ -300,8 +300,10 @@ def test_a_step_that_stops_on_an_interrupt_streams_what_ran_first(use_async: boo
         chunks = asyncio.run(collect(graph.astream({"log": []}, config, stream_mode=modes)))
     else:
         chunks = list(graph.stream({"log": []}, config, stream_mode=modes))
-    assert chunks[:2] == [("updates", {"a": {"log": ["a"]}}), ("custom", "thinking")]
-    assert [mode for mode, _ in chunks] == ["updates", "custom", "updates"]
+    # The custom chunk is live, so it may come before or after the sibling's update.
+    first = sorted(chunks[:2], key=repr)
+    assert first == [("custom", "thinking"), ("updates", {"a": {"log": ["a"]}})]
+    assert len(chunks) == 3 and chunks[-1][0] == "updates"
     assert "__interrupt__" in chunks[-1][1]
     latest = graph.get_state(config)  # the sibling's write shows; "ask" is still to run
     assert latest.values["log"] == ["a"] and latest.next == ("ask",)

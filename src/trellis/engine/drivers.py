@@ -8,6 +8,7 @@ driver never starts an event loop.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import os
 import threading
@@ -26,6 +27,7 @@ from trellis.engine.guard import (
     route_failure,
 )
 from trellis.engine.interrupts import GraphInterrupt, aabandoned, abandoned
+from trellis.engine.live import arun_live, run_live, streams_live
 from trellis.engine.loop import RunLoop
 from trellis.engine.streaming import (
     checkpoint_chunks,
@@ -387,6 +389,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
+    live = streams_live(loop)
     if loop.resuming and "values" in modes and loop.wrote_any:
         yield "values", loop.values_chunk()  # a resumed run first shows where it stands
     while True:
@@ -409,7 +412,10 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             if obs.buffer:  # streamed "events": out before the step runs, not after
                 yield from event_chunks(obs)
         try:
-            run_tasks(todo)
+            if live:
+                yield from run_live(loop, todo, run_tasks)
+            else:
+                run_tasks(todo)
         except StepFailed as failure:
             if obs is not None:
                 obs.step_end(loop, todo, failure.error)
@@ -570,6 +576,16 @@ async def _acall_node(task: Task) -> Any:
     return await out if inspect.isawaitable(out) else out
 
 
+async def _arun_step(todo: list[Task]) -> None:
+    if len(todo) == 1:  # one task: no asyncio task of its own
+        try:
+            await arun_task(todo[0])
+        except Exception as exc:
+            raise StepFailed(exc) from exc
+    else:
+        await arun_tasks(todo)
+
+
 async def arun_tasks(tasks: list[Task]) -> None:
     import asyncio  # on use: asyncio is slow to import, and `invoke` never needs it
 
@@ -676,6 +692,7 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
+    live = streams_live(loop)
     if loop.resuming and "values" in modes and loop.wrote_any:
         yield "values", loop.values_chunk()
     while True:
@@ -701,13 +718,11 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                 for chunk in event_chunks(obs):
                     yield chunk
         try:
-            if len(todo) == 1:
-                try:
-                    await arun_task(todo[0])
-                except Exception as exc:
-                    raise StepFailed(exc) from exc
+            if live:
+                async for chunk in arun_live(loop, functools.partial(_arun_step, todo)):
+                    yield chunk
             else:
-                await arun_tasks(todo)
+                await _arun_step(todo)
         except StepFailed as failure:
             if obs is not None:
                 obs.step_end(loop, todo, failure.error)

@@ -77,6 +77,7 @@ class RunLoop:
         "goto",
         "head",
         "interrupts",
+        "live",
         "live_values",
         "messages",
         "modes",
@@ -139,6 +140,8 @@ class RunLoop:
         self.recursion_limit = recursion_limit
         self.modes = modes
         self.messages: MessageStream | None = None  # set for stream_mode="messages"
+        # Where node chunks go while a step runs, when they are streamed live.
+        self.live: Callable[[tuple[str, Any]], object] | None = None
         if "messages" in modes:
             from trellis.engine import messages  # not at import: few runs stream them
 

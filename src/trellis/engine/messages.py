@@ -10,9 +10,9 @@ tokens the model's own (``ls_model_name``, ...). Messages already in the
 node's input are never streamed again, and each message id is streamed whole
 at most once per run.
 
-Chunks are kept with the task and come out when its step ends, in the order
-they were made, as ``"custom"`` chunks do. ``langchain_core`` is imported only
-when a run asks for this mode.
+Chunks reach the caller as they are made (:mod:`trellis.engine.live`), as
+``"custom"`` chunks do. ``langchain_core`` is imported only when a run asks for
+this mode.
 """
 
 from __future__ import annotations

@@ -230,7 +230,12 @@ class Task:
         self.stream("custom", chunk)
 
     def stream(self, mode: str, chunk: Any) -> None:
-        """Keep ``chunk`` of stream ``mode``, to come out when the step ends."""
+        """Hand ``chunk`` of stream ``mode`` to a live stream, or keep it to come out
+        when the step ends."""
+        live = self.loop.live
+        if live is not None:
+            live((mode, chunk))
+            return
         if self.streamed is None:
             self.streamed = []
         self.streamed.append((mode, chunk))

@@ -1,0 +1,99 @@
+"""Live chunks: what nodes stream (``custom`` writes, ``messages`` tokens) reaches
+the caller while the nodes run, as LangGraph streams it, not when their step ends.
+
+Only a run streamed by its caller in one of those modes goes live; the step's
+nodes then run in a worker thread (sync) or an asyncio task (async) while the
+stream hands out their chunks. A run nested in a node (a subgraph) streams
+through its parent's task instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from trellis.engine.context import CURRENT_TASK
+
+if TYPE_CHECKING:
+    from trellis.engine.loop import RunLoop
+    from trellis.engine.task import Task
+
+__all__ = ["arun_live", "run_live", "streams_live"]
+
+LIVE_MODES = frozenset({"custom", "messages"})
+_DONE = object()
+
+
+def streams_live(loop: RunLoop) -> bool:
+    """Whether ``loop``'s steps hand out node chunks as they are made.
+
+    >>> streams_live(loop)  # a top-level stream(stream_mode="custom")
+    True
+    """
+    return not LIVE_MODES.isdisjoint(loop.modes) and CURRENT_TASK.get() is None
+
+
+def run_live(
+    loop: RunLoop, tasks: list[Task], run: Callable[[list[Task]], None]
+) -> Iterator[tuple[str, Any]]:
+    """``run(tasks)`` in a worker thread, yielding their chunks as they come; then
+    whatever ``run`` raised. A caller that stops reading waits for the step's
+    nodes to end: nothing of the run goes on behind its back."""
+    chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run(tasks)
+        except BaseException as exc:  # handed to the reading thread, re-raised there
+            failed.append(exc)
+        finally:
+            chunks.put(_DONE)
+
+    loop.live = chunks.put
+    worker = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="trellis-step", daemon=True
+    )
+    worker.start()
+    try:
+        while (item := chunks.get()) is not _DONE:
+            yield item
+    finally:
+        worker.join()
+        loop.live = None
+    if failed:
+        raise failed[0]
+
+
+async def arun_live(
+    loop: RunLoop, run: Callable[[], Awaitable[None]]
+) -> AsyncIterator[tuple[str, Any]]:
+    """``await run()`` as a task, yielding its nodes' chunks as they come (from the
+    event loop or from worker threads); then whatever it raised. A caller that
+    stops reading cancels it."""
+    import asyncio
+
+    chunks: asyncio.Queue[Any] = asyncio.Queue()
+    events = asyncio.get_running_loop()
+    loop.live = lambda item: events.call_soon_threadsafe(chunks.put_nowait, item)
+    runner = asyncio.ensure_future(run())
+    try:
+        while not runner.done():
+            getter = asyncio.ensure_future(chunks.get())
+            await asyncio.wait({runner, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        await asyncio.sleep(0)  # puts scheduled as the last node ended
+        while not chunks.empty():
+            yield chunks.get_nowait()
+    finally:
+        loop.live = None
+        if not runner.done():
+            runner.cancel()
+            await asyncio.wait({runner})
+    runner.result()
