@@ -205,6 +205,60 @@ def test_the_put_is_parsed_and_planned_once_per_connection(pg_url: str, pg_schem
     saver.close()
 
 
+def test_a_saver_told_so_prepares_nothing(pg_url: str, pg_schema: str) -> None:
+    saver = PostgresSaver.from_conn_string(
+        pg_url, schema=pg_schema, pool_size=1, prepared_statements=False
+    )
+    h = History(saver)
+    for i in range(4):
+        h.put(append={"log": [i]})
+    with saver._sync_pool().connection() as conn:
+        assert _prepared_puts(conn) == []
+    saver.close()
+
+
+def test_a_pool_that_configures_connections_without_prepared_statements_gets_none(
+    pg_url: str, pg_schema: str
+) -> None:
+    def configure(conn: Any) -> None:
+        conn.prepare_threshold = None
+
+    pool = psycopg_pool.ConnectionPool(
+        pg_url, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}, configure=configure
+    )
+    try:
+        saver = PostgresSaver(pool, schema=pg_schema)
+        h = History(saver)
+        for i in range(4):
+            h.put(append={"log": [i]})
+        with pool.connection() as conn:
+            assert _prepared_puts(conn) == []
+            assert conn.prepare_threshold is None  # handed back as it came
+    finally:
+        pool.close()
+
+
+def test_a_lost_prepared_statement_fails_one_put_cleanly_then_none_are_prepared(
+    pg_url: str, pg_schema: str
+) -> None:
+    """What a pooler in transaction mode does: the next server session lacks it."""
+    saver = PostgresSaver.from_conn_string(pg_url, schema=pg_schema, pool_size=1)
+    h = History(saver)
+    for i in range(3):
+        h.put(append={"log": [i]})
+    with saver._sync_pool().connection() as conn:
+        conn.execute("DEALLOCATE ALL")
+    stale, ck = h.head, h.make(append={"log": ["lost"]})
+    with pytest.raises(CheckpointError, match="prepared_statements=False"):
+        saver.put(h.thread_id, ck, {}, expected_head=stale)
+    h.check(saver.get_tuple(h.thread_id))  # nothing of the failed put is stored
+    h.put(append={"log": ["after"]})
+    h.check(saver.get_tuple(h.thread_id))
+    with saver._sync_pool().connection() as conn:
+        assert _prepared_puts(conn) == []
+    saver.close()
+
+
 async def test_the_async_put_is_parsed_and_planned_once_per_connection(
     pg_url: str, pg_schema: str
 ) -> None:

@@ -359,7 +359,9 @@ class PostgresSaver(SqlSaverMethods):
     Tables live in ``schema`` (created if missing). The schema is created or
     migrated on first use (or by :meth:`setup`), safely from several processes.
     ``timeout`` bounds the wait for a connection; ``ttl`` (seconds) and
-    ``keep_last`` are the defaults of :meth:`prune`.
+    ``keep_last`` are the defaults of :meth:`prune`. Each connection prepares the
+    put statement once; pass ``prepared_statements=False`` behind a connection
+    pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
 
     >>> saver = PostgresSaver.from_conn_string("postgresql://app@db/app", pool_size=20)
     >>> graph = builder.compile(checkpointer=saver)
@@ -379,6 +381,7 @@ class PostgresSaver(SqlSaverMethods):
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
         pool_size: int | None = None,
+        prepared_statements: bool = True,
     ) -> None:
         if not isinstance(pool, (ConnectionPool, AsyncConnectionPool)):
             raise TypeError(
@@ -397,7 +400,7 @@ class PostgresSaver(SqlSaverMethods):
         sync_pool = pool if isinstance(pool, ConnectionPool) else None
         async_pool = pool if isinstance(pool, AsyncConnectionPool) else None
         self._shared = _Shared(sync_pool, async_pool, False, pool.conninfo, kwargs)
-        self._shared.prepares = kwargs.get("prepare_threshold", 0) is not None
+        self._shared.prepares = prepared_statements
         self.schema = schema
         self._sql = PostgresDialect(schema)
         self._cache = ChainCache()
@@ -421,7 +424,7 @@ class PostgresSaver(SqlSaverMethods):
         where = Database.from_url(url, schema=schema)
         url, schema = where.target, where.schema
         saver = cls(_own_pool(url, {}, pool_size), schema=schema, pool_size=pool_size, **kwargs)
-        saver._shared.owns_pool = saver._shared.prepares = True
+        saver._shared.owns_pool = True
         return saver
 
     def with_allowlist(self, types: Any) -> PostgresSaver:
@@ -598,8 +601,9 @@ class PostgresSaver(SqlSaverMethods):
         try:
             with self._sync_pool().connection(timeout=self._timeout) as conn:
                 threshold, conn.prepare_threshold = conn.prepare_threshold, None
+                prepare = self._prepares(threshold, own=self._shared.owns_pool)
                 try:
-                    return self._drive(conn, txn.plan, write=txn.write)
+                    return self._drive(conn, txn.plan, write=txn.write, prepare=prepare)
                 except BaseException as exc:
                     if not _reusable_after(exc, txn):
                         conn.close()
@@ -612,10 +616,12 @@ class PostgresSaver(SqlSaverMethods):
     async def _arun(self, txn: Txn[T]) -> T:
         await self.asetup()
         try:
-            async with (await self._async_conns()).connection(timeout=self._timeout) as conn:
+            conns = await self._async_conns()
+            async with conns.connection(timeout=self._timeout) as conn:
                 threshold, conn.prepare_threshold = conn.prepare_threshold, None
+                prepare = self._prepares(threshold, own=isinstance(conns, LoopConnections))
                 try:
-                    return await self._adrive(conn, txn.plan, write=txn.write)
+                    return await self._adrive(conn, txn.plan, write=txn.write, prepare=prepare)
                 except BaseException as exc:
                     if not _reusable_after(exc, txn):
                         await conn.close()
@@ -628,14 +634,20 @@ class PostgresSaver(SqlSaverMethods):
     # Both drivers send each batch as one pipeline: with autocommit connections
     # (ours) BEGIN and COMMIT travel in it too, so a final batch is one round trip.
 
-    def _drive(self, conn: psycopg.Connection[Any], plan: Plan[T], *, write: bool) -> T:
+    def _prepares(self, threshold: int | None, *, own: bool) -> bool:
+        """Whether to prepare the put on a connection borrowed with ``threshold``: a
+        caller's connection with prepared statements turned off gets none."""
+        return self._shared.prepares and (own or threshold is not None)
+
+    def _drive(
+        self, conn: psycopg.Connection[Any], plan: Plan[T], *, write: bool, prepare: bool = False
+    ) -> T:
         auto = conn.autocommit
         try:
             batch = next(plan)
             begin = auto
             while True:
                 if begin and batch.atomic and batch.final:  # a transaction by itself
-                    prepare = self._shared.prepares
                     curs = [_send(conn, stmt, prepare=prepare) for stmt in batch.stmts]
                     begin = False
                 else:
@@ -657,14 +669,20 @@ class PostgresSaver(SqlSaverMethods):
                 _end(conn, auto, "ROLLBACK")
             raise
 
-    async def _adrive(self, conn: psycopg.AsyncConnection[Any], plan: Plan[T], *, write: bool) -> T:
+    async def _adrive(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        plan: Plan[T],
+        *,
+        write: bool,
+        prepare: bool = False,
+    ) -> T:
         auto = conn.autocommit
         try:
             batch = next(plan)
             begin = auto
             while True:
                 if begin and batch.atomic and batch.final:  # a transaction by itself
-                    prepare = self._shared.prepares
                     curs = [await _asend(conn, stmt, prepare=prepare) for stmt in batch.stmts]
                     begin = False
                 else:
@@ -694,6 +712,13 @@ class PostgresSaver(SqlSaverMethods):
                 f"no PostgreSQL connection to {self.where} within {self._timeout:g}s: {exc}"
             )
         sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == "26000":  # the server lost the put's prepared statement: a pooler?
+            self._shared.prepares = False
+            return CheckpointError(
+                f"PostgreSQL at {self.where} lost a prepared statement ({exc}); behind a "
+                "connection pooler in transaction mode? This saver prepares none from now "
+                "on: retry, and pass prepared_statements=False to start that way"
+            )
         if sqlstate == _CONFLICT:
             diag = getattr(exc, "diag", None)
             return ConcurrentUpdateError(getattr(diag, "message_primary", None) or str(exc))
