@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
+from typing import Any, Final, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 from urllib.parse import quote, unquote
 
 from trellis.errors import InvalidConfigError, InvalidUpdateError
@@ -133,6 +133,19 @@ class Checkpoint:
         me = self.id
         return [k for k, v in self.versions.items() if v == me]
 
+    def keys(self) -> tuple[str, ...]:
+        """The LangGraph checkpoint keys a Trellis checkpoint answers (``dict(cp)``)."""
+        return _LANGGRAPH_KEYS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_LANGGRAPH_KEYS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _LANGGRAPH_KEYS
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in _LANGGRAPH_KEYS else default
+
     def __getitem__(self, key: str) -> Any:
         """LangGraph's checkpoint keys, for code that reads a checkpoint as its dict.
 
@@ -152,6 +165,9 @@ class Checkpoint:
             "'channel_versions' of LangGraph's keys; its other fields are attributes "
             "(step, parent_id, pending)"
         )
+
+
+_LANGGRAPH_KEYS: Final = ("id", "ts", "channel_values", "channel_versions")
 
 
 @dataclass(frozen=True, slots=True)

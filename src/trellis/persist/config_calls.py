@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import inspect
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -56,15 +57,29 @@ def accepts_config(fn: F) -> F:
     >>> saver.get_tuple({"configurable": {"thread_id": "t1", "checkpoint_id": cid}})
     """
 
+    def target(thread_id: Any, checkpoint_id: str | None, ns: str) -> tuple[str, str | None, str]:
+        if isinstance(thread_id, str):
+            return thread_id, checkpoint_id, ns
+        thread_id, named, given_ns = config_target(thread_id, fn.__name__)
+        return thread_id, checkpoint_id or named, ns or given_ns or ""
+
+    if inspect.iscoroutinefunction(fn):  # stays one: callers check, LangGraph among them
+
+        @functools.wraps(fn)
+        async def acall(
+            self: Any, thread_id: Any, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
+        ) -> Any:
+            thread, checkpoint, ns = target(thread_id, checkpoint_id, checkpoint_ns)
+            return await fn(self, thread, checkpoint, checkpoint_ns=ns)
+
+        return acall  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def call(
         self: Any, thread_id: Any, checkpoint_id: str | None = None, *, checkpoint_ns: str = ""
     ) -> Any:
-        if not isinstance(thread_id, str):
-            thread_id, named, ns = config_target(thread_id, fn.__name__)
-            checkpoint_id = checkpoint_id or named
-            checkpoint_ns = checkpoint_ns or ns or ""
-        return fn(self, thread_id, checkpoint_id, checkpoint_ns=checkpoint_ns)
+        thread, checkpoint, ns = target(thread_id, checkpoint_id, checkpoint_ns)
+        return fn(self, thread, checkpoint, checkpoint_ns=ns)
 
     return call  # type: ignore[return-value]
 
