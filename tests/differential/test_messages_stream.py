@@ -106,7 +106,29 @@ def _nested(api: dict[str, Any]) -> Any:
     return b.compile()
 
 
-PROGRAMS = {"chat": _chat, "silent": _silent, "streamed": _streamed, "nested": _nested}
+def _bound(api: dict[str, Any]) -> Any:
+    """A bound model called with the node's config, as agents call tools-bound models:
+    LangChain merges that config with its config context, which holds it too."""
+    model = _model("bound reply")
+
+    def ask(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": [model.bind(stop=None).invoke(state["messages"], config)]}
+
+    return _one_node(api, ask)
+
+
+def _relay(api: dict[str, Any]) -> Any:
+    """A node that invokes another compiled graph itself, with its own config."""
+    inner = _one_node(api, lambda s: {"messages": [_model("inner words").invoke(s["messages"])]})
+
+    def ask(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return {"messages": inner.invoke({"messages": state["messages"]}, config)["messages"]}
+
+    return _one_node(api, ask)
+
+
+PROGRAMS = {"chat": _chat, "silent": _silent, "streamed": _streamed, "nested": _nested,
+            "bound": _bound, "relay": _relay}  # fmt: skip
 
 
 def _shape(chunks: list[Any], subgraphs: bool = False) -> list[Any]:
@@ -138,6 +160,8 @@ _CONFIG = {"metadata": {"user": "u"}}
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 @pytest.mark.parametrize("subgraphs", [False, True])
 def test_messages_stream_as_langgraph(program: str, subgraphs: bool) -> None:
+    if program == "relay" and subgraphs:
+        pytest.skip("a graph a node invokes itself runs on its own in Trellis (README)")
     got = {}
     for lib in ("langgraph", "trellis"):
         graph = PROGRAMS[program](_api(lib))
@@ -164,4 +188,27 @@ def test_messages_come_before_their_nodes_update_as_langgraph() -> None:
         chunks = graph.stream(_INPUT, _CONFIG, stream_mode=["updates", "messages"])
         got[lib] = [(mode, chunk if mode == "messages" else list(chunk)) for mode, chunk in chunks]
         got[lib] = [("updates", c) if m == "updates" else _shape([(m, c)])[0] for m, c in got[lib]]
+    assert got["trellis"] == got["langgraph"]
+
+
+def test_an_input_message_without_an_id_is_not_streamed_back() -> None:
+    got = {}
+    for lib in ("langgraph", "trellis"):
+        graph = _chat(_api(lib))
+        chunks = graph.stream({"messages": [HumanMessage("hi")]}, _CONFIG, stream_mode="messages")
+        got[lib] = _shape(list(chunks))
+    assert got["trellis"] == got["langgraph"]
+    assert all(shape[1] != "HumanMessage" for shape in got["trellis"])
+
+
+@pytest.mark.parametrize("subgraphs", [False, True])
+def test_a_callers_callback_manager_streams_as_langgraph(subgraphs: bool) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+
+    got = {}
+    for lib in ("langgraph", "trellis"):
+        graph = _nested(_api(lib))
+        config = {**_CONFIG, "callbacks": CallbackManager([BaseCallbackHandler()])}
+        chunks = graph.stream(_INPUT, config, stream_mode="messages", subgraphs=subgraphs)
+        got[lib] = _shape(list(chunks), subgraphs=subgraphs)
     assert got["trellis"] == got["langgraph"]

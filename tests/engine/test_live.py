@@ -141,3 +141,25 @@ def test_a_run_that_streams_no_node_chunks_runs_its_nodes_in_the_callers_thread(
     list(_graph(("where", where)).stream({"n": 0}, stream_mode="updates"))
     list(_graph(("where", where)).stream({"n": 0}, stream_mode="custom"))
     assert threads[0] == threading.get_ident() != threads[1]
+
+
+def test_an_async_caller_that_stops_reading_cancels_the_node() -> None:
+    async def main() -> list[str]:
+        seen: list[str] = []
+
+        async def talk(state: S) -> S:
+            get_stream_writer()("first")
+            try:
+                await asyncio.sleep(WAIT)
+            except asyncio.CancelledError:
+                seen.append("node cancelled")
+                raise
+            return {}
+
+        stream = _graph(("talk", talk)).astream({"n": 0}, stream_mode="custom")
+        assert await stream.__anext__() == "first"
+        await stream.aclose()
+        seen.append("aclose returned")
+        return seen
+
+    assert asyncio.run(main()) == ["node cancelled", "aclose returned"]

@@ -4,12 +4,13 @@ retries, the caller's own callbacks, parallel nodes, and runs that do not ask.""
 from __future__ import annotations
 
 import importlib.util
+import time
 from typing import Annotated, Any
 
 import pytest
 from typing_extensions import TypedDict
 
-from trellis import END, START, RetryPolicy, Send, StateGraph, add_messages
+from trellis import END, START, RetryPolicy, Send, StateGraph, add_messages, get_stream_writer
 from trellis.errors import InvalidConfigError
 
 pytest.importorskip("langchain_core", reason="stream_mode='messages' needs langchain-core")
@@ -104,7 +105,7 @@ def test_a_node_sees_no_messages_handler_when_the_run_does_not_stream_them() -> 
     list(graph.stream({"messages": []}, stream_mode="updates"))
     list(graph.stream({"messages": []}, stream_mode="messages"))
     assert seen[0] is None
-    assert [type(c).__name__ for c in seen[1]] == ["MessagesHandler"]
+    assert [type(h).__name__ for h in seen[1].handlers] == ["MessagesHandler"]
 
 
 def test_messages_mode_without_langchain_is_a_named_error(
@@ -119,3 +120,24 @@ def test_messages_mode_without_langchain_is_a_named_error(
     graph = _graph(lambda s: {})
     with pytest.raises(InvalidConfigError, match="pip install langchain-core"):
         list(graph.stream({"messages": []}, stream_mode="messages"))
+
+
+def test_an_attempt_abandoned_at_its_timeout_streams_no_more() -> None:
+    calls: list[int] = []
+
+    def ask(state: Chat) -> Chat:
+        calls.append(1)
+        if len(calls) == 1:  # past the timeout; its thread runs on beside the retry
+            time.sleep(0.7)
+            get_stream_writer()("stale custom")
+            _model("stale tokens").invoke(state["messages"])
+            return {}
+        reply = _model("fresh").invoke(state["messages"])
+        time.sleep(0.35)  # the abandoned attempt speaks meanwhile
+        return {"messages": [reply]}
+
+    graph = _graph(ask, timeout=0.5, retry_policy=RetryPolicy(max_attempts=2, initial_interval=0))
+    chunks = list(graph.stream({"messages": [("user", "hi")]}, stream_mode=["messages", "custom"]))
+    assert [(mode, c[0].content if mode == "messages" else c) for mode, c in chunks] == [
+        ("messages", "fresh")
+    ]

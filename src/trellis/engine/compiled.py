@@ -6,6 +6,7 @@ a driver; everything else here is argument handling and output shaping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -477,8 +478,10 @@ class CompiledStateGraph:
         if made is not modes:
             chunks = aviews(chunks, modes)
         try:
-            async for mode, chunk in chunks:
-                yield _shape(mode, chunk, paired, subgraphs)
+            # Closing this stream closes the run's, so a node it runs live is cancelled.
+            async with contextlib.aclosing(chunks):
+                async for mode, chunk in chunks:
+                    yield _shape(mode, chunk, paired, subgraphs)
         except GeneratorExit:
             drivers.settle(loop, failed=True)
             raise

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["CURRENT_TASK", "current_task", "get_config", "get_stream_writer"]
 
 CURRENT_TASK: ContextVar[Task | None] = ContextVar("trellis_task", default=None)
+# The attempt a node with a timeout runs as: one abandoned at its timeout runs on in
+# its thread while the next attempt runs, and what it streams must not count.
+CURRENT_ATTEMPT: ContextVar[int | None] = ContextVar("trellis_attempt", default=None)
 
 
 def current_task(what: str) -> Task:

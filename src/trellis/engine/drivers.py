@@ -7,13 +7,14 @@ driver never starts an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from time import perf_counter
 from typing import Any
 
@@ -84,8 +85,10 @@ def run_task(task: Task) -> None:
         if observer.scoped:
             entered = observer.enter(task)
     messages = task.loop.messages
-    streaming = messages.enter(task) if messages is not None else None
+    streaming = None
     try:
+        if messages is not None and task.name != START:  # the input step runs no node
+            streaming = messages.enter(task)
         if node.guarded:
             out = call_guarded(task)
             if out is SKIPPED:
@@ -492,8 +495,10 @@ async def arun_task(task: Task) -> None:
         if observer.scoped:
             entered = observer.enter(task)
     messages = task.loop.messages
-    streaming = messages.enter(task) if messages is not None else None
+    streaming = None
     try:
+        if messages is not None and task.name != START:  # the input step runs no node
+            streaming = messages.enter(task)
         if node.guarded:  # the guard builds the arguments itself, per attempt
             out = await acall_guarded(task)
             if out is SKIPPED:
@@ -658,20 +663,23 @@ async def aperform(loop: RunLoop) -> None:
             _saved(loop, effect)
 
 
-async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
-    """The async twin of ``run_steps``: the same loop, awaited."""
+async def arun_steps(loop: RunLoop) -> AsyncGenerator[tuple[str, Any], None]:
+    """The async twin of ``run_steps``: the same loop, awaited (and closed when
+    this stream is: a node it runs live is cancelled)."""
     obs = loop.observer
     if obs is None:
-        async for chunk in asteps(loop):
-            yield chunk
+        async with contextlib.aclosing(asteps(loop)) as steps:
+            async for chunk in steps:
+                yield chunk
         return
     obs.defer_store = True
     obs.run_start()
     try:
-        async for chunk in asteps(loop):
-            yield chunk
-            for chunk in event_chunks(obs):
+        async with contextlib.aclosing(asteps(loop)) as steps:
+            async for chunk in steps:
                 yield chunk
+                for chunk in event_chunks(obs):
+                    yield chunk
     except GeneratorExit:  # no awaiting here: the events are stored as a sync run's are
         obs.defer_store = False
         obs.run_end(loop, cancelled=True)
@@ -688,7 +696,7 @@ async def arun_steps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
         yield chunk
 
 
-async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
+async def asteps(loop: RunLoop) -> AsyncGenerator[tuple[str, Any], None]:
     modes = loop.modes
     debug = "debug" in modes
     obs = loop.observer
@@ -719,8 +727,11 @@ async def asteps(loop: RunLoop) -> AsyncIterator[tuple[str, Any]]:
                     yield chunk
         try:
             if live:
-                async for chunk in arun_live(loop, functools.partial(_arun_step, todo)):
-                    yield chunk
+                async with contextlib.aclosing(
+                    arun_live(loop, functools.partial(_arun_step, todo))
+                ) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
             else:
                 await _arun_step(todo)
         except StepFailed as failure:

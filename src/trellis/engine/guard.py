@@ -11,6 +11,7 @@ import inspect
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.context import CURRENT_ATTEMPT
 from trellis.engine.durable import RETRY, RETRY_IDX
 from trellis.errors import InvalidUpdateError, NodeError
 from trellis.graph.managed import managed_note
@@ -152,7 +153,11 @@ def _attempt_sync(task: Task) -> Any:
     permit = _enter(task, breaker)
     try:
         if node.timeout is not None:
-            out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
+            token = CURRENT_ATTEMPT.set(task.attempt)
+            try:
+                out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
+            finally:
+                CURRENT_ATTEMPT.reset(token)
         else:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
@@ -200,6 +205,7 @@ async def _attempt_async(task: Task) -> Any:
     args, kwargs = task.args()
     breaker = node.circuit
     permit = _enter(task, breaker)
+    token = CURRENT_ATTEMPT.set(task.attempt) if node.timeout is not None else None
     try:
         if node.is_async:
             if node.timeout is not None:
@@ -217,6 +223,9 @@ async def _attempt_async(task: Task) -> Any:
     except BaseException:
         _release(breaker, permit)
         raise
+    finally:
+        if token is not None:
+            CURRENT_ATTEMPT.reset(token)
     _leave(task, breaker, permit, None)
     return out
 

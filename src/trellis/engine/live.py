@@ -2,7 +2,7 @@
 the caller while the nodes run, as LangGraph streams it, not when their step ends.
 
 Only a run streamed by its caller in one of those modes goes live; the step's
-nodes then run in a worker thread (sync) or an asyncio task (async) while the
+nodes then run in a pool thread (sync) or an asyncio task (async) while the
 stream hands out their chunks. A run nested in a node (a subgraph) streams
 through its parent's task instead.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
@@ -25,6 +25,22 @@ __all__ = ["arun_live", "run_live", "streams_live"]
 
 LIVE_MODES = frozenset({"custom", "messages"})
 _DONE = object()
+
+# Threads for the steps of live streams, made as needed and kept for the next:
+# a pool of their own, so a step never waits for a thread held by a node.
+_WORKERS = 256
+_pool: Any = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> Any:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis-live")
+        return _pool
 
 
 def streams_live(loop: RunLoop) -> bool:
@@ -54,15 +70,12 @@ def run_live(
             chunks.put(_DONE)
 
     loop.live = chunks.put
-    worker = threading.Thread(
-        target=contextvars.copy_context().run, args=(work,), name="trellis-step", daemon=True
-    )
-    worker.start()
+    worker = _executor().submit(contextvars.copy_context().run, work)
     try:
         while (item := chunks.get()) is not _DONE:
             yield item
     finally:
-        worker.join()
+        worker.exception()  # waits for it to end (work() raises nothing itself)
         loop.live = None
     if failed:
         raise failed[0]
@@ -70,7 +83,7 @@ def run_live(
 
 async def arun_live(
     loop: RunLoop, run: Callable[[], Awaitable[None]]
-) -> AsyncIterator[tuple[str, Any]]:
+) -> AsyncGenerator[tuple[str, Any], None]:
     """``await run()`` as a task, yielding its nodes' chunks as they come (from the
     event loop or from worker threads); then whatever it raised. A caller that
     stops reading cancels it."""
@@ -80,6 +93,7 @@ async def arun_live(
     events = asyncio.get_running_loop()
     loop.live = lambda item: events.call_soon_threadsafe(chunks.put_nowait, item)
     runner = asyncio.ensure_future(run())
+    getter: asyncio.Future[Any] | None = None
     try:
         while not runner.done():
             getter = asyncio.ensure_future(chunks.get())
@@ -93,6 +107,8 @@ async def arun_live(
             yield chunks.get_nowait()
     finally:
         loop.live = None
+        if getter is not None and not getter.done():
+            getter.cancel()
         if not runner.done():
             runner.cancel()
             await asyncio.wait({runner})

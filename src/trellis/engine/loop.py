@@ -11,6 +11,7 @@ the order sent — never completion order — so runs are deterministic.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from operator import is_
@@ -146,6 +147,8 @@ class RunLoop:
             from trellis.engine import messages  # not at import: few runs stream them
 
             self.messages = messages.MessageStream.for_run()
+        elif (streaming := sys.modules.get("trellis.engine.messages")) is not None:
+            self.messages = streaming.MessageStream.muted()  # inside a node that streams
         self.values: dict[str, Any] = {}
         self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
         # The step recursion_limit counts from. Kept rather than the step the run

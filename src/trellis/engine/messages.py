@@ -17,40 +17,44 @@ this mode.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.context import CURRENT_ATTEMPT
 from trellis.errors import InvalidConfigError
 
 if TYPE_CHECKING:
     from trellis.engine.task import Task
 
-__all__ = ["MessageStream", "nested_run"]
+__all__ = ["MessageStream"]
 
 NOSTREAM = "nostream"
 """LangGraph's tag for a chat model whose tokens must not be streamed."""
 
-# The messages stream of the innermost task that has one: a subgraph's run
-# shares the ids its parent already streamed.
+# The messages stream of the innermost task whose run streams them: a run nested
+# in it shares the ids already out, or (not streaming itself) keeps its models
+# away from that task's handler.
 _CURRENT: ContextVar[MessageStream | None] = ContextVar("trellis_messages", default=None)
 
 
 class MessageStream:
     """What one run streams in ``"messages"`` mode: the ids already out, and the
-    hooks its driver calls around each node.
+    hooks its driver calls around each node. A run that does not stream them but
+    runs inside a node of one that does is ``muted``: its nodes' configs carry no
+    handler, so their models reach neither its caller nor the outer stream.
 
     >>> stream = MessageStream.for_run()
     """
 
-    __slots__ = ("handlers", "seen")
+    __slots__ = ("handlers", "seen", "streams")
 
-    def __init__(self, seen: set[Any]) -> None:
+    def __init__(self, seen: set[Any], *, streams: bool = True) -> None:
         self.seen = seen
+        self.streams = streams
         self.handlers: dict[Task, Any] = {}  # of the tasks whose nodes run now
 
     @classmethod
@@ -64,22 +68,34 @@ class MessageStream:
         outer = _CURRENT.get()
         return cls(outer.seen if outer is not None else set())
 
-    def enter(self, task: Task) -> tuple[Token[Any], Token[Any]]:
+    @classmethod
+    def muted(cls) -> MessageStream | None:
+        """For a run that does not stream messages: muted inside a node of one that
+        does, else None (nothing to do)."""
+        outer = _CURRENT.get()
+        return cls(outer.seen, streams=False) if outer is not None else None
+
+    def enter(self, task: Task) -> tuple[Token[Any] | None, Token[Any]]:
         """Before ``task``'s node runs: the messages it was given count as seen, and
         chat models it calls without its config report to its handler."""
         from langchain_core.runnables.config import var_child_runnable_config
 
-        for message in _messages_in(_values(task.input)):
-            if message.id is not None:
-                self.seen.add(message.id)
-        return _CURRENT.set(self), var_child_runnable_config.set(task.config())  # type: ignore[arg-type]
+        mine = None
+        if self.streams:
+            for message in _messages_in(_values(task.input)):
+                if message.id is not None:
+                    self.seen.add(message.id)
+            mine = _CURRENT.set(self)
+        return mine, var_child_runnable_config.set(task.config())  # type: ignore[arg-type]
 
-    def leave(self, task: Task, tokens: tuple[Token[Any], Token[Any]]) -> None:
+    def leave(self, task: Task, tokens: tuple[Token[Any] | None, Token[Any]]) -> None:
         """After ``task``'s node: the messages of its update not streamed yet."""
         from langchain_core.runnables.config import var_child_runnable_config
 
         mine, config = tokens
         var_child_runnable_config.reset(config)
+        if mine is None:
+            return
         _CURRENT.reset(mine)
         if task.done and task.update:
             metadata = dict(task.config()["metadata"])
@@ -88,15 +104,19 @@ class MessageStream:
         self.handlers.pop(task, None)
 
     def callbacks(self, task: Task, given: Any) -> Any:
-        """The callbacks of ``task``'s config: the caller's, and its handler."""
+        """The callbacks of ``task``'s config: the caller's (less any outer run's
+        handler) and, when this run streams, its own, in one callback manager (as
+        LangGraph's), which keeps a handler from being added twice when LangChain
+        merges the config with its config context."""
+        given = _without_ours(given)
+        if not self.streams:
+            return given
+        from langchain_core.callbacks import CallbackManager
+
         handler = self.handlers.get(task)
         if handler is None:
             handler = self.handlers[task] = _handler_class()(self, task)
-        if given is None:
-            return [handler]
-        if isinstance(given, list):
-            return [*given, handler]
-        manager = given.copy()  # a LangChain callback manager
+        manager = CallbackManager.configure(inheritable_callbacks=given)
         manager.add_handler(handler, inherit=True)
         return manager
 
@@ -110,22 +130,18 @@ class MessageStream:
         task.stream("messages", (message, metadata))
 
 
-@contextlib.contextmanager
-def nested_run(config: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """A subgraph's run inside a node that streams messages: its nodes report to
-    their own run's handler (when it streams messages too, ``subgraphs=True``),
-    never to their parent node's. Yields ``config`` without that handler."""
-    from langchain_core.runnables.config import var_child_runnable_config
-
-    callbacks = config.get("callbacks")
-    inner = dict(config)
+def _without_ours(callbacks: Any) -> Any:
+    """``callbacks`` (a list or a LangChain callback manager) less Trellis's handlers."""
+    if callbacks is None:
+        return None
     if isinstance(callbacks, list):
-        inner["callbacks"] = [c for c in callbacks if not _is_ours(c)] or None
-    token = var_child_runnable_config.set(inner)  # type: ignore[arg-type]
-    try:
-        yield inner
-    finally:
-        var_child_runnable_config.reset(token)
+        return [c for c in callbacks if not _is_ours(c)] or None
+    if not any(_is_ours(h) for h in callbacks.handlers):
+        return callbacks
+    callbacks = callbacks.copy()
+    for handler in [h for h in callbacks.handlers if _is_ours(h)]:
+        callbacks.remove_handler(handler)
+    return callbacks
 
 
 def _is_ours(callback: Any) -> bool:
@@ -150,7 +166,16 @@ def _handler_class() -> type:
 
         def __init__(self, stream: MessageStream, task: Task) -> None:
             self.stream, self.task = stream, task
-            self.runs: dict[uuid.UUID, dict[str, Any]] = {}
+            self.namespace = task.namespace()
+            # The metadata of each model run this task's node started, and the attempt
+            # that started it: an attempt abandoned at its timeout streams no more.
+            self.runs: dict[uuid.UUID, tuple[dict[str, Any], int]] = {}
+
+        def _live(self, run_id: uuid.UUID, *, end: bool = False) -> dict[str, Any] | None:
+            found = self.runs.pop(run_id, None) if end else self.runs.get(run_id)
+            if found is None or found[1] != self.task.attempt:
+                return None
+            return found[0]
 
         def tap_output_iter(self, run_id: uuid.UUID, output: Any) -> Any:
             return output
@@ -170,19 +195,19 @@ def _handler_class() -> type:
         ) -> None:
             if tags and NOSTREAM in tags:
                 return
-            if metadata is None or "langgraph_node" not in metadata:
-                return  # not called by a node (its config does not name one)
-            self.runs[run_id] = metadata
+            if metadata is None or metadata.get("langgraph_checkpoint_ns") != self.namespace:
+                return  # called in a graph this task's node runs, not by the node
+            self.runs[run_id] = (metadata, CURRENT_ATTEMPT.get() or self.task.attempt)
 
         def on_llm_new_token(
             self, token: Any, *, chunk: Any = None, run_id: uuid.UUID, **kwargs: Any
         ) -> None:
-            metadata = self.runs.get(run_id)
+            metadata = self._live(run_id)
             if metadata is not None and isinstance(chunk, ChatGenerationChunk):
                 self.stream.emit(self.task, chunk.message, metadata, whole=False)
 
         def on_llm_end(self, response: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
-            metadata = self.runs.pop(run_id, None)
+            metadata = self._live(run_id, end=True)
             generations = getattr(response, "generations", None)
             if metadata is not None and generations and generations[0]:
                 generation = generations[0][0]

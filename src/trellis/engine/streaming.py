@@ -6,7 +6,8 @@ the drivers yield what they produce.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+import contextlib
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +51,13 @@ def views(chunks: Iterable[tuple[str, Any]], wanted: tuple[str, ...]) -> Iterato
 
 
 async def aviews(
-    chunks: AsyncIterator[tuple[str, Any]], wanted: tuple[str, ...]
-) -> AsyncIterator[tuple[str, Any]]:
-    """:func:`views` of an async stream."""
-    async for mode, chunk in chunks:
-        for item in _view(mode, chunk, wanted):
-            yield item
+    chunks: AsyncGenerator[tuple[str, Any], None], wanted: tuple[str, ...]
+) -> AsyncGenerator[tuple[str, Any], None]:
+    """:func:`views` of an async stream (closed when this one is)."""
+    async with contextlib.aclosing(chunks):
+        async for mode, chunk in chunks:
+            for item in _view(mode, chunk, wanted):
+                yield item
 
 
 def _view(mode: str, chunk: Any, wanted: tuple[str, ...]) -> Iterator[tuple[str, Any]]:

@@ -16,7 +16,6 @@ one whose value names the subgraph and the nodes it stopped at.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -165,14 +164,13 @@ class SubgraphNode:
         task = CURRENT_TASK.get()
         context = task.loop.context if task is not None else None  # the run's, as LangGraph
         try:
-            with _scope(task, cfg) as cfg:
-                if task is None or not task.loop.subgraphs:
-                    output = _bubble(graph.invoke(value, cfg, context=context))
-                else:
-                    collect = _Collector(task, self.namespace("", task.id), graph)
-                    for item in graph.stream(value, cfg, context=context, **collect.options):
-                        collect(item)
-                    output = _bubble(collect.output)
+            if task is None or not task.loop.subgraphs:
+                output = _bubble(graph.invoke(value, cfg, context=context))
+            else:
+                collect = _Collector(task, self.namespace("", task.id), graph)
+                for item in graph.stream(value, cfg, context=context, **collect.options):
+                    collect(item)
+                output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
         where = self._pausable(graph, cfg)
@@ -191,15 +189,13 @@ class SubgraphNode:
         task = CURRENT_TASK.get()
         context = task.loop.context if task is not None else None
         try:
-            with _scope(task, cfg) as cfg:
-                if task is None or not task.loop.subgraphs:
-                    output = _bubble(await graph.ainvoke(value, cfg, context=context))
-                else:
-                    collect = _Collector(task, self.namespace("", task.id), graph)
-                    options = collect.options
-                    async for item in graph.astream(value, cfg, context=context, **options):
-                        collect(item)
-                    output = _bubble(collect.output)
+            if task is None or not task.loop.subgraphs:
+                output = _bubble(await graph.ainvoke(value, cfg, context=context))
+            else:
+                collect = _Collector(task, self.namespace("", task.id), graph)
+                async for item in graph.astream(value, cfg, context=context, **collect.options):
+                    collect(item)
+                output = _bubble(collect.output)
         except ParentCommand as bubbled:
             return _for_parent(bubbled.command)
         where = self._pausable(graph, cfg)
@@ -253,16 +249,6 @@ class _Collector:
             if self.task.nested is None:
                 self.task.nested = []
             self.task.nested.append(((self.prefix, *namespace), mode, chunk))
-
-
-def _scope(task: Task | None, config: Any) -> contextlib.AbstractContextManager[Any]:
-    """The config a subgraph runs with, in the scope it runs in: outside the
-    parent node's messages stream, when it has one."""
-    if task is None or task.loop.messages is None:
-        return contextlib.nullcontext(config)
-    from trellis.engine.messages import nested_run
-
-    return nested_run(config)
 
 
 def _bubble(output: Any) -> Any:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from trellis.engine.context import CURRENT_ATTEMPT
 from trellis.errors import InvalidUpdateError, RoutingError
 from trellis.graph.managed import managed_note
 from trellis.graph.reducers import NOT_OVERWRITE, fold_writes, overwrite_value
@@ -175,9 +176,6 @@ class Task:
             "checkpoint_id": loop.checkpoint_id,
             "task_id": self.id,
         }
-        ns = f"{self.name}:{self.id}"
-        if loop.checkpoint_ns:
-            ns = f"{loop.checkpoint_ns}|{ns}"
         config: RunnableConfig = {
             **loop.config,
             "configurable": configurable,
@@ -187,13 +185,18 @@ class Task:
                 "langgraph_node": self.name,
                 "langgraph_triggers": self.triggers(),
                 "langgraph_path": self.path,
-                "langgraph_checkpoint_ns": ns,
+                "langgraph_checkpoint_ns": self.namespace(),
                 "thread_id": loop.configurable.get("thread_id"),
             },
         }
         if loop.messages is not None:  # stream_mode="messages": its models report here
             config["callbacks"] = loop.messages.callbacks(self, config.get("callbacks"))
         return config
+
+    def namespace(self) -> str:
+        """This task's ``langgraph_checkpoint_ns``: ``node:task_id`` under its graph's."""
+        ns = f"{self.name}:{self.id}"
+        return f"{self.loop.checkpoint_ns}|{ns}" if self.loop.checkpoint_ns else ns
 
     def triggers(self) -> tuple[str, ...]:
         return self.node.pull_triggers if self.path[0] == PULL else ("__pregel_push",)
@@ -218,7 +221,7 @@ class Task:
         timeout, whose thread runs on, writes nothing into the retry's stream."""
         if not self.node.timeout:
             return self.write_custom
-        attempt = self.attempt
+        attempt = CURRENT_ATTEMPT.get() or self.attempt  # the one asking, if it runs on
 
         def write(chunk: Any) -> None:
             if self.attempt == attempt and not self.done:
