@@ -126,7 +126,8 @@ class Task:
         self.pre_update: dict[str, Any] | None = None  # an approval edit, applied first
         self.retry: Any = None  # RetryState restored from a checkpoint
         self.span: str | None = None  # set when the run is observed
-        # What the node streamed (custom writes, messages): out when its step ends.
+        # What the node streamed (custom writes, messages), unless it went out live:
+        # out when its step ends.
         self.streamed: list[tuple[str, Any]] | None = None
         self.nested: list[tuple[Any, ...]] | None = None  # a subgraph's chunks, subgraphs=True
         self.attempt = 1
