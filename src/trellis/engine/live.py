@@ -10,7 +10,6 @@ through its parent's task instead.
 from __future__ import annotations
 
 import contextvars
-import queue
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,8 @@ def run_live(
     """``run(tasks)`` in a worker thread, yielding their chunks as they come; then
     whatever ``run`` raised. A caller that stops reading waits for the step's
     nodes to end: nothing of the run goes on behind its back."""
+    import queue  # on use: most runs never stream live
+
     chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
     failed: list[BaseException] = []
 
