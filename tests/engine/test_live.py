@@ -163,3 +163,39 @@ def test_an_async_caller_that_stops_reading_cancels_the_node() -> None:
         return seen
 
     assert asyncio.run(main()) == ["node cancelled", "aclose returned"]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_subgraphs_chunks_reach_the_caller_while_the_parent_node_runs(use_async: bool) -> None:
+    seen = threading.Event()
+    child = _graph(
+        ("first", lambda s: {"n": 1}),
+        ("second", lambda s: {"said": "live" if seen.wait(WAIT) else "held"}),
+    )
+    builder = StateGraph(S)
+    builder.add_node("sub", child)
+    builder.add_edge(START, "sub")
+    graph = builder.compile()
+
+    def look(chunk: Any) -> None:
+        namespace, (mode, data) = chunk[0], chunk[1:]
+        if namespace and mode == "updates" and "first" in data:
+            seen.set()
+
+    async def astream() -> list[Any]:
+        out = []
+        async for chunk in graph.astream(
+            {"n": 0}, stream_mode=["updates", "values"], subgraphs=True
+        ):
+            look(chunk)
+            out.append(chunk)
+        return out
+
+    if use_async:
+        chunks = asyncio.run(astream())
+    else:
+        chunks = []
+        for chunk in graph.stream({"n": 0}, stream_mode=["updates", "values"], subgraphs=True):
+            look(chunk)
+            chunks.append(chunk)
+    assert chunks[-1] == ((), "values", {"n": 1, "said": "live"})

@@ -1,7 +1,8 @@
-"""Live chunks: what nodes stream (``custom`` writes, ``messages`` tokens) reaches
-the caller while the nodes run, as LangGraph streams it, not when their step ends.
+"""Live chunks: what nodes stream (``custom`` writes, ``messages`` tokens, a
+subgraph's chunks under ``subgraphs=True``) reaches the caller while the nodes run,
+as LangGraph streams it, not when their step ends.
 
-Only a run streamed by its caller in one of those modes goes live; the step's
+Only a run streamed by its caller in one of those ways goes live; the step's
 nodes then run in a pool thread (sync) or an asyncio task (async) while the
 stream hands out their chunks. A run nested in a node (a subgraph) streams
 through its parent's task instead.
@@ -48,7 +49,8 @@ def streams_live(loop: RunLoop) -> bool:
     >>> streams_live(loop)  # a top-level stream(stream_mode="custom")
     True
     """
-    return not LIVE_MODES.isdisjoint(loop.modes) and CURRENT_TASK.get() is None
+    wanted = loop.subgraphs or not LIVE_MODES.isdisjoint(loop.modes)
+    return wanted and CURRENT_TASK.get() is None
 
 
 def run_live(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import BREAKPOINT_TASK
+from trellis.engine.streaming import NESTED
 from trellis.errors import InvalidConfigError
 from trellis.types import Command, Interrupt, RunnableConfig
 
@@ -246,9 +247,14 @@ class _Collector:
         if mode == "values" and not namespace:
             self.output = chunk  # the subgraph's latest output state is the node's result
         if mode in self.wanted:
+            nested = ((self.prefix, *namespace), mode, chunk)
+            live = self.task.loop.live
+            if live is not None:  # the parent streams live: out now, as LangGraph's
+                live((NESTED, nested))
+                return
             if self.task.nested is None:
                 self.task.nested = []
-            self.task.nested.append(((self.prefix, *namespace), mode, chunk))
+            self.task.nested.append(nested)
 
 
 def _bubble(output: Any) -> Any:
