@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from trellis.graph.node import BranchSpec, NodeSpec, is_compiled_graph, normalize_path_map
+from trellis.graph.runnable import is_runnable, runnable_node
 from trellis.graph.schema import Channel, SchemaInfo, schema_info
 from trellis.types import END, START
 
@@ -101,6 +102,8 @@ class StateGraph(Generic[StateT, ContextT]):
             action, name = node, _name_of(node)
         else:
             name = node
+        if is_runnable(action):  # a LangChain chain or model: its invoke is the node
+            action = runnable_node(action)
         if action is None:
             raise TypeError(f"add_node({name!r}) needs a function or a compiled graph")
         for reserved in (START, END):
@@ -230,6 +233,8 @@ class StateGraph(Generic[StateT, ContextT]):
 
 
 def _name_of(fn: Any) -> str:
+    if is_runnable(fn):
+        return str(fn.get_name())
     name = getattr(fn, "__name__", None) or getattr(fn, "name", None)
     if name is None and callable(fn):  # a partial or callable instance: as LangGraph
         name = type(fn).__name__
