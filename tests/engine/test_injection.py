@@ -126,6 +126,50 @@ def test_runtime_context_and_execution_info() -> None:
     assert infos[0].thread_id is None
 
 
+def test_get_runtime_gives_the_node_its_runtime_as_langgraph() -> None:
+    from trellis import get_runtime, get_stream_writer
+
+    def greet(state: S) -> dict[str, Any]:
+        runtime = get_runtime(Ctx)
+        runtime.stream_writer("custom chunk")
+        info = runtime.execution_info
+        return {"a": f"hello {runtime.context.user} at {info.node if info else None}"}
+
+    graph = chain(("greet", greet))
+    assert graph.invoke({}, context=Ctx(user="ada"))["a"] == "hello ada at greet"
+    chunks = list(graph.stream({}, context=Ctx(user="ada"), stream_mode="custom"))
+    assert chunks == ["custom chunk"]
+    with pytest.raises(RuntimeError, match="get_runtime"):
+        get_runtime()
+    assert get_stream_writer()("outside: discarded") is None
+
+
+def test_get_runtime_context_matches_langgraph() -> None:
+    pytest.importorskip("langgraph.runtime", reason="the bench extra (LangGraph) is not installed")
+    from langgraph.graph import StateGraph as LGStateGraph
+    from langgraph.runtime import get_runtime as lg_get_runtime
+
+    from trellis import get_runtime
+
+    def lg_greet(state: S) -> dict[str, Any]:
+        return {"a": lg_get_runtime(Ctx).context.user}
+
+    def greet(state: S) -> dict[str, Any]:
+        return {"a": get_runtime(Ctx).context.user}
+
+    got = {}
+    for lib, builder_cls, node in (
+        ("langgraph", LGStateGraph, lg_greet),
+        ("trellis", StateGraph, greet),
+    ):
+        builder = builder_cls(S, context_schema=Ctx)
+        builder.add_node("greet", node)
+        builder.add_edge(START, "greet")
+        got[lib] = builder.compile().invoke({}, context={"user": "bob"})
+    assert got["trellis"] == got["langgraph"]
+    assert got["trellis"]["a"] == "bob"
+
+
 def test_runtime_context_is_none_when_not_given_and_dicts_pass_through() -> None:
     """Without a context_schema, a dict context reaches nodes as it is."""
     seen: list[Any] = []

@@ -10,12 +10,12 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from trellis.types import RunnableConfig, StreamWriter
+from trellis.types import RunnableConfig, Runtime, StreamWriter
 
 if TYPE_CHECKING:
     from trellis.engine.task import Task
 
-__all__ = ["CURRENT_TASK", "current_task", "get_config", "get_stream_writer"]
+__all__ = ["CURRENT_TASK", "current_task", "get_config", "get_runtime", "get_stream_writer"]
 
 CURRENT_TASK: ContextVar[Task | None] = ContextVar("trellis_task", default=None)
 # The attempt a node with a timeout runs as: one abandoned at its timeout runs on in
@@ -41,8 +41,8 @@ def get_stream_writer() -> StreamWriter:
     ...     get_stream_writer()({"progress": 0.5})
     ...     return {}
 
-    Chunks are kept with the task and streamed when it finishes; outside a node
-    the writer discards them.
+    A stream that asks for ``"custom"`` hands the chunks out as they are written;
+    outside a node the writer discards them.
     """
     task = CURRENT_TASK.get()
     if task is None:
@@ -53,3 +53,13 @@ def get_stream_writer() -> StreamWriter:
 def get_config() -> RunnableConfig:
     """The ``config`` of the node that calls it (as if it declared ``config``)."""
     return current_task("get_config()").config()
+
+
+def get_runtime(context_schema: Any = None) -> Runtime[Any]:
+    """The ``Runtime`` of the node that calls it (as if it declared ``runtime``):
+    its run's context, stream writer and execution info, as LangGraph's.
+
+    >>> def node(state):
+    ...     user = get_runtime(Context).context.user_id
+    """
+    return current_task("get_runtime()").runtime()
