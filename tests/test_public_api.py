@@ -54,6 +54,7 @@ EXTRA_NAMES = frozenset(
         "StateUpdate",
         "aonce",
         "get_config",
+        "get_runtime",
     }
 )
 
