@@ -52,3 +52,18 @@ def pg_schema(pg_url: str) -> Iterator[str]:
     yield schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def graph_apis() -> dict[str, object]:
+    """The graph-building modules to compare: Trellis's, and LangGraph's when installed
+    (each has StateGraph, START and END)."""
+    import trellis
+
+    apis: dict[str, object] = {"trellis": trellis}
+    try:
+        import langgraph.graph
+    except ImportError:
+        return apis
+    apis["langgraph"] = langgraph.graph
+    return apis

@@ -55,6 +55,7 @@ EXTRA_NAMES = frozenset(
         "aonce",
         "get_config",
         "get_runtime",
+        "get_store",
     }
 )
 

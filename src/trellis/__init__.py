@@ -17,7 +17,7 @@ Errors live in ``trellis.errors``; observability helpers in ``trellis.observe``.
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.compiled import CompiledStateGraph
-from trellis.engine.context import get_config, get_runtime, get_stream_writer
+from trellis.engine.context import get_config, get_runtime, get_store, get_stream_writer
 from trellis.engine.interrupts import interrupt
 from trellis.engine.once import aonce, once
 from trellis.engine.saga import CompensationReport
@@ -79,6 +79,7 @@ __all__ = [
     "aonce",
     "get_config",
     "get_runtime",
+    "get_store",
     "get_stream_writer",
     "interrupt",
     "once",

@@ -44,22 +44,9 @@ def _build(api: Any) -> Any:
     return b.compile()
 
 
-def _apis() -> dict[str, Any]:
-    import trellis
-
-    apis = {"trellis": trellis}
-    try:
-        import langgraph.graph
-    except ImportError:
-        pass
-    else:
-        apis["langgraph"] = langgraph.graph
-    return apis
-
-
-def test_runnables_run_as_nodes_as_in_langgraph() -> None:
+def test_runnables_run_as_nodes_as_in_langgraph(graph_apis: dict[str, Any]) -> None:
     got = {}
-    for lib, api in _apis().items():
+    for lib, api in graph_apis.items():
         graph = _build(api)
         got[lib] = (
             graph.invoke({"n": 1}),

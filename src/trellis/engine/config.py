@@ -62,19 +62,37 @@ def _utf8(text: str) -> bool:
 
 
 _COMPILE_OPTIONS = frozenset(
-    {"allowlist", "approval_policy", "durability", "metrics", "observers", "retry_policy", "trace"}
+    {
+        "allowlist",
+        "approval_policy",
+        "durability",
+        "metrics",
+        "observers",
+        "retry_policy",
+        "store",
+        "trace",
+    }
 )
 
 
 def check_compile_options(options: dict[str, Any], checkpointer: Any) -> None:
     """Refuse what would otherwise be silently ignored: a misspelt option, LangGraph's
-    ``store``/``cache`` (not built), a checkpointer that is not a Trellis one."""
-    unsupported = [k for k in ("store", "cache") if options.pop(k, None) is not None]
-    if unsupported:
+    ``cache`` (not built), a store or checkpointer of the wrong kind."""
+    if options.pop("cache", None) is not None:
         raise InvalidConfigError(
-            f"compile({unsupported[0]}=...): Trellis has no LangGraph {unsupported[0]} yet; "
-            "keep long-term memory in the state or your own database"
+            "compile(cache=...): Trellis has no LangGraph node cache yet; "
+            "memoize inside the node, or use once() for work that must not repeat"
         )
+    store = options.pop("store", None)
+    if store is not None:
+        missing = [m for m in ("get", "put", "search") if not callable(getattr(store, m, None))]
+        if missing:
+            raise InvalidConfigError(
+                f"compile(store=...) takes a LangGraph-style store (get, put, search: "
+                f"langgraph.store.memory.InMemoryStore, say); {type(store).__name__} "
+                f"has no {', '.join(missing)}"
+            )
+        options["store"] = store
     unknown = sorted(set(options) - _COMPILE_OPTIONS)
     if unknown:
         raise InvalidConfigError(

@@ -15,7 +15,14 @@ from trellis.types import RunnableConfig, Runtime, StreamWriter
 if TYPE_CHECKING:
     from trellis.engine.task import Task
 
-__all__ = ["CURRENT_TASK", "current_task", "get_config", "get_runtime", "get_stream_writer"]
+__all__ = [
+    "CURRENT_TASK",
+    "current_task",
+    "get_config",
+    "get_runtime",
+    "get_store",
+    "get_stream_writer",
+]
 
 CURRENT_TASK: ContextVar[Task | None] = ContextVar("trellis_task", default=None)
 # The attempt a node with a timeout runs as: one abandoned at its timeout runs on in
@@ -53,6 +60,16 @@ def get_stream_writer() -> StreamWriter:
 def get_config() -> RunnableConfig:
     """The ``config`` of the node that calls it (as if it declared ``config``)."""
     return current_task("get_config()").config()
+
+
+def get_store() -> Any:
+    """The store of the node that calls it: ``compile(store=...)`` of its graph, or
+    of the graph whose node runs it; None without one.
+
+    >>> def remember(state):
+    ...     get_store().put(("users", "ada"), "prefs", {"tone": "brief"})
+    """
+    return current_task("get_store()").loop.store
 
 
 def get_runtime(context_schema: Any = None) -> Runtime[Any]:

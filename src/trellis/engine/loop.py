@@ -18,6 +18,7 @@ from operator import is_
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.config import thread_key
+from trellis.engine.context import CURRENT_TASK
 from trellis.engine.durable import (
     COMMAND_GOTO_IDX,
     COMMAND_TASK,
@@ -104,6 +105,7 @@ class RunLoop:
         "status",
         "stopped_at_end",
         "step",
+        "store",
         "subgraphs",
         "thread_id",
         "track",
@@ -206,6 +208,10 @@ class RunLoop:
         self.subgraphs = False  # stream(subgraphs=True): subgraph chunks come out too
         self.breakpoints = breakpoints
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
+        # compile(store=...), else the store of the run whose node runs this one.
+        self.store: Any = self.options.get("store")
+        if self.store is None and (outer := CURRENT_TASK.get()) is not None:
+            self.store = outer.loop.store
         self.observer: Any = None  # a RunObserver when someone watches this run
         # (task, attempt) of the node this run is inside, when that node has a
         # timeout: a timed-out attempt's thread runs on, and must stop writing.

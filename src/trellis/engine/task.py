@@ -167,7 +167,7 @@ class Task:
             return self.runtime()
         if name == "writer":
             return self.writer()
-        return None  # store: Trellis has no store; LangGraph passes None without one
+        return self.loop.store  # "store": the compiled graph's, or its parent run's
 
     def config(self) -> RunnableConfig:
         loop = self.loop
@@ -215,7 +215,9 @@ class Task:
             run_id=loop.run_id,
             checkpoint_ns=loop.checkpoint_ns,
         )
-        return Runtime(context=loop.context, stream_writer=self.writer(), execution_info=info)
+        return Runtime(
+            context=loop.context, stream_writer=self.writer(), execution_info=info, store=loop.store
+        )
 
     def writer(self) -> Callable[[Any], None]:
         """The custom-stream writer of this attempt: an attempt abandoned at its
