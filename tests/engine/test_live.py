@@ -199,3 +199,17 @@ def test_a_subgraphs_chunks_reach_the_caller_while_the_parent_node_runs(use_asyn
             look(chunk)
             chunks.append(chunk)
     assert chunks[-1] == ((), "values", {"n": 1, "said": "live"})
+
+
+def test_a_live_stream_hands_out_only_the_modes_asked_for() -> None:
+    """subgraphs=True makes a stream live: a node's custom write must still stay out."""
+
+    def talk(state: S) -> S:
+        get_stream_writer()("not asked for")
+        return {"n": 1}
+
+    graph = _graph(("talk", talk))
+    assert list(graph.stream({"n": 0}, stream_mode="values", subgraphs=True)) == [
+        ((), {"n": 0}),
+        ((), {"n": 1}),
+    ]

@@ -3,6 +3,7 @@ retries, the caller's own callbacks, parallel nodes, and runs that do not ask.""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import time
 from typing import Annotated, Any
@@ -141,3 +142,24 @@ def test_an_attempt_abandoned_at_its_timeout_streams_no_more() -> None:
     assert [(mode, c[0].content if mode == "messages" else c) for mode, c in chunks] == [
         ("messages", "fresh")
     ]
+
+
+def test_a_graph_ainvoked_inside_a_streaming_node_keeps_its_tokens_to_itself() -> None:
+    """Its lone async node takes the fast path of ainvoke: it must be muted there too."""
+    model = _model("inner words")
+
+    async def inner_node(state: Chat) -> Chat:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    inner = _graph(inner_node)
+
+    async def outer(state: Chat) -> Chat:
+        return {"messages": (await inner.ainvoke({"messages": state["messages"]}))["messages"]}
+
+    async def run() -> list[Any]:
+        graph = _graph(outer)
+        stream = graph.astream({"messages": [("user", "hi")]}, stream_mode="messages")
+        return [chunk async for chunk in stream]
+
+    chunks = asyncio.run(run())
+    assert [(type(m).__name__, m.content) for m, _ in chunks] == [("AIMessage", "inner words")]

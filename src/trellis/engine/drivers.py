@@ -12,7 +12,6 @@ import contextvars
 import functools
 import inspect
 import os
-import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from time import perf_counter
@@ -30,6 +29,7 @@ from trellis.engine.guard import (
 from trellis.engine.interrupts import GraphInterrupt, aabandoned, abandoned
 from trellis.engine.live import arun_live, run_live, streams_live
 from trellis.engine.loop import RunLoop
+from trellis.engine.pools import LazyPool
 from trellis.engine.streaming import (
     checkpoint_chunks,
     debug_start,
@@ -45,22 +45,8 @@ from trellis.types import START
 
 __all__ = ["arun", "arun_steps", "asteps", "event_chunks", "run_steps"]
 
-_pool: Any = None  # a ThreadPoolExecutor, made on the first parallel step
-_pool_lock = threading.Lock()
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)
-
-
-def _executor() -> Any:
-    global _pool
-    if _pool is not None:  # made once; the lock only guards making it
-        return _pool
-    with _pool_lock:
-        if _pool is not None:
-            return _pool
-        from concurrent.futures import ThreadPoolExecutor  # only parallel steps need it
-
-        _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis")
-        return _pool
+_POOL = LazyPool("trellis", _WORKERS)  # for parallel steps and sync nodes under ainvoke
 
 
 class StepFailed(Exception):
@@ -87,7 +73,7 @@ def run_task(task: Task) -> None:
     messages = task.loop.messages
     streaming = None
     try:
-        if messages is not None and task.name != START:  # the input step runs no node
+        if messages is not None:
             streaming = messages.enter(task)
         if node.guarded:
             out = call_guarded(task)
@@ -224,7 +210,7 @@ def run_tasks(tasks: list[Task]) -> None:
 
     from concurrent.futures import wait
 
-    pool = _executor()
+    pool = _POOL.get()
     workers = min(len(tasks) - 1, _WORKERS)
     limit = tasks[0].loop.config.get("max_concurrency")
     if limit is not None:  # config max_concurrency counts the calling thread too
@@ -415,7 +401,7 @@ def _steps(loop: RunLoop) -> Iterator[tuple[str, Any]]:
             if obs.buffer:  # streamed "events": out before the step runs, not after
                 yield from event_chunks(obs)
         try:
-            if live:
+            if live and not _applies_input(todo):
                 yield from run_live(loop, todo, run_tasks)
             else:
                 run_tasks(todo)
@@ -497,7 +483,7 @@ async def arun_task(task: Task) -> None:
     messages = task.loop.messages
     streaming = None
     try:
-        if messages is not None and task.name != START:  # the input step runs no node
+        if messages is not None:
             streaming = messages.enter(task)
         if node.guarded:  # the guard builds the arguments itself, per attempt
             out = await acall_guarded(task)
@@ -576,7 +562,7 @@ async def _acall_node(task: Task) -> Any:
         return node.fn(*args, **kwargs)
     ctx = contextvars.copy_context()
     out = await asyncio.get_running_loop().run_in_executor(
-        _executor(), lambda: ctx.run(node.fn, *args, **kwargs)
+        _POOL.get(), lambda: ctx.run(node.fn, *args, **kwargs)
     )
     return await out if inspect.isawaitable(out) else out
 
@@ -726,7 +712,7 @@ async def asteps(loop: RunLoop) -> AsyncGenerator[tuple[str, Any], None]:
                 for chunk in event_chunks(obs):
                     yield chunk
         try:
-            if live:
+            if live and not _applies_input(todo):
                 async with contextlib.aclosing(
                     arun_live(loop, functools.partial(_arun_step, todo))
                 ) as chunks:
@@ -805,7 +791,7 @@ async def arun(loop: RunLoop) -> None:
             if len(todo) == 1:
                 task = todo[0]
                 try:
-                    if task.node.plain_async:
+                    if task.node.plain_async and task.loop.messages is None:
                         # Set and set back rather than reset(token): the token would be
                         # one more object per waiting run. Unset and None read the same.
                         outer = CURRENT_TASK.get()

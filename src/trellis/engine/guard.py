@@ -151,13 +151,11 @@ def _attempt_sync(task: Task) -> Any:
     args, kwargs = task.args()
     breaker = node.circuit
     permit = _enter(task, breaker)
+    # Which attempt runs, for what an abandoned one still writes (Task.current_attempt).
+    token = CURRENT_ATTEMPT.set(task.attempt) if node.timeout is not None else None
     try:
         if node.timeout is not None:
-            token = CURRENT_ATTEMPT.set(task.attempt)
-            try:
-                out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
-            finally:
-                CURRENT_ATTEMPT.reset(token)
+            out = call_with_timeout(node.fn, args, kwargs, node.timeout, node=node.name)
         else:
             out = node.fn(*args, **kwargs)
     except Exception as exc:
@@ -166,6 +164,9 @@ def _attempt_sync(task: Task) -> Any:
     except BaseException:
         _release(breaker, permit)
         raise
+    finally:
+        if token is not None:
+            CURRENT_ATTEMPT.reset(token)
     _leave(task, breaker, permit, None)
     return out
 

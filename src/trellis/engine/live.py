@@ -11,11 +11,11 @@ through its parent's task instead.
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from trellis.engine.context import CURRENT_TASK
+from trellis.engine.pools import LazyPool
 
 if TYPE_CHECKING:
     from trellis.engine.loop import RunLoop
@@ -26,21 +26,9 @@ __all__ = ["arun_live", "run_live", "streams_live"]
 LIVE_MODES = frozenset({"custom", "messages"})
 _DONE = object()
 
-# Threads for the steps of live streams, made as needed and kept for the next:
-# a pool of their own, so a step never waits for a thread held by a node.
-_WORKERS = 256
-_pool: Any = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> Any:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="trellis-live")
-        return _pool
+# Threads for the steps of live streams, made as needed and kept for the next: a
+# pool of their own, so a step never waits for a thread held by a node.
+_POOL = LazyPool("trellis-live", 256)
 
 
 def streams_live(loop: RunLoop) -> bool:
@@ -73,7 +61,7 @@ def run_live(
             chunks.put(_DONE)
 
     loop.live = chunks.put
-    worker = _executor().submit(contextvars.copy_context().run, work)
+    worker = _POOL.get().submit(contextvars.copy_context().run, work)
     try:
         while (item := chunks.get()) is not _DONE:
             yield item
@@ -94,24 +82,16 @@ async def arun_live(
 
     chunks: asyncio.Queue[Any] = asyncio.Queue()
     events = asyncio.get_running_loop()
+    # From a worker thread too: a put is queued before the node's result is, so
+    # every chunk comes out before _DONE.
     loop.live = lambda item: events.call_soon_threadsafe(chunks.put_nowait, item)
     runner = asyncio.ensure_future(run())
-    getter: asyncio.Future[Any] | None = None
+    runner.add_done_callback(lambda _: chunks.put_nowait(_DONE))
     try:
-        while not runner.done():
-            getter = asyncio.ensure_future(chunks.get())
-            await asyncio.wait({runner, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                getter.cancel()
-        await asyncio.sleep(0)  # puts scheduled as the last node ended
-        while not chunks.empty():
-            yield chunks.get_nowait()
+        while (item := await chunks.get()) is not _DONE:
+            yield item
     finally:
         loop.live = None
-        if getter is not None and not getter.done():
-            getter.cancel()
         if not runner.done():
             runner.cancel()
             await asyncio.wait({runner})

@@ -11,7 +11,6 @@ the order sent — never completion order — so runs are deterministic.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Mapping
 from operator import is_
@@ -142,15 +141,19 @@ class RunLoop:
         self.context = context
         self.recursion_limit = recursion_limit
         self.modes = modes
-        self.messages: MessageStream | None = None  # set for stream_mode="messages"
         # Where node chunks go while a step runs, when they are streamed live.
         self.live: Callable[[tuple[str, Any]], object] | None = None
+        # The task whose node runs this run, if any: its store and its messages
+        # stream (which this run shares, or keeps its models away from) carry over.
+        outer = CURRENT_TASK.get()
+        outer_messages = outer.loop.messages if outer is not None else None
+        self.messages: MessageStream | None = None  # stream_mode="messages", or muted
         if "messages" in modes:
             from trellis.engine import messages  # not at import: few runs stream them
 
-            self.messages = messages.MessageStream.for_run()
-        elif (streaming := sys.modules.get("trellis.engine.messages")) is not None:
-            self.messages = streaming.MessageStream.muted()  # inside a node that streams
+            self.messages = messages.MessageStream.for_run(outer_messages)
+        elif outer_messages is not None:
+            self.messages = outer_messages.muted()
         self.values: dict[str, Any] = {}
         self.step = -2  # the step of the last committed checkpoint; input runs at step + 1
         # The step recursion_limit counts from. Kept rather than the step the run
@@ -210,7 +213,7 @@ class RunLoop:
         self.options: dict[str, Any] = options or _NO_DICT  # compile() options
         # compile(store=...), else the store of the run whose node runs this one.
         self.store: Any = self.options.get("store")
-        if self.store is None and (outer := CURRENT_TASK.get()) is not None:
+        if self.store is None and outer is not None:
             self.store = outer.loop.store
         self.observer: Any = None  # a RunObserver when someone watches this run
         # (task, attempt) of the node this run is inside, when that node has a

@@ -21,11 +21,11 @@ import functools
 import importlib.util
 import uuid
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from trellis.engine.context import CURRENT_ATTEMPT
 from trellis.errors import InvalidConfigError
+from trellis.types import START, RunnableConfig
 
 if TYPE_CHECKING:
     from trellis.engine.task import Task
@@ -34,11 +34,6 @@ __all__ = ["MessageStream"]
 
 NOSTREAM = "nostream"
 """LangGraph's tag for a chat model whose tokens must not be streamed."""
-
-# The messages stream of the innermost task whose run streams them: a run nested
-# in it shares the ids already out, or (not streaming itself) keeps its models
-# away from that task's handler.
-_CURRENT: ContextVar[MessageStream | None] = ContextVar("trellis_messages", default=None)
 
 
 class MessageStream:
@@ -58,47 +53,45 @@ class MessageStream:
         self.handlers: dict[Task, Any] = {}  # of the tasks whose nodes run now
 
     @classmethod
-    def for_run(cls) -> MessageStream:
-        """The stream of a new run: one with the ids of the run it is nested in."""
+    def for_run(cls, outer: MessageStream | None = None) -> MessageStream:
+        """The stream of a new run; one run inside a node of ``outer``'s run shares
+        the ids that run already streamed."""
         if importlib.util.find_spec("langchain_core") is None:
             raise InvalidConfigError(
                 "stream_mode='messages' streams the messages of LangChain chat models: "
                 "pip install langchain-core"
             )
-        outer = _CURRENT.get()
         return cls(outer.seen if outer is not None else set())
 
-    @classmethod
-    def muted(cls) -> MessageStream | None:
-        """For a run that does not stream messages: muted inside a node of one that
-        does, else None (nothing to do)."""
-        outer = _CURRENT.get()
-        return cls(outer.seen, streams=False) if outer is not None else None
+    def muted(self) -> MessageStream:
+        """The stream of a run inside a node of this one that does not stream messages."""
+        return MessageStream(self.seen, streams=False)
 
-    def enter(self, task: Task) -> tuple[Token[Any] | None, Token[Any]]:
+    def enter(self, task: Task) -> tuple[Token[Any], RunnableConfig] | None:
         """Before ``task``'s node runs: the messages it was given count as seen, and
-        chat models it calls without its config report to its handler."""
+        chat models it calls without its config report to its handler. None for the
+        input step, which runs no node."""
+        if task.name == START:
+            return None
         from langchain_core.runnables.config import var_child_runnable_config
 
-        mine = None
         if self.streams:
             for message in _messages_in(_values(task.input)):
                 if message.id is not None:
                     self.seen.add(message.id)
-            mine = _CURRENT.set(self)
-        return mine, var_child_runnable_config.set(task.config())  # type: ignore[arg-type]
+        config = task.config()
+        return var_child_runnable_config.set(config), config  # type: ignore[arg-type]
 
-    def leave(self, task: Task, tokens: tuple[Token[Any] | None, Token[Any]]) -> None:
+    def leave(self, task: Task, entered: tuple[Token[Any], RunnableConfig]) -> None:
         """After ``task``'s node: the messages of its update not streamed yet."""
         from langchain_core.runnables.config import var_child_runnable_config
 
-        mine, config = tokens
-        var_child_runnable_config.reset(config)
-        if mine is None:
+        token, config = entered
+        var_child_runnable_config.reset(token)
+        if not self.streams:
             return
-        _CURRENT.reset(mine)
         if task.done and task.update:
-            metadata = dict(task.config()["metadata"])
+            metadata = dict(config["metadata"])
             for message in _messages_in(task.update.values()):
                 self.emit(task, message, metadata, whole=True)
         self.handlers.pop(task, None)
@@ -197,7 +190,7 @@ def _handler_class() -> type:
                 return
             if metadata is None or metadata.get("langgraph_checkpoint_ns") != self.namespace:
                 return  # called in a graph this task's node runs, not by the node
-            self.runs[run_id] = (metadata, CURRENT_ATTEMPT.get() or self.task.attempt)
+            self.runs[run_id] = (metadata, self.task.current_attempt())
 
         def on_llm_new_token(
             self, token: Any, *, chunk: Any = None, run_id: uuid.UUID, **kwargs: Any

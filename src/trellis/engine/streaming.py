@@ -101,9 +101,7 @@ def task_chunks(loop: RunLoop, tasks: list[Task], *, stopped: bool) -> Iterator[
             continue
         for nested in task.nested or ():
             yield NESTED, nested
-        for mode, chunk in task.streamed or ():
-            if mode in modes:
-                yield mode, chunk
+        yield from task.streamed or ()
         if stopped and (not task.done or task.interrupts):
             if debug and (task.error is not None or task.interrupts):
                 yield "debug", _debug_result(task)  # as LangGraph: how it stopped

@@ -224,7 +224,7 @@ class Task:
         timeout, whose thread runs on, writes nothing into the retry's stream."""
         if not self.node.timeout:
             return self.write_custom
-        attempt = CURRENT_ATTEMPT.get() or self.attempt  # the one asking, if it runs on
+        attempt = self.current_attempt()
 
         def write(chunk: Any) -> None:
             if self.attempt == attempt and not self.done:
@@ -232,12 +232,19 @@ class Task:
 
         return write
 
+    def current_attempt(self) -> int:
+        """The attempt of the code asking: an attempt abandoned at its timeout runs on
+        in its thread while the next one runs, and must not count as it."""
+        return CURRENT_ATTEMPT.get() or self.attempt
+
     def write_custom(self, chunk: Any) -> None:
         self.stream("custom", chunk)
 
     def stream(self, mode: str, chunk: Any) -> None:
         """Hand ``chunk`` of stream ``mode`` to a live stream, or keep it to come out
-        when the step ends."""
+        when the step ends; nothing when the run does not stream ``mode``."""
+        if mode not in self.loop.modes:
+            return
         live = self.loop.live
         if live is not None:
             live((mode, chunk))
