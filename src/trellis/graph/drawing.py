@@ -203,19 +203,16 @@ class DrawableGraph:
                 seen.add(title)
                 lines.append(f"\tsubgraph {title}")
                 lines.extend(self._mermaid_node(n, highlight) for n in nested.get(prefix, ()))
+            elif prefix and ":" not in prefix:
+                seen.add(prefix)  # a lone self-loop: its nodes get no block of their own
             lines.extend(_mermaid_edge(e) for e in edges)
             for inner, inner_edges in groups.items():
-                rest = inner[len(prefix) + 1 :]
-                if inner.startswith(prefix + ":") and rest and ":" not in rest:
+                if inner and inner.rpartition(":")[0] == prefix:  # a group one level down
                     block(inner, inner_edges)
             if framed:
                 lines.append("\tend")
 
         block("", groups.get("", []))
-        for prefix, edges in groups.items():
-            if prefix and ":" not in prefix:
-                block(prefix, edges)
-                seen.add(prefix)
         for prefix, members in nested.items():
             if ":" not in prefix and prefix not in seen:
                 lines.append(f"\tsubgraph {prefix}")
