@@ -335,6 +335,9 @@ async def test_an_async_pool_can_be_passed(pg_url: str, pg_schema: str) -> None:
         for i in range(4):
             await h.aput(append={"log": [i]})
         h.check(await saver.aget_tuple(h.thread_id))
+        named = {"configurable": {"thread_id": h.thread_id, "checkpoint_id": h.head}}
+        assert [t.checkpoint.id async for t in saver.alist(named)] == [h.head]
+        assert saver._shared.pool is None  # async reads make no sync pool
         h.check(saver.get_tuple(h.thread_id))  # a sync pool is made on demand
         saver.close()
     finally:

@@ -278,7 +278,7 @@ def _report_pause(
     # MemorySaver or an in-memory SQLite the graph brought) leaves nothing that a
     # later command could resume or inspect. (A saver of another kind may not say.)
     saver = graph.checkpointer
-    gone = hasattr(saver, "database") and saver.database is None
+    gone = getattr(saver, "database", False) is None
     if gone and (outcome.interrupts or snapshot.next):
         notes = (
             "[yellow]note:[/] the graph's own checkpointer keeps nothing after this command "

@@ -91,7 +91,10 @@ class _Listing:
 
     thread_id: str | None
     named: str | None
-    kwargs: dict[str, Any]
+    checkpoint_ns: str
+    before: str | None
+    limit: int | None
+    filter: Mapping[str, Any] | None
 
     @classmethod
     def of(
@@ -110,34 +113,42 @@ class _Listing:
             checkpoint_ns = checkpoint_ns or ns or ""
         if before is not None and not isinstance(before, str):
             before = config_target(before, what)[1]
-        kwargs = {"checkpoint_ns": checkpoint_ns, "before": before, "limit": limit}
-        return cls(target, named, {**kwargs, "filter": filter})
+        return cls(target, named, checkpoint_ns, before, limit, filter)
 
     @property
     def direct(self) -> bool:
         return self.thread_id is not None and self.named is None
 
-    def read(self, saver: Any) -> list[CheckpointTuple]:
-        """Every thread's checkpoints, or the one named: (sync) reads by thread id."""
-        return self._every_thread(saver) if self.thread_id is None else self._one(saver)
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keywords of a saver's own ``list``/``alist``."""
+        return {
+            "checkpoint_ns": self.checkpoint_ns,
+            "before": self.before,
+            "limit": self.limit,
+            "filter": self.filter,
+        }
 
-    def _one(self, saver: Any) -> list[CheckpointTuple]:
-        named, before, limit = self.named, self.kwargs["before"], self.kwargs["limit"]
-        pairs = encode_filter(self.kwargs["filter"])
+    def wants_named(self) -> bool:
+        """Whether the named checkpoint can be listed at all (before reading it)."""
+        named, before = self.named, self.before
         assert named is not None
-        if pairs is None or limit == 0 or (before is not None and named >= before):
-            return []
-        tup = saver.get_tuple(self.thread_id, named, checkpoint_ns=self.kwargs["checkpoint_ns"])
+        fits = encode_filter(self.filter) is not None and self.limit != 0
+        return fits and (before is None or named < before)
+
+    def keep(self, tup: CheckpointTuple | None) -> list[CheckpointTuple]:
+        """The named checkpoint, read, if its metadata fits the filter."""
+        pairs = encode_filter(self.filter)
         if tup is None or (pairs and not metadata_matcher(pairs)(json.dumps(tup.metadata))):
             return []
         return [tup]
 
-    def _every_thread(self, saver: Any) -> list[CheckpointTuple]:
+    def every_thread(self, saver: Any) -> list[CheckpointTuple]:
         """Newest first across threads (checkpoint ids sort by time)."""
-        encode_filter(self.kwargs["filter"])  # an invalid filter fails before any read
+        encode_filter(self.filter)  # an invalid filter fails before any read
         lists = [saver.list(t.thread_id, **self.kwargs) for t in saver.threads()]
         merged = heapq.merge(*lists, key=lambda t: t.checkpoint.id, reverse=True)
-        return list(itertools.islice(merged, self.kwargs["limit"]))
+        return list(itertools.islice(merged, self.limit))
 
 
 def lists_by_config(fn: F) -> F:
@@ -150,10 +161,14 @@ def lists_by_config(fn: F) -> F:
 
     @functools.wraps(fn)
     def call(self: Any, thread_id: Any, **kwargs: Any) -> Iterator[CheckpointTuple]:
-        if isinstance(thread_id, str) and not kwargs.get("before"):
-            return fn(self, thread_id, **kwargs)  # type: ignore[no-any-return]
         q = _Listing.of(thread_id, "list", **kwargs)
-        return fn(self, q.thread_id, **q.kwargs) if q.direct else iter(q.read(self))
+        if q.direct:
+            return fn(self, q.thread_id, **q.kwargs)  # type: ignore[no-any-return]
+        if q.thread_id is None:
+            return iter(q.every_thread(self))
+        if not q.wants_named():
+            return iter(())
+        return iter(q.keep(self.get_tuple(q.thread_id, q.named, checkpoint_ns=q.checkpoint_ns)))
 
     return call  # type: ignore[return-value]
 
@@ -171,7 +186,14 @@ def alists_by_config(fn: F) -> F:
             async for item in fn(self, q.thread_id, **q.kwargs):
                 yield item
             return
-        for item in await asyncio.to_thread(q.read, self):  # many reads: off the loop
+        if q.thread_id is None:  # no async thread listing: the sync reads, off the loop
+            found = await asyncio.to_thread(q.every_thread, self)
+        elif q.wants_named():
+            tup = await self.aget_tuple(q.thread_id, q.named, checkpoint_ns=q.checkpoint_ns)
+            found = q.keep(tup)
+        else:
+            found = []
+        for item in found:
             yield item
 
     return call  # type: ignore[return-value]

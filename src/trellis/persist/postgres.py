@@ -399,8 +399,9 @@ class PostgresSaver(SqlSaverMethods):
         kwargs = dict(pool.kwargs or {})
         sync_pool = pool if isinstance(pool, ConnectionPool) else None
         async_pool = pool if isinstance(pool, AsyncConnectionPool) else None
-        self._shared = _Shared(sync_pool, async_pool, False, pool.conninfo, kwargs)
-        self._shared.prepares = prepared_statements
+        self._shared = _Shared(
+            sync_pool, async_pool, False, pool.conninfo, kwargs, prepares=prepared_statements
+        )
         self.schema = schema
         self._sql = PostgresDialect(schema)
         self._cache = ChainCache()
